@@ -1,0 +1,20 @@
+//! stagebox: a Linux container runtime that builds a container one stage at a time and
+//! shows, after each stage, what the kernel sees differently.
+//!
+//! The library holds everything; `main.rs` only parses the command line.
+
+pub mod config;
+pub mod doctor;
+pub mod error;
+pub mod netif;
+pub mod observe;
+pub mod plan;
+pub mod probe;
+pub mod report;
+pub mod rootfs;
+pub mod runtime;
+pub mod stages;
+pub mod sys;
+pub mod trace;
+
+pub use error::{Error, Result};

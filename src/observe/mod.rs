@@ -1,0 +1,260 @@
+//! What a process sees, read from /proc from the outside, and the difference between two
+//! such readings. The trace prints the difference after every stage.
+//!
+//! Everything here is read from the kernel: /proc/PID/ns/*, /proc/PID/root,
+//! /proc/PID/mountinfo, /proc/PID/net/dev, and the process's own view of /proc through
+//! /proc/PID/root/proc. The hostname and the System V IPC objects can only be read from
+//! inside the namespaces that hold them (uname(2) and /proc/sysvipc answer for the *reader*),
+//! so the container process reports those itself ([`InsideFacts`]).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Namespace links in /proc/PID/ns, in the order the trace prints them.
+pub const NS_NAMES: &[&str] = &[
+    "user",
+    "uts",
+    "ipc",
+    "pid",
+    "pid_for_children",
+    "net",
+    "cgroup",
+    "mnt",
+    "time",
+];
+
+/// Facts only the process itself can read (uname and /proc/sysvipc answer for the reader).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InsideFacts {
+    pub hostname: String,
+    /// Interfaces with their up/down state.
+    pub interfaces: Vec<(String, bool)>,
+    pub sysv_objects: usize,
+}
+
+impl InsideFacts {
+    pub fn read() -> Self {
+        InsideFacts {
+            hostname: nix::sys::utsname::uname()
+                .map(|u| u.nodename().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            interfaces: crate::netif::own_interfaces(),
+            sysv_objects: crate::stages::ipc::visible_sysv_objects(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountLine {
+    pub mount_point: String,
+    pub fs_type: String,
+    pub source: String,
+}
+
+impl std::fmt::Display for MountLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.mount_point, self.fs_type, self.source)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    pub ns: BTreeMap<String, String>,
+    pub root: String,
+    pub mounts: Vec<MountLine>,
+    pub root_propagation: String,
+    /// Numeric entries in the /proc the process sees (None when it has no /proc).
+    pub pids_visible: Option<usize>,
+    pub inside: InsideFacts,
+}
+
+fn propagation(m: &procfs::process::MountInfo) -> String {
+    use procfs::process::MountOptFields as F;
+    let tags: Vec<String> = m
+        .opt_fields
+        .iter()
+        .filter_map(|f| match f {
+            F::Shared(n) => Some(format!("shared:{n}")),
+            F::Master(n) => Some(format!("master:{n}")),
+            F::PropagateFrom(n) => Some(format!("propagate_from:{n}")),
+            F::Unbindable => Some("unbindable".to_string()),
+        })
+        .collect();
+    if tags.is_empty() {
+        "private".to_string()
+    } else {
+        tags.join(" ")
+    }
+}
+
+/// Counts the numeric entries of a /proc directory.
+pub fn count_pids(proc_dir: &Path) -> Option<usize> {
+    let rd = std::fs::read_dir(proc_dir).ok()?;
+    let n = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .count();
+    if n == 0 && !proc_dir.join("self").exists() {
+        None
+    } else {
+        Some(n)
+    }
+}
+
+impl Snapshot {
+    /// Reads what process `pid` sees, from the outside. `inside` comes from the process.
+    pub fn of(pid: i32, inside: InsideFacts) -> Snapshot {
+        let base = format!("/proc/{pid}");
+        let mut ns = BTreeMap::new();
+        for name in NS_NAMES {
+            if let Ok(l) = std::fs::read_link(format!("{base}/ns/{name}")) {
+                ns.insert(name.to_string(), l.to_string_lossy().into_owned());
+            }
+        }
+        let root = std::fs::read_link(format!("{base}/root"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|e| format!("unreadable ({e})"));
+        let mut mounts = Vec::new();
+        let mut root_propagation = String::new();
+        if let Ok(infos) = procfs::process::Process::new(pid).and_then(|p| p.mountinfo()) {
+            for m in infos.into_iter() {
+                if m.mount_point == Path::new("/") {
+                    root_propagation = propagation(&m);
+                }
+                mounts.push(MountLine {
+                    mount_point: m.mount_point.to_string_lossy().into_owned(),
+                    fs_type: m.fs_type.clone(),
+                    source: m.mount_source.clone().unwrap_or_else(|| "none".into()),
+                });
+            }
+        }
+        let pids_visible = count_pids(Path::new(&format!("{base}/root/proc")));
+        Snapshot {
+            ns,
+            root,
+            mounts,
+            root_propagation,
+            pids_visible,
+            inside,
+        }
+    }
+}
+
+/// One fact that changed: the trace's `fact`, `before`, `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub fact: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+fn change(out: &mut Vec<Change>, fact: &str, before: String, after: String) {
+    if before != after {
+        out.push(Change {
+            fact: fact.to_string(),
+            before: Some(before),
+            after: Some(after),
+        });
+    }
+}
+
+fn ifaces(v: &[(String, bool)]) -> String {
+    if v.is_empty() {
+        return "(none)".into();
+    }
+    v.iter()
+        .map(|(n, up)| format!("{n}({})", if *up { "up" } else { "down" }))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What changed between two snapshots, in the order the trace prints it.
+pub fn diff(a: &Snapshot, b: &Snapshot) -> Vec<Change> {
+    let mut out = Vec::new();
+    for name in NS_NAMES {
+        let before = a.ns.get(*name).cloned().unwrap_or_default();
+        let after = b.ns.get(*name).cloned().unwrap_or_default();
+        change(&mut out, &format!("ns/{name}"), before, after);
+    }
+    change(&mut out, "hostname", a.inside.hostname.clone(), b.inside.hostname.clone());
+    change(
+        &mut out,
+        "interfaces",
+        ifaces(&a.inside.interfaces),
+        ifaces(&b.inside.interfaces),
+    );
+    change(
+        &mut out,
+        "sysv ipc objects",
+        a.inside.sysv_objects.to_string(),
+        b.inside.sysv_objects.to_string(),
+    );
+    let pids = |p: Option<usize>| p.map(|n| n.to_string()).unwrap_or_else(|| "no /proc".into());
+    change(&mut out, "visible pids", pids(a.pids_visible), pids(b.pids_visible));
+    change(&mut out, "root", a.root.clone(), b.root.clone());
+    change(
+        &mut out,
+        "propagation of /",
+        a.root_propagation.clone(),
+        b.root_propagation.clone(),
+    );
+    change(
+        &mut out,
+        "mount count",
+        a.mounts.len().to_string(),
+        b.mounts.len().to_string(),
+    );
+    for m in &b.mounts {
+        if !a.mounts.contains(m) {
+            out.push(Change {
+                fact: "mount".into(),
+                before: None,
+                after: Some(m.to_string()),
+            });
+        }
+    }
+    for m in &a.mounts {
+        if !b.mounts.contains(m) {
+            out.push(Change {
+                fact: "mount".into(),
+                before: Some(m.to_string()),
+                after: None,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_names_only_what_changed() {
+        let mut a = Snapshot::default();
+        a.ns.insert("uts".into(), "uts:[1]".into());
+        a.inside.hostname = "host".into();
+        let mut b = a.clone();
+        b.ns.insert("uts".into(), "uts:[2]".into());
+        b.inside.hostname = "box".into();
+        b.mounts.push(MountLine {
+            mount_point: "/proc".into(),
+            fs_type: "proc".into(),
+            source: "proc".into(),
+        });
+        let d = diff(&a, &b);
+        let facts: Vec<&str> = d.iter().map(|c| c.fact.as_str()).collect();
+        assert_eq!(facts, vec!["ns/uts", "hostname", "mount count", "mount"]);
+        assert_eq!(d[3].before, None);
+        assert_eq!(d[3].after.as_deref(), Some("/proc proc proc"));
+    }
+
+    #[test]
+    fn snapshot_of_self_sees_namespaces_and_mounts() {
+        let s = Snapshot::of(std::process::id() as i32, InsideFacts::read());
+        assert!(s.ns.get("uts").is_some_and(|v| v.starts_with("uts:[")));
+        assert!(!s.mounts.is_empty());
+        assert!(s.pids_visible.unwrap_or(0) >= 1);
+    }
+}

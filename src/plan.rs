@@ -1,0 +1,227 @@
+//! Stage toggles -> an ordered, validated list of stages.
+//!
+//! The order is fixed (see `StageId::ORDER` and DESIGN.md); the user only says which stages
+//! are on. Some combinations cannot work, and the plan refuses them before anything happens on
+//! the host, with one sentence saying why.
+
+use crate::error::{Error, Result};
+use crate::stages::{self, StageId};
+use std::collections::BTreeSet;
+
+/// How the pivot stage switches the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RootSwitch {
+    /// pivot_root(2), then detach the old root: the host's tree is gone from the namespace.
+    Pivot,
+    /// chroot(2) only: the old root is still mounted, and a root process can climb out.
+    Chroot,
+}
+
+impl std::str::FromStr for RootSwitch {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "pivot" | "pivot_root" => Ok(RootSwitch::Pivot),
+            "chroot" => Ok(RootSwitch::Chroot),
+            other => Err(Error::usage(format!(
+                "unknown --root-switch {other:?}; use pivot or chroot"
+            ))),
+        }
+    }
+}
+
+/// Which stages are on, as the user asked.
+#[derive(Debug, Clone, Default)]
+pub struct Toggles {
+    pub only: Option<Vec<String>>,
+    pub without: Vec<String>,
+}
+
+/// One stage of the resolved pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlannedStage {
+    pub id: StageId,
+    pub enabled: bool,
+    /// Why it is on or off: "default", "--without", "not in --only".
+    pub why: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Plan {
+    pub stages: Vec<PlannedStage>,
+    pub root_switch: RootSwitch,
+}
+
+fn parse_names(names: &[String], flag: &str) -> Result<BTreeSet<StageId>> {
+    let mut out = BTreeSet::new();
+    for raw in names {
+        for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let id: StageId = name.parse().map_err(|_| {
+                let known: Vec<&str> = stages::registry().iter().map(|s| s.info().id.name()).collect();
+                Error::usage(format!(
+                    "unknown stage {name:?} in {flag}; the stages are: {}",
+                    known.join(", ")
+                ))
+            })?;
+            if stages::get(id).is_none() {
+                return Err(Error::usage(format!(
+                    "stage {name:?} in {flag} is not available yet in this version of stagebox; `stagebox stages` lists the ones that are"
+                )));
+            }
+            out.insert(id);
+        }
+    }
+    Ok(out)
+}
+
+impl Plan {
+    pub fn resolve(toggles: &Toggles, root_switch: RootSwitch) -> Result<Plan> {
+        if toggles.only.is_some() && !toggles.without.is_empty() {
+            return Err(Error::usage(
+                "--only and --without cannot be used together; pick the stages with one of them",
+            ));
+        }
+        let only = match &toggles.only {
+            Some(o) => Some(parse_names(o, "--only")?),
+            None => None,
+        };
+        let without = parse_names(&toggles.without, "--without")?;
+        let mut planned = Vec::new();
+        for stage in stages::registry() {
+            let info = stage.info();
+            let (enabled, why) = match &only {
+                Some(set) if set.contains(&info.id) => (true, "--only".to_string()),
+                Some(_) => (false, "not in --only".to_string()),
+                None if without.contains(&info.id) => (false, "--without".to_string()),
+                None if info.default_on => (true, "default".to_string()),
+                None => (false, "off by default".to_string()),
+            };
+            planned.push(PlannedStage {
+                id: info.id,
+                enabled,
+                why,
+            });
+        }
+        let plan = Plan {
+            stages: planned,
+            root_switch,
+        };
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    pub fn is_on(&self, id: StageId) -> bool {
+        self.stages.iter().any(|s| s.id == id && s.enabled)
+    }
+
+    /// Refuses combinations that cannot work, naming the first problem in one sentence.
+    fn validate(&self) -> Result<()> {
+        for s in self.stages.iter().filter(|s| s.enabled) {
+            let Some(stage) = stages::get(s.id) else { continue };
+            for (needed, reason) in stage.info().requires {
+                if !self.is_on(*needed) {
+                    return Err(Error::Plan(format!(
+                        "the {} stage needs the {} stage: {}",
+                        s.id.name(),
+                        needed.name(),
+                        reason
+                    )));
+                }
+            }
+        }
+        if self.root_switch == RootSwitch::Chroot && !self.is_on(StageId::Pivot) {
+            return Err(Error::Plan(
+                "--root-switch chroot is a mode of the pivot stage, which is off; switch pivot on or drop --root-switch".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The root the workload will see, relative to the host: the rootfs when the root is
+    /// switched, the host's / otherwise.
+    pub fn switches_root(&self) -> bool {
+        self.is_on(StageId::Pivot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(only: Option<&str>, without: &str) -> Toggles {
+        Toggles {
+            only: only.map(|o| vec![o.to_string()]),
+            without: if without.is_empty() { vec![] } else { vec![without.to_string()] },
+        }
+    }
+
+    fn on(p: &Plan) -> Vec<&'static str> {
+        p.stages.iter().filter(|s| s.enabled).map(|s| s.id.name()).collect()
+    }
+
+    #[test]
+    fn default_plan_is_every_stage_in_order() {
+        let p = Plan::resolve(&t(None, ""), RootSwitch::Pivot).unwrap();
+        assert_eq!(on(&p), vec!["uts", "ipc", "pid", "net", "mount", "rootfs", "proc", "pivot"]);
+    }
+
+    #[test]
+    fn only_keeps_pipeline_order_whatever_the_order_given() {
+        let p = Plan::resolve(&t(Some("mount,uts"), ""), RootSwitch::Pivot).unwrap();
+        assert_eq!(on(&p), vec!["uts", "mount"]);
+    }
+
+    #[test]
+    fn without_pid_leaves_the_rest() {
+        let p = Plan::resolve(&t(None, "pid"), RootSwitch::Pivot).unwrap();
+        assert!(!p.is_on(StageId::Pid));
+        assert!(p.is_on(StageId::Proc));
+    }
+
+    #[test]
+    fn pivot_without_mount_is_refused_with_a_reason() {
+        let e = Plan::resolve(&t(None, "mount"), RootSwitch::Pivot).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("needs the mount stage"), "{msg}");
+    }
+
+    #[test]
+    fn pivot_without_rootfs_is_refused() {
+        let e = Plan::resolve(&t(None, "rootfs"), RootSwitch::Pivot).unwrap_err();
+        assert!(e.to_string().contains("the pivot stage needs the rootfs stage"), "{e}");
+    }
+
+    #[test]
+    fn unknown_stage_is_named() {
+        let e = Plan::resolve(&t(None, "pdi"), RootSwitch::Pivot).unwrap_err();
+        assert!(e.to_string().contains("unknown stage \"pdi\""), "{e}");
+    }
+
+    #[test]
+    fn only_and_without_together_are_refused() {
+        let toggles = Toggles {
+            only: Some(vec!["uts".into()]),
+            without: vec!["pid".into()],
+        };
+        assert!(Plan::resolve(&toggles, RootSwitch::Pivot).is_err());
+    }
+
+    #[test]
+    fn chroot_mode_needs_pivot_stage() {
+        assert!(Plan::resolve(&t(Some("uts"), ""), RootSwitch::Chroot).is_err());
+        assert!(Plan::resolve(&t(None, ""), RootSwitch::Chroot).is_ok());
+    }
+
+    #[test]
+    fn proc_without_rootfs_is_allowed_and_mounts_over_the_hosts_proc_in_the_namespace() {
+        let p = Plan::resolve(&t(Some("pid,mount,proc"), ""), RootSwitch::Pivot).unwrap();
+        assert_eq!(on(&p), vec!["pid", "mount", "proc"]);
+    }
+
+    #[test]
+    fn nothing_at_all_is_a_plain_process() {
+        let p = Plan::resolve(&t(Some(""), ""), RootSwitch::Pivot).unwrap();
+        assert!(on(&p).is_empty());
+    }
+}

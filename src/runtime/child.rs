@@ -1,0 +1,220 @@
+//! The container process: applies the stages one by one, reporting each to the runtime and
+//! waiting for its go-ahead, then execs the workload.
+//!
+//! It runs right after fork(2) in a single-threaded process, and never returns: it ends in
+//! execve(2) or in _exit(2). Every failure is sent to the runtime as a message naming the
+//! stage, and the process exits 125.
+
+use super::channel::{Channel, ToChild, ToParent};
+use crate::observe::InsideFacts;
+use crate::plan::Plan;
+use crate::stages::{self, ChildCtx, ChildSpec, StageError};
+use crate::sys::{RealSys, Sys, SyscallRecord};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+/// What the container execs at the end.
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    /// The program's path inside the container (ignored when `exe_fd` is set).
+    pub path: String,
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    /// An fd on stagebox's own executable: exec it with fexecve, nothing copied into the rootfs.
+    pub exe_fd: Option<RawFd>,
+}
+
+struct Failure {
+    stage: String,
+    message: String,
+    syscalls: Vec<SyscallRecord>,
+}
+
+fn fail(stage: &str, e: impl std::fmt::Display) -> Failure {
+    Failure {
+        stage: stage.to_string(),
+        message: e.to_string(),
+        syscalls: Vec::new(),
+    }
+}
+
+fn wait_continue(ch: &mut Channel, stage: &str) -> Result<(), Failure> {
+    match ch.recv::<ToChild>() {
+        Ok(Some(ToChild::Continue)) => Ok(()),
+        Ok(None) => Err(fail(stage, "the runtime went away")),
+        Err(e) => Err(fail(stage, e)),
+    }
+}
+
+pub fn main(
+    mut ch: Channel,
+    spec: &ChildSpec,
+    plan: &Plan,
+    exec: &ExecSpec,
+    trace: bool,
+    old_mask: &SigSet,
+    parent: nix::unistd::Pid,
+) -> ! {
+    let code = match run(&mut ch, spec, plan, exec, trace, old_mask, parent) {
+        Ok(never) => match never {},
+        Err(f) => {
+            let _ = ch.send(&ToParent::Error {
+                stage: f.stage,
+                message: f.message,
+                syscalls: f.syscalls,
+            });
+            125
+        }
+    };
+    // SAFETY: _exit(2) ends this forked process without running the parent's atexit
+    // handlers or flushing its copies of stdio buffers.
+    unsafe { libc::_exit(code) }
+}
+
+fn set_pdeathsig() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number; no memory is passed.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// Forks for the pid stage. Returns in the new child (PID 1 of the new namespace); the
+/// intermediate process hands the child over to the runtime and exits.
+fn fork_for_pid(ch: &mut Channel, syscalls: &mut Vec<SyscallRecord>) -> Result<(), Failure> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| fail("pid", e))?;
+    // SAFETY: this process is single-threaded (a forked child of the runtime).
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(fail("pid", StageError::sys("fork()", e))),
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(r);
+            let _ = ch.send(&ToParent::Handover { pid: child.as_raw() });
+            let _ = ch.recv::<ToChild>();
+            drop(w);
+            // SAFETY: see `main`.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(w);
+            // Wait until the intermediate process has exited: the pipe's write end closes
+            // with it. Until then the runtime's replies are for that process, not this one.
+            let mut b = [0u8; 1];
+            loop {
+                match nix::unistd::read(&r, &mut b) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    _ => break,
+                }
+            }
+            drop(r);
+            syscalls.push(SyscallRecord {
+                call: "fork()".into(),
+                result: "0 (this is the child: PID 1 in the new namespace)".into(),
+            });
+            stages::pid::verify_pid1().map_err(|e| fail("pid", e))
+        }
+    }
+}
+
+fn run(
+    ch: &mut Channel,
+    spec: &ChildSpec,
+    plan: &Plan,
+    exec: &ExecSpec,
+    trace: bool,
+    old_mask: &SigSet,
+    parent: nix::unistd::Pid,
+) -> Result<std::convert::Infallible, Failure> {
+    set_pdeathsig();
+    if nix::unistd::getppid() != parent {
+        return Err(fail("run", "the runtime exited before the container started"));
+    }
+    let mut root: Option<PathBuf> = None;
+    for planned in &plan.stages {
+        let name = planned.id.name();
+        let stage = stages::get(planned.id)
+            .ok_or_else(|| fail(name, "this stage is not available in this build"))?;
+        let mut sys = RealSys::new();
+        let (result, notes, fork_requested, new_root) = {
+            let mut ctx = ChildCtx::new(&mut sys, spec);
+            ctx.root = root.clone();
+            let r = if planned.enabled {
+                stage.apply(&mut ctx)
+            } else {
+                stage.when_off(&mut ctx)
+            };
+            (r, std::mem::take(&mut ctx.notes), ctx.fork_requested, ctx.root.clone())
+        };
+        let mut syscalls = sys.take_log();
+        if let Err(e) = result {
+            return Err(Failure {
+                stage: name.to_string(),
+                message: e.0,
+                syscalls,
+            });
+        }
+        root = new_root;
+        if fork_requested {
+            fork_for_pid(ch, &mut syscalls)?;
+        }
+        ch.send(&ToParent::Done {
+            stage: planned.id,
+            enabled: planned.enabled,
+            syscalls,
+            notes,
+            inside: trace.then(InsideFacts::read),
+        })
+        .map_err(|e| fail(name, e))?;
+        wait_continue(ch, name)?;
+        if fork_requested {
+            // Reparented to the runtime by now (it reaped the intermediate process before
+            // saying continue), so the death signal now follows the runtime itself.
+            set_pdeathsig();
+        }
+    }
+    do_exec(exec, old_mask)
+}
+
+fn cstrings(v: &[String]) -> Result<Vec<CString>, Failure> {
+    v.iter()
+        .map(|s| CString::new(s.as_bytes()).map_err(|_| fail("exec", format!("{s:?} contains a NUL byte"))))
+        .collect()
+}
+
+fn do_exec(exec: &ExecSpec, old_mask: &SigSet) -> Result<std::convert::Infallible, Failure> {
+    if let Some(dir) = &exec.workdir {
+        nix::unistd::chdir(dir.as_str())
+            .map_err(|e| fail("exec", StageError::sys(&format!("chdir({dir:?})"), e)))?;
+    }
+    let argv = cstrings(&exec.argv)?;
+    let env = cstrings(&exec.env)?;
+    // The Rust runtime ignores SIGPIPE; an ignored signal stays ignored across exec, so put
+    // it back, and give the workload the signal mask the runtime had before it blocked the
+    // signals it forwards.
+    // SAFETY: setting a signal's disposition to the default is always sound.
+    unsafe {
+        let _ = nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
+    let err = match exec.exe_fd {
+        Some(fd) => {
+            // SAFETY: fd is the runtime's open descriptor on its own executable, inherited.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            match nix::unistd::fexecve(fd, &argv, &env) {
+                Err(e) => StageError::sys("fexecve(<stagebox>)", e),
+                Ok(never) => match never {},
+            }
+        }
+        None => {
+            let path = CString::new(exec.path.as_bytes())
+                .map_err(|_| fail("exec", "the command path contains a NUL byte"))?;
+            match nix::unistd::execve(&path, &argv, &env) {
+                Err(e) => StageError::sys(&format!("execve({:?})", exec.path), e),
+                Ok(never) => match never {},
+            }
+        }
+    };
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None);
+    Err(fail("exec", err))
+}

@@ -1,0 +1,408 @@
+//! The runtime on the host: checks everything it can before touching anything, forks the
+//! container process, follows it stage by stage (tracing what the kernel shows after each),
+//! then waits for the workload, forwarding signals, and returns its exit status.
+//!
+//! Nothing a run does survives it: every namespace and mount lives only as long as the
+//! container's processes, the container process dies with the runtime (PR_SET_PDEATHSIG),
+//! and on any error the runtime kills and reaps what it started before returning.
+
+pub mod channel;
+pub mod child;
+
+use crate::config::{check_hostname, new_id, RunConfig};
+use crate::error::{Error, Result};
+use crate::observe::{diff, InsideFacts, Snapshot};
+use crate::plan::Plan;
+use crate::rootfs::{self, DEFAULT_PATH};
+use crate::stages::{self, ChildSpec, StageId};
+use crate::trace::{self, TraceMode};
+use channel::{ToChild, ToParent};
+use child::ExecSpec;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+/// Signals the runtime forwards to the workload (SIGCHLD is for its own wait loop).
+const FORWARDED: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGCONT,
+];
+
+/// Kills and reaps whatever the runtime started, unless disarmed: the undo for every early
+/// return.
+struct Reaper {
+    pids: Vec<Pid>,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
+            let _ = waitpid(*pid, None);
+        }
+    }
+}
+
+/// Everything checked and resolved before the first change to the host.
+struct Prepared {
+    spec: ChildSpec,
+    exec: ExecSpec,
+    _exe: Option<OwnedFd>,
+}
+
+fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::NotRoot {
+            what: "namespaces and mounts need CAP_SYS_ADMIN until the user stage exists".into(),
+        });
+    }
+    let plan = &cfg.plan;
+    if let Some(h) = &cfg.hostname {
+        check_hostname(h)?;
+    }
+    let rootfs = if plan.is_on(StageId::Rootfs) {
+        Some(match &cfg.rootfs {
+            Some(dir) => {
+                let canon = std::fs::canonicalize(dir).map_err(|_| {
+                    Error::usage(format!(
+                        "--rootfs {} does not exist; give a directory that holds a root filesystem (bin/, etc/ ...)",
+                        dir.display()
+                    ))
+                })?;
+                if !canon.is_dir() {
+                    return Err(Error::usage(format!(
+                        "--rootfs {} is not a directory; give a directory that holds a root filesystem",
+                        dir.display()
+                    )));
+                }
+                if canon == std::path::Path::new("/") {
+                    return Err(Error::usage(
+                        "--rootfs / is the host's own root; give a separate directory",
+                    ));
+                }
+                canon
+            }
+            None => rootfs::default::ensure(&cfg.state_dir, cfg.default_source)?.path,
+        })
+    } else {
+        if cfg.rootfs.is_some() {
+            return Err(Error::usage(
+                "--rootfs was given but the rootfs stage is off; switch the rootfs stage on or drop --rootfs",
+            ));
+        }
+        None
+    };
+    let lookup_root = match (&rootfs, plan.switches_root()) {
+        (Some(r), true) => r.clone(),
+        _ => PathBuf::from("/"),
+    };
+    let mut env = vec![format!("PATH={DEFAULT_PATH}")];
+    let hostname = cfg
+        .hostname
+        .clone()
+        .unwrap_or_else(|| format!("stagebox-{}", &id[..6]));
+    env.push(format!("HOSTNAME={hostname}"));
+    env.push("HOME=/root".into());
+    env.push("container=stagebox".into());
+    if let Ok(term) = std::env::var("TERM") {
+        env.push(format!("TERM={term}"));
+    }
+    for kv in &cfg.env {
+        if !kv.contains('=') || kv.starts_with('=') {
+            return Err(Error::usage(format!(
+                "--env {kv:?} is not KEY=VALUE; write it as NAME=value"
+            )));
+        }
+        let key = kv.split('=').next().unwrap_or_default();
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    let path_var = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    if let Some(w) = &cfg.workdir {
+        if !w.starts_with('/') {
+            return Err(Error::usage(format!("--workdir {w:?} must be an absolute path inside the container")));
+        }
+        let host = rootfs::resolve_in_root(&lookup_root, std::path::Path::new(w))?;
+        if !host.is_dir() {
+            return Err(Error::usage(format!(
+                "--workdir {w} is not a directory in the container's root filesystem"
+            )));
+        }
+    }
+    let (exec, exe) = match &cfg.probe {
+        Some(args) => {
+            let exe = std::fs::File::open("/proc/self/exe")
+                .map_err(|e| Error::io("open /proc/self/exe", e))?;
+            let exe: OwnedFd = exe.into();
+            let mut argv = vec!["stagebox".to_string(), "probe".to_string()];
+            argv.extend(args.iter().cloned());
+            (
+                ExecSpec {
+                    path: "/proc/self/exe".into(),
+                    argv,
+                    env,
+                    workdir: cfg.workdir.clone(),
+                    exe_fd: Some(exe.as_raw_fd()),
+                },
+                Some(exe),
+            )
+        }
+        None => {
+            let Some(cmd) = cfg.command.first() else {
+                return Err(Error::usage(
+                    "no command given; write it after --, for example: stagebox run -- /bin/sh",
+                ));
+            };
+            let path = rootfs::resolve_command(&lookup_root, cmd, &path_var)?;
+            (
+                ExecSpec {
+                    path,
+                    argv: cfg.command.clone(),
+                    env,
+                    workdir: cfg.workdir.clone(),
+                    exe_fd: None,
+                },
+                None,
+            )
+        }
+    };
+    Ok(Prepared {
+        spec: ChildSpec {
+            hostname,
+            rootfs,
+            root_switch: plan.root_switch,
+        },
+        exec,
+        _exe: exe,
+    })
+}
+
+fn reason_off(plan: &Plan, id: StageId) -> String {
+    plan.stages
+        .iter()
+        .find(|s| s.id == id)
+        .map(|s| s.why.clone())
+        .unwrap_or_default()
+}
+
+fn chan_err(e: channel::ChannelError) -> Error {
+    Error::Stage {
+        stage: "run".into(),
+        message: e.to_string(),
+    }
+}
+
+/// Runs the container; returns the workload's exit status (128+N when signal N killed it).
+pub fn run(cfg: &RunConfig) -> Result<i32> {
+    let id = new_id();
+    let prepared = prepare(cfg, &id)?;
+    let tracing_on = cfg.trace != TraceMode::Off;
+
+    let (mut parent_ch, child_ch) = channel::pair().map_err(chan_err)?;
+    // Orphans of the container (the intermediate process of the pid stage's fork, first of
+    // all) are re-parented to us, so that we can wait for the workload itself.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(Error::sys("prctl(PR_SET_CHILD_SUBREAPER)", nix::errno::Errno::last()));
+    }
+    let mut mask = SigSet::empty();
+    for s in FORWARDED {
+        mask.add(*s);
+    }
+    mask.add(Signal::SIGCHLD);
+    let mut old_mask = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old_mask))
+        .map_err(|e| Error::sys("sigprocmask", e))?;
+
+    let mut prev = tracing_on.then(|| Snapshot::of(std::process::id() as i32, InsideFacts::read()));
+    let me = nix::unistd::getpid();
+    // SAFETY: the runtime is single-threaded here (the trace layer writes synchronously).
+    let first = match unsafe { nix::unistd::fork() } {
+        Err(e) => return Err(Error::sys("fork", e)),
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(parent_ch);
+            child::main(
+                child_ch,
+                &prepared.spec,
+                &cfg.plan,
+                &prepared.exec,
+                tracing_on,
+                &old_mask,
+                me,
+            )
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => child,
+    };
+    drop(child_ch);
+    let mut reaper = Reaper { pids: vec![first] };
+    let mut current = first;
+
+    loop {
+        let msg = parent_ch.recv::<ToParent>().map_err(chan_err)?;
+        match msg {
+            None => break,
+            Some(ToParent::Handover { pid }) => {
+                let pid = Pid::from_raw(pid);
+                reaper.pids.push(pid);
+                parent_ch.send(&ToChild::Continue).map_err(chan_err)?;
+                let _ = waitpid(current, None);
+                reaper.pids.retain(|p| *p != current);
+                if tracing_on {
+                    trace::note(
+                        "pid",
+                        &format!(
+                            "forked: host pid {} is PID 1 in the new namespace; the intermediate process {} exited",
+                            pid, current
+                        ),
+                    );
+                }
+                current = pid;
+            }
+            Some(ToParent::Done {
+                stage,
+                enabled,
+                syscalls,
+                notes,
+                inside,
+            }) => {
+                if tracing_on {
+                    let name = stage.name();
+                    match stages::get(stage) {
+                        Some(s) if enabled => trace::stage(name, s.info().summary),
+                        _ => trace::off(name, &reason_off(&cfg.plan, stage)),
+                    }
+                    for rec in &syscalls {
+                        trace::syscall(name, rec);
+                    }
+                    for n in &notes {
+                        trace::note(name, n);
+                    }
+                    let snap = Snapshot::of(current.as_raw(), inside.unwrap_or_default());
+                    if let Some(p) = &prev {
+                        for c in diff(p, &snap) {
+                            trace::fact(name, &c);
+                        }
+                    }
+                    prev = Some(snap);
+                }
+                parent_ch.send(&ToChild::Continue).map_err(chan_err)?;
+            }
+            Some(ToParent::Error {
+                stage,
+                message,
+                syscalls,
+            }) => {
+                if tracing_on {
+                    for rec in &syscalls {
+                        trace::syscall(&stage, rec);
+                    }
+                    trace::error(&stage, &message);
+                }
+                drop(reaper);
+                return Err(Error::Stage { stage, message });
+            }
+        }
+    }
+    // End of file: the container process exec'd the workload (its end was close-on-exec).
+    drop(parent_ch);
+    let workload = current;
+    if tracing_on {
+        trace::note(
+            "exec",
+            &format!(
+                "execve({:?}, {:?}) as host pid {workload}",
+                prepared.exec.path, prepared.exec.argv
+            ),
+        );
+    }
+    let status = wait_forwarding(workload, &mask)?;
+    reaper.pids.clear();
+    if tracing_on {
+        trace::exit(&status.describe());
+    }
+    Ok(status.code())
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum ExitKind {
+    Exited(i32),
+    Signaled(Signal),
+}
+
+impl ExitKind {
+    pub fn code(self) -> i32 {
+        match self {
+            ExitKind::Exited(c) => c,
+            ExitKind::Signaled(s) => 128 + s as i32,
+        }
+    }
+    pub fn describe(self) -> String {
+        match self {
+            ExitKind::Exited(c) => format!("the workload exited with status {c}"),
+            ExitKind::Signaled(s) => format!(
+                "the workload was killed by signal {} ({}), exit status {}",
+                s as i32,
+                s.as_str(),
+                self.code()
+            ),
+        }
+    }
+}
+
+/// Waits for the workload, forwarding the signals the runtime receives. Signals a terminal
+/// sends to the whole foreground process group (Ctrl-C) already reached the workload, which
+/// shares that group, so those are not sent twice.
+fn wait_forwarding(workload: Pid, mask: &SigSet) -> Result<ExitKind> {
+    let sfd = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| Error::sys("signalfd", e))?;
+    loop {
+        // Reap everything that has exited (orphans of the container come to us too).
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == workload => {
+                    return Ok(ExitKind::Exited(code))
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == workload => {
+                    return Ok(ExitKind::Signaled(sig))
+                }
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::ECHILD) => {
+                    return Err(Error::Stage {
+                        stage: "run".into(),
+                        message: "the workload disappeared without an exit status".into(),
+                    })
+                }
+                Err(e) => return Err(Error::sys("waitpid", e)),
+            }
+        }
+        let info = match sfd.read_signal() {
+            Ok(Some(info)) => info,
+            Ok(None) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("read(signalfd)", e)),
+        };
+        let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
+        if sig == Signal::SIGCHLD {
+            continue;
+        }
+        let from_terminal = info.ssi_code == libc::SI_KERNEL;
+        if !from_terminal {
+            let _ = nix::sys::signal::kill(workload, sig);
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The stages, one file each, and the registry that puts them in pipeline order.
+//!
+//! A stage does its real syscalls in the container process (through [`crate::sys::Sys`],
+//! so every call is traced), then reads back from /proc that the kernel did what was asked.
+//! A stage that cannot confirm its effect fails: silently doing nothing is the one bug a
+//! teaching runtime must never have.
+//!
+//! Order (see DESIGN.md): user, cgroup, uts, ipc, pid, net, cgroupns, mount, rootfs, volumes,
+//! proc, pivot. The user, cgroup, cgroupns and volumes stages are named here so plans and
+//! messages can talk about them; they arrive with their own issues.
+
+use crate::plan::RootSwitch;
+use crate::sys::Sys;
+use std::path::PathBuf;
+
+pub mod ipc;
+pub mod mount;
+pub mod net;
+pub mod pid;
+pub mod pivot;
+pub mod proc;
+pub mod rootfs;
+pub mod uts;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageId {
+    User,
+    Cgroup,
+    Uts,
+    Ipc,
+    Pid,
+    Net,
+    Cgroupns,
+    Mount,
+    Rootfs,
+    Volumes,
+    Proc,
+    Pivot,
+}
+
+impl StageId {
+    pub const ORDER: [StageId; 12] = [
+        StageId::User,
+        StageId::Cgroup,
+        StageId::Uts,
+        StageId::Ipc,
+        StageId::Pid,
+        StageId::Net,
+        StageId::Cgroupns,
+        StageId::Mount,
+        StageId::Rootfs,
+        StageId::Volumes,
+        StageId::Proc,
+        StageId::Pivot,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StageId::User => "user",
+            StageId::Cgroup => "cgroup",
+            StageId::Uts => "uts",
+            StageId::Ipc => "ipc",
+            StageId::Pid => "pid",
+            StageId::Net => "net",
+            StageId::Cgroupns => "cgroupns",
+            StageId::Mount => "mount",
+            StageId::Rootfs => "rootfs",
+            StageId::Volumes => "volumes",
+            StageId::Proc => "proc",
+            StageId::Pivot => "pivot",
+        }
+    }
+}
+
+impl std::fmt::Display for StageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for StageId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        StageId::ORDER
+            .iter()
+            .copied()
+            .find(|id| id.name() == s.to_ascii_lowercase())
+            .ok_or(())
+    }
+}
+
+/// What a stage is, for `stagebox stages`, the plan and the book.
+pub struct StageInfo {
+    pub id: StageId,
+    /// One line: what the stage does.
+    pub summary: &'static str,
+    /// The kernel-visible fact the trace shows changing.
+    pub shows: &'static str,
+    pub default_on: bool,
+    /// The lesson that teaches it (file name under lessons/, without .md).
+    pub lesson: &'static str,
+    /// Stages this one cannot work without, each with the reason in words.
+    pub requires: &'static [(StageId, &'static str)],
+}
+
+/// What the container process is told by the runtime.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ChildSpec {
+    pub hostname: String,
+    /// The rootfs directory on the host (already resolved and checked).
+    pub rootfs: Option<PathBuf>,
+    pub root_switch: RootSwitch,
+}
+
+/// A stage failed: what it tried and what the kernel said, in one sentence.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StageError(pub String);
+
+impl StageError {
+    pub fn sys(call: &str, errno: nix::errno::Errno) -> Self {
+        StageError(format!("{call} failed: {} ({})", errno, errno.desc()))
+    }
+    /// The syscall returned success but /proc does not show the effect.
+    pub fn no_effect(what: impl std::fmt::Display) -> Self {
+        StageError(format!("the kernel does not show the expected effect: {what}"))
+    }
+    pub fn msg(m: impl Into<String>) -> Self {
+        StageError(m.into())
+    }
+}
+
+/// Everything a stage works with while it runs in the container process.
+pub struct ChildCtx<'a> {
+    pub sys: &'a mut dyn Sys,
+    pub spec: &'a ChildSpec,
+    /// Where the container's root is mounted (set by the rootfs stage), as a path in the
+    /// container's mount namespace before the switch.
+    pub root: Option<PathBuf>,
+    /// Read the effect back from /proc (false only in unit tests with a recording Sys).
+    pub verify: bool,
+    /// Set by the pid stage: the runtime must fork so the next process is PID 1.
+    pub fork_requested: bool,
+    /// Lines for the trace: what the stage noticed or decided (a fallback and its reason).
+    pub notes: Vec<String>,
+}
+
+impl<'a> ChildCtx<'a> {
+    pub fn new(sys: &'a mut dyn Sys, spec: &'a ChildSpec) -> Self {
+        ChildCtx {
+            sys,
+            spec,
+            root: None,
+            verify: true,
+            fork_requested: false,
+            notes: Vec::new(),
+        }
+    }
+    pub fn note(&mut self, s: impl Into<String>) {
+        self.notes.push(s.into());
+    }
+    /// The directory that will be the container's root: the mounted rootfs, or / when there
+    /// is no rootfs stage.
+    pub fn target_root(&self) -> PathBuf {
+        self.root.clone().unwrap_or_else(|| PathBuf::from("/"))
+    }
+}
+
+pub trait Stage: Sync {
+    fn info(&self) -> &'static StageInfo;
+    /// Does the stage's syscalls in the container process and checks their effect.
+    fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError>;
+    /// Runs when the stage is switched off. Most stages then do nothing at all; the ones
+    /// whose absence needs a stand-in (proc: the host's /proc) do it here and say so.
+    fn when_off(&self, _ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
+        Ok(())
+    }
+}
+
+static REGISTRY: [&dyn Stage; 8] = [
+    &uts::Uts,
+    &ipc::Ipc,
+    &pid::Pid,
+    &net::Net,
+    &mount::Mount,
+    &rootfs::Rootfs,
+    &proc::Proc,
+    &pivot::Pivot,
+];
+
+/// Every available stage, in pipeline order.
+pub fn registry() -> &'static [&'static dyn Stage] {
+    &REGISTRY
+}
+
+pub fn get(id: StageId) -> Option<&'static dyn Stage> {
+    REGISTRY.iter().copied().find(|s| s.info().id == id)
+}
+
+/// Reads the inode of one of the process's namespaces, `/proc/self/ns/NAME`.
+pub fn ns_inode(name: &str) -> Result<String, StageError> {
+    std::fs::read_link(format!("/proc/self/ns/{name}"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .map_err(|e| StageError::msg(format!("cannot read /proc/self/ns/{name}: {e}")))
+}
+
+/// unshare(flag) and check that /proc/self/ns/NAME now names another namespace.
+pub fn unshare_checked(
+    ctx: &mut ChildCtx<'_>,
+    flag: nix::sched::CloneFlags,
+    ns: &str,
+) -> Result<(), StageError> {
+    let before = if ctx.verify { Some(ns_inode(ns)?) } else { None };
+    let call = format!("unshare({})", crate::sys::clone_flags_str(flag));
+    ctx.sys.unshare(flag).map_err(|e| StageError::sys(&call, e))?;
+    if let Some(before) = before {
+        let after = ns_inode(ns)?;
+        if after == before {
+            return Err(StageError::no_effect(format!(
+                "/proc/self/ns/{ns} is still {before} after {call}"
+            )));
+        }
+    }
+    Ok(())
+}

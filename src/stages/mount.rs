@@ -1,0 +1,72 @@
+//! # mount: a mount table of its own
+//!
+//! A mount namespace is a copy of the mount table. After `unshare(CLONE_NEWNS)` the process
+//! has its own copy, so later mounts and unmounts change only that copy... unless mount
+//! propagation says otherwise. On systemd hosts `/` is a *shared* mount (mountinfo shows
+//! `shared:1`), and shared mounts forward every new mount to their peers, including the
+//! host's copy. That is why this stage goes on with
+//! `mount(NULL, "/", NULL, MS_REC|MS_PRIVATE, NULL)`: every mount in the copy becomes private
+//! and nothing mounted inside the container can appear on the host. (runc uses MS_SLAVE
+//! instead, so that host mounts still reach the container; private is the stricter choice.)
+//! pivot_root also refuses to work on a shared mount (EINVAL), so this is needed for the root
+//! switch too.
+//!
+//! Why here in the order: after pid and net, so the procfs and sysfs the proc stage mounts
+//! belong to those namespaces; before rootfs, proc and pivot, which all mount things that
+//! must stay inside this namespace.
+
+use super::{unshare_checked, ChildCtx, Stage, StageError, StageId, StageInfo};
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+use std::path::Path;
+
+pub struct Mount;
+
+static INFO: StageInfo = StageInfo {
+    id: StageId::Mount,
+    summary: "new mount namespace, / made recursively private: no mount leaks to the host",
+    shows: "ns/mnt inode, propagation of / (shared:N -> private)",
+    default_on: true,
+    lesson: "03-mount-namespace",
+    requires: &[],
+};
+
+/// Mounts in /proc/self/mountinfo still tagged shared:N.
+pub fn shared_mounts() -> Result<Vec<String>, StageError> {
+    let infos = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map_err(|e| StageError::msg(format!("cannot read /proc/self/mountinfo: {e}")))?;
+    Ok(infos
+        .into_iter()
+        .filter(|m| {
+            m.opt_fields
+                .iter()
+                .any(|f| matches!(f, procfs::process::MountOptFields::Shared(_)))
+        })
+        .map(|m| m.mount_point.display().to_string())
+        .collect())
+}
+
+impl Stage for Mount {
+    fn info(&self) -> &'static StageInfo {
+        &INFO
+    }
+
+    fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
+        unshare_checked(ctx, CloneFlags::CLONE_NEWNS, "mnt")?;
+        let flags = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
+        ctx.sys
+            .mount(None, Path::new("/"), None, flags, None)
+            .map_err(|e| StageError::sys("mount(NULL, \"/\", NULL, MS_REC|MS_PRIVATE)", e))?;
+        if ctx.verify {
+            let shared = shared_mounts()?;
+            if !shared.is_empty() {
+                return Err(StageError::no_effect(format!(
+                    "these mounts are still shared after MS_REC|MS_PRIVATE: {}",
+                    shared.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,269 @@
+//! # proc: a /proc, /sys and /dev that belong to the container
+//!
+//! /proc is not a list of "all processes": it is a filesystem whose contents depend on the
+//! PID namespace it was *mounted* for. The host's /proc, even seen from a new PID namespace,
+//! still lists the host's processes, which is why `ps` in a container without this stage
+//! shows everything. Mounting a fresh procfs from inside the new PID namespace
+//! (`mount("proc", ROOT/proc, "proc", MS_NOSUID|MS_NOEXEC|MS_NODEV)`) makes it list only the
+//! container's processes.
+//!
+//! /sys is mounted read-only (sysfs shows the network namespace of whoever mounts it, and a
+//! container must not write the host's kernel knobs). /dev becomes a small tmpfs with only
+//! the harmless character devices (null zero full random urandom tty), a private devpts
+//! instance for terminals (`newinstance`, with /dev/ptmx pointing into it), a tmpfs at
+//! /dev/shm for POSIX shared memory, and the /dev/fd, stdin, stdout, stderr links into
+//! /proc/self/fd. The host's disks are simply not there.
+//!
+//! When this stage is off and the root is switched, the container gets the host's /proc,
+//! /sys and /dev bind-mounted in instead, and the trace says so: that is what "no proc
+//! isolation" means, and it is how a learner sees `ps` list the host's processes from a new
+//! PID namespace.
+//!
+//! Why here in the order: after pid (so the procfs belongs to the container's PID namespace),
+//! after net (so sysfs shows its interfaces), after mount and rootfs (so the mounts land inside
+//! the container's tree, in its namespace), and before pivot (which would otherwise have to
+//! reach back into the old root for them).
+
+use super::{ChildCtx, Stage, StageError, StageId, StageInfo};
+use nix::mount::MsFlags;
+use nix::sys::stat::SFlag;
+use std::path::{Path, PathBuf};
+
+pub struct Proc;
+
+static INFO: StageInfo = StageInfo {
+    id: StageId::Proc,
+    summary: "fresh /proc for the PID namespace, read-only /sys, a minimal /dev",
+    shows: "mountinfo lines for /proc /sys /dev, visible pid count",
+    default_on: true,
+    lesson: "02-pid-namespace",
+    requires: &[(
+        StageId::Mount,
+        "without a mount namespace of its own, the new /proc, /sys and /dev would be mounted over the host's",
+    )],
+};
+
+/// The character devices a container gets: name, major, minor.
+pub const DEVICES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+fn mount(
+    ctx: &mut ChildCtx<'_>,
+    source: &str,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), StageError> {
+    ctx.sys
+        .mount(Some(source), target, fstype, flags, data)
+        .map_err(|e| {
+            StageError::sys(
+                &crate::sys::describe_mount(Some(source), target, fstype, flags, data),
+                e,
+            )
+        })
+}
+
+fn mkdir(ctx: &mut ChildCtx<'_>, path: &Path, mode: u32) -> Result<(), StageError> {
+    ctx.sys
+        .mkdir(path, mode)
+        .map_err(|e| StageError::sys(&format!("mkdir({path:?})"), e))
+}
+
+fn make_dev(ctx: &mut ChildCtx<'_>, dev: &Path) -> Result<(), StageError> {
+    let nosuid_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mkdir(ctx, dev, 0o755)?;
+    mount(
+        ctx,
+        "tmpfs",
+        dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    // mknod applies the umask; the devices must be 0666, as on every Linux system.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let mut result = Ok(());
+    for (name, major, minor) in DEVICES {
+        let path = dev.join(name);
+        if let Err(e) = ctx.sys.mknod(&path, SFlag::S_IFCHR, 0o666, *major, *minor) {
+            if e == nix::errno::Errno::EPERM {
+                // Without CAP_MKNOD (a user namespace) the host's node is bind-mounted instead.
+                let host = format!("/dev/{name}");
+                let _ = std::fs::File::create(&path);
+                ctx.note(format!("mknod {name} not permitted; bind-mounting the host's {host}"));
+                if let Err(e) = mount(ctx, &host, &path, None, MsFlags::MS_BIND, None) {
+                    result = Err(e);
+                    break;
+                }
+            } else {
+                result = Err(StageError::sys(&format!("mknod({path:?})"), e));
+                break;
+            }
+        }
+    }
+    nix::sys::stat::umask(old);
+    result?;
+    let pts = dev.join("pts");
+    mkdir(ctx, &pts, 0o755)?;
+    mount(
+        ctx,
+        "devpts",
+        &pts,
+        Some("devpts"),
+        nosuid_noexec,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    let shm = dev.join("shm");
+    mkdir(ctx, &shm, 0o1777)?;
+    mount(
+        ctx,
+        "shm",
+        &shm,
+        Some("tmpfs"),
+        nosuid_noexec | MsFlags::MS_NODEV,
+        Some("mode=1777,size=65536k"),
+    )?;
+    for (target, link) in [
+        ("pts/ptmx", "ptmx"),
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+    ] {
+        let path = dev.join(link);
+        ctx.sys
+            .symlink(target, &path)
+            .map_err(|e| StageError::sys(&format!("symlink({target:?}, {path:?})"), e))?;
+    }
+    Ok(())
+}
+
+fn verify(root: &Path) -> Result<(), StageError> {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::MetadataExt;
+    let infos = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map_err(|e| StageError::msg(format!("cannot read /proc/self/mountinfo: {e}")))?;
+    for (dir, fstype) in [("proc", "proc"), ("sys", "sysfs"), ("dev", "tmpfs")] {
+        let want = root.join(dir);
+        let top = infos.iter().rev().find(|m| m.mount_point == want);
+        match top {
+            Some(m) if m.fs_type == fstype => {}
+            Some(m) => {
+                return Err(StageError::no_effect(format!(
+                    "{} is {} in mountinfo, not {fstype}",
+                    want.display(),
+                    m.fs_type
+                )))
+            }
+            None => {
+                return Err(StageError::no_effect(format!(
+                    "{} is not a mount point in mountinfo",
+                    want.display()
+                )))
+            }
+        }
+    }
+    let null = root.join("dev/null");
+    let md = std::fs::metadata(&null)
+        .map_err(|e| StageError::no_effect(format!("{}: {e}", null.display())))?;
+    if !md.file_type().is_char_device() || md.rdev() != nix::sys::stat::makedev(1, 3) {
+        return Err(StageError::no_effect(format!(
+            "{} is not the character device 1:3",
+            null.display()
+        )));
+    }
+    Ok(())
+}
+
+impl Stage for Proc {
+    fn info(&self) -> &'static StageInfo {
+        &INFO
+    }
+
+    fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
+        let root = ctx.target_root();
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+        let proc_dir = root.join("proc");
+        mkdir(ctx, &proc_dir, 0o555)?;
+        mount(ctx, "proc", &proc_dir, Some("proc"), flags, None)?;
+        let sys_dir = root.join("sys");
+        mkdir(ctx, &sys_dir, 0o555)?;
+        if let Err(e) = mount(ctx, "sysfs", &sys_dir, Some("sysfs"), flags | MsFlags::MS_RDONLY, None) {
+            // sysfs can only be mounted by the owner of the network namespace; fall back to
+            // a read-only bind of the host's /sys, as runc does for rootless containers.
+            ctx.note(format!("{e}; bind-mounting the host's /sys read-only instead"));
+            mount(ctx, "/sys", &sys_dir, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            mount(
+                ctx,
+                "/sys",
+                &sys_dir,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
+                None,
+            )?;
+        }
+        make_dev(ctx, &root.join("dev"))?;
+        if ctx.verify {
+            verify(&root)?;
+        }
+        Ok(())
+    }
+
+    fn when_off(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
+        let Some(root) = ctx.root.clone() else {
+            ctx.note("proc is off: the container keeps the host's /proc, /sys and /dev");
+            return Ok(());
+        };
+        ctx.note("proc is off: bind-mounting the host's /proc, /sys and /dev into the rootfs, so the container sees the host's processes and devices");
+        for dir in ["proc", "sys", "dev"] {
+            let target: PathBuf = root.join(dir);
+            mkdir(ctx, &target, 0o755)?;
+            mount(
+                ctx,
+                &format!("/{dir}"),
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::RootSwitch;
+    use crate::stages::ChildSpec;
+    use crate::sys::Recorder;
+
+    #[test]
+    fn mounts_proc_sys_dev_inside_the_root() {
+        let spec = ChildSpec {
+            hostname: "h".into(),
+            rootfs: Some("/r".into()),
+            root_switch: RootSwitch::Pivot,
+        };
+        let mut rec = Recorder::new();
+        let mut ctx = ChildCtx::new(&mut rec, &spec);
+        ctx.verify = false;
+        ctx.root = Some("/r".into());
+        Proc.apply(&mut ctx).unwrap();
+        let mounts: Vec<&String> = rec.calls.iter().filter(|c| c.starts_with("mount(")).collect();
+        assert!(mounts[0].contains("\"/r/proc\", \"proc\""), "{mounts:?}");
+        assert!(mounts[1].contains("\"/r/sys\", \"sysfs\", MS_RDONLY"), "{mounts:?}");
+        assert!(mounts[2].contains("\"/r/dev\", \"tmpfs\""), "{mounts:?}");
+        assert!(rec.calls.iter().any(|c| c.contains("makedev(1, 3)")));
+        assert!(rec.calls.iter().any(|c| c.contains("newinstance")));
+    }
+}

@@ -1,0 +1,75 @@
+//! # uts: a hostname of its own
+//!
+//! The UTS namespace ("UNIX Time-sharing System", after the `struct utsname` that uname(2)
+//! fills) holds two strings: the hostname and the NIS domain name. `unshare(CLONE_NEWUTS)`
+//! gives the process a private copy of them; `sethostname(2)` then changes only that copy.
+//! From the outside, `readlink /proc/PID/ns/uts` shows a new inode number, and `hostname`
+//! on the host still prints the host's name.
+//!
+//! Why here in the order: it is the simplest namespace and needs nothing before it except the
+//! user namespace (the privilege context) and the cgroup (so that no process of the container
+//! runs outside its limits). The hostname must be set after the unshare, or it would change
+//! the host's.
+
+use super::{unshare_checked, ChildCtx, Stage, StageError, StageId, StageInfo};
+use nix::sched::CloneFlags;
+
+pub struct Uts;
+
+static INFO: StageInfo = StageInfo {
+    id: StageId::Uts,
+    summary: "new UTS namespace, then sethostname: the container's own hostname",
+    shows: "ns/uts inode, hostname",
+    default_on: true,
+    lesson: "01-uts-hostname",
+    requires: &[],
+};
+
+impl Stage for Uts {
+    fn info(&self) -> &'static StageInfo {
+        &INFO
+    }
+
+    fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
+        unshare_checked(ctx, CloneFlags::CLONE_NEWUTS, "uts")?;
+        let name = ctx.spec.hostname.clone();
+        ctx.sys
+            .sethostname(&name)
+            .map_err(|e| StageError::sys(&format!("sethostname({name:?})"), e))?;
+        if ctx.verify {
+            let seen = nix::sys::utsname::uname()
+                .map_err(|e| StageError::sys("uname()", e))?
+                .nodename()
+                .to_string_lossy()
+                .into_owned();
+            if seen != name {
+                return Err(StageError::no_effect(format!(
+                    "uname() says the hostname is {seen:?}, not {name:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::RootSwitch;
+    use crate::stages::ChildSpec;
+    use crate::sys::Recorder;
+
+    #[test]
+    fn unshares_before_setting_the_hostname() {
+        let spec = ChildSpec {
+            hostname: "box".into(),
+            rootfs: None,
+            root_switch: RootSwitch::Pivot,
+        };
+        let mut rec = Recorder::new();
+        let mut ctx = ChildCtx::new(&mut rec, &spec);
+        ctx.verify = false;
+        Uts.apply(&mut ctx).unwrap();
+        assert_eq!(rec.calls, vec!["unshare(CLONE_NEWUTS)", "sethostname(\"box\")"]);
+    }
+}

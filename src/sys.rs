@@ -1,0 +1,311 @@
+//! The one seam every stage's syscalls go through.
+//!
+//! Stages never call `nix` directly for the calls that change the container: they call a
+//! [`Sys`]. [`RealSys`] makes the real syscall and records it (name, arguments, result) so
+//! the trace can print exactly what the kernel was asked. [`Recorder`] makes no syscall at
+//! all: unit tests use it to check the order of a stage's calls without root, and can make
+//! one call fail to test a fallback (pivot_root -> chroot, for example).
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::stat::{Mode, SFlag};
+use std::path::Path;
+
+/// One syscall as the trace shows it: `mount("proc", "/proc", "proc", MS_NOSUID|MS_NODEV, NULL) = 0`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SyscallRecord {
+    pub call: String,
+    pub result: String,
+}
+
+impl std::fmt::Display for SyscallRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} = {}", self.call, self.result)
+    }
+}
+
+pub type SysResult<T = ()> = Result<T, Errno>;
+
+/// The syscalls stages make. Each returns the kernel's errno on failure.
+pub trait Sys {
+    fn unshare(&mut self, flags: CloneFlags) -> SysResult;
+    fn sethostname(&mut self, name: &str) -> SysResult;
+    fn mount(
+        &mut self,
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult;
+    fn umount2(&mut self, target: &Path, flags: MntFlags) -> SysResult;
+    fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> SysResult;
+    fn chroot(&mut self, path: &Path) -> SysResult;
+    fn chdir(&mut self, path: &Path) -> SysResult;
+    fn mkdir(&mut self, path: &Path, mode: u32) -> SysResult;
+    fn mknod(&mut self, path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) -> SysResult;
+    fn symlink(&mut self, target: &str, link: &Path) -> SysResult;
+    /// Bring a network interface up (ioctl SIOCSIFFLAGS with IFF_UP).
+    fn link_up(&mut self, ifname: &str) -> SysResult;
+    /// Every call made so far, oldest first; drains the log.
+    fn take_log(&mut self) -> Vec<SyscallRecord>;
+}
+
+/// Renders MS_* flags the way the man page names them.
+pub fn ms_flags_str(flags: MsFlags) -> String {
+    const NAMES: &[(MsFlags, &str)] = &[
+        (MsFlags::MS_RDONLY, "MS_RDONLY"),
+        (MsFlags::MS_NOSUID, "MS_NOSUID"),
+        (MsFlags::MS_NODEV, "MS_NODEV"),
+        (MsFlags::MS_NOEXEC, "MS_NOEXEC"),
+        (MsFlags::MS_REMOUNT, "MS_REMOUNT"),
+        (MsFlags::MS_BIND, "MS_BIND"),
+        (MsFlags::MS_MOVE, "MS_MOVE"),
+        (MsFlags::MS_REC, "MS_REC"),
+        (MsFlags::MS_PRIVATE, "MS_PRIVATE"),
+        (MsFlags::MS_SLAVE, "MS_SLAVE"),
+        (MsFlags::MS_SHARED, "MS_SHARED"),
+        (MsFlags::MS_STRICTATIME, "MS_STRICTATIME"),
+        (MsFlags::MS_RELATIME, "MS_RELATIME"),
+    ];
+    let names: Vec<&str> = NAMES
+        .iter()
+        .filter(|(f, _)| flags.contains(*f))
+        .map(|(_, n)| *n)
+        .collect();
+    if names.is_empty() {
+        "0".to_string()
+    } else {
+        names.join("|")
+    }
+}
+
+pub fn clone_flags_str(flags: CloneFlags) -> String {
+    const NAMES: &[(CloneFlags, &str)] = &[
+        (CloneFlags::CLONE_NEWUSER, "CLONE_NEWUSER"),
+        (CloneFlags::CLONE_NEWUTS, "CLONE_NEWUTS"),
+        (CloneFlags::CLONE_NEWIPC, "CLONE_NEWIPC"),
+        (CloneFlags::CLONE_NEWPID, "CLONE_NEWPID"),
+        (CloneFlags::CLONE_NEWNET, "CLONE_NEWNET"),
+        (CloneFlags::CLONE_NEWNS, "CLONE_NEWNS"),
+        (CloneFlags::CLONE_NEWCGROUP, "CLONE_NEWCGROUP"),
+    ];
+    let names: Vec<&str> = NAMES
+        .iter()
+        .filter(|(f, _)| flags.contains(*f))
+        .map(|(_, n)| *n)
+        .collect();
+    names.join("|")
+}
+
+fn opt(s: Option<&str>) -> String {
+    match s {
+        Some(s) => format!("{s:?}"),
+        None => "NULL".to_string(),
+    }
+}
+
+fn res(r: &SysResult) -> String {
+    match r {
+        Ok(()) => "0".to_string(),
+        Err(e) => format!("-1 {} ({})", e, e.desc()),
+    }
+}
+
+/// Describes a call without making it; shared by [`RealSys`] and [`Recorder`].
+pub fn describe_mount(
+    source: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> String {
+    format!(
+        "mount({}, {:?}, {}, {}, {})",
+        opt(source),
+        target,
+        opt(fstype),
+        ms_flags_str(flags),
+        opt(data)
+    )
+}
+
+fn mntflags_str(flags: MntFlags) -> String {
+    if flags.contains(MntFlags::MNT_DETACH) {
+        "MNT_DETACH".into()
+    } else {
+        "0".into()
+    }
+}
+
+/// The real thing: makes the syscall and records it.
+#[derive(Default)]
+pub struct RealSys {
+    log: Vec<SyscallRecord>,
+}
+
+impl RealSys {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    fn record(&mut self, call: String, r: SysResult) -> SysResult {
+        self.log.push(SyscallRecord {
+            call,
+            result: res(&r),
+        });
+        r
+    }
+}
+
+impl Sys for RealSys {
+    fn unshare(&mut self, flags: CloneFlags) -> SysResult {
+        let r = nix::sched::unshare(flags);
+        self.record(format!("unshare({})", clone_flags_str(flags)), r)
+    }
+    fn sethostname(&mut self, name: &str) -> SysResult {
+        let r = nix::unistd::sethostname(name);
+        self.record(format!("sethostname({name:?})"), r)
+    }
+    fn mount(
+        &mut self,
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult {
+        let r = nix::mount::mount(source, target, fstype, flags, data);
+        self.record(describe_mount(source, target, fstype, flags, data), r)
+    }
+    fn umount2(&mut self, target: &Path, flags: MntFlags) -> SysResult {
+        let r = nix::mount::umount2(target, flags);
+        self.record(format!("umount2({target:?}, {})", mntflags_str(flags)), r)
+    }
+    fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> SysResult {
+        let r = nix::unistd::pivot_root(new_root, put_old);
+        self.record(format!("pivot_root({new_root:?}, {put_old:?})"), r)
+    }
+    fn chroot(&mut self, path: &Path) -> SysResult {
+        let r = nix::unistd::chroot(path);
+        self.record(format!("chroot({path:?})"), r)
+    }
+    fn chdir(&mut self, path: &Path) -> SysResult {
+        let r = nix::unistd::chdir(path);
+        self.record(format!("chdir({path:?})"), r)
+    }
+    fn mkdir(&mut self, path: &Path, mode: u32) -> SysResult {
+        let r = match nix::unistd::mkdir(path, Mode::from_bits_truncate(mode)) {
+            Err(Errno::EEXIST) => Ok(()),
+            other => other,
+        };
+        self.record(format!("mkdir({path:?}, {mode:#o})"), r)
+    }
+    fn mknod(&mut self, path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) -> SysResult {
+        let dev = nix::sys::stat::makedev(major, minor);
+        let r = nix::sys::stat::mknod(path, kind, Mode::from_bits_truncate(mode), dev);
+        let k = if kind == SFlag::S_IFCHR { "S_IFCHR" } else { "S_IFBLK" };
+        self.record(
+            format!("mknod({path:?}, {k}|{mode:#o}, makedev({major}, {minor}))"),
+            r,
+        )
+    }
+    fn symlink(&mut self, target: &str, link: &Path) -> SysResult {
+        let r = nix::unistd::symlinkat(target, nix::fcntl::AT_FDCWD, link);
+        self.record(format!("symlink({target:?}, {link:?})"), r)
+    }
+    fn link_up(&mut self, ifname: &str) -> SysResult {
+        let r = crate::netif::set_up(ifname);
+        self.record(
+            format!("ioctl(SIOCSIFFLAGS, {{ifr_name={ifname:?}, ifr_flags|=IFF_UP}})"),
+            r,
+        )
+    }
+    fn take_log(&mut self) -> Vec<SyscallRecord> {
+        std::mem::take(&mut self.log)
+    }
+}
+
+/// Makes no syscall; records what would have been called. `fail` makes the first call whose
+/// description starts with the given prefix return the given errno.
+#[derive(Default)]
+pub struct Recorder {
+    pub calls: Vec<String>,
+    pub fail: Vec<(String, Errno)>,
+    log: Vec<SyscallRecord>,
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn failing(prefix: &str, errno: Errno) -> Self {
+        Self {
+            fail: vec![(prefix.to_string(), errno)],
+            ..Self::default()
+        }
+    }
+    fn record(&mut self, call: String) -> SysResult {
+        let mut r = Ok(());
+        if let Some(i) = self.fail.iter().position(|(p, _)| call.starts_with(p.as_str())) {
+            r = Err(self.fail.remove(i).1);
+        }
+        self.calls.push(call.clone());
+        self.log.push(SyscallRecord {
+            call,
+            result: res(&r),
+        });
+        r
+    }
+}
+
+impl Sys for Recorder {
+    fn unshare(&mut self, flags: CloneFlags) -> SysResult {
+        self.record(format!("unshare({})", clone_flags_str(flags)))
+    }
+    fn sethostname(&mut self, name: &str) -> SysResult {
+        self.record(format!("sethostname({name:?})"))
+    }
+    fn mount(
+        &mut self,
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult {
+        self.record(describe_mount(source, target, fstype, flags, data))
+    }
+    fn umount2(&mut self, target: &Path, flags: MntFlags) -> SysResult {
+        self.record(format!("umount2({target:?}, {})", mntflags_str(flags)))
+    }
+    fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> SysResult {
+        self.record(format!("pivot_root({new_root:?}, {put_old:?})"))
+    }
+    fn chroot(&mut self, path: &Path) -> SysResult {
+        self.record(format!("chroot({path:?})"))
+    }
+    fn chdir(&mut self, path: &Path) -> SysResult {
+        self.record(format!("chdir({path:?})"))
+    }
+    fn mkdir(&mut self, path: &Path, mode: u32) -> SysResult {
+        self.record(format!("mkdir({path:?}, {mode:#o})"))
+    }
+    fn mknod(&mut self, path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) -> SysResult {
+        let k = if kind == SFlag::S_IFCHR { "S_IFCHR" } else { "S_IFBLK" };
+        self.record(format!(
+            "mknod({path:?}, {k}|{mode:#o}, makedev({major}, {minor}))"
+        ))
+    }
+    fn symlink(&mut self, target: &str, link: &Path) -> SysResult {
+        self.record(format!("symlink({target:?}, {link:?})"))
+    }
+    fn link_up(&mut self, ifname: &str) -> SysResult {
+        self.record(format!(
+            "ioctl(SIOCSIFFLAGS, {{ifr_name={ifname:?}, ifr_flags|=IFF_UP}})"
+        ))
+    }
+    fn take_log(&mut self) -> Vec<SyscallRecord> {
+        std::mem::take(&mut self.log)
+    }
+}
