@@ -47,6 +47,7 @@ impl InsideFacts {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MountLine {
+    pub id: i32,
     pub mount_point: String,
     pub fs_type: String,
     pub source: String,
@@ -66,6 +67,8 @@ pub struct Snapshot {
     pub root_propagation: String,
     /// Numeric entries in the /proc the process sees (None when it has no /proc).
     pub pids_visible: Option<usize>,
+    /// The device number of that /proc: a new procfs mount is a new device.
+    pub proc_dev: Option<u64>,
     pub inside: InsideFacts,
 }
 
@@ -104,12 +107,23 @@ pub fn count_pids(proc_dir: &Path) -> Option<usize> {
 
 impl Snapshot {
     /// Reads what process `pid` sees, from the outside. `inside` comes from the process.
-    pub fn of(pid: i32, inside: InsideFacts) -> Snapshot {
+    ///
+    /// `view` is where, inside the process's root, the container's future root is mounted
+    /// (the rootfs before the switch, "/" otherwise): visible pids are counted in VIEW/proc,
+    /// the /proc the workload will see.
+    pub fn of(pid: i32, inside: InsideFacts, view: &Path) -> Snapshot {
         let base = format!("/proc/{pid}");
         let mut ns = BTreeMap::new();
         for name in NS_NAMES {
-            if let Ok(l) = std::fs::read_link(format!("{base}/ns/{name}")) {
-                ns.insert(name.to_string(), l.to_string_lossy().into_owned());
+            match std::fs::read_link(format!("{base}/ns/{name}")) {
+                Ok(l) => {
+                    ns.insert(name.to_string(), l.to_string_lossy().into_owned());
+                }
+                // pid_for_children right after unshare(CLONE_NEWPID): no process there yet.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    ns.insert(name.to_string(), "(new, no process yet)".into());
+                }
+                Err(_) => {}
             }
         }
         let root = std::fs::read_link(format!("{base}/root"))
@@ -123,19 +137,27 @@ impl Snapshot {
                     root_propagation = propagation(&m);
                 }
                 mounts.push(MountLine {
+                    id: m.mnt_id,
                     mount_point: m.mount_point.to_string_lossy().into_owned(),
                     fs_type: m.fs_type.clone(),
                     source: m.mount_source.clone().unwrap_or_else(|| "none".into()),
                 });
             }
         }
-        let pids_visible = count_pids(Path::new(&format!("{base}/root/proc")));
+        let rel = view.strip_prefix("/").unwrap_or(view);
+        let proc_path = Path::new(&format!("{base}/root")).join(rel).join("proc");
+        let pids_visible = count_pids(&proc_path);
+        let proc_dev = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(&proc_path).ok().map(|m| m.dev())
+        };
         Snapshot {
             ns,
             root,
             mounts,
             root_propagation,
             pids_visible,
+            proc_dev,
             inside,
         }
     }
@@ -190,8 +212,12 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Vec<Change> {
         a.inside.sysv_objects.to_string(),
         b.inside.sysv_objects.to_string(),
     );
-    let pids = |p: Option<usize>| p.map(|n| n.to_string()).unwrap_or_else(|| "no /proc".into());
-    change(&mut out, "visible pids", pids(a.pids_visible), pids(b.pids_visible));
+    // The host's process count moves all the time; what matters is whether the process now
+    // looks at another /proc (a new procfs mount is a new device number).
+    if a.proc_dev != b.proc_dev {
+        let pids = |p: Option<usize>| p.map(|n| n.to_string()).unwrap_or_else(|| "no /proc".into());
+        change(&mut out, "visible pids", pids(a.pids_visible), pids(b.pids_visible));
+    }
     change(&mut out, "root", a.root.clone(), b.root.clone());
     change(
         &mut out,
@@ -205,25 +231,46 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Vec<Change> {
         a.mounts.len().to_string(),
         b.mounts.len().to_string(),
     );
-    for m in &b.mounts {
-        if !a.mounts.contains(m) {
-            out.push(Change {
-                fact: "mount".into(),
-                before: None,
-                after: Some(m.to_string()),
-            });
-        }
-    }
-    for m in &a.mounts {
-        if !b.mounts.contains(m) {
-            out.push(Change {
-                fact: "mount".into(),
-                before: Some(m.to_string()),
-                after: None,
-            });
-        }
-    }
+    mount_changes(a, b, &mut out);
     out
+}
+
+/// Mount lines added, removed or moved. Within one mount namespace a mount keeps its id, so
+/// a mount that pivot_root moved shows as `old -> new`; across namespaces (the mount stage
+/// copies the table, with new ids) lines are compared as text.
+fn mount_changes(a: &Snapshot, b: &Snapshot, out: &mut Vec<Change>) {
+    let same_ns = a.ns.get("mnt") == b.ns.get("mnt");
+    let key = |m: &MountLine| if same_ns { m.id.to_string() } else { m.to_string() };
+    let mut removed: Vec<&MountLine> = Vec::new();
+    let mut left: Vec<&MountLine> = b.mounts.iter().collect();
+    for m in &a.mounts {
+        if let Some(i) = left.iter().position(|n| key(n) == key(m)) {
+            let n = left.remove(i);
+            if n.to_string() != m.to_string() {
+                out.push(Change {
+                    fact: "mount".into(),
+                    before: Some(m.to_string()),
+                    after: Some(n.to_string()),
+                });
+            }
+        } else {
+            removed.push(m);
+        }
+    }
+    for m in left {
+        out.push(Change {
+            fact: "mount".into(),
+            before: None,
+            after: Some(m.to_string()),
+        });
+    }
+    for m in removed {
+        out.push(Change {
+            fact: "mount".into(),
+            before: Some(m.to_string()),
+            after: None,
+        });
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +286,7 @@ mod tests {
         b.ns.insert("uts".into(), "uts:[2]".into());
         b.inside.hostname = "box".into();
         b.mounts.push(MountLine {
+            id: 7,
             mount_point: "/proc".into(),
             fs_type: "proc".into(),
             source: "proc".into(),
@@ -252,7 +300,7 @@ mod tests {
 
     #[test]
     fn snapshot_of_self_sees_namespaces_and_mounts() {
-        let s = Snapshot::of(std::process::id() as i32, InsideFacts::read());
+        let s = Snapshot::of(std::process::id() as i32, InsideFacts::read(), Path::new("/"));
         assert!(s.ns.get("uts").is_some_and(|v| v.starts_with("uts:[")));
         assert!(!s.mounts.is_empty());
         assert!(s.pids_visible.unwrap_or(0) >= 1);

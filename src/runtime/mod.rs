@@ -227,7 +227,11 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old_mask))
         .map_err(|e| Error::sys("sigprocmask", e))?;
 
-    let mut prev = tracing_on.then(|| Snapshot::of(std::process::id() as i32, InsideFacts::read()));
+    let mut prev = tracing_on
+        .then(|| Snapshot::of(std::process::id() as i32, InsideFacts::read(), std::path::Path::new("/")));
+    // Where the workload's future root is, as seen from the container process right now.
+    let mut view = PathBuf::from("/");
+    let mut pending_notes: Vec<String> = Vec::new();
     let me = nix::unistd::getpid();
     // SAFETY: the runtime is single-threaded here (the trace layer writes synchronously).
     let first = match unsafe { nix::unistd::fork() } {
@@ -260,15 +264,9 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
                 parent_ch.send(&ToChild::Continue).map_err(chan_err)?;
                 let _ = waitpid(current, None);
                 reaper.pids.retain(|p| *p != current);
-                if tracing_on {
-                    trace::note(
-                        "pid",
-                        &format!(
-                            "forked: host pid {} is PID 1 in the new namespace; the intermediate process {} exited",
-                            pid, current
-                        ),
-                    );
-                }
+                pending_notes.push(format!(
+                    "forked: host pid {pid} is PID 1 in the new namespace; the intermediate process {current} exited"
+                ));
                 current = pid;
             }
             Some(ToParent::Done {
@@ -287,10 +285,18 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
                     for rec in &syscalls {
                         trace::syscall(name, rec);
                     }
-                    for n in &notes {
-                        trace::note(name, n);
+                    for n in pending_notes.drain(..).chain(notes) {
+                        trace::note(name, &n);
                     }
-                    let snap = Snapshot::of(current.as_raw(), inside.unwrap_or_default());
+                    if stage == StageId::Rootfs && enabled {
+                        if let Some(r) = &prepared.spec.rootfs {
+                            view = r.clone();
+                        }
+                    }
+                    if stage == StageId::Pivot && enabled {
+                        view = PathBuf::from("/");
+                    }
+                    let snap = Snapshot::of(current.as_raw(), inside.unwrap_or_default(), &view);
                     if let Some(p) = &prev {
                         for c in diff(p, &snap) {
                             trace::fact(name, &c);
@@ -330,10 +336,41 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
     }
     let status = wait_forwarding(workload, &mask)?;
     reaper.pids.clear();
+    let stragglers = kill_stragglers();
+    if tracing_on && stragglers > 0 {
+        trace::note(
+            "run",
+            &format!("killed {stragglers} process(es) the workload left behind (no PID namespace to end them with it)"),
+        );
+    }
     if tracing_on {
         trace::exit(&status.describe());
     }
     Ok(status.code())
+}
+
+/// Processes of the container still alive after the workload exited: without a PID
+/// namespace, its orphans were re-parented to the runtime (a subreaper). Kill and reap them,
+/// as Docker does when a container's main process ends. Returns how many there were.
+fn kill_stragglers() -> usize {
+    let me = std::process::id();
+    let mut count = 0;
+    for _ in 0..100 {
+        let children = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).unwrap_or_default();
+        let pids: Vec<i32> = children.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        if pids.is_empty() {
+            break;
+        }
+        for p in &pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*p), Signal::SIGKILL);
+        }
+        for p in &pids {
+            if waitpid(Pid::from_raw(*p), None).is_ok() {
+                count += 1;
+            }
+        }
+    }
+    count
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -43,11 +43,23 @@ impl Stage for Pid {
             .unshare(CloneFlags::CLONE_NEWPID)
             .map_err(|e| StageError::sys("unshare(CLONE_NEWPID)", e))?;
         if let Some(own) = own {
-            let children = ns_inode("pid_for_children")?;
-            if children == own {
-                return Err(StageError::no_effect(format!(
-                    "/proc/self/ns/pid_for_children is still {own}"
-                )));
+            // Until the first process is born in the new namespace the link has nothing to
+            // point at, and readlink fails with ENOENT: that, too, shows the change.
+            match std::fs::read_link("/proc/self/ns/pid_for_children") {
+                Ok(children) if children.to_string_lossy() == own => {
+                    return Err(StageError::no_effect(format!(
+                        "/proc/self/ns/pid_for_children is still {own}"
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => ctx.note(
+                    "pid_for_children has no target yet: the new namespace holds no process until the fork",
+                ),
+                Err(e) => {
+                    return Err(StageError::msg(format!(
+                        "cannot read /proc/self/ns/pid_for_children: {e}"
+                    )))
+                }
             }
         }
         ctx.fork_requested = true;

@@ -1,0 +1,133 @@
+//! Human-facing output, reviewed as snapshots: the stage list, a plan, and a pretty trace
+//! with what changes from run to run (inode numbers, pids, ids, host-specific mounts and
+//! interfaces) redacted.
+
+mod common;
+use common::*;
+
+fn stdout(args: &[&str]) -> String {
+    let out = stagebox(args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn stages_list() {
+    insta::assert_snapshot!(stdout(&["stages"]));
+}
+
+#[test]
+fn plan_without_pid() {
+    insta::assert_snapshot!(stdout(&["plan", "--without", "pid"]));
+}
+
+#[test]
+fn plan_only_and_chroot() {
+    insta::assert_snapshot!(stdout(&["plan", "--root-switch", "chroot"]));
+    insta::assert_snapshot!("plan_only_uts_mount", stdout(&["plan", "--only", "mount,uts"]));
+}
+
+/// Redactions for a trace: kernel ids, pids, the random hostname, and the lines that depend
+/// on the host (its mounts, interfaces, hostname, state dir).
+pub fn redact_trace(s: &str, state: &str) -> String {
+    let mut out = String::new();
+    let host = nix::sys::utsname::uname().unwrap().nodename().to_string_lossy().into_owned();
+    for line in s.lines() {
+        let t = line.trim_start();
+        // Lines listing the host's own mounts differ from machine to machine.
+        if t.starts_with("mount ") && t.contains(" - ") && !t.contains(state) {
+            continue;
+        }
+        let mut l = line.replace(state, "[STATE]");
+        l = regex_lite(&l, &host);
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+fn regex_lite(line: &str, host: &str) -> String {
+    let mut l = line.to_string();
+    // namespace inodes: ns:[4026531838]
+    let mut res = String::new();
+    let mut rest = l.as_str();
+    while let Some(i) = rest.find(":[") {
+        res.push_str(&rest[..i + 2]);
+        let after = &rest[i + 2..];
+        let end = after.find(']').unwrap_or(0);
+        res.push_str("INODE");
+        rest = &after[end..];
+    }
+    res.push_str(rest);
+    l = res;
+    // stagebox-<6 hex>
+    if let Some(i) = l.find("stagebox-") {
+        let tail = &l[i + 9..];
+        if tail.len() >= 6 && tail[..6].chars().all(|c| c.is_ascii_hexdigit()) {
+            l = format!("{}stagebox-[ID]{}", &l[..i], &tail[6..]);
+        }
+    }
+    let words: Vec<String> = l
+        .split(' ')
+        .map(|w| {
+            if w == host {
+                "[HOST]".to_string()
+            } else if !w.is_empty() && w.chars().all(|c| c.is_ascii_digit()) && w.len() >= 2 {
+                "[N]".to_string()
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    l = words.join(" ");
+    if l.trim_start().starts_with("interfaces") {
+        if let Some(i) = l.find("->") {
+            let start = l.find("interfaces").unwrap_or(0) + "interfaces".len();
+            l = format!("{} [HOST INTERFACES] {}", &l[..start], &l[i..]);
+        }
+    }
+    l
+}
+
+#[test]
+fn pretty_trace_of_a_full_run() {
+    if !root_or_skip("pretty trace snapshot") {
+        return;
+    }
+    let out = stagebox(&["run", "--trace", "pretty", "--hostname", "tour", "--", "/bin/true"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty(), "the trace must not go to stdout");
+    let state = state_dir().display().to_string();
+    let text = redact_trace(&String::from_utf8_lossy(&out.stderr), &state);
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn json_trace_has_stable_fields() {
+    if !root_or_skip("json trace") {
+        return;
+    }
+    let out = stagebox(&["run", "--trace", "json", "--", "/bin/true"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    let mut stages_seen = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let obj = v.as_object().unwrap();
+        for k in obj.keys() {
+            assert!(
+                ["stage", "event", "syscall", "result", "fact", "before", "after", "message"].contains(&k.as_str()),
+                "unexpected key {k}"
+            );
+        }
+        assert!(obj.contains_key("stage") && obj.contains_key("event"));
+        if obj["event"] == "stage" {
+            stages_seen.push(obj["stage"].as_str().unwrap().to_string());
+        }
+        if obj["event"] == "fact" {
+            assert!(obj.contains_key("fact") && obj.contains_key("before") && obj.contains_key("after"));
+        }
+    }
+    assert_eq!(stages_seen, vec!["uts", "ipc", "pid", "net", "mount", "rootfs", "proc", "pivot"]);
+    assert!(text.contains(r#""fact":"hostname""#));
+}

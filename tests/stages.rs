@@ -1,0 +1,212 @@
+//! Every stage measured from the kernel's point of view: its effect with the stage on, and
+//! its absence with the stage off. Needs root (skips loudly without it).
+
+mod common;
+use common::*;
+
+#[test]
+fn uts_gives_its_own_hostname_and_namespace() {
+    if !root_or_skip("uts") {
+        return;
+    }
+    let host_name = nix::sys::utsname::uname().unwrap().nodename().to_string_lossy().into_owned();
+    let out = sh_ok(&[], "hostname; readlink /proc/self/ns/uts");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("stagebox-") && lines[0].len() == "stagebox-".len() + 6, "{out}");
+    assert_ne!(lines[1], host_ns("uts"));
+    let out = sh_ok(&["--hostname", "lesson-box"], "hostname");
+    assert_eq!(out.trim(), "lesson-box");
+    // The host's name did not change.
+    let after = nix::sys::utsname::uname().unwrap().nodename().to_string_lossy().into_owned();
+    assert_eq!(after, host_name);
+    // Off: the host's namespace and name.
+    let out = sh_ok(&["--without", "uts"], "hostname; readlink /proc/self/ns/uts");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], host_name);
+    assert_eq!(lines[1], host_ns("uts"));
+}
+
+/// A SysV shared memory segment made on the host, removed on drop.
+struct Shm(i32);
+impl Shm {
+    fn new() -> Shm {
+        // SAFETY: plain shmget; the id is removed in drop.
+        let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
+        assert!(id >= 0, "shmget failed");
+        Shm(id)
+    }
+}
+impl Drop for Shm {
+    fn drop(&mut self) {
+        // SAFETY: removing the segment we created.
+        unsafe { libc::shmctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
+    }
+}
+
+#[test]
+fn ipc_hides_the_hosts_sysv_objects() {
+    if !root_or_skip("ipc") {
+        return;
+    }
+    let seg = Shm::new();
+    let id = seg.0.to_string();
+    let has = |out: &str| out.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some(id.as_str()));
+    let out = sh_ok(&[], "readlink /proc/self/ns/ipc; cat /proc/sysvipc/shm");
+    assert_ne!(out.lines().next().unwrap(), host_ns("ipc"));
+    assert!(!has(&out), "host segment {id} visible with ipc on:\n{out}");
+    let out = sh_ok(&["--without", "ipc"], "readlink /proc/self/ns/ipc; cat /proc/sysvipc/shm");
+    assert_eq!(out.lines().next().unwrap(), host_ns("ipc"));
+    assert!(has(&out), "host segment {id} not visible with ipc off:\n{out}");
+}
+
+#[test]
+fn pid_makes_the_workload_pid_1_and_hides_host_processes() {
+    if !root_or_skip("pid") {
+        return;
+    }
+    let me = std::process::id();
+    let script = format!("echo $$; ls /proc | grep -c '^[0-9]'; test -d /proc/{me} && echo sees-host || echo no-host");
+    let out = sh_ok(&[], &script);
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], "1", "{out}");
+    let n: usize = l[1].parse().unwrap();
+    assert!(n <= 3, "{n} pids visible with pid on");
+    assert_eq!(l[2], "no-host");
+    // Off: the workload has a host pid, and `ps` lists the host's processes (this test's own).
+    let out = sh_ok(&["--without", "pid"], &format!("echo $$; ps -o pid | grep -qw {me} && echo sees-host"));
+    let l: Vec<&str> = out.lines().collect();
+    assert_ne!(l[0], "1");
+    assert_eq!(l[1], "sees-host", "{out}");
+}
+
+#[test]
+fn net_has_only_loopback_and_it_is_up() {
+    if !root_or_skip("net") {
+        return;
+    }
+    let host: Vec<String> = stagebox::netif::parse_net_dev(&std::fs::read_to_string("/proc/self/net/dev").unwrap());
+    let out = sh_ok(&[], "readlink /proc/self/ns/net; cat /proc/net/dev; ip link show lo");
+    let mut lines = out.lines();
+    assert_ne!(lines.next().unwrap(), host_ns("net"));
+    let inside = stagebox::netif::parse_net_dev(&out.lines().skip(1).take_while(|l| !l.starts_with("1:")).collect::<Vec<_>>().join("\n"));
+    assert_eq!(inside, vec!["lo"], "{out}");
+    assert!(out.contains("UP"), "lo is not up: {out}");
+    let out = sh_ok(&["--without", "net"], "readlink /proc/self/ns/net; cat /proc/net/dev");
+    assert_eq!(out.lines().next().unwrap(), host_ns("net"));
+    let inside = stagebox::netif::parse_net_dev(&out.lines().skip(1).collect::<Vec<_>>().join("\n"));
+    let mut a = inside.clone();
+    a.sort();
+    let mut b = host.clone();
+    b.sort();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn mount_keeps_mounts_inside_and_without_it_they_leak_to_the_host() {
+    if !root_or_skip("mount") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let me = std::process::id();
+    // The workload mounts a tmpfs, then reads the *host's* view of the mount table, through
+    // /proc/<this test's pid>/mountinfo (no rootfs here, so /proc is the host's).
+    let script = format!("mount -t tmpfs stagebox-leak-test {d} && grep -c stagebox-leak-test /proc/{me}/mountinfo || true");
+    let out = sh_ok(&["--only", "mount"], &script);
+    assert_eq!(out.trim(), "0", "the mount leaked with the mount stage on");
+    assert!(!host_mounts().iter().any(|m| m.contains("stagebox-leak-test")));
+    let out = sh_ok(&["--only", "uts"], &script);
+    let leaked = host_mounts().iter().any(|m| m.contains("stagebox-leak-test"));
+    let _ = nix::mount::umount2(dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    assert_eq!(out.trim(), "1", "without the mount stage the host should see the mount");
+    assert!(leaked);
+    assert!(!host_mounts().iter().any(|m| m.contains("stagebox-leak-test")));
+}
+
+#[test]
+fn mount_makes_root_private() {
+    if !root_or_skip("mount propagation") {
+        return;
+    }
+    let out = sh_ok(&["--only", "mount"], "grep -c shared: /proc/self/mountinfo || true");
+    assert_eq!(out.trim(), "0");
+}
+
+#[test]
+fn rootfs_gives_its_own_files_and_without_it_the_hosts() {
+    if !root_or_skip("rootfs") {
+        return;
+    }
+    let marker = tempfile::NamedTempFile::new().unwrap();
+    let m = marker.path().display().to_string();
+    let script = format!("test -e {m} && echo host-files || echo own-files; test -e /.stagebox-rootfs && echo rootfs-marker || true");
+    let out = sh_ok(&[], &script);
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["own-files", "rootfs-marker"]);
+    let out = sh_ok(&["--without", "rootfs,pivot"], &script);
+    assert_eq!(out.lines().next(), Some("host-files"));
+}
+
+#[test]
+fn proc_is_fresh_and_without_it_the_hosts_proc_shows_through() {
+    if !root_or_skip("proc") {
+        return;
+    }
+    let me = std::process::id();
+    let script = format!("ls /proc | grep -c '^[0-9]'; test -d /proc/{me} && echo sees-host || echo no-host; grep ' /proc ' /proc/self/mountinfo | wc -l");
+    let out = sh_ok(&[], &script);
+    let l: Vec<&str> = out.lines().collect();
+    assert!(l[0].parse::<usize>().unwrap() <= 3);
+    assert_eq!(l[1], "no-host");
+    // Off, with the pid namespace still on: the host's /proc, so the host's processes.
+    let out = sh_ok(&["--without", "proc"], &script);
+    let l: Vec<&str> = out.lines().collect();
+    assert!(l[0].parse::<usize>().unwrap() > 3, "{out}");
+    assert_eq!(l[1], "sees-host");
+    // The devices a container gets, and nothing of the host's disks.
+    let out = sh_ok(&[], "ls /dev | tr '\\n' ' '; test -c /dev/null && echo null-ok; mount | grep -c ' /sys .*ro' ");
+    for dev in ["null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx", "fd", "stdin", "stdout", "stderr"] {
+        assert!(out.split_whitespace().any(|w| w == dev), "/dev lacks {dev}: {out}");
+    }
+    assert!(!out.contains("vda") && !out.contains("sda"), "{out}");
+    assert!(out.contains("null-ok"));
+}
+
+#[test]
+fn pivot_detaches_the_host_tree_and_chroot_does_not() {
+    if !root_or_skip("pivot") {
+        return;
+    }
+    let rootfs = stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
+        .unwrap()
+        .path;
+    let r = rootfs.display().to_string();
+    let script = "cat /proc/self/mountinfo";
+    let pivot = sh_ok(&[], script);
+    let chroot = sh_ok(&["--root-switch", "chroot"], script);
+    // Field 5 is the mount point (field 4, the root of the mount within its filesystem,
+    // names the rootfs directory, as it should for a bind mount).
+    let points = |t: &str| t.lines().map(|l| l.split(' ').nth(4).unwrap_or("").to_string()).collect::<Vec<_>>();
+    assert!(!points(&pivot).iter().any(|p| p.contains(&r)), "the rootfs host path is still a mount point after pivot:\n{pivot}");
+    assert!(points(&chroot).iter().any(|p| p.contains(&r)), "chroot should still show the rootfs mounted at its host path:\n{chroot}");
+    assert!(!pivot.contains("cgroup"), "host mounts still visible after pivot:\n{pivot}");
+    assert!(pivot.lines().count() <= 8, "{pivot}");
+    // chroot only changed the root directory: the host's mounts are all still there.
+    assert!(chroot.lines().count() > pivot.lines().count() + 3, "{chroot}");
+    // /proc/1/root as the kernel shows it from the host side: for pivot, the rootfs is "/".
+    let out = sh_ok(&[], "readlink /proc/1/root");
+    assert_eq!(out.trim(), "/");
+}
+
+#[test]
+fn exit_status_is_the_workloads_and_signals_are_128_plus_n() {
+    if !root_or_skip("exit status") {
+        return;
+    }
+    assert_eq!(sh(&[], "exit 7").0, 7);
+    assert_eq!(sh(&["--without", "pid"], "kill -9 $$").0, 137);
+    // PID 1 of a namespace ignores signals it has no handler for, even SIGKILL, when they
+    // come from inside the namespace: the shell survives its own kill -9.
+    assert_eq!(sh(&[], "kill -9 $$; echo survived; exit 4").0, 4);
+    // A signal the workload (PID 1, with a handler) is sent via stagebox: SIGTERM forwarded.
+    assert_eq!(sh(&["--without", "pid"], "kill -TERM $$").0, 143);
+}
