@@ -6,6 +6,7 @@
 pub mod config;
 pub mod doctor;
 pub mod error;
+pub mod escape;
 pub mod netif;
 pub mod observe;
 pub mod plan;

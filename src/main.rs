@@ -67,7 +67,8 @@ enum Cmd {
         /// Trace format on stderr: pretty, json or off.
         #[arg(long, env = "STAGEBOX_TRACE", default_value = "pretty", value_name = "FORMAT")]
         trace: String,
-        /// Run `stagebox probe` inside (exec'd from stagebox's own file) instead of a command.
+        /// Run `stagebox probe` inside (exec'd from stagebox's own file, nothing copied into the
+        /// rootfs); arguments after -- go to the probe (for example: --probe -- --escape).
         #[arg(long)]
         probe: bool,
         /// Set an environment variable in the container (KEY=VALUE).
@@ -102,6 +103,12 @@ enum Cmd {
     Probe {
         #[arg(long)]
         json: bool,
+        /// Also try the classic chroot escape (read-only) and say whether it reached the host.
+        #[arg(long)]
+        escape: bool,
+        /// With --escape: a file on the host; seeing it after the climb proves the escape.
+        #[arg(long, value_name = "PATH")]
+        marker: Option<PathBuf>,
     },
     /// Check what this host supports, and what will not work here and why.
     Doctor {
@@ -138,11 +145,11 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             let trace: TraceMode = trace.parse()?;
             let plan = toggles.plan()?;
             let default_source = parse_source(&rootfs_source)?;
-            if probe && !command.is_empty() {
-                return Err(stagebox::Error::usage(
-                    "--probe runs stagebox's own probe; drop the command after -- or drop --probe",
-                ));
-            }
+            let (probe, command) = if probe {
+                (Some(command), Vec::new())
+            } else {
+                (None, command)
+            };
             stagebox::trace::init(trace);
             let cfg = RunConfig {
                 command,
@@ -150,7 +157,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
                 default_source,
                 hostname,
                 plan,
-                probe: probe.then(Vec::new),
+                probe,
                 state_dir: state,
                 env,
                 workdir,
@@ -191,7 +198,9 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Probe { json } => stagebox::probe::run(json),
+        Cmd::Probe { json, escape, marker } => {
+            stagebox::probe::run_with(json, escape.then_some(marker.as_deref()))
+        }
         Cmd::Doctor { json } => stagebox::doctor::run(json),
     }
 }

@@ -503,11 +503,40 @@ pub fn render_text(p: &Probe) -> String {
 
 /// Prints the report to stdout; returns the exit code.
 pub fn run(json: bool) -> Result<i32> {
+    run_with(json, None)
+}
+
+/// Like [`run`]; with `escape`, also attempts the chroot escape (see [`crate::escape`]),
+/// looking for the given marker file (a path on the host) once out.
+pub fn run_with(json: bool, escape: Option<Option<&Path>>) -> Result<i32> {
     let p = collect();
+    let esc = escape.map(|marker| crate::escape::attempt(marker));
     let text = if json {
-        serde_json::to_string_pretty(&p).map_err(|e| Error::usage(format!("encoding the probe report: {e}")))? + "\n"
+        let mut v = serde_json::to_value(&p).map_err(|e| Error::usage(format!("encoding the probe report: {e}")))?;
+        if let (Some(esc), Some(obj)) = (&esc, v.as_object_mut()) {
+            let e = match esc {
+                Ok(r) => serde_json::to_value(r).unwrap_or(serde_json::Value::Null),
+                Err(msg) => serde_json::json!({ "error": msg }),
+            };
+            obj.insert("chroot_escape".into(), e);
+        }
+        serde_json::to_string_pretty(&v).map_err(|e| Error::usage(format!("encoding the probe report: {e}")))? + "\n"
     } else {
-        render_text(&p)
+        let mut t = render_text(&p);
+        match &esc {
+            Some(Ok(r)) => {
+                t.push_str(&format!("chroot escape:       {}\n", r.evidence));
+                if r.escaped {
+                    t.push_str(&format!("  top of the tree:   {}\n", r.top_entries.join(" ")));
+                }
+                if let Some(seen) = r.marker_seen {
+                    t.push_str(&format!("  host marker seen:  {}\n", if seen { "yes" } else { "no" }));
+                }
+            }
+            Some(Err(msg)) => t.push_str(&format!("chroot escape:       not attempted: {msg}\n")),
+            None => {}
+        }
+        t
     };
     use std::io::Write;
     let mut out = std::io::stdout().lock();
