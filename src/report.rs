@@ -45,7 +45,7 @@ pub fn plan_table(plan: &Plan) -> String {
         if s.enabled {
             n += 1;
             let extra = if s.id == StageId::Pivot && plan.root_switch == RootSwitch::Chroot {
-                " [--root-switch chroot: chroot(2) only, escapable]"
+                "\n               mode: chroot(2) only; the old root stays mounted and a root process can climb out"
             } else {
                 ""
             };

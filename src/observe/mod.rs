@@ -69,6 +69,8 @@ pub struct Snapshot {
     pub pids_visible: Option<usize>,
     /// The device number of that /proc: a new procfs mount is a new device.
     pub proc_dev: Option<u64>,
+    /// The process's pid in its own PID namespace (last field of NSpid in /proc/PID/status).
+    pub pid_inside: String,
     pub inside: InsideFacts,
 }
 
@@ -151,7 +153,16 @@ impl Snapshot {
             use std::os::unix::fs::MetadataExt;
             std::fs::metadata(&proc_path).ok().map(|m| m.dev())
         };
+        let pid_inside = std::fs::read_to_string(format!("{base}/status"))
+            .ok()
+            .and_then(|st| {
+                st.lines()
+                    .find(|l| l.starts_with("NSpid:"))
+                    .and_then(|l| l.split_whitespace().last().map(str::to_string))
+            })
+            .unwrap_or_default();
         Snapshot {
+            pid_inside,
             ns,
             root,
             mounts,
@@ -198,6 +209,9 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Vec<Change> {
         let before = a.ns.get(*name).cloned().unwrap_or_default();
         let after = b.ns.get(*name).cloned().unwrap_or_default();
         change(&mut out, &format!("ns/{name}"), before, after);
+    }
+    if a.ns.get("pid") != b.ns.get("pid") {
+        change(&mut out, "pid inside", a.pid_inside.clone(), b.pid_inside.clone());
     }
     change(&mut out, "hostname", a.inside.hostname.clone(), b.inside.hostname.clone());
     change(

@@ -22,6 +22,9 @@ pub enum ToParent {
         notes: Vec<String>,
         inside: Option<InsideFacts>,
     },
+    /// The container process reached a stage whose runtime side acts first (cgroup), and
+    /// waits for Continue before applying it.
+    Reached { stage: StageId },
     /// The pid stage forked: this is the new container process, as a host pid.
     Handover { pid: i32 },
     /// A stage (or the exec) failed.

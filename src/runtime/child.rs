@@ -135,6 +135,11 @@ fn run(
         let name = planned.id.name();
         let stage = stages::get(planned.id)
             .ok_or_else(|| fail(name, "this stage is not available in this build"))?;
+        if planned.enabled && stage.waits_for_parent() {
+            ch.send(&ToParent::Reached { stage: planned.id })
+                .map_err(|e| fail(name, e))?;
+            wait_continue(ch, name)?;
+        }
         let mut sys = RealSys::new();
         let (result, notes, fork_requested, new_root) = {
             let mut ctx = ChildCtx::new(&mut sys, spec);

@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::observe::{diff, InsideFacts, Snapshot};
 use crate::plan::Plan;
 use crate::rootfs::{self, DEFAULT_PATH};
-use crate::stages::{self, ChildSpec, StageId};
+use crate::stages::{self, ChildSpec, HostCtx, StageId, Undo};
+use std::collections::{HashMap, HashSet};
 use crate::trace::{self, TraceMode};
 use channel::{ToChild, ToParent};
 use child::ExecSpec;
@@ -205,11 +206,89 @@ fn chan_err(e: channel::ChannelError) -> Error {
     }
 }
 
+/// Host-side state of one run: the undo list and what stages keep between their hooks.
+struct HostState<'a> {
+    cfg: &'a RunConfig,
+    id: &'a str,
+    undo: Undo,
+    data: HashMap<StageId, Box<dyn std::any::Any>>,
+    headed: HashSet<StageId>,
+    tracing: bool,
+}
+
+impl<'a> HostState<'a> {
+    fn header(&mut self, id: StageId) {
+        if self.tracing && self.headed.insert(id) {
+            if let Some(s) = stages::get(id) {
+                trace::stage(id.name(), s.info().summary);
+            }
+        }
+    }
+
+    /// Runs one host-side hook of a stage and traces what it did.
+    fn hook<T>(
+        &mut self,
+        id: StageId,
+        f: impl FnOnce(&dyn stages::Stage, &mut HostCtx<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let Some(stage) = stages::get(id) else {
+            return Err(Error::Stage {
+                stage: id.name().into(),
+                message: "this stage is not available in this build".into(),
+            });
+        };
+        let mut ctx = HostCtx {
+            cfg: self.cfg,
+            id: self.id,
+            undo: &mut self.undo,
+            data: &mut self.data,
+            records: Vec::new(),
+            notes: Vec::new(),
+            facts: Vec::new(),
+        };
+        let r = f(stage, &mut ctx);
+        let (records, notes, facts) = (ctx.records, ctx.notes, ctx.facts);
+        if self.tracing {
+            if !records.is_empty() || !notes.is_empty() || !facts.is_empty() {
+                self.header(id);
+            }
+            for rec in &records {
+                trace::syscall(id.name(), rec);
+            }
+            for n in &notes {
+                trace::note(id.name(), n);
+            }
+            for c in &facts {
+                trace::fact(id.name(), c);
+            }
+        }
+        r.map_err(|e| match e {
+            Error::Stage { .. } | Error::Usage(_) | Error::Plan(_) | Error::NotRoot { .. } => e,
+            other => Error::Stage {
+                stage: id.name().into(),
+                message: other.to_string(),
+            },
+        })
+    }
+}
+
 /// Runs the container; returns the workload's exit status (128+N when signal N killed it).
 pub fn run(cfg: &RunConfig) -> Result<i32> {
     let id = new_id();
     let prepared = prepare(cfg, &id)?;
     let tracing_on = cfg.trace != TraceMode::Off;
+    let mut host = HostState {
+        cfg,
+        id: &id,
+        undo: Undo::default(),
+        data: HashMap::new(),
+        headed: HashSet::new(),
+        tracing: tracing_on,
+    };
+    let enabled: Vec<StageId> = cfg.plan.stages.iter().filter(|s| s.enabled).map(|s| s.id).collect();
+    for sid in &enabled {
+        host.hook(*sid, |s, ctx| s.prepare(ctx))?;
+    }
 
     let (mut parent_ch, child_ch) = channel::pair().map_err(chan_err)?;
     // Orphans of the container (the intermediate process of the pid stage's fork, first of
@@ -269,6 +348,11 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
                 ));
                 current = pid;
             }
+            Some(ToParent::Reached { stage }) => {
+                host.header(stage);
+                host.hook(stage, |s, ctx| s.parent_before(ctx, current))?;
+                parent_ch.send(&ToChild::Continue).map_err(chan_err)?;
+            }
             Some(ToParent::Done {
                 stage,
                 enabled,
@@ -278,16 +362,23 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
             }) => {
                 if tracing_on {
                     let name = stage.name();
-                    match stages::get(stage) {
-                        Some(s) if enabled => trace::stage(name, s.info().summary),
-                        _ => trace::off(name, &reason_off(&cfg.plan, stage)),
+                    if enabled {
+                        host.header(stage);
+                    } else {
+                        trace::off(name, &reason_off(&cfg.plan, stage));
                     }
                     for rec in &syscalls {
                         trace::syscall(name, rec);
                     }
-                    for n in pending_notes.drain(..).chain(notes) {
+                    for n in notes.into_iter().chain(pending_notes.drain(..)) {
                         trace::note(name, &n);
                     }
+                }
+                if enabled {
+                    host.hook(stage, |s, ctx| s.parent_after(ctx, current))?;
+                }
+                if tracing_on {
+                    let name = stage.name();
                     if stage == StageId::Rootfs && enabled {
                         if let Some(r) = &prepared.spec.rootfs {
                             view = r.clone();
@@ -343,8 +434,23 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
             &format!("killed {stragglers} process(es) the workload left behind (no PID namespace to end them with it)"),
         );
     }
+    let mut description = status.describe();
+    for sid in &enabled {
+        match host.hook(*sid, |s, ctx| s.finish(ctx, status)) {
+            Ok(Some(d)) => description = d,
+            Ok(None) => {}
+            Err(e) => trace::error(sid.name(), &e.to_string()),
+        }
+    }
     if tracing_on {
-        trace::exit(&status.describe());
+        trace::exit(&description);
+    } else if description != status.describe() {
+        // What the kernel enforced is worth a line even with the trace off.
+        eprintln!("stagebox: {description}");
+    }
+    for e in host.undo.run_all() {
+        trace::error("cleanup", &e);
+        eprintln!("stagebox: cleanup: {e}");
     }
     Ok(status.code())
 }

@@ -167,8 +167,101 @@ impl<'a> ChildCtx<'a> {
     }
 }
 
+/// Undo actions for what stages did to the host (a cgroup directory, later a veth), run in
+/// reverse order when the run ends: on success, on error, and after Ctrl-C (the runtime
+/// forwards the signal, waits for the workload, then returns normally through here).
+#[derive(Default)]
+pub struct Undo {
+    actions: Vec<(String, Box<dyn FnOnce() -> Result<(), String>>)>,
+}
+
+impl Undo {
+    pub fn push(&mut self, what: impl Into<String>, f: impl FnOnce() -> Result<(), String> + 'static) {
+        self.actions.push((what.into(), Box::new(f)));
+    }
+    /// Runs every action, newest first; returns "what: error" for each that failed.
+    pub fn run_all(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        while let Some((what, f)) = self.actions.pop() {
+            if let Err(e) = f() {
+                errors.push(format!("{what}: {e}"));
+            }
+        }
+        errors
+    }
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        for e in self.run_all() {
+            crate::trace::error("cleanup", &e);
+        }
+    }
+}
+
+/// What a stage's host-side hooks work with (in the runtime process, on the host).
+pub struct HostCtx<'a> {
+    pub cfg: &'a crate::config::RunConfig,
+    /// The container's id (12 hex digits).
+    pub id: &'a str,
+    pub undo: &'a mut Undo,
+    /// Per-stage data kept between hooks (a cgroup's paths, from prepare to finish).
+    pub data: &'a mut std::collections::HashMap<StageId, Box<dyn std::any::Any>>,
+    /// Host-side calls for the trace (`mkdir(...)`, `write(... cgroup.procs, "1234")`).
+    pub records: Vec<crate::sys::SyscallRecord>,
+    pub notes: Vec<String>,
+    /// Facts only the host side can tell (a limit file and the value the kernel shows).
+    pub facts: Vec<crate::observe::Change>,
+}
+
+impl HostCtx<'_> {
+    pub fn record(&mut self, call: impl Into<String>, result: impl Into<String>) {
+        self.records.push(crate::sys::SyscallRecord {
+            call: call.into(),
+            result: result.into(),
+        });
+    }
+    pub fn note(&mut self, s: impl Into<String>) {
+        self.notes.push(s.into());
+    }
+}
+
 pub trait Stage: Sync {
     fn info(&self) -> &'static StageInfo;
+
+    /// On the host, before the container process exists (create a cgroup, write limits).
+    /// Whatever it changes on the host it registers in `ctx.undo`. Only for enabled stages.
+    fn prepare(&self, _ctx: &mut HostCtx<'_>) -> Result<(), crate::Error> {
+        Ok(())
+    }
+    /// True when the container process must stop before `apply` and wait for
+    /// `parent_before` (the cgroup stage: the runtime moves it in while it waits).
+    fn waits_for_parent(&self) -> bool {
+        false
+    }
+    /// In the runtime, while the container process waits just before this stage's `apply`.
+    fn parent_before(&self, _ctx: &mut HostCtx<'_>, _pid: nix::unistd::Pid) -> Result<(), crate::Error> {
+        Ok(())
+    }
+    /// In the runtime, after this stage's `apply`, while the container process waits (the
+    /// user stage: write uid_map from outside).
+    fn parent_after(&self, _ctx: &mut HostCtx<'_>, _pid: nix::unistd::Pid) -> Result<(), crate::Error> {
+        Ok(())
+    }
+    /// In the runtime after the workload exited, before the undo list runs: report what
+    /// the kernel enforced. A returned sentence replaces the plain exit description
+    /// (for example "killed by the OOM killer: memory limit 32M reached").
+    fn finish(
+        &self,
+        _ctx: &mut HostCtx<'_>,
+        _exit: crate::runtime::ExitKind,
+    ) -> Result<Option<String>, crate::Error> {
+        Ok(None)
+    }
+
     /// Does the stage's syscalls in the container process and checks their effect.
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError>;
     /// Runs when the stage is switched off. Most stages then do nothing at all; the ones

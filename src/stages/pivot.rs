@@ -32,7 +32,7 @@ pub struct Pivot;
 
 static INFO: StageInfo = StageInfo {
     id: StageId::Pivot,
-    summary: "pivot_root into the rootfs and detach the old root (--root-switch chroot: chroot only)",
+    summary: "pivot_root into the rootfs and detach the old root (or chroot, with --root-switch chroot)",
     shows: "/proc/PID/root, mount count",
     default_on: true,
     lesson: "05-pivot-root",
