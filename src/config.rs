@@ -21,6 +21,14 @@ pub struct RunConfig {
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub trace: TraceMode,
+    /// `--name`; default `box-<short id>`.
+    pub name: Option<String>,
+    /// `--rm`: remove the container (and its anonymous volumes) when it exits.
+    pub remove: bool,
+    /// `--read-only`: the root filesystem is mounted read-only.
+    pub read_only: bool,
+    /// `-v` arguments, parsed and checked.
+    pub volumes: Vec<crate::volume::VolumeSpec>,
 }
 
 /// The state root: STAGEBOX_STATE, else /var/lib/stagebox as root, else

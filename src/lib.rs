@@ -4,6 +4,8 @@
 //! The library holds everything; `main.rs` only parses the command line.
 
 pub mod config;
+pub mod container;
+pub mod diff;
 pub mod doctor;
 pub mod error;
 pub mod escape;
@@ -17,5 +19,6 @@ pub mod runtime;
 pub mod stages;
 pub mod sys;
 pub mod trace;
+pub mod volume;
 
 pub use error::{Error, Result};

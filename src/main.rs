@@ -37,12 +37,13 @@ struct StageToggles {
 }
 
 impl StageToggles {
-    fn plan(&self) -> stagebox::Result<Plan> {
+    fn plan(&self, volumes_given: bool) -> stagebox::Result<Plan> {
         let rs: RootSwitch = self.root_switch.parse()?;
         Plan::resolve(
             &Toggles {
                 only: self.only.clone(),
                 without: self.without.clone(),
+                volumes_given,
             },
             rs,
         )
@@ -77,12 +78,46 @@ enum Cmd {
         /// Working directory inside the container.
         #[arg(short = 'w', long, value_name = "DIR")]
         workdir: Option<String>,
+        /// Name the container (default box-<short id>).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Remove the container and its anonymous volumes when it exits.
+        #[arg(long)]
+        rm: bool,
+        /// Mount the container's root filesystem read-only (volumes stay writable).
+        #[arg(long)]
+        read_only: bool,
+        /// A volume: /host/path:/container/path[:ro], name:/container/path[:ro], or /container/path.
+        #[arg(short = 'v', long = "volume", value_name = "VOLUME")]
+        volume: Vec<String>,
         /// The command and its arguments.
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
     /// List every stage: what it does, on or off by default, the lesson that teaches it.
     Stages,
+    /// List containers (running ones; -a: all kept ones).
+    Ps {
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Remove containers (-f: also running ones, killing them).
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// What a container added (A), changed (C) and deleted (D), from its writable layer.
+    Diff {
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+    },
+    /// Manage volumes.
+    Volume {
+        #[command(subcommand)]
+        cmd: VolumeCmd,
+    },
     /// Show the resolved pipeline for these toggles, without running anything.
     Plan {
         #[command(flatten)]
@@ -117,6 +152,27 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum VolumeCmd {
+    /// List volumes.
+    Ls,
+    /// Create a named volume.
+    Create { name: String },
+    /// Show a volume as JSON, with the containers that use it.
+    Inspect { name: String },
+    /// Remove volumes (refused while a kept container uses one, unless -f).
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+fn json<T: serde::Serialize>(v: &T) -> stagebox::Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| stagebox::Error::usage(e.to_string()))
+}
+
 fn parse_source(s: &str) -> stagebox::Result<Source> {
     match s {
         "auto" => Ok(Source::Auto),
@@ -140,10 +196,18 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             probe,
             env,
             workdir,
+            name,
+            rm,
+            read_only,
+            volume,
             command,
         } => {
             let trace: TraceMode = trace.parse()?;
-            let plan = toggles.plan()?;
+            let volumes = volume
+                .iter()
+                .map(|v| stagebox::volume::parse(v))
+                .collect::<stagebox::Result<Vec<_>>>()?;
+            let plan = toggles.plan(!volumes.is_empty())?;
             let default_source = parse_source(&rootfs_source)?;
             let (probe, command) = if probe {
                 (Some(command), Vec::new())
@@ -162,6 +226,10 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
                 env,
                 workdir,
                 trace,
+                name,
+                remove: rm,
+                read_only,
+                volumes,
             };
             stagebox::runtime::run(&cfg)
         }
@@ -169,8 +237,49 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             print!("{}", stagebox::report::stages_table());
             Ok(0)
         }
+        Cmd::Ps { all } => {
+            print!("{}", stagebox::container::ps_table(&state, all));
+            Ok(0)
+        }
+        Cmd::Rm { force, containers } => {
+            for c in containers {
+                let removed = stagebox::container::remove(&state, &c, force)?;
+                println!("{}", removed.id);
+            }
+            Ok(0)
+        }
+        Cmd::Diff { container } => {
+            let c = stagebox::container::find(&state, &container)?;
+            print!("{}", stagebox::diff::render(&stagebox::diff::diff(&c.upper(&state), &c.lower)));
+            Ok(0)
+        }
+        Cmd::Volume { cmd } => {
+            use stagebox::volume;
+            match cmd {
+                VolumeCmd::Ls => {
+                    println!("{:<24}  {}", "VOLUME NAME", "MOUNTPOINT");
+                    for v in volume::list(&state) {
+                        println!("{:<24}  {}", v.name, v.mountpoint.display());
+                    }
+                }
+                VolumeCmd::Create { name } => println!("{}", volume::create(&state, &name, false)?.name),
+                VolumeCmd::Inspect { name } => {
+                    let v = volume::inspect(&state, &name)?;
+                    let mut val = serde_json::to_value(&v).map_err(|e| stagebox::Error::usage(e.to_string()))?;
+                    val["used_by"] = serde_json::json!(volume::users(&state, &name));
+                    println!("{}", json(&val)?);
+                }
+                VolumeCmd::Rm { force, names } => {
+                    for n in names {
+                        volume::remove(&state, &n, force)?;
+                        println!("{n}");
+                    }
+                }
+            }
+            Ok(0)
+        }
         Cmd::Plan { toggles, json } => {
-            let plan = toggles.plan()?;
+            let plan = toggles.plan(false)?;
             if json {
                 println!(
                     "{}",

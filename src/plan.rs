@@ -36,6 +36,9 @@ impl std::str::FromStr for RootSwitch {
 pub struct Toggles {
     pub only: Option<Vec<String>>,
     pub without: Vec<String>,
+    /// Whether any -v was given: the volumes stage has nothing to do without one, and is then
+    /// off (so that its needs do not refuse plans that mount nothing).
+    pub volumes_given: bool,
 }
 
 /// One stage of the resolved pipeline.
@@ -91,6 +94,9 @@ impl Plan {
         for stage in stages::registry() {
             let info = stage.info();
             let (enabled, why) = match &only {
+                _ if info.id == StageId::Volumes && !toggles.volumes_given => {
+                    (false, "no -v given".to_string())
+                }
                 Some(set) if set.contains(&info.id) => (true, "--only".to_string()),
                 Some(_) => (false, "not in --only".to_string()),
                 None if without.contains(&info.id) => (false, "--without".to_string()),
@@ -153,6 +159,7 @@ mod tests {
         Toggles {
             only: only.map(|o| vec![o.to_string()]),
             without: if without.is_empty() { vec![] } else { vec![without.to_string()] },
+            volumes_given: false,
         }
     }
 
@@ -203,6 +210,7 @@ mod tests {
         let toggles = Toggles {
             only: Some(vec!["uts".into()]),
             without: vec!["pid".into()],
+            volumes_given: false,
         };
         assert!(Plan::resolve(&toggles, RootSwitch::Pivot).is_err());
     }
@@ -217,6 +225,18 @@ mod tests {
     fn proc_without_rootfs_is_allowed_and_mounts_over_the_hosts_proc_in_the_namespace() {
         let p = Plan::resolve(&t(Some("pid,mount,proc"), ""), RootSwitch::Pivot).unwrap();
         assert_eq!(on(&p), vec!["pid", "mount", "proc"]);
+    }
+
+    #[test]
+    fn volumes_are_on_only_when_given() {
+        let p = Plan::resolve(&t(None, ""), RootSwitch::Pivot).unwrap();
+        assert!(!p.is_on(StageId::Volumes));
+        let mut tg = t(None, "");
+        tg.volumes_given = true;
+        let p = Plan::resolve(&tg, RootSwitch::Pivot).unwrap();
+        assert!(p.is_on(StageId::Volumes));
+        tg.without = vec!["mount,rootfs,pivot,proc".into()];
+        assert!(Plan::resolve(&tg, RootSwitch::Pivot).unwrap_err().to_string().contains("volumes stage needs the mount"));
     }
 
     #[test]

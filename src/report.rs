@@ -16,7 +16,13 @@ pub fn stages_table() -> String {
             "{:<3} {:<8} {:<8} {:<22} {}\n",
             i + 1,
             info.id.name(),
-            if info.default_on { "on" } else { "off" },
+            if info.id == StageId::Volumes {
+                "with -v"
+            } else if info.default_on {
+                "on"
+            } else {
+                "off"
+            },
             info.lesson,
             info.summary
         ));

@@ -9,20 +9,30 @@ use std::sync::Mutex;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// The entries directly in a directory (stagebox makes no temp dirs; a leak would be a new
+/// top-level entry, and deeper changes belong to whoever else uses /tmp).
+fn top_level(dir: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 fn check_clean(what: &str, args: &[&str], script: &str, want_code: i32) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Make sure the default rootfs exists first: it is a cache, created once on purpose.
     let _ = sh(&[], "true");
     let mounts = host_mounts();
     let state = tree(state_dir());
-    let tmp = tree(std::path::Path::new("/tmp"));
+    let tmp = top_level("/tmp");
     let (code, out, err) = sh(args, script);
     assert_eq!(code, want_code, "{what}: exit code\nstdout: {out}\nstderr: {err}");
     let d = differences(&mounts, &host_mounts());
     assert!(d.0.is_empty() && d.1.is_empty(), "{what}: the host's mount table changed: {d:?}");
     let d = differences(&state, &tree(state_dir()));
     assert!(d.0.is_empty() && d.1.is_empty(), "{what}: the state dir changed: {d:?}");
-    let tmp_after = tree(std::path::Path::new("/tmp"));
+    let tmp_after = top_level("/tmp");
     let new: Vec<_> = tmp_after
         .iter()
         .filter(|p| !tmp.contains(p))
@@ -59,7 +69,7 @@ fn clean_after_the_workload_is_killed() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mounts = host_mounts();
     use std::io::{BufRead, BufReader};
-    let mut child = cmd(&["run", "--trace", "off", "--", "/bin/sh", "-c", "sleep 60 & echo ready; wait"])
+    let mut child = cmd(&["run", "--rm", "--trace", "off", "--", "/bin/sh", "-c", "sleep 60 & echo ready; wait"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -111,7 +121,7 @@ fn sigterm_to_stagebox_reaches_the_workload() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     use std::io::{BufRead, BufReader};
     let mut child = cmd(&[
-        "run", "--trace", "off", "--", "/bin/sh", "-c",
+        "run", "--rm", "--trace", "off", "--", "/bin/sh", "-c",
         "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.1; done",
     ])
     .stdout(std::process::Stdio::piped())

@@ -60,6 +60,16 @@ fn regex_lite(line: &str, host: &str) -> String {
     }
     res.push_str(rest);
     l = res;
+    // containers/<12 hex id>
+    let mut from = 0;
+    while let Some(off) = l[from..].find("containers/") {
+        let i = from + off;
+        let tail = &l[i + 11..];
+        if tail.len() >= 12 && tail[..12].chars().all(|c| c.is_ascii_hexdigit()) {
+            l = format!("{}containers/[ID]{}", &l[..i], &tail[12..]);
+        }
+        from = i + 11;
+    }
     // stagebox-<6 hex>
     if let Some(i) = l.find("stagebox-") {
         let tail = &l[i + 9..];
@@ -94,7 +104,7 @@ fn pretty_trace_of_a_full_run() {
     if !root_or_skip("pretty trace snapshot") {
         return;
     }
-    let out = stagebox(&["run", "--trace", "pretty", "--hostname", "tour", "--", "/bin/true"]);
+    let out = stagebox(&["run", "--rm", "--trace", "pretty", "--hostname", "tour", "--", "/bin/true"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty(), "the trace must not go to stdout");
     let state = state_dir().display().to_string();
@@ -107,7 +117,7 @@ fn json_trace_has_stable_fields() {
     if !root_or_skip("json trace") {
         return;
     }
-    let out = stagebox(&["run", "--trace", "json", "--", "/bin/true"]);
+    let out = stagebox(&["run", "--rm", "--trace", "json", "--", "/bin/true"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     let mut stages_seen = Vec::new();

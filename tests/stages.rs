@@ -197,7 +197,7 @@ fn pivot_detaches_the_host_tree_and_chroot_does_not() {
     let marker = tempfile::NamedTempFile::new().unwrap();
     let m = marker.path().display().to_string();
     let probe = |mode: &str| -> serde_json::Value {
-        let out = stagebox(&["run", "--trace", "off", "--root-switch", mode, "--probe", "--", "--json", "--escape", "--marker", &m]);
+        let out = stagebox(&["run", "--rm", "--trace", "off", "--root-switch", mode, "--probe", "--", "--json", "--escape", "--marker", &m]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     };

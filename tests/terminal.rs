@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn on_a_terminal(steps: &[(&str, u64)]) -> (Option<i32>, String) {
-    let line = format!("{} run --trace off -- /bin/sh", bin());
+    let line = format!("{} run --rm --trace off -- /bin/sh", bin());
     let mut child = Command::new("script")
         .args(["-qec", &line, "/dev/null"])
         .env("STAGEBOX_STATE", state_dir())

@@ -70,6 +70,24 @@ fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
     if let Some(h) = &cfg.hostname {
         check_hostname(h)?;
     }
+    if let Some(n) = &cfg.name {
+        crate::container::check_name(n)?;
+        if crate::container::find(&cfg.state_dir, n).is_ok_and(|c| &c.name == n) {
+            return Err(Error::usage(format!(
+                "a container named {n:?} already exists; remove it with `stagebox rm {n}` or pick another --name"
+            )));
+        }
+    }
+    if !cfg.volumes.is_empty() && !plan.is_on(StageId::Volumes) {
+        return Err(Error::usage(
+            "-v was given but the volumes stage is off; switch it on or drop -v",
+        ));
+    }
+    if cfg.read_only && !plan.is_on(StageId::Pivot) {
+        return Err(Error::usage(
+            "--read-only remounts the container's root, which needs the pivot stage; switch it on or drop --read-only",
+        ));
+    }
     let rootfs = if plan.is_on(StageId::Rootfs) {
         Some(match &cfg.rootfs {
             Some(dir) => {
@@ -180,11 +198,20 @@ fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
             )
         }
     };
+    if rootfs.is_some() {
+        crate::stages::rootfs::check_overlay_path(&cfg.state_dir).map_err(Error::Usage)?;
+        if let Some(r) = &rootfs {
+            crate::stages::rootfs::check_overlay_path(r).map_err(Error::Usage)?;
+        }
+    }
     Ok(Prepared {
         spec: ChildSpec {
             hostname,
             rootfs,
             root_switch: plan.root_switch,
+            overlay: None,
+            volumes: Vec::new(),
+            read_only: cfg.read_only,
         },
         exec,
         _exe: exe,
@@ -204,6 +231,53 @@ fn chan_err(e: channel::ChannelError) -> Error {
         stage: "run".into(),
         message: e.to_string(),
     }
+}
+
+/// The container's record and directory, registered for removal unless the workload starts
+/// (and `--rm` was not given).
+fn create_container(
+    cfg: &RunConfig,
+    id: &str,
+    prepared: &Prepared,
+    undo: &mut Undo,
+    started: &std::rc::Rc<std::cell::Cell<bool>>,
+) -> Result<crate::container::Container> {
+    let image = match (&cfg.rootfs, &prepared.spec.rootfs) {
+        (Some(dir), _) => dir.display().to_string(),
+        (None, Some(r)) => format!(
+            "default ({})",
+            r.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ),
+        (None, None) => "(host filesystem)".into(),
+    };
+    let command = match &cfg.probe {
+        Some(args) => std::iter::once("stagebox probe".to_string()).chain(args.iter().cloned()).collect(),
+        None => cfg.command.clone(),
+    };
+    let c = crate::container::Container {
+        id: id.to_string(),
+        name: cfg.name.clone().unwrap_or_else(|| format!("box-{}", &id[..6])),
+        image,
+        command,
+        created: crate::container::now(),
+        status: "created".into(),
+        exit_code: None,
+        runtime_pid: None,
+        pid: None,
+        volumes: Vec::new(),
+        lower: prepared.spec.rootfs.iter().cloned().collect(),
+        remove_on_exit: cfg.remove,
+    };
+    let dir = c.dir(&cfg.state_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    let (started, remove) = (started.clone(), cfg.remove);
+    undo.push(format!("remove container {}", dir.display()), move || {
+        if started.get() && !remove {
+            return Ok(());
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())
+    });
+    Ok(c)
 }
 
 /// Host-side state of one run: the undo list and what stages keep between their hooks.
@@ -275,7 +349,7 @@ impl<'a> HostState<'a> {
 /// Runs the container; returns the workload's exit status (128+N when signal N killed it).
 pub fn run(cfg: &RunConfig) -> Result<i32> {
     let id = new_id();
-    let prepared = prepare(cfg, &id)?;
+    let mut prepared = prepare(cfg, &id)?;
     let tracing_on = cfg.trace != TraceMode::Off;
     let mut host = HostState {
         cfg,
@@ -285,6 +359,37 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
         headed: HashSet::new(),
         tracing: tracing_on,
     };
+    // From here on the host changes; every change is on the undo list, and what should
+    // outlive the run is kept by flipping these flags once the workload has started.
+    let started = std::rc::Rc::new(std::cell::Cell::new(false));
+    let mut container = create_container(cfg, &id, &prepared, &mut host.undo, &started)?;
+    let (mounts, created) = crate::volume::materialize(&cfg.state_dir, &cfg.volumes, &id)?;
+    for name in created {
+        let anonymous = mounts.iter().any(|m| m.kind == "anonymous" && m.name.as_deref() == Some(name.as_str()));
+        let (state, started, remove) = (cfg.state_dir.clone(), started.clone(), cfg.remove);
+        host.undo.push(format!("remove volume {name}"), move || {
+            let keep = started.get() && !(anonymous && remove);
+            if keep {
+                return Ok(());
+            }
+            crate::volume::remove(&state, &name, true).map_err(|e| e.to_string())
+        });
+    }
+    prepared.spec.volumes = mounts.clone();
+    container.volumes = mounts;
+    if prepared.spec.rootfs.is_some() {
+        let ov = crate::stages::OverlaySpec {
+            lower: container.lower.clone(),
+            upper: container.upper(&cfg.state_dir),
+            work: container.work(&cfg.state_dir),
+            merged: container.merged(&cfg.state_dir),
+        };
+        for d in [&ov.upper, &ov.work, &ov.merged] {
+            std::fs::create_dir_all(d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+        }
+        prepared.spec.overlay = Some(ov);
+    }
+    container.save(&cfg.state_dir)?;
     let enabled: Vec<StageId> = cfg.plan.stages.iter().filter(|s| s.enabled).map(|s| s.id).collect();
     for sid in &enabled {
         host.hook(*sid, |s, ctx| s.prepare(ctx))?;
@@ -380,7 +485,9 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
                 if tracing_on {
                     let name = stage.name();
                     if stage == StageId::Rootfs && enabled {
-                        if let Some(r) = &prepared.spec.rootfs {
+                        if let Some(ov) = &prepared.spec.overlay {
+                            view = ov.merged.clone();
+                        } else if let Some(r) = &prepared.spec.rootfs {
                             view = r.clone();
                         }
                     }
@@ -416,6 +523,13 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
     // End of file: the container process exec'd the workload (its end was close-on-exec).
     drop(parent_ch);
     let workload = current;
+    started.set(true);
+    container.status = "running".into();
+    container.pid = Some(workload.as_raw());
+    container.runtime_pid = Some(std::process::id() as i32);
+    if let Err(e) = container.save(&cfg.state_dir) {
+        trace::error("run", &e.to_string());
+    }
     if tracing_on {
         trace::note(
             "exec",
@@ -433,6 +547,14 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
             "run",
             &format!("killed {stragglers} process(es) the workload left behind (no PID namespace to end them with it)"),
         );
+    }
+    container.status = "exited".into();
+    container.exit_code = Some(status.code());
+    container.pid = None;
+    if !cfg.remove {
+        if let Err(e) = container.save(&cfg.state_dir) {
+            trace::error("run", &e.to_string());
+        }
     }
     let mut description = status.describe();
     for sid in &enabled {

@@ -21,6 +21,7 @@ pub mod pivot;
 pub mod proc;
 pub mod rootfs;
 pub mod uts;
+pub mod volumes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,9 +109,32 @@ pub struct StageInfo {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ChildSpec {
     pub hostname: String,
-    /// The rootfs directory on the host (already resolved and checked).
+    /// The rootfs directory on the host (already resolved and checked): the lowest
+    /// read-only layer.
     pub rootfs: Option<PathBuf>,
     pub root_switch: RootSwitch,
+    /// The copy-on-write layers: when set, the rootfs stage mounts an overlay instead of a
+    /// plain bind.
+    #[serde(default)]
+    pub overlay: Option<OverlaySpec>,
+    #[serde(default)]
+    pub volumes: Vec<crate::container::VolumeMount>,
+    /// Remount / read-only at the end of the pivot stage (`--read-only`).
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// The directories of an overlay mount.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct OverlaySpec {
+    /// Read-only layers, topmost first (overlayfs's lowerdir order).
+    pub lower: Vec<PathBuf>,
+    /// The container's writable layer.
+    pub upper: PathBuf,
+    /// overlayfs's scratch directory, on the same filesystem as upper.
+    pub work: PathBuf,
+    /// Where the merged view is mounted (inside the container's mount namespace only).
+    pub merged: PathBuf,
 }
 
 /// A stage failed: what it tried and what the kernel said, in one sentence.
@@ -271,13 +295,14 @@ pub trait Stage: Sync {
     }
 }
 
-static REGISTRY: [&dyn Stage; 8] = [
+static REGISTRY: [&dyn Stage; 9] = [
     &uts::Uts,
     &ipc::Ipc,
     &pid::Pid,
     &net::Net,
     &mount::Mount,
     &rootfs::Rootfs,
+    &volumes::Volumes,
     &proc::Proc,
     &pivot::Pivot,
 ];

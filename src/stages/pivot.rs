@@ -102,6 +102,23 @@ impl Stage for Pivot {
                 Err(e) => return Err(StageError::sys("pivot_root(\".\", \".\")", e)),
             },
         }
+        if ctx.spec.read_only {
+            // --read-only: the container's root mount becomes read-only; mounts on top of it
+            // (volumes, /proc, /dev) keep their own flags.
+            let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+            call(
+                ctx.sys.mount(None, Path::new("/"), None, flags, None),
+                "mount(NULL, \"/\", NULL, MS_REMOUNT|MS_BIND|MS_RDONLY)",
+            )?;
+            if ctx.verify {
+                let ro = nix::sys::statvfs::statvfs("/")
+                    .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+                    .unwrap_or(false);
+                if !ro {
+                    return Err(StageError::no_effect("/ is still writable after the read-only remount"));
+                }
+            }
+        }
         if let Some(want) = want {
             let got = identity(Path::new("/"))?;
             if got != want {
@@ -126,6 +143,9 @@ mod tests {
             hostname: "h".into(),
             rootfs: Some("/r".into()),
             root_switch: mode,
+            overlay: None,
+            volumes: vec![],
+            read_only: false,
         };
         let mut ctx = ChildCtx::new(rec, &spec);
         ctx.verify = false;

@@ -253,6 +253,9 @@ mod tests {
             hostname: "h".into(),
             rootfs: Some("/r".into()),
             root_switch: RootSwitch::Pivot,
+            overlay: None,
+            volumes: vec![],
+            read_only: false,
         };
         let mut rec = Recorder::new();
         let mut ctx = ChildCtx::new(&mut rec, &spec);

@@ -1,27 +1,43 @@
 //! # rootfs: the files the container will call /
 //!
-//! pivot_root(2) can only switch to a directory that is a *mount point*, and a plain
-//! directory such as /var/lib/stagebox/rootfs/default is not one. So this stage bind-mounts
-//! the rootfs directory onto itself: `mount(DIR, DIR, NULL, MS_BIND|MS_REC)`. Nothing about
-//! the files changes, but mountinfo now has a line for DIR, and the mount belongs to the
-//! container's (private) mount namespace, so the host never sees it.
+//! pivot_root(2) can only switch to a directory that is a *mount point*, so this stage
+//! mounts the container's root filesystem somewhere, inside the container's own mount
+//! namespace (the host never sees the mount).
 //!
-//! A later issue replaces the bind with an overlay of read-only image layers under a
-//! per-container writable layer; the idea stays the same: a mount that becomes the root.
+//! The mount is an **overlay**, the way Docker gives every container the same image files
+//! yet its own changes:
 //!
-//! Why here in the order: after the mount namespace (or this mount would land on the host's
-//! table), and before the proc stage, which mounts /proc, /sys and /dev *inside* this tree,
-//! and the pivot stage, which makes it the root.
+//! ```text
+//! mount("overlay", MERGED, "overlay", 0, "lowerdir=IMAGE,upperdir=UPPER,workdir=WORK")
+//! ```
+//!
+//! - `lowerdir`: the image (or the rootfs directory), read-only, shared by every container.
+//!   With several image layers the list is `top:...:bottom`.
+//! - `upperdir`: this container's writable layer, in its state directory. Every write lands
+//!   here (a changed file is first copied up whole); the lower layers never change.
+//! - Deleting a lower file leaves a *whiteout* in upper: a character device 0/0 with the
+//!   file's name. Replacing a lower directory leaves an *opaque* directory (xattr
+//!   `trusted.overlay.opaque=y`), which hides everything below it.
+//! - `workdir`: overlayfs's scratch space for atomic copy-ups, on the same filesystem as upper.
+//!
+//! From the host, a learner can look at UPPER while the container runs or after it exits
+//! (`stagebox diff ID` lists it as A/C/D). Without a writable layer (`--rootfs` with no
+//! container state) the stage falls back to bind-mounting the directory onto itself.
+//!
+//! Why here in the order: after the mount namespace (or this mount would land in the host's
+//! table), before volumes and proc, which mount things *inside* this tree, and before pivot,
+//! which makes it the root.
 
 use super::{ChildCtx, Stage, StageError, StageId, StageInfo};
 use nix::mount::MsFlags;
+use std::path::Path;
 
 pub struct Rootfs;
 
 static INFO: StageInfo = StageInfo {
     id: StageId::Rootfs,
-    summary: "bind-mount the root filesystem directory onto itself so it can become the root",
-    shows: "a new mountinfo line for the rootfs",
+    summary: "mount the root filesystem: the image read-only under a writable overlay layer",
+    shows: "the overlay's mountinfo line and its lowerdir/upperdir/workdir",
     default_on: true,
     lesson: "04-rootfs-and-chroot",
     requires: &[(
@@ -30,12 +46,49 @@ static INFO: StageInfo = StageInfo {
     )],
 };
 
-/// Is `path` a mount point in /proc/self/mountinfo?
-pub fn is_mount_point(path: &std::path::Path) -> Result<bool, StageError> {
+/// The top mount at `path` in /proc/self/mountinfo, if any: (fs type, super options).
+pub fn mount_at(path: &Path) -> Result<Option<(String, String)>, StageError> {
     let infos = procfs::process::Process::myself()
         .and_then(|p| p.mountinfo())
         .map_err(|e| StageError::msg(format!("cannot read /proc/self/mountinfo: {e}")))?;
-    Ok(infos.into_iter().any(|m| m.mount_point == path))
+    Ok(infos.into_iter().rev().find(|m| m.mount_point == path).map(|m| {
+        let opts: Vec<String> = m
+            .super_options
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k}={v}"),
+                None => k.clone(),
+            })
+            .collect();
+        (m.fs_type.clone(), opts.join(","))
+    }))
+}
+
+/// Is `path` a mount point in /proc/self/mountinfo?
+pub fn is_mount_point(path: &Path) -> Result<bool, StageError> {
+    Ok(mount_at(path)?.is_some())
+}
+
+/// overlayfs splits its options at ',' and lowerdir at ':'; such paths cannot be passed.
+pub fn check_overlay_path(p: &Path) -> Result<(), String> {
+    let s = p.to_string_lossy();
+    if s.contains(',') || s.contains(':') {
+        return Err(format!(
+            "{s} contains ',' or ':', which overlayfs cannot take in its mount options; use another state directory or rootfs path"
+        ));
+    }
+    Ok(())
+}
+
+/// The overlay mount's data string.
+pub fn overlay_data(ov: &super::OverlaySpec) -> String {
+    let lower: Vec<String> = ov.lower.iter().map(|p| p.display().to_string()).collect();
+    format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        ov.upper.display(),
+        ov.work.display()
+    )
 }
 
 impl Stage for Rootfs {
@@ -44,6 +97,31 @@ impl Stage for Rootfs {
     }
 
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
+        if let Some(ov) = ctx.spec.overlay.clone() {
+            let data = overlay_data(&ov);
+            ctx.sys
+                .mount(Some("overlay"), &ov.merged, Some("overlay"), MsFlags::empty(), Some(&data))
+                .map_err(|e| StageError::sys(&format!("mount(\"overlay\", {:?}, \"overlay\", {data:?})", ov.merged), e))?;
+            if ctx.verify {
+                match mount_at(&ov.merged)? {
+                    Some((fs, _)) if fs == "overlay" => {}
+                    other => {
+                        return Err(StageError::no_effect(format!(
+                            "{} is {:?} in mountinfo, not an overlay",
+                            ov.merged.display(),
+                            other.map(|o| o.0)
+                        )))
+                    }
+                }
+            }
+            ctx.note(format!(
+                "writes land in {} (the container's layer); {} stays untouched",
+                ov.upper.display(),
+                ov.lower.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":")
+            ));
+            ctx.root = Some(ov.merged);
+            return Ok(());
+        }
         let dir = ctx
             .spec
             .rootfs
@@ -58,7 +136,49 @@ impl Stage for Rootfs {
                 "{s} is not a mount point in /proc/self/mountinfo after the bind mount"
             )));
         }
+        ctx.note("no writable layer: writes go straight to the rootfs directory");
         ctx.root = Some(dir);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::RootSwitch;
+    use crate::stages::{ChildSpec, OverlaySpec};
+    use crate::sys::Recorder;
+
+    #[test]
+    fn overlay_options_list_layers_top_first() {
+        let spec = ChildSpec {
+            hostname: "h".into(),
+            rootfs: Some("/img".into()),
+            root_switch: RootSwitch::Pivot,
+            overlay: Some(OverlaySpec {
+                lower: vec!["/l2".into(), "/l1".into()],
+                upper: "/c/upper".into(),
+                work: "/c/work".into(),
+                merged: "/c/merged".into(),
+            }),
+            volumes: vec![],
+            read_only: false,
+        };
+        let mut rec = Recorder::new();
+        let mut ctx = ChildCtx::new(&mut rec, &spec);
+        ctx.verify = false;
+        Rootfs.apply(&mut ctx).unwrap();
+        assert_eq!(ctx.root.as_deref(), Some(Path::new("/c/merged")));
+        assert_eq!(
+            rec.calls,
+            vec!["mount(\"overlay\", \"/c/merged\", \"overlay\", 0, \"lowerdir=/l2:/l1,upperdir=/c/upper,workdir=/c/work\")"]
+        );
+    }
+
+    #[test]
+    fn commas_and_colons_cannot_be_overlay_paths() {
+        assert!(check_overlay_path(Path::new("/a,b")).is_err());
+        assert!(check_overlay_path(Path::new("/a:b")).is_err());
+        assert!(check_overlay_path(Path::new("/var/lib/stagebox")).is_ok());
     }
 }

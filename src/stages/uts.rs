@@ -65,6 +65,9 @@ mod tests {
             hostname: "box".into(),
             rootfs: None,
             root_switch: RootSwitch::Pivot,
+            overlay: None,
+            volumes: vec![],
+            read_only: false,
         };
         let mut rec = Recorder::new();
         let mut ctx = ChildCtx::new(&mut rec, &spec);

@@ -52,7 +52,7 @@ pub fn stagebox(args: &[&str]) -> Output {
 
 /// `stagebox run --trace off ARGS -- sh -c SCRIPT`; returns (exit code, stdout, stderr).
 pub fn sh(args: &[&str], script: &str) -> (i32, String, String) {
-    let mut all: Vec<&str> = vec!["run", "--trace", "off"];
+    let mut all: Vec<&str> = vec!["run", "--rm", "--trace", "off"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--", "/bin/sh", "-c", script]);
     let out = stagebox(&all);

@@ -1,0 +1,281 @@
+//! Volumes as Docker has them: `-v /host:/ctr[:ro]` (a bind mount of a host path),
+//! `-v /ctr` (an anonymous volume) and `-v name:/ctr` (a named volume). Volumes live at
+//! STATE/volumes/NAME/_data, as under /var/lib/docker/volumes, and outlive containers.
+//! The mounts themselves are made by the volumes stage inside the container's mount
+//! namespace, before the root switch, so the host never sees them.
+
+use crate::container::VolumeMount;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Component, Path, PathBuf};
+
+/// A `-v` argument, parsed and checked, before anything is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSpec {
+    Bind { source: PathBuf, target: String, read_only: bool },
+    Named { name: String, target: String, read_only: bool },
+    Anonymous { target: String, read_only: bool },
+}
+
+impl VolumeSpec {
+    pub fn target(&self) -> &str {
+        match self {
+            VolumeSpec::Bind { target, .. } | VolumeSpec::Named { target, .. } | VolumeSpec::Anonymous { target, .. } => target,
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    name.len() >= 2
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// A container path, made canonical: absolute, no `.`/`..` left, never above `/`, not `/`.
+pub fn clean_target(raw: &str, arg: &str) -> Result<String> {
+    if !raw.starts_with('/') {
+        return Err(Error::usage(format!(
+            "-v {arg}: the container path {raw:?} must be absolute (start with /)"
+        )));
+    }
+    let mut parts: Vec<String> = Vec::new();
+    for c in Path::new(raw).components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                if parts.pop().is_none() {
+                    return Err(Error::usage(format!(
+                        "-v {arg}: the container path {raw:?} climbs above the container's root with '..'"
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    if parts.is_empty() {
+        return Err(Error::usage(format!(
+            "-v {arg}: a volume cannot be mounted over the container's root /"
+        )));
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+fn parse_opts(opts: &str, arg: &str) -> Result<bool> {
+    let mut ro = false;
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" | "readonly" => ro = true,
+            "rw" => ro = false,
+            other => {
+                return Err(Error::usage(format!(
+                    "-v {arg}: unknown option {other:?}; the options are ro and rw"
+                )))
+            }
+        }
+    }
+    Ok(ro)
+}
+
+/// Parses one `-v` argument. A bind's host path must exist; nothing is created here.
+pub fn parse(arg: &str) -> Result<VolumeSpec> {
+    let parts: Vec<&str> = arg.split(':').collect();
+    let (source, target, ro) = match parts.as_slice() {
+        [t] => (None, *t, false),
+        [t, o] if t.starts_with('/') && (*o == "ro" || *o == "rw") => (None, *t, parse_opts(o, arg)?),
+        [s, t] => (Some(*s), *t, false),
+        [s, t, o] => (Some(*s), *t, parse_opts(o, arg)?),
+        _ => {
+            return Err(Error::usage(format!(
+                "-v {arg}: too many ':'; write /host/path:/container/path[:ro], name:/container/path or /container/path"
+            )))
+        }
+    };
+    let target = clean_target(target, arg)?;
+    match source {
+        None => Ok(VolumeSpec::Anonymous { target, read_only: ro }),
+        Some(s) if s.starts_with('/') => {
+            let source = std::fs::canonicalize(s).map_err(|_| {
+                Error::usage(format!("-v {arg}: the host path {s} does not exist; create it first"))
+            })?;
+            Ok(VolumeSpec::Bind { source, target, read_only: ro })
+        }
+        Some(s) if valid_name(s) => Ok(VolumeSpec::Named { name: s.to_string(), target, read_only: ro }),
+        Some(s) => Err(Error::usage(format!(
+            "-v {arg}: {s:?} is neither an absolute host path nor a volume name (letters, digits, '_', '.', '-'); relative host paths are not allowed"
+        ))),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Volume {
+    pub name: String,
+    pub mountpoint: PathBuf,
+    pub created: u64,
+    pub anonymous: bool,
+}
+
+pub fn volumes_dir(state: &Path) -> PathBuf {
+    state.join("volumes")
+}
+
+/// Creates the volume if it does not exist yet; returns it.
+pub fn create(state: &Path, name: &str, anonymous: bool) -> Result<Volume> {
+    if !valid_name(name) {
+        return Err(Error::usage(format!(
+            "{name:?} is not a valid volume name; use letters, digits, '_', '.' and '-' (at least 2)"
+        )));
+    }
+    let dir = volumes_dir(state).join(name);
+    let meta = dir.join("meta.json");
+    if let Ok(v) = inspect(state, name) {
+        return Ok(v);
+    }
+    let data = dir.join("_data");
+    std::fs::create_dir_all(&data).map_err(|e| Error::io(format!("create {}", data.display()), e))?;
+    let v = Volume {
+        name: name.to_string(),
+        mountpoint: data,
+        created: crate::container::now(),
+        anonymous,
+    };
+    let text = serde_json::to_vec_pretty(&v).map_err(|e| Error::usage(e.to_string()))?;
+    std::fs::write(&meta, text).map_err(|e| Error::io(format!("write {}", meta.display()), e))?;
+    Ok(v)
+}
+
+pub fn inspect(state: &Path, name: &str) -> Result<Volume> {
+    let meta = volumes_dir(state).join(name).join("meta.json");
+    let text = std::fs::read(&meta)
+        .map_err(|_| Error::usage(format!("no volume named {name:?}; `stagebox volume ls` lists them")))?;
+    serde_json::from_slice(&text).map_err(|e| Error::usage(format!("{}: {e}", meta.display())))
+}
+
+pub fn list(state: &Path) -> Vec<Volume> {
+    let mut v: Vec<Volume> = std::fs::read_dir(volumes_dir(state))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| inspect(state, &e.file_name().to_string_lossy()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+/// Kept containers that mount the volume.
+pub fn users(state: &Path, name: &str) -> Vec<String> {
+    crate::container::list(state)
+        .into_iter()
+        .filter(|c| c.volumes.iter().any(|m| m.name.as_deref() == Some(name)))
+        .map(|c| c.name)
+        .collect()
+}
+
+/// Removes a volume and its data. Refused while a kept container uses it, unless `force`.
+pub fn remove(state: &Path, name: &str, force: bool) -> Result<()> {
+    inspect(state, name)?;
+    let used = users(state, name);
+    if !used.is_empty() && !force {
+        return Err(Error::usage(format!(
+            "volume {name} is used by container(s) {}; remove them first, or use volume rm -f",
+            used.join(", ")
+        )));
+    }
+    let dir = volumes_dir(state).join(name);
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("remove {}", dir.display()), e))
+}
+
+/// Turns the parsed specs into mounts, creating named and anonymous volumes. Returns the
+/// mounts and the names of the volumes created now (an error path removes them again).
+pub fn materialize(state: &Path, specs: &[VolumeSpec], id: &str) -> Result<(Vec<VolumeMount>, Vec<String>)> {
+    let mut mounts = Vec::new();
+    let mut created = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, s) in specs.iter().enumerate() {
+        if !seen.insert(s.target().to_string()) {
+            return Err(Error::usage(format!("two volumes are mounted at {}; give each its own path", s.target())));
+        }
+        let m = match s {
+            VolumeSpec::Bind { source, target, read_only } => VolumeMount {
+                kind: "bind".into(),
+                source: source.clone(),
+                name: None,
+                target: target.clone(),
+                read_only: *read_only,
+            },
+            VolumeSpec::Named { name, target, read_only } => {
+                let existed = inspect(state, name).is_ok();
+                let v = create(state, name, false)?;
+                if !existed {
+                    created.push(name.clone());
+                }
+                VolumeMount {
+                    kind: "volume".into(),
+                    source: v.mountpoint,
+                    name: Some(name.clone()),
+                    target: target.clone(),
+                    read_only: *read_only,
+                }
+            }
+            VolumeSpec::Anonymous { target, read_only } => {
+                let name = format!("{id}-{i}");
+                let v = create(state, &name, true)?;
+                created.push(name.clone());
+                VolumeMount {
+                    kind: "anonymous".into(),
+                    source: v.mountpoint,
+                    name: Some(name),
+                    target: target.clone(),
+                    read_only: *read_only,
+                }
+            }
+        };
+        mounts.push(m);
+    }
+    Ok((mounts, created))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_three_forms() {
+        let d = tempfile::tempdir().unwrap();
+        let h = d.path().display().to_string();
+        assert_eq!(
+            parse(&format!("{h}:/data:ro")).unwrap(),
+            VolumeSpec::Bind { source: d.path().canonicalize().unwrap(), target: "/data".into(), read_only: true }
+        );
+        assert_eq!(
+            parse("cache:/var/cache").unwrap(),
+            VolumeSpec::Named { name: "cache".into(), target: "/var/cache".into(), read_only: false }
+        );
+        assert_eq!(parse("/scratch").unwrap(), VolumeSpec::Anonymous { target: "/scratch".into(), read_only: false });
+        assert_eq!(parse("/scratch:ro").unwrap(), VolumeSpec::Anonymous { target: "/scratch".into(), read_only: true });
+        assert_eq!(parse("/a/./b/../c").unwrap().target(), "/a/c");
+    }
+
+    #[test]
+    fn bad_specs_say_what_is_wrong() {
+        let msg = |s: &str| parse(s).unwrap_err().to_string();
+        assert!(msg("/nonexistent-host-dir:/x").contains("does not exist"));
+        assert!(msg("cache:relative").contains("must be absolute"));
+        assert!(msg("cache:/../../etc").contains("climbs above"));
+        assert!(msg("cache:/x:rx").contains("unknown option \"rx\""));
+        assert!(msg("./here:/x").contains("relative host paths"));
+        assert!(msg("cache:/").contains("over the container's root"));
+        assert!(msg("a:b:c:d").contains("too many"));
+    }
+
+    #[test]
+    fn volumes_are_created_listed_and_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let v = create(d.path(), "data", false).unwrap();
+        assert!(v.mountpoint.ends_with("volumes/data/_data") && v.mountpoint.is_dir());
+        assert_eq!(list(d.path()).len(), 1);
+        remove(d.path(), "data", false).unwrap();
+        assert!(list(d.path()).is_empty());
+        assert!(remove(d.path(), "data", false).is_err());
+    }
+}
