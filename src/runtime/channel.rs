@@ -69,7 +69,7 @@ impl Channel {
     pub fn new(fd: OwnedFd) -> Self {
         Channel {
             fd,
-            buf: vec![0u8; 1 << 20],
+            buf: vec![0u8; 1 << 16],
         }
     }
 
