@@ -109,6 +109,18 @@ impl Container {
     }
 }
 
+/// `stagebox inspect`: the record plus where its layers are, as JSON.
+pub fn inspect_json(state: &Path, c: &Container) -> serde_json::Value {
+    let mut v = serde_json::to_value(c).unwrap_or(serde_json::Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("state".into(), serde_json::json!(c.status_text()));
+        obj.insert("upper_dir".into(), serde_json::json!(c.upper(state)));
+        obj.insert("work_dir".into(), serde_json::json!(c.work(state)));
+        obj.insert("merged_dir".into(), serde_json::json!(c.merged(state)));
+    }
+    v
+}
+
 /// Every kept container, oldest first.
 pub fn list(state: &Path) -> Vec<Container> {
     let mut v: Vec<Container> = std::fs::read_dir(containers_dir(state))

@@ -113,6 +113,14 @@ enum Cmd {
         #[arg(value_name = "CONTAINER")]
         container: String,
     },
+    /// Show a container's record as JSON: its command, status, layers and volumes.
+    Inspect {
+        /// Print only this field (for example upper_dir, state, exit_code).
+        #[arg(short, long, value_name = "FIELD")]
+        format: Option<String>,
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+    },
     /// Manage volumes.
     Volume {
         #[command(subcommand)]
@@ -251,6 +259,23 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
         Cmd::Diff { container } => {
             let c = stagebox::container::find(&state, &container)?;
             print!("{}", stagebox::diff::render(&stagebox::diff::diff(&c.upper(&state), &c.lower)));
+            Ok(0)
+        }
+        Cmd::Inspect { format, container } => {
+            let c = stagebox::container::find(&state, &container)?;
+            let v = stagebox::container::inspect_json(&state, &c);
+            match format {
+                None => println!("{}", json(&v)?),
+                Some(f) => match v.get(&f) {
+                    Some(serde_json::Value::String(s)) => println!("{s}"),
+                    Some(other) => println!("{other}"),
+                    None => {
+                        return Err(stagebox::Error::usage(format!(
+                            "inspect has no field {f:?}; run it without --format to see them all"
+                        )))
+                    }
+                },
+            }
             Ok(0)
         }
         Cmd::Volume { cmd } => {
