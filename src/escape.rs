@@ -116,7 +116,9 @@ fn climb(dir: &str, own_root: (u64, u64), marker: Option<&Path>) -> EscapeReport
     top.truncate(12);
     let marker_seen = marker.map(|m| m.exists());
     let escaped = reached != Some(own_root) || marker_seen == Some(true);
-    let evidence = if escaped {
+    let evidence = if escaped && reached == Some(own_root) {
+        "nothing to escape: the process's root is already the host's (the host's marker is visible without climbing)".to_string()
+    } else if escaped {
         let (d, i) = reached.unwrap_or((0, 0));
         format!(
             "escaped: climbing out of a chroot reached a different / (device:inode {d}:{i}; the container's / is {}:{})",

@@ -3,6 +3,8 @@
 //!
 //! The library holds everything; `main.rs` only parses the command line.
 
+pub mod checks;
+pub mod compare;
 pub mod config;
 pub mod container;
 pub mod diff;

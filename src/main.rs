@@ -152,6 +152,30 @@ enum Cmd {
         /// With --escape: a file on the host; seeing it after the climb proves the escape.
         #[arg(long, value_name = "PATH")]
         marker: Option<PathBuf>,
+        /// Run the isolation checks, given the runner's host facts as JSON (used by compare).
+        #[arg(long, value_name = "JSON", hide = true)]
+        checks: Option<String>,
+    },
+    /// Compare isolation with stages on and off: a matrix of checks x configurations.
+    Compare {
+        /// Root filesystem for the runs (default: the default rootfs).
+        #[arg(long, value_name = "DIR")]
+        rootfs: Option<PathBuf>,
+        /// Stages to switch off in turn (or add, with --build-up); default all.
+        #[arg(long, value_name = "STAGES", value_delimiter = ',')]
+        stages: Option<Vec<String>>,
+        /// Start from no stage and add them one at a time, in pipeline order.
+        #[arg(long)]
+        build_up: bool,
+        /// Print the matrix as JSON (with all evidence).
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        /// Print the matrix as a Markdown table.
+        #[arg(long)]
+        markdown: bool,
+        /// Print each cell's evidence under the table.
+        #[arg(long)]
+        evidence: bool,
     },
     /// Check what this host supports, and what will not work here and why.
     Doctor {
@@ -332,8 +356,30 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Probe { json, escape, marker } => {
-            stagebox::probe::run_with(json, escape.then_some(marker.as_deref()))
+        Cmd::Probe { json, escape, marker, checks } => {
+            stagebox::probe::run_full(json, escape.then_some(marker.as_deref()), checks.as_deref())
+        }
+        Cmd::Compare { rootfs, stages, build_up, json: as_json, markdown, evidence } => {
+            use stagebox::compare::{self, CompareOpts, Format};
+            let format = if as_json {
+                Format::Json
+            } else if markdown {
+                Format::Markdown
+            } else {
+                Format::Table
+            };
+            {
+                use std::io::IsTerminal;
+                colored::control::set_override(std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal());
+            }
+            let opts = CompareOpts { rootfs, run_args: Vec::new(), stages, build_up, format, evidence, state: state.clone() };
+            let m = compare::compare(&opts)?;
+            match format {
+                Format::Json => println!("{}", json(&m)?),
+                Format::Markdown => print!("{}", compare::render_markdown(&m)),
+                Format::Table => print!("{}", compare::render_table(&m, evidence)),
+            }
+            Ok(0)
         }
         Cmd::Doctor { json } => stagebox::doctor::run(json),
     }

@@ -509,6 +509,19 @@ pub fn run(json: bool) -> Result<i32> {
 /// Like [`run`]; with `escape`, also attempts the chroot escape (see [`crate::escape`]),
 /// looking for the given marker file (a path on the host) once out.
 pub fn run_with(json: bool, escape: Option<Option<&Path>>) -> Result<i32> {
+    run_full(json, escape, None)
+}
+
+/// Like [`run_with`]; with `checks` (the runner's [`crate::checks::HostFacts`] as JSON), also
+/// runs the isolation checks and reports them under `checks`.
+pub fn run_full(json: bool, escape: Option<Option<&Path>>, checks: Option<&str>) -> Result<i32> {
+    let facts: Option<crate::checks::HostFacts> = match checks {
+        Some(text) => Some(serde_json::from_str(text).map_err(|e| {
+            Error::usage(format!("--checks takes the runner's host facts as JSON: {e}"))
+        })?),
+        None => None,
+    };
+    let results = facts.as_ref().map(crate::checks::run_all);
     let p = collect();
     let esc = escape.map(|marker| crate::escape::attempt(marker));
     let text = if json {
@@ -519,6 +532,9 @@ pub fn run_with(json: bool, escape: Option<Option<&Path>>) -> Result<i32> {
                 Err(msg) => serde_json::json!({ "error": msg }),
             };
             obj.insert("chroot_escape".into(), e);
+        }
+        if let (Some(r), Some(obj)) = (&results, v.as_object_mut()) {
+            obj.insert("checks".into(), serde_json::to_value(r).unwrap_or(serde_json::Value::Null));
         }
         serde_json::to_string_pretty(&v).map_err(|e| Error::usage(format!("encoding the probe report: {e}")))? + "\n"
     } else {
@@ -535,6 +551,9 @@ pub fn run_with(json: bool, escape: Option<Option<&Path>>) -> Result<i32> {
             }
             Some(Err(msg)) => t.push_str(&format!("chroot escape:       not attempted: {msg}\n")),
             None => {}
+        }
+        for c in results.iter().flatten() {
+            t.push_str(&format!("check {:<15} {:?}: {}\n", c.name, c.verdict, c.evidence));
         }
         t
     };

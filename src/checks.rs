@@ -1,0 +1,294 @@
+//! The isolation checks `stagebox probe --checks` runs from inside a container: each asks
+//! one question a learner asks ("can it see my processes?"), answers it by trying, and gives
+//! the evidence. The runner on the host (`stagebox compare`) prepares what the checks look
+//! for (a marker file, a SysV segment, its own pid and hostname) and passes it in as JSON.
+//!
+//! Every check is read-only towards the host, except the mount-leak check, whose mount the
+//! runner looks for from the host and removes again.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What the runner prepared on the host and what it knows about the host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// A file that exists only on the host.
+    pub marker: PathBuf,
+    /// A pid that exists only on the host (the runner's own).
+    pub host_pid: i32,
+    pub host_hostname: String,
+    pub host_interfaces: Vec<String>,
+    /// A System V shared memory segment id made on the host.
+    pub shm_id: i32,
+    /// The mount-leak check mounts a tmpfs named `stagebox-leak-TOKEN` on LEAK_DIR.
+    pub leak_token: String,
+    pub leak_dir: PathBuf,
+    /// Whether the runner asked for memory and pid limits (the cgroup stage is on).
+    pub limits_expected: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Isolated,
+    Leaks,
+    /// The stage that would isolate this is not in this version of stagebox.
+    NotYet,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    /// The question, in words.
+    pub question: String,
+    /// The stage that isolates this.
+    pub stage: String,
+    pub verdict: Verdict,
+    pub evidence: String,
+}
+
+/// Every check, in the order the matrix prints them: (name, question, stage).
+pub const CHECKS: &[(&str, &str, &str)] = &[
+    ("host_processes", "sees the host's processes", "pid"),
+    ("hostname", "shares the host's hostname", "uts"),
+    ("network", "shares the host's network interfaces", "net"),
+    ("host_files", "sees the host's files", "pivot"),
+    ("chroot_escape", "can climb out of its root (chroot escape)", "pivot"),
+    ("sysv_ipc", "shares System V IPC with the host", "ipc"),
+    ("mount_leak", "a mount made inside appears on the host", "mount"),
+    ("memory_limit", "memory use is not limited", "cgroup"),
+    ("pids_limit", "the number of processes is not limited", "cgroup"),
+    ("host_root", "runs as the host's root with all capabilities", "user"),
+];
+
+fn check(name: &str, leaks: bool, evidence: String) -> Check {
+    let (question, stage) = CHECKS
+        .iter()
+        .find(|c| c.0 == name)
+        .map(|c| (c.1, c.2))
+        .unwrap_or(("", ""));
+    let available = stage
+        .parse::<crate::stages::StageId>()
+        .ok()
+        .and_then(crate::stages::get)
+        .is_some();
+    let verdict = if leaks && !available {
+        Verdict::NotYet
+    } else if leaks {
+        Verdict::Leaks
+    } else {
+        Verdict::Isolated
+    };
+    let evidence = if verdict == Verdict::NotYet {
+        format!("{evidence} (the {stage} stage is not in this version yet)")
+    } else {
+        evidence
+    };
+    Check {
+        name: name.into(),
+        question: question.into(),
+        stage: stage.into(),
+        verdict,
+        evidence,
+    }
+}
+
+fn host_processes(h: &HostFacts) -> Check {
+    let count = crate::observe::count_pids(Path::new("/proc"));
+    let seen = Path::new(&format!("/proc/{}", h.host_pid)).exists();
+    let evidence = match count {
+        Some(n) if seen => format!("{n} processes visible, including the runner's pid {}", h.host_pid),
+        Some(n) => format!("{n} processes visible; the runner's pid {} is not", h.host_pid),
+        None => "no /proc mounted".into(),
+    };
+    check("host_processes", seen, evidence)
+}
+
+fn hostname(h: &HostFacts) -> Check {
+    let name = nix::sys::utsname::uname()
+        .map(|u| u.nodename().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let same = name == h.host_hostname;
+    check(
+        "hostname",
+        same,
+        if same {
+            format!("the hostname inside is the host's, {name:?}")
+        } else {
+            format!("the hostname inside is {name:?}, the host's is {:?}", h.host_hostname)
+        },
+    )
+}
+
+fn network() -> Vec<String> {
+    crate::netif::own_interfaces().into_iter().map(|(n, _)| n).collect()
+}
+
+fn network_check(h: &HostFacts) -> Check {
+    let inside = network();
+    let shared: Vec<&String> = inside.iter().filter(|i| *i != "lo" && h.host_interfaces.contains(i)).collect();
+    check(
+        "network",
+        !shared.is_empty(),
+        if shared.is_empty() {
+            format!("interfaces inside: {}", inside.join(" "))
+        } else {
+            format!("the host's interfaces are visible: {}", inside.join(" "))
+        },
+    )
+}
+
+fn host_files(h: &HostFacts) -> Check {
+    let seen = h.marker.exists();
+    check(
+        "host_files",
+        seen,
+        format!(
+            "the host's marker {} is {}",
+            h.marker.display(),
+            if seen { "visible" } else { "not visible" }
+        ),
+    )
+}
+
+fn chroot_escape(h: &HostFacts) -> Check {
+    match crate::escape::attempt(Some(&h.marker)) {
+        Ok(r) => check("chroot_escape", r.escaped, r.evidence),
+        Err(e) => check("chroot_escape", false, format!("not attempted: {e}")),
+    }
+}
+
+fn sysv_ipc(h: &HostFacts) -> Check {
+    let text = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    let id = h.shm_id.to_string();
+    let seen = text.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some(id.as_str()));
+    check(
+        "sysv_ipc",
+        seen,
+        format!(
+            "the host's shared memory segment {} is {}",
+            h.shm_id,
+            if seen { "listed in /proc/sysvipc/shm" } else { "not listed" }
+        ),
+    )
+}
+
+fn mount_leak(h: &HostFacts) -> Check {
+    // The verdict is the runner's (it looks from the host after the run); here only the mount.
+    let src = format!("stagebox-leak-{}", h.leak_token);
+    let r = std::fs::create_dir_all(&h.leak_dir).map_err(|e| e.to_string()).and_then(|_| {
+        nix::mount::mount(Some(src.as_str()), &h.leak_dir, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=16k"))
+            .map_err(|e| e.to_string())
+    });
+    check(
+        "mount_leak",
+        false,
+        match r {
+            Ok(()) => format!("mounted tmpfs {src} on {}; the runner looks for it from the host", h.leak_dir.display()),
+            Err(e) => format!("could not mount a tmpfs on {}: {e}", h.leak_dir.display()),
+        },
+    )
+}
+
+/// Allocates and touches `mib` MiB in a child; true when the child was killed (OOM).
+fn alloc_killed(mib: usize) -> Option<bool> {
+    // SAFETY: the child only allocates, touches memory and _exits.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let mut v: Vec<u8> = Vec::new();
+            for _ in 0..mib {
+                let mut chunk = vec![0u8; 1 << 20];
+                for i in (0..chunk.len()).step_by(4096) {
+                    chunk[i] = 1;
+                }
+                v.extend_from_slice(&chunk[..4096]);
+                std::mem::forget(chunk);
+            }
+            // SAFETY: end the child without the parent's exit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => match nix::sys::wait::waitpid(child, None) {
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)) => Some(true),
+            Ok(_) => Some(false),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    }
+}
+
+fn memory_limit(h: &HostFacts) -> Check {
+    const MIB: usize = 256;
+    match alloc_killed(MIB) {
+        Some(true) => check("memory_limit", false, format!("a child touching {MIB} MiB was OOM-killed: the limit is enforced")),
+        Some(false) => check(
+            "memory_limit",
+            true,
+            format!(
+                "a child allocated and touched {MIB} MiB unhindered{}",
+                if h.limits_expected { " although a limit was asked for" } else { "" }
+            ),
+        ),
+        None => check("memory_limit", true, "the allocation test could not run".into()),
+    }
+}
+
+fn pids_limit() -> Check {
+    const MAX: usize = 128;
+    let mut children = Vec::new();
+    let mut failure = None;
+    for _ in 0..MAX {
+        // SAFETY: the child only pauses until it is killed.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => loop {
+                nix::unistd::pause();
+            },
+            Ok(nix::unistd::ForkResult::Parent { child }) => children.push(child),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    for c in &children {
+        let _ = nix::sys::signal::kill(*c, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(*c, None);
+    }
+    match failure {
+        Some(e) => check("pids_limit", false, format!("fork failed with {e} after {} children: a pids limit holds", children.len())),
+        None => check("pids_limit", true, format!("{MAX} children forked without a limit")),
+    }
+}
+
+fn host_root() -> Check {
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let first = map.lines().next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ");
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let capeff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let caps = u64::from_str_radix(&capeff, 16).map(|v| v.count_ones()).unwrap_or(0);
+    let host_root = nix::unistd::geteuid().is_root() && first == "0 0 4294967295";
+    check(
+        "host_root",
+        host_root,
+        format!("uid_map {first:?}, {caps} capabilities in CapEff"),
+    )
+}
+
+/// Runs every check.
+pub fn run_all(h: &HostFacts) -> Vec<Check> {
+    vec![
+        host_processes(h),
+        hostname(h),
+        network_check(h),
+        host_files(h),
+        chroot_escape(h),
+        sysv_ipc(h),
+        mount_leak(h),
+        memory_limit(h),
+        pids_limit(),
+        host_root(),
+    ]
+}
