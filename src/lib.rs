@@ -3,10 +3,13 @@
 //!
 //! The library holds everything; `main.rs` only parses the command line.
 
+pub mod book;
+pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod error;
 pub mod escape;
+pub mod lessons;
 pub mod netif;
 pub mod observe;
 pub mod plan;
