@@ -721,6 +721,7 @@ fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>,
 }
 
 fn check_toggle_value(v: &str, known: &Known, problems: &mut Vec<String>, at: &str) {
+    let v = v.trim_matches(['\'', '"']);
     for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if !known.stages.contains(s) {
             problems.push(format!("{at}: there is no stage {s:?} in this version (`stagebox stages`)"));
