@@ -67,11 +67,13 @@ pub fn chapter(lesson: &Lesson, env: &StepEnv) -> Result<String> {
             Part::Code { info, body } => out.push_str(&fenced(info, body)),
             Part::Check(i) => {
                 let c = &lesson.checks[*i];
+                // Folded: the check's code comes close to the answer.
                 out.push_str(&format!(
-                    "Check your answer with `stagebox lesson {} --check`; it runs:\n\n",
+                    "Check your answer with `stagebox lesson {} --check`.\n\n<details>\n<summary>What the check runs</summary>\n\n",
                     lesson.number
                 ));
                 out.push_str(&fenced("sh", &c.command));
+                out.push_str("\n</details>\n");
             }
             Part::Step(i) => {
                 let step = &lesson.steps[*i];
