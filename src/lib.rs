@@ -3,7 +3,9 @@
 //!
 //! The library holds everything; `main.rs` only parses the command line.
 
+pub mod book;
 pub mod checks;
+pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod container;
@@ -11,6 +13,7 @@ pub mod diff;
 pub mod doctor;
 pub mod error;
 pub mod escape;
+pub mod lessons;
 pub mod netif;
 pub mod observe;
 pub mod plan;

@@ -1,219 +1,13 @@
 //! The command line. Parsing only: every action is a library call; every library error is one
-//! sentence on stderr and exit status 125.
+//! sentence on stderr and exit status 125. The clap definition is in `stagebox::cli`.
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
+use stagebox::cli::{parse_source, Cli, Cmd, VolumeCmd};
 use stagebox::config::{default_state_dir, RunConfig};
-use stagebox::plan::{Plan, RootSwitch, Toggles};
-use stagebox::rootfs::default::Source;
 use stagebox::trace::TraceMode;
-use std::path::PathBuf;
-
-#[derive(Parser)]
-#[command(
-    name = "stagebox",
-    version,
-    about = "Build a Linux container one stage at a time, and watch what the kernel sees change",
-    long_about = None
-)]
-struct Cli {
-    /// State directory (default rootfs, later images and containers).
-    #[arg(long, global = true, env = "STAGEBOX_STATE", value_name = "DIR")]
-    state: Option<PathBuf>,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Args, Clone)]
-struct StageToggles {
-    /// Switch these stages off (comma-separated).
-    #[arg(long, value_name = "STAGES", value_delimiter = ',')]
-    without: Vec<String>,
-    /// Run only these stages (comma-separated); the order is always the pipeline's.
-    #[arg(long, value_name = "STAGES", value_delimiter = ',', num_args = 0..=1, default_missing_value = "")]
-    only: Option<Vec<String>>,
-    /// How the pivot stage switches the root: pivot (pivot_root) or chroot.
-    #[arg(long, value_name = "MODE", default_value = "pivot")]
-    root_switch: String,
-}
-
-impl StageToggles {
-    fn plan(&self, volumes_given: bool) -> stagebox::Result<Plan> {
-        let rs: RootSwitch = self.root_switch.parse()?;
-        Plan::resolve(
-            &Toggles {
-                only: self.only.clone(),
-                without: self.without.clone(),
-                volumes_given,
-            },
-            rs,
-        )
-    }
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Run a command in a container built from the stages.
-    Run {
-        #[command(flatten)]
-        toggles: StageToggles,
-        /// Root filesystem directory (default: the default rootfs, made on first use).
-        #[arg(long, value_name = "DIR")]
-        rootfs: Option<PathBuf>,
-        /// What to make the default rootfs from: auto, busybox or host.
-        #[arg(long, value_name = "SOURCE", default_value = "auto")]
-        rootfs_source: String,
-        /// The container's hostname (default: stagebox-<short id>).
-        #[arg(long, value_name = "NAME")]
-        hostname: Option<String>,
-        /// Trace format on stderr: pretty, json or off.
-        #[arg(long, env = "STAGEBOX_TRACE", default_value = "pretty", value_name = "FORMAT")]
-        trace: String,
-        /// Run `stagebox probe` inside (exec'd from stagebox's own file, nothing copied into the
-        /// rootfs); arguments after -- go to the probe (for example: --probe -- --escape).
-        #[arg(long)]
-        probe: bool,
-        /// Set an environment variable in the container (KEY=VALUE).
-        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-        env: Vec<String>,
-        /// Working directory inside the container.
-        #[arg(short = 'w', long, value_name = "DIR")]
-        workdir: Option<String>,
-        /// Name the container (default box-<short id>).
-        #[arg(long, value_name = "NAME")]
-        name: Option<String>,
-        /// Remove the container and its anonymous volumes when it exits.
-        #[arg(long)]
-        rm: bool,
-        /// Mount the container's root filesystem read-only (volumes stay writable).
-        #[arg(long)]
-        read_only: bool,
-        /// A volume: /host/path:/container/path[:ro], name:/container/path[:ro], or /container/path.
-        #[arg(short = 'v', long = "volume", value_name = "VOLUME")]
-        volume: Vec<String>,
-        /// The command and its arguments.
-        #[arg(last = true, value_name = "COMMAND")]
-        command: Vec<String>,
-    },
-    /// List every stage: what it does, on or off by default, the lesson that teaches it.
-    Stages,
-    /// List containers (running ones; -a: all kept ones).
-    Ps {
-        #[arg(short, long)]
-        all: bool,
-    },
-    /// Remove containers (-f: also running ones, killing them).
-    Rm {
-        #[arg(short, long)]
-        force: bool,
-        #[arg(required = true, value_name = "CONTAINER")]
-        containers: Vec<String>,
-    },
-    /// What a container added (A), changed (C) and deleted (D), from its writable layer.
-    Diff {
-        #[arg(value_name = "CONTAINER")]
-        container: String,
-    },
-    /// Show a container's record as JSON: its command, status, layers and volumes.
-    Inspect {
-        /// Print only this field (for example upper_dir, state, exit_code).
-        #[arg(short, long, value_name = "FIELD")]
-        format: Option<String>,
-        #[arg(value_name = "CONTAINER")]
-        container: String,
-    },
-    /// Manage volumes.
-    Volume {
-        #[command(subcommand)]
-        cmd: VolumeCmd,
-    },
-    /// Show the resolved pipeline for these toggles, without running anything.
-    Plan {
-        #[command(flatten)]
-        toggles: StageToggles,
-        /// Print the plan as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Say where the default rootfs is and what it was made from (making it if needed).
-    Rootfs {
-        /// auto, busybox or host.
-        #[arg(long, value_name = "SOURCE", default_value = "auto")]
-        source: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Report what this process sees: pid, hostname, namespaces, root, mounts, maps, network.
-    Probe {
-        #[arg(long)]
-        json: bool,
-        /// Also try the classic chroot escape (read-only) and say whether it reached the host.
-        #[arg(long)]
-        escape: bool,
-        /// With --escape: a file on the host; seeing it after the climb proves the escape.
-        #[arg(long, value_name = "PATH")]
-        marker: Option<PathBuf>,
-        /// Run the isolation checks, given the runner's host facts as JSON (used by compare).
-        #[arg(long, value_name = "JSON", hide = true)]
-        checks: Option<String>,
-    },
-    /// Compare isolation with stages on and off: a matrix of checks x configurations.
-    Compare {
-        /// Root filesystem for the runs (default: the default rootfs).
-        #[arg(long, value_name = "DIR")]
-        rootfs: Option<PathBuf>,
-        /// Stages to switch off in turn (or add, with --build-up); default all.
-        #[arg(long, value_name = "STAGES", value_delimiter = ',')]
-        stages: Option<Vec<String>>,
-        /// Start from no stage and add them one at a time, in pipeline order.
-        #[arg(long)]
-        build_up: bool,
-        /// Print the matrix as JSON (with all evidence).
-        #[arg(long, conflicts_with = "markdown")]
-        json: bool,
-        /// Print the matrix as a Markdown table.
-        #[arg(long)]
-        markdown: bool,
-        /// Print each cell's evidence under the table.
-        #[arg(long)]
-        evidence: bool,
-    },
-    /// Check what this host supports, and what will not work here and why.
-    Doctor {
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum VolumeCmd {
-    /// List volumes.
-    Ls,
-    /// Create a named volume.
-    Create { name: String },
-    /// Show a volume as JSON, with the containers that use it.
-    Inspect { name: String },
-    /// Remove volumes (refused while a kept container uses one, unless -f).
-    Rm {
-        #[arg(short, long)]
-        force: bool,
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
-}
 
 fn json<T: serde::Serialize>(v: &T) -> stagebox::Result<String> {
     serde_json::to_string_pretty(v).map_err(|e| stagebox::Error::usage(e.to_string()))
-}
-
-fn parse_source(s: &str) -> stagebox::Result<Source> {
-    match s {
-        "auto" => Ok(Source::Auto),
-        "busybox" => Ok(Source::Busybox),
-        "host" => Ok(Source::Host),
-        other => Err(stagebox::Error::usage(format!(
-            "unknown rootfs source {other:?}; use auto, busybox or host"
-        ))),
-    }
 }
 
 fn real_main(cli: Cli) -> stagebox::Result<i32> {
@@ -382,6 +176,33 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             Ok(0)
         }
         Cmd::Doctor { json } => stagebox::doctor::run(json),
+        Cmd::Lesson {
+            number,
+            list,
+            no_pause,
+            check,
+            lessons,
+        } => {
+            let all = stagebox::lessons::load(lessons.as_deref())?;
+            if list {
+                print!("{}", stagebox::lessons::list_text(&all));
+                return Ok(0);
+            }
+            let lesson = stagebox::lessons::find(&all, number.as_deref().unwrap_or(""))?;
+            let env = stagebox::lessons::StepEnv::for_this_binary(&state)?;
+            if check {
+                stagebox::lessons::check(lesson, &env)
+            } else {
+                stagebox::lessons::run(lesson, &env, !no_pause)
+            }
+        }
+        Cmd::Book { out, lessons } => {
+            let all = stagebox::lessons::load(lessons.as_deref())?;
+            let env = stagebox::lessons::StepEnv::for_this_binary(&state)?;
+            let written = stagebox::book::generate(&out, &all, &env)?;
+            println!("wrote {} chapters under {}; `mdbook build {}` renders them", written, out.join("src").display(), out.display());
+            Ok(0)
+        }
     }
 }
 

@@ -24,6 +24,30 @@ pub const NS_NAMES: &[&str] = &[
     "time",
 ];
 
+/// The names of the facts [`diff`] reports besides `ns/<name>` (one per namespace in
+/// [`NS_NAMES`]), in the order the trace prints them. Lessons may only name these (a test
+/// checks them); a stage that reports facts of its own from the host side adds them here.
+pub const FACT_NAMES: &[&str] = &[
+    "pid inside",
+    "hostname",
+    "interfaces",
+    "sysv ipc objects",
+    "visible pids",
+    "root",
+    "propagation of /",
+    "mount count",
+    "mount",
+];
+
+/// Every fact name the trace can print: `ns/<name>` for each namespace, then [`FACT_NAMES`].
+pub fn fact_names() -> Vec<String> {
+    NS_NAMES
+        .iter()
+        .map(|n| format!("ns/{n}"))
+        .chain(FACT_NAMES.iter().map(|f| f.to_string()))
+        .collect()
+}
+
 /// Facts only the process itself can read (uname and /proc/sysvipc answer for the reader).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InsideFacts {
@@ -310,6 +334,39 @@ mod tests {
         assert_eq!(facts, vec!["ns/uts", "hostname", "mount count", "mount"]);
         assert_eq!(d[3].before, None);
         assert_eq!(d[3].after.as_deref(), Some("/proc proc proc"));
+    }
+
+    #[test]
+    fn every_fact_diff_reports_is_a_known_fact_name() {
+        let a = Snapshot::default();
+        let mut b = Snapshot {
+            root: "/x".into(),
+            root_propagation: "private".into(),
+            pid_inside: "1".into(),
+            proc_dev: Some(1),
+            pids_visible: Some(1),
+            ..Snapshot::default()
+        };
+        for name in NS_NAMES {
+            b.ns.insert(name.to_string(), format!("{name}:[1]"));
+        }
+        b.inside = InsideFacts {
+            hostname: "h".into(),
+            interfaces: vec![("lo".into(), true)],
+            sysv_objects: 1,
+        };
+        b.mounts.push(MountLine {
+            id: 1,
+            mount_point: "/".into(),
+            fs_type: "ext4".into(),
+            source: "x".into(),
+        });
+        let names = fact_names();
+        let d = diff(&a, &b);
+        assert_eq!(d.len(), names.len(), "{d:?}");
+        for c in d {
+            assert!(names.contains(&c.fact), "{} is not in fact_names()", c.fact);
+        }
     }
 
     #[test]

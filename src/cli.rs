@@ -1,0 +1,240 @@
+//! The command line, as clap sees it. It lives in the library so that the book can render
+//! the CLI reference from the same definition (`Cli::command()`); `main.rs` parses it and
+//! calls into the library.
+
+use crate::plan::{Plan, RootSwitch, Toggles};
+use crate::rootfs::default::Source;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "stagebox",
+    version,
+    about = "Build a Linux container one stage at a time, and watch what the kernel sees change",
+    long_about = None
+)]
+pub struct Cli {
+    /// State directory (default rootfs, later images and containers).
+    #[arg(long, global = true, env = "STAGEBOX_STATE", value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+pub struct StageToggles {
+    /// Switch these stages off (comma-separated).
+    #[arg(long, value_name = "STAGES", value_delimiter = ',')]
+    pub without: Vec<String>,
+    /// Run only these stages (comma-separated); the order is always the pipeline's.
+    #[arg(long, value_name = "STAGES", value_delimiter = ',', num_args = 0..=1, default_missing_value = "")]
+    pub only: Option<Vec<String>>,
+    /// How the pivot stage switches the root: pivot (pivot_root) or chroot.
+    #[arg(long, value_name = "MODE", default_value = "pivot")]
+    pub root_switch: String,
+}
+
+impl StageToggles {
+    pub fn plan(&self, volumes_given: bool) -> crate::Result<Plan> {
+        let rs: RootSwitch = self.root_switch.parse()?;
+        Plan::resolve(
+            &Toggles {
+                only: self.only.clone(),
+                without: self.without.clone(),
+                volumes_given,
+            },
+            rs,
+        )
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run a command in a container built from the stages.
+    Run {
+        #[command(flatten)]
+        toggles: StageToggles,
+        /// Root filesystem directory (default: the default rootfs, made on first use).
+        #[arg(long, value_name = "DIR")]
+        rootfs: Option<PathBuf>,
+        /// What to make the default rootfs from: auto, busybox or host.
+        #[arg(long, value_name = "SOURCE", default_value = "auto")]
+        rootfs_source: String,
+        /// The container's hostname (default: stagebox-<short id>).
+        #[arg(long, value_name = "NAME")]
+        hostname: Option<String>,
+        /// Trace format on stderr: pretty, json or off.
+        #[arg(long, env = "STAGEBOX_TRACE", default_value = "pretty", value_name = "FORMAT")]
+        trace: String,
+        /// Run `stagebox probe` inside (exec'd from stagebox's own file, nothing copied into the
+        /// rootfs); arguments after -- go to the probe (for example: --probe -- --escape).
+        #[arg(long)]
+        probe: bool,
+        /// Set an environment variable in the container (KEY=VALUE).
+        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Working directory inside the container.
+        #[arg(short = 'w', long, value_name = "DIR")]
+        workdir: Option<String>,
+        /// Name the container (default box-<short id>).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Remove the container and its anonymous volumes when it exits.
+        #[arg(long)]
+        rm: bool,
+        /// Mount the container's root filesystem read-only (volumes stay writable).
+        #[arg(long)]
+        read_only: bool,
+        /// A volume: /host/path:/container/path[:ro], name:/container/path[:ro], or /container/path.
+        #[arg(short = 'v', long = "volume", value_name = "VOLUME")]
+        volume: Vec<String>,
+        /// The command and its arguments.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// List every stage: what it does, on or off by default, the lesson that teaches it.
+    Stages,
+    /// List containers (running ones; -a: all kept ones).
+    Ps {
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Remove containers (-f: also running ones, killing them).
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// What a container added (A), changed (C) and deleted (D), from its writable layer.
+    Diff {
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+    },
+    /// Show a container's record as JSON: its command, status, layers and volumes.
+    Inspect {
+        /// Print only this field (for example upper_dir, state, exit_code).
+        #[arg(short, long, value_name = "FIELD")]
+        format: Option<String>,
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+    },
+    /// Manage volumes.
+    Volume {
+        #[command(subcommand)]
+        cmd: VolumeCmd,
+    },
+    /// Show the resolved pipeline for these toggles, without running anything.
+    Plan {
+        #[command(flatten)]
+        toggles: StageToggles,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say where the default rootfs is and what it was made from (making it if needed).
+    Rootfs {
+        /// auto, busybox or host.
+        #[arg(long, value_name = "SOURCE", default_value = "auto")]
+        source: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report what this process sees: pid, hostname, namespaces, root, mounts, maps, network.
+    Probe {
+        #[arg(long)]
+        json: bool,
+        /// Also try the classic chroot escape (read-only) and say whether it reached the host.
+        #[arg(long)]
+        escape: bool,
+        /// With --escape: a file on the host; seeing it after the climb proves the escape.
+        #[arg(long, value_name = "PATH")]
+        marker: Option<PathBuf>,
+        /// Run the isolation checks, given the runner's host facts as JSON (used by compare).
+        #[arg(long, value_name = "JSON", hide = true)]
+        checks: Option<String>,
+    },
+    /// Compare isolation with stages on and off: a matrix of checks x configurations.
+    Compare {
+        /// Root filesystem for the runs (default: the default rootfs).
+        #[arg(long, value_name = "DIR")]
+        rootfs: Option<PathBuf>,
+        /// Stages to switch off in turn (or add, with --build-up); default all.
+        #[arg(long, value_name = "STAGES", value_delimiter = ',')]
+        stages: Option<Vec<String>>,
+        /// Start from no stage and add them one at a time, in pipeline order.
+        #[arg(long)]
+        build_up: bool,
+        /// Print the matrix as JSON (with all evidence).
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        /// Print the matrix as a Markdown table.
+        #[arg(long)]
+        markdown: bool,
+        /// Print each cell's evidence under the table.
+        #[arg(long)]
+        evidence: bool,
+    },
+    /// Check what this host supports, and what will not work here and why.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a lesson step by step with the trace (`--list` lists them; `--check` checks the exercise).
+    Lesson {
+        /// The lesson's number (1, 01 or 01-uts-hostname).
+        #[arg(value_name = "N", required_unless_present = "list")]
+        number: Option<String>,
+        /// List the lessons.
+        #[arg(long, conflicts_with_all = ["no_pause", "check"])]
+        list: bool,
+        /// Run the steps straight through, without waiting for Enter between them.
+        #[arg(long)]
+        no_pause: bool,
+        /// Check your answer to the lesson's exercise instead of running its steps.
+        #[arg(long)]
+        check: bool,
+        /// Read the lessons from this directory instead of the ones built into stagebox.
+        #[arg(long, env = "STAGEBOX_LESSONS", value_name = "DIR")]
+        lessons: Option<PathBuf>,
+    },
+    /// Write the mdBook tutorial: every lesson with the real output of its commands, and reference chapters.
+    Book {
+        /// The book's directory (book.toml is written only when missing; src/ is regenerated).
+        #[arg(long, value_name = "DIR", default_value = "book")]
+        out: PathBuf,
+        /// Read the lessons from this directory instead of the ones built into stagebox.
+        #[arg(long, env = "STAGEBOX_LESSONS", value_name = "DIR")]
+        lessons: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum VolumeCmd {
+    /// List volumes.
+    Ls,
+    /// Create a named volume.
+    Create { name: String },
+    /// Show a volume as JSON, with the containers that use it.
+    Inspect { name: String },
+    /// Remove volumes (refused while a kept container uses one, unless -f).
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+pub fn parse_source(s: &str) -> crate::Result<Source> {
+    match s {
+        "auto" => Ok(Source::Auto),
+        "busybox" => Ok(Source::Busybox),
+        "host" => Ok(Source::Host),
+        other => Err(crate::Error::usage(format!(
+            "unknown rootfs source {other:?}; use auto, busybox or host"
+        ))),
+    }
+}
+
