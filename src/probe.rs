@@ -11,18 +11,8 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// Namespace links of /proc/self/ns, in the order they are printed.
-pub const NAMESPACES: &[&str] = &[
-    "user",
-    "uts",
-    "ipc",
-    "pid",
-    "pid_for_children",
-    "net",
-    "cgroup",
-    "mnt",
-    "time",
-];
+/// Namespace links of /proc/self/ns, in the order they are printed (the trace's order).
+pub const NAMESPACES: &[&str] = crate::observe::NS_NAMES;
 
 /// How many process names the report lists.
 pub const MAX_PROCESSES: usize = 20;

@@ -139,6 +139,39 @@ fn mntflags_str(flags: MntFlags) -> String {
     }
 }
 
+// One description per call, shared by the real and the recording Sys.
+fn d_unshare(flags: CloneFlags) -> String {
+    format!("unshare({})", clone_flags_str(flags))
+}
+fn d_sethostname(name: &str) -> String {
+    format!("sethostname({name:?})")
+}
+fn d_umount2(target: &Path, flags: MntFlags) -> String {
+    format!("umount2({target:?}, {})", mntflags_str(flags))
+}
+fn d_pivot_root(new_root: &Path, put_old: &Path) -> String {
+    format!("pivot_root({new_root:?}, {put_old:?})")
+}
+fn d_chroot(path: &Path) -> String {
+    format!("chroot({path:?})")
+}
+fn d_chdir(path: &Path) -> String {
+    format!("chdir({path:?})")
+}
+fn d_mkdir(path: &Path, mode: u32) -> String {
+    format!("mkdir({path:?}, {mode:#o})")
+}
+fn d_mknod(path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) -> String {
+    let k = if kind == SFlag::S_IFCHR { "S_IFCHR" } else { "S_IFBLK" };
+    format!("mknod({path:?}, {k}|{mode:#o}, makedev({major}, {minor}))")
+}
+fn d_symlink(target: &str, link: &Path) -> String {
+    format!("symlink({target:?}, {link:?})")
+}
+fn d_link_up(ifname: &str) -> String {
+    format!("ioctl(SIOCSIFFLAGS, {{ifr_name={ifname:?}, ifr_flags|=IFF_UP}})")
+}
+
 /// The real thing: makes the syscall and records it.
 #[derive(Default)]
 pub struct RealSys {
@@ -161,11 +194,11 @@ impl RealSys {
 impl Sys for RealSys {
     fn unshare(&mut self, flags: CloneFlags) -> SysResult {
         let r = nix::sched::unshare(flags);
-        self.record(format!("unshare({})", clone_flags_str(flags)), r)
+        self.record(d_unshare(flags), r)
     }
     fn sethostname(&mut self, name: &str) -> SysResult {
         let r = nix::unistd::sethostname(name);
-        self.record(format!("sethostname({name:?})"), r)
+        self.record(d_sethostname(name), r)
     }
     fn mount(
         &mut self,
@@ -180,46 +213,39 @@ impl Sys for RealSys {
     }
     fn umount2(&mut self, target: &Path, flags: MntFlags) -> SysResult {
         let r = nix::mount::umount2(target, flags);
-        self.record(format!("umount2({target:?}, {})", mntflags_str(flags)), r)
+        self.record(d_umount2(target, flags), r)
     }
     fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> SysResult {
         let r = nix::unistd::pivot_root(new_root, put_old);
-        self.record(format!("pivot_root({new_root:?}, {put_old:?})"), r)
+        self.record(d_pivot_root(new_root, put_old), r)
     }
     fn chroot(&mut self, path: &Path) -> SysResult {
         let r = nix::unistd::chroot(path);
-        self.record(format!("chroot({path:?})"), r)
+        self.record(d_chroot(path), r)
     }
     fn chdir(&mut self, path: &Path) -> SysResult {
         let r = nix::unistd::chdir(path);
-        self.record(format!("chdir({path:?})"), r)
+        self.record(d_chdir(path), r)
     }
     fn mkdir(&mut self, path: &Path, mode: u32) -> SysResult {
         let r = match nix::unistd::mkdir(path, Mode::from_bits_truncate(mode)) {
             Err(Errno::EEXIST) => Ok(()),
             other => other,
         };
-        self.record(format!("mkdir({path:?}, {mode:#o})"), r)
+        self.record(d_mkdir(path, mode), r)
     }
     fn mknod(&mut self, path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) -> SysResult {
         let dev = nix::sys::stat::makedev(major, minor);
         let r = nix::sys::stat::mknod(path, kind, Mode::from_bits_truncate(mode), dev);
-        let k = if kind == SFlag::S_IFCHR { "S_IFCHR" } else { "S_IFBLK" };
-        self.record(
-            format!("mknod({path:?}, {k}|{mode:#o}, makedev({major}, {minor}))"),
-            r,
-        )
+        self.record(d_mknod(path, kind, mode, major, minor), r)
     }
     fn symlink(&mut self, target: &str, link: &Path) -> SysResult {
         let r = nix::unistd::symlinkat(target, nix::fcntl::AT_FDCWD, link);
-        self.record(format!("symlink({target:?}, {link:?})"), r)
+        self.record(d_symlink(target, link), r)
     }
     fn link_up(&mut self, ifname: &str) -> SysResult {
         let r = crate::netif::set_up(ifname);
-        self.record(
-            format!("ioctl(SIOCSIFFLAGS, {{ifr_name={ifname:?}, ifr_flags|=IFF_UP}})"),
-            r,
-        )
+        self.record(d_link_up(ifname), r)
     }
     fn take_log(&mut self) -> Vec<SyscallRecord> {
         std::mem::take(&mut self.log)
@@ -261,10 +287,10 @@ impl Recorder {
 
 impl Sys for Recorder {
     fn unshare(&mut self, flags: CloneFlags) -> SysResult {
-        self.record(format!("unshare({})", clone_flags_str(flags)))
+        self.record(d_unshare(flags))
     }
     fn sethostname(&mut self, name: &str) -> SysResult {
-        self.record(format!("sethostname({name:?})"))
+        self.record(d_sethostname(name))
     }
     fn mount(
         &mut self,
@@ -277,33 +303,28 @@ impl Sys for Recorder {
         self.record(describe_mount(source, target, fstype, flags, data))
     }
     fn umount2(&mut self, target: &Path, flags: MntFlags) -> SysResult {
-        self.record(format!("umount2({target:?}, {})", mntflags_str(flags)))
+        self.record(d_umount2(target, flags))
     }
     fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> SysResult {
-        self.record(format!("pivot_root({new_root:?}, {put_old:?})"))
+        self.record(d_pivot_root(new_root, put_old))
     }
     fn chroot(&mut self, path: &Path) -> SysResult {
-        self.record(format!("chroot({path:?})"))
+        self.record(d_chroot(path))
     }
     fn chdir(&mut self, path: &Path) -> SysResult {
-        self.record(format!("chdir({path:?})"))
+        self.record(d_chdir(path))
     }
     fn mkdir(&mut self, path: &Path, mode: u32) -> SysResult {
-        self.record(format!("mkdir({path:?}, {mode:#o})"))
+        self.record(d_mkdir(path, mode))
     }
     fn mknod(&mut self, path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) -> SysResult {
-        let k = if kind == SFlag::S_IFCHR { "S_IFCHR" } else { "S_IFBLK" };
-        self.record(format!(
-            "mknod({path:?}, {k}|{mode:#o}, makedev({major}, {minor}))"
-        ))
+        self.record(d_mknod(path, kind, mode, major, minor))
     }
     fn symlink(&mut self, target: &str, link: &Path) -> SysResult {
-        self.record(format!("symlink({target:?}, {link:?})"))
+        self.record(d_symlink(target, link))
     }
     fn link_up(&mut self, ifname: &str) -> SysResult {
-        self.record(format!(
-            "ioctl(SIOCSIFFLAGS, {{ifr_name={ifname:?}, ifr_flags|=IFF_UP}})"
-        ))
+        self.record(d_link_up(ifname))
     }
     fn take_log(&mut self) -> Vec<SyscallRecord> {
         std::mem::take(&mut self.log)

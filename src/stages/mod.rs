@@ -124,6 +124,21 @@ pub struct ChildSpec {
     pub read_only: bool,
 }
 
+impl ChildSpec {
+    /// A spec for unit tests: hostname "h", rootfs /r, pivot_root, nothing else.
+    #[cfg(test)]
+    pub fn for_test(root_switch: RootSwitch) -> ChildSpec {
+        ChildSpec {
+            hostname: "h".into(),
+            rootfs: Some("/r".into()),
+            root_switch,
+            overlay: None,
+            volumes: vec![],
+            read_only: false,
+        }
+    }
+}
+
 /// The directories of an overlay mount.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct OverlaySpec {

@@ -139,14 +139,7 @@ mod tests {
     use crate::sys::Recorder;
 
     fn run(rec: &mut Recorder, mode: RootSwitch) -> (Result<(), StageError>, Vec<String>) {
-        let spec = ChildSpec {
-            hostname: "h".into(),
-            rootfs: Some("/r".into()),
-            root_switch: mode,
-            overlay: None,
-            volumes: vec![],
-            read_only: false,
-        };
+        let spec = ChildSpec::for_test(mode);
         let mut ctx = ChildCtx::new(rec, &spec);
         ctx.verify = false;
         ctx.root = Some("/r".into());

@@ -249,14 +249,7 @@ mod tests {
 
     #[test]
     fn mounts_proc_sys_dev_inside_the_root() {
-        let spec = ChildSpec {
-            hostname: "h".into(),
-            rootfs: Some("/r".into()),
-            root_switch: RootSwitch::Pivot,
-            overlay: None,
-            volumes: vec![],
-            read_only: false,
-        };
+        let spec = ChildSpec::for_test(RootSwitch::Pivot);
         let mut rec = Recorder::new();
         let mut ctx = ChildCtx::new(&mut rec, &spec);
         ctx.verify = false;
