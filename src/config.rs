@@ -21,6 +21,9 @@ pub struct RunConfig {
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub trace: TraceMode,
+    /// Resource limits for the cgroup stage (`-m`, `--cpus`, `--pids-limit` ...), parsed and
+    /// checked already.
+    pub limits: crate::cgroup::Limits,
 }
 
 /// The state root: STAGEBOX_STATE, else /var/lib/stagebox as root, else

@@ -3,6 +3,7 @@
 //!
 //! The library holds everything; `main.rs` only parses the command line.
 
+pub mod cgroup;
 pub mod config;
 pub mod doctor;
 pub mod error;

@@ -67,6 +67,11 @@ fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         });
     }
     let plan = &cfg.plan;
+    if !plan.is_on(StageId::Cgroup) && !cfg.limits.is_empty() {
+        return Err(Error::usage(
+            "resource limits were given but the cgroup stage is off, and only a cgroup can enforce them; switch the cgroup stage on or drop the limits",
+        ));
+    }
     if let Some(h) = &cfg.hostname {
         check_hostname(h)?;
     }
@@ -435,6 +440,9 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
         );
     }
     let mut description = status.describe();
+    // Stages that report after the exit get their header again: their lines belong to them,
+    // not to the last stage printed.
+    host.headed.clear();
     for sid in &enabled {
         match host.hook(*sid, |s, ctx| s.finish(ctx, status)) {
             Ok(Some(d)) => description = d,

@@ -6,13 +6,15 @@
 //! teaching runtime must never have.
 //!
 //! Order (see DESIGN.md): user, cgroup, uts, ipc, pid, net, cgroupns, mount, rootfs, volumes,
-//! proc, pivot. The user, cgroup, cgroupns and volumes stages are named here so plans and
-//! messages can talk about them; they arrive with their own issues.
+//! proc, pivot. The user and volumes stages are named here so plans and messages can talk
+//! about them; they arrive with their own issues.
 
 use crate::plan::RootSwitch;
 use crate::sys::Sys;
 use std::path::PathBuf;
 
+pub mod cgroup;
+pub mod cgroupns;
 pub mod ipc;
 pub mod mount;
 pub mod net;
@@ -271,11 +273,13 @@ pub trait Stage: Sync {
     }
 }
 
-static REGISTRY: [&dyn Stage; 8] = [
+static REGISTRY: [&dyn Stage; 10] = [
+    &cgroup::Cgroup,
     &uts::Uts,
     &ipc::Ipc,
     &pid::Pid,
     &net::Net,
+    &cgroupns::Cgroupns,
     &mount::Mount,
     &rootfs::Rootfs,
     &proc::Proc,
