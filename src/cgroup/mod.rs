@@ -205,6 +205,26 @@ impl CgroupRoot {
         }
     }
 
+    /// SIGKILL to one process of a cgroup. In a fake tree no signal is ever sent (the pids
+    /// there are made up): the pid is only taken out of the directory's cgroup.procs, as the
+    /// kernel would once the process died.
+    pub fn kill(&self, dir: &Path, pid: i32) {
+        if self.fake {
+            let left: Vec<String> = self.procs(dir).iter().filter(|p| **p != pid).map(|p| p.to_string()).collect();
+            let _ = self.write(&dir.join("cgroup.procs"), &left.join("\n"));
+        } else {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    /// Waits a moment for killed processes to leave, reaping those that are ours (the
+    /// runtime is the subreaper of the container's processes). Nothing to wait for in a fake.
+    pub fn settle(&self) {
+        if !self.fake {
+            reap_and_wait();
+        }
+    }
+
     /// The pids listed in a `cgroup.procs` file (none when it is unreadable or gone).
     pub fn procs(&self, dir: &Path) -> Vec<i32> {
         self.read(&dir.join("cgroup.procs"))
@@ -366,15 +386,15 @@ pub fn kill_all_by_pid(root: &CgroupRoot, dir: &Path) -> Result<(), String> {
             return Ok(());
         }
         for p in pids {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+            root.kill(dir, p);
         }
-        reap_and_wait();
+        root.settle();
     }
     Err(format!("processes are still in {} after SIGKILL", dir.display()))
 }
 
 /// Reaps exited children (without blocking), then sleeps a moment.
-pub fn reap_and_wait() {
+fn reap_and_wait() {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
         if s == WaitStatus::StillAlive {
@@ -391,7 +411,7 @@ pub fn rmdir_retry(root: &CgroupRoot, dir: &Path) -> Result<(), String> {
         match root.rmdir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => reap_and_wait(),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => root.settle(),
             Err(e) => return Err(format!("rmdir {}: {e}", dir.display())),
         }
     }
