@@ -452,8 +452,16 @@ pub fn online_cpus(root: &CgroupRoot) -> Option<usize> {
         .filter(|n| *n > 0)
 }
 
-/// Checks that do not depend on the cgroup version: `--cpus` within the host's CPUs.
+/// Checks that do not depend on the cgroup version: `--cpus` and `--cpuset-cpus` within the
+/// host's CPUs.
 pub fn check_common(root: &CgroupRoot, limits: &Limits) -> Result<()> {
+    if let (Some(c), Some(online)) = (&limits.cpuset_cpus, root.read_trim(Path::new("/sys/devices/system/cpu/online"))) {
+        if !cpus_within(c, &online) {
+            return Err(Error::usage(format!(
+                "--cpuset-cpus {c} names CPUs this host does not have (online: {online})"
+            )));
+        }
+    }
     if let (Some(q), Some(n)) = (limits.cpus, online_cpus(root)) {
         if q.quota_us > q.period_us * n as u64 {
             return Err(Error::usage(format!(
