@@ -277,8 +277,12 @@ impl Log {
         self.events.push(Event::Note(s.into()));
     }
 
-    /// mkdir, recorded. EEXIST is fine for a parent (`exist_ok`).
+    /// mkdir, recorded. For a parent (`exist_ok`) one that is there already is used as it
+    /// is, without a call (EEXIST from a race with another run is fine too).
     pub fn mkdir(&mut self, root: &CgroupRoot, dir: &Path, exist_ok: bool) -> Result<()> {
+        if exist_ok && root.exists(dir) {
+            return Ok(());
+        }
         let r = root.mkdir(dir);
         self.call(format!("mkdir({:?})", dir), &r);
         match r {
