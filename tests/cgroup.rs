@@ -78,20 +78,35 @@ fn a_memory_hog_is_oom_killed_and_named_as_such() {
     let before = stagebox_cgroups();
     // dd allocates its 64M buffer and reads /dev/zero into it: every page is touched, so
     // the memory cgroup is charged for it (busybox has no other simple hog).
-    let (code, _out, err) = sh(&["-m", "32M"], "dd if=/dev/zero of=/dev/null bs=64M count=1");
+    let (code, _out, err) = sh(
+        &["-m", "32M"],
+        "dd if=/dev/zero of=/dev/null bs=64M count=1",
+    );
     assert_eq!(code, 137, "{err}");
-    assert!(err.contains("killed by the OOM killer: memory limit 32M reached"), "{err}");
+    assert!(
+        err.contains("killed by the OOM killer: memory limit 32M reached"),
+        "{err}"
+    );
     // The same run is fine with room to spare.
-    let (code, _out, err) = sh(&["-m", "256m"], "dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null");
+    let (code, _out, err) = sh(
+        &["-m", "256m"],
+        "dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null",
+    );
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("OOM"), "{err}");
     // The trace reads the limit back and counts the kill.
-    let (code, ev) = json_run(&["-m", "32M"], "dd if=/dev/zero of=/dev/null bs=64M count=1");
+    let (code, ev) = json_run(
+        &["-m", "32M"],
+        "dd if=/dev/zero of=/dev/null bs=64M count=1",
+    );
     assert_eq!(code, 137);
     let limit_file = fact(&ev, "memory.max").or_else(|| fact(&ev, "memory.limit_in_bytes"));
     assert_eq!(limit_file, Some("33554432"), "{ev:?}");
     let kills = fact(&ev, "oom kills").unwrap_or_default();
-    assert!(kills.starts_with('1') || kills.starts_with('2'), "oom kills: {kills}");
+    assert!(
+        kills.starts_with('1') || kills.starts_with('2'),
+        "oom kills: {kills}"
+    );
     assert_tree_unchanged("OOM", &before);
 }
 
@@ -111,7 +126,10 @@ fn a_fork_loop_stops_at_the_pid_limit() {
     // The sleeps left behind were killed with the cgroup: nothing remains.
     assert!(my_children().is_empty());
     // Without the limit all 50 start.
-    let out = sh_ok(&[], "i=0; while [ $i -lt 50 ]; do sleep 1 & i=$((i+1)); done; echo all-started");
+    let out = sh_ok(
+        &[],
+        "i=0; while [ $i -lt 50 ]; do sleep 1 & i=$((i+1)); done; echo all-started",
+    );
     assert!(out.contains("all-started"));
     assert_tree_unchanged("pids", &before);
 }
@@ -124,7 +142,8 @@ fn a_cpu_burner_is_throttled() {
     let _g = serial();
     let (code, ev) = json_run(&["--cpus", "0.2"], "timeout 1 yes >/dev/null; true");
     assert_eq!(code, 0, "{ev:?}");
-    let throttled = fact(&ev, "cpu throttled").unwrap_or_else(|| panic!("no cpu throttled fact: {ev:?}"));
+    let throttled =
+        fact(&ev, "cpu throttled").unwrap_or_else(|| panic!("no cpu throttled fact: {ev:?}"));
     // "in 9 of 10 periods, 0.78s in all (cpu.stat)"
     let n: u64 = throttled
         .split_whitespace()
@@ -172,18 +191,27 @@ fn bad_values_are_refused_and_nothing_is_created() {
         (&["--cpus", "0"], "--cpus 0 is too small"),
         (&["--cpus", "-1"], "--cpus -1 is not a number of CPUs"),
         (&["--cpus", "4096"], "more than this host has"),
-        (&["--pids-limit", "-5"], "--pids-limit -5 is not a positive whole number"),
+        (
+            &["--pids-limit", "-5"],
+            "--pids-limit -5 is not a positive whole number",
+        ),
         (&["--cpu-shares", "1"], "--cpu-shares 1 is out of range"),
         (&["--memory-swap", "1g"], "needs --memory"),
         (&["--cpuset-cpus", "9999"], "--cpuset-cpus"),
-        (&["--without", "cgroup", "-m", "64m"], "the cgroup stage is off"),
+        (
+            &["--without", "cgroup", "-m", "64m"],
+            "the cgroup stage is off",
+        ),
     ];
     for (args, want) in cases {
         let (code, out, err) = sh(args, "echo ran");
         assert_eq!(code, 125, "{args:?}: {err}");
         assert!(out.is_empty(), "{args:?}: the workload ran: {out}");
         assert_eq!(err.lines().count(), 1, "{args:?}: one sentence:\n{err}");
-        assert!(err.starts_with("stagebox: ") && err.contains(want), "{args:?}: {err}");
+        assert!(
+            err.starts_with("stagebox: ") && err.contains(want),
+            "{args:?}: {err}"
+        );
         assert_tree_unchanged(&format!("{args:?}"), &before);
     }
 }
@@ -195,7 +223,10 @@ fn the_host_cgroup_tree_is_left_as_found() {
     }
     let _g = serial();
     let before = stagebox_cgroups();
-    sh_ok(&["-m", "64m", "--cpus", "0.5", "--pids-limit", "20"], "true");
+    sh_ok(
+        &["-m", "64m", "--cpus", "0.5", "--pids-limit", "20"],
+        "true",
+    );
     assert_tree_unchanged("success", &before);
     let (code, ..) = sh(&["-m", "64m"], "exit 3");
     assert_eq!(code, 3);
@@ -214,7 +245,8 @@ fn the_host_cgroup_tree_is_left_as_found() {
     std::fs::write(bad.join("bin/sh"), "this is not a program\n").unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(bad.join("bin/sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(bad.join("bin/sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
     }
     let rootfs = bad.display().to_string();
     let (code, _, err) = sh(&["-m", "64m", "--rootfs", &rootfs], "true");

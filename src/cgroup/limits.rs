@@ -41,10 +41,12 @@ impl CpuQuota {
     /// The number of CPUs as the user wrote it back: "0.5", "2".
     pub fn cpus(&self) -> String {
         let hundredths = self.quota_us * 100 / self.period_us;
-        if hundredths % 100 == 0 {
+        if hundredths.is_multiple_of(100) {
             format!("{}", hundredths / 100)
         } else {
-            format!("{}.{:02}", hundredths / 100, hundredths % 100).trim_end_matches('0').to_string()
+            format!("{}.{:02}", hundredths / 100, hundredths % 100)
+                .trim_end_matches('0')
+                .to_string()
         }
     }
 }
@@ -131,7 +133,7 @@ impl Limits {
         };
         let cpuset_cpus = match &f.cpuset_cpus {
             Some(s) => {
-                parse_cpu_list(s).map_err(|_| {
+                parse_cpu_list(s).ok_or_else(|| {
                     Error::usage(format!(
                         "--cpuset-cpus {s:?} is not a CPU list; write CPU numbers and ranges such as 0-2,4"
                     ))
@@ -198,9 +200,12 @@ pub fn parse_size(s: &str, flag: &str) -> Result<u64> {
         ))
     };
     let t = s.trim();
-    let num_end = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let num_end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(num_end);
-    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1 {
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1
+    {
         return Err(bad());
     }
     let unit = unit.strip_prefix(' ').unwrap_or(unit).to_ascii_lowercase();
@@ -240,7 +245,11 @@ pub fn parse_cpus(s: &str) -> Result<CpuQuota> {
         && t.chars().all(|c| c.is_ascii_digit() || c == '.')
         && t.matches('.').count() <= 1
         && t != ".";
-    let value: f64 = if ok_syntax { t.parse().unwrap_or(-1.0) } else { -1.0 };
+    let value: f64 = if ok_syntax {
+        t.parse().unwrap_or(-1.0)
+    } else {
+        -1.0
+    };
     if value < 0.0 {
         return Err(Error::usage(format!(
             "--cpus {s} is not a number of CPUs; write a positive decimal such as 0.5 or 2"
@@ -268,23 +277,23 @@ fn parse_in_range(s: &str, flag: &str, min: u64, max: u64) -> Result<u64> {
 }
 
 /// A kernel CPU list ("0-2,4") as the CPU numbers it names.
-pub fn parse_cpu_list(s: &str) -> std::result::Result<Vec<u32>, ()> {
+pub fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
     let mut out = Vec::new();
     let t = s.trim();
     if t.is_empty() {
-        return Ok(out);
+        return Some(out);
     }
     for part in t.split(',') {
         let part = part.trim();
         let (a, b) = part.split_once('-').unwrap_or((part, part));
-        let a: u32 = a.trim().parse().map_err(|_| ())?;
-        let b: u32 = b.trim().parse().map_err(|_| ())?;
+        let a: u32 = a.trim().parse().ok()?;
+        let b: u32 = b.trim().parse().ok()?;
         if a > b || b - a > 4096 {
-            return Err(());
+            return None;
         }
         out.extend(a..=b);
     }
-    Ok(out)
+    Some(out)
 }
 
 /// Bytes for people: exact with a unit when it divides ("32M"), else one decimal ("31.9M").
@@ -292,7 +301,7 @@ pub fn human_size(bytes: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
     for (size, unit) in UNITS {
         if bytes >= size {
-            return if bytes % size == 0 {
+            return if bytes.is_multiple_of(size) {
                 format!("{}{unit}", bytes / size)
             } else {
                 format!("{:.1}{unit}", bytes as f64 / size as f64)
@@ -326,19 +335,31 @@ mod tests {
         assert_eq!(m("4096"), 4096);
         assert_eq!(m("4096b"), 4096);
         assert_eq!(m("4096B"), 4096);
-        for bad in ["64Q", "-5", "-5m", "", "m", "1.2.3m", ".5m", "5.m", "64mm", "64 mb x", "1e3"] {
+        for bad in [
+            "64Q", "-5", "-5m", "", "m", "1.2.3m", ".5m", "5.m", "64mm", "64 mb x", "1e3",
+        ] {
             let e = parse_size(bad, "--memory").unwrap_err().to_string();
-            assert!(e.starts_with(&format!("--memory {bad} is not a size")), "{bad}: {e}");
+            assert!(
+                e.starts_with(&format!("--memory {bad} is not a size")),
+                "{bad}: {e}"
+            );
         }
         assert!(parse_size("99999999999p", "-m").is_err());
     }
 
     #[test]
     fn memory_has_docker_minimum_and_swap_rules() {
-        assert_eq!(flags(|f| f.memory = Some("32M".into())).unwrap().memory, Some(32 << 20));
-        let e = flags(|f| f.memory = Some("4m".into())).unwrap_err().to_string();
+        assert_eq!(
+            flags(|f| f.memory = Some("32M".into())).unwrap().memory,
+            Some(32 << 20)
+        );
+        let e = flags(|f| f.memory = Some("4m".into()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("below the minimum of 6M"), "{e}");
-        let e = flags(|f| f.memory_swap = Some("64m".into())).unwrap_err().to_string();
+        let e = flags(|f| f.memory_swap = Some("64m".into()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs --memory"), "{e}");
         let l = flags(|f| {
             f.memory = Some("32m".into());
@@ -357,7 +378,13 @@ mod tests {
 
     #[test]
     fn cpus_are_quota_over_period() {
-        assert_eq!(parse_cpus("0.5").unwrap(), CpuQuota { quota_us: 50_000, period_us: 100_000 });
+        assert_eq!(
+            parse_cpus("0.5").unwrap(),
+            CpuQuota {
+                quota_us: 50_000,
+                period_us: 100_000
+            }
+        );
         assert_eq!(parse_cpus("2").unwrap().quota_us, 200_000);
         assert_eq!(parse_cpus("0.01").unwrap().quota_us, 1_000);
         assert_eq!(parse_cpus("0.2").unwrap().cpus(), "0.2");
@@ -388,14 +415,22 @@ mod tests {
             f.cpu_weight = Some("50".into())
         })
         .is_err());
-        assert_eq!(flags(|f| f.pids_limit = Some("10".into())).unwrap().pids, Some(Some(10)));
-        assert_eq!(flags(|f| f.pids_limit = Some("-1".into())).unwrap().pids, Some(None));
+        assert_eq!(
+            flags(|f| f.pids_limit = Some("10".into())).unwrap().pids,
+            Some(Some(10))
+        );
+        assert_eq!(
+            flags(|f| f.pids_limit = Some("-1".into())).unwrap().pids,
+            Some(None)
+        );
         for bad in ["0", "-5", "ten"] {
-            let e = flags(|f| f.pids_limit = Some(bad.into())).unwrap_err().to_string();
+            let e = flags(|f| f.pids_limit = Some(bad.into()))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("not a positive whole number"), "{bad}: {e}");
         }
         assert_eq!(parse_cpu_list("0-2,4").unwrap(), vec![0, 1, 2, 4]);
-        assert!(parse_cpu_list("2-1").is_err());
+        assert!(parse_cpu_list("2-1").is_none());
         assert!(flags(|f| f.cpuset_cpus = Some("a".into())).is_err());
         let l = flags(|f| f.cpuset_cpus = Some("0".into())).unwrap();
         assert_eq!(l.needed_controllers(), vec![("cpuset", "--cpuset-cpus")]);

@@ -27,6 +27,14 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// An error of the cgroup stage, in one sentence.
+pub(crate) fn stage_err(message: String) -> Error {
+    Error::Stage {
+        stage: "cgroup".into(),
+        message,
+    }
+}
+
 /// The parent directory of every container's cgroup in each hierarchy: `<mount>/stagebox/<id>`,
 /// at the top of the hierarchy as Docker's cgroupfs driver does (`/docker/<id>`), not below
 /// the runtime's own cgroup: on v2 a cgroup with processes in it cannot hand controllers down
@@ -87,7 +95,10 @@ impl Layout {
                     let mut any = false;
                     for opt in m.super_opts.split(',') {
                         if V1_CONTROLLERS.contains(&opt) || is_v1_controller(opt) {
-                            layout.v1.entry(opt.to_string()).or_insert_with(|| PathBuf::from(&m.mount_point));
+                            layout
+                                .v1
+                                .entry(opt.to_string())
+                                .or_insert_with(|| PathBuf::from(&m.mount_point));
                             any = true;
                         }
                     }
@@ -103,8 +114,12 @@ impl Layout {
 
     /// The layout of the host this process runs on.
     pub fn detect() -> Result<Layout> {
-        let text = std::fs::read_to_string("/proc/self/mountinfo")
-            .map_err(|e| Error::io("read /proc/self/mountinfo to find the cgroup filesystems", e))?;
+        let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
+            Error::io(
+                "read /proc/self/mountinfo to find the cgroup filesystems",
+                e,
+            )
+        })?;
         Ok(Layout::from_mountinfo(&text))
     }
 
@@ -134,7 +149,15 @@ impl Layout {
 fn is_v1_controller(opt: &str) -> bool {
     matches!(
         opt,
-        "blkio" | "devices" | "freezer" | "net_cls" | "net_prio" | "perf_event" | "hugetlb" | "rdma" | "misc"
+        "blkio"
+            | "devices"
+            | "freezer"
+            | "net_cls"
+            | "net_prio"
+            | "perf_event"
+            | "hugetlb"
+            | "rdma"
+            | "misc"
     )
 }
 
@@ -210,10 +233,18 @@ impl CgroupRoot {
     /// kernel would once the process died.
     pub fn kill(&self, dir: &Path, pid: i32) {
         if self.fake {
-            let left: Vec<String> = self.procs(dir).iter().filter(|p| **p != pid).map(|p| p.to_string()).collect();
+            let left: Vec<String> = self
+                .procs(dir)
+                .iter()
+                .filter(|p| **p != pid)
+                .map(|p| p.to_string())
+                .collect();
             let _ = self.write(&dir.join("cgroup.procs"), &left.join("\n"));
         } else {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 
@@ -228,7 +259,11 @@ impl CgroupRoot {
     /// The pids listed in a `cgroup.procs` file (none when it is unreadable or gone).
     pub fn procs(&self, dir: &Path) -> Vec<i32> {
         self.read(&dir.join("cgroup.procs"))
-            .map(|t| t.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+            .map(|t| {
+                t.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -237,8 +272,15 @@ impl CgroupRoot {
 /// (before and after), or a remark.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Call { call: String, result: String },
-    Fact { fact: String, before: Option<String>, after: Option<String> },
+    Call {
+        call: String,
+        result: String,
+    },
+    Fact {
+        fact: String,
+        before: Option<String>,
+        after: Option<String>,
+    },
     Note(String),
 }
 
@@ -298,7 +340,10 @@ impl Log {
         let before = root.read_trim(file);
         self.write(root, file, value)?;
         let after = root.read_trim(file);
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         self.fact(name, before, after);
         Ok(())
     }
@@ -367,7 +412,12 @@ pub trait Manager {
 
 /// The manager for this layout: v2 on a pure v2 host, v1 (plus a unified cgroup for
 /// cgroup.kill on a hybrid host) otherwise.
-pub fn manager(root: &CgroupRoot, layout: &Layout, id: &str, limits: &Limits) -> Result<Box<dyn Manager>> {
+pub fn manager(
+    root: &CgroupRoot,
+    layout: &Layout,
+    id: &str,
+    limits: &Limits,
+) -> Result<Box<dyn Manager>> {
     match layout.kind() {
         LayoutKind::V2 => {
             let mount = layout.v2.clone().unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"));
@@ -394,7 +444,10 @@ pub fn kill_all_by_pid(root: &CgroupRoot, dir: &Path) -> Result<(), String> {
         }
         root.settle();
     }
-    Err(format!("processes are still in {} after SIGKILL", dir.display()))
+    Err(format!(
+        "processes are still in {} after SIGKILL",
+        dir.display()
+    ))
 }
 
 /// Reaps exited children (without blocking), then sleeps a moment.
@@ -426,7 +479,10 @@ pub fn rmdir_retry(root: &CgroupRoot, dir: &Path) -> Result<(), String> {
 /// using it (ENOTEMPTY/EBUSY) or have removed it already (ENOENT): both are fine.
 pub fn rmdir_parent_if_empty(root: &CgroupRoot, parent: &Path) {
     let has_children = std::fs::read_dir(root.real(parent))
-        .map(|rd| rd.flatten().any(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false)))
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        })
         .unwrap_or(true);
     if !has_children {
         let _ = root.rmdir(parent);
@@ -442,8 +498,11 @@ pub fn controller_list(root: &CgroupRoot, file: &Path) -> Option<Vec<String>> {
 
 /// Whether `cpus` (a CPU list) names only CPUs that `available` (another list) has.
 pub fn cpus_within(cpus: &str, available: &str) -> bool {
-    match (limits::parse_cpu_list(cpus), limits::parse_cpu_list(available)) {
-        (Ok(want), Ok(have)) => want.iter().all(|c| have.contains(c)),
+    match (
+        limits::parse_cpu_list(cpus),
+        limits::parse_cpu_list(available),
+    ) {
+        (Some(want), Some(have)) => want.iter().all(|c| have.contains(c)),
         _ => false,
     }
 }
@@ -451,7 +510,7 @@ pub fn cpus_within(cpus: &str, available: &str) -> bool {
 /// The number of CPUs the host has online (for `--cpus` above it).
 pub fn online_cpus(root: &CgroupRoot) -> Option<usize> {
     root.read_trim(Path::new("/sys/devices/system/cpu/online"))
-        .and_then(|s| limits::parse_cpu_list(&s).ok())
+        .and_then(|s| limits::parse_cpu_list(&s))
         .map(|v| v.len())
         .filter(|n| *n > 0)
 }
@@ -459,7 +518,10 @@ pub fn online_cpus(root: &CgroupRoot) -> Option<usize> {
 /// Checks that do not depend on the cgroup version: `--cpus` and `--cpuset-cpus` within the
 /// host's CPUs.
 pub fn check_common(root: &CgroupRoot, limits: &Limits) -> Result<()> {
-    if let (Some(c), Some(online)) = (&limits.cpuset_cpus, root.read_trim(Path::new("/sys/devices/system/cpu/online"))) {
+    if let (Some(c), Some(online)) = (
+        &limits.cpuset_cpus,
+        root.read_trim(Path::new("/sys/devices/system/cpu/online")),
+    ) {
         if !cpus_within(c, &online) {
             return Err(Error::usage(format!(
                 "--cpuset-cpus {c} names CPUs this host does not have (online: {online})"
@@ -543,9 +605,17 @@ mod tests {
         assert_eq!(l.v1["cpuacct"], PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
         assert_eq!(l.v1_named, vec![PathBuf::from("/sys/fs/cgroup/systemd")]);
         let h = l.v1_hierarchies();
-        assert_eq!(h[0], (vec!["cpu".to_string(), "cpuacct".to_string()], PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")));
+        assert_eq!(
+            h[0],
+            (
+                vec!["cpu".to_string(), "cpuacct".to_string()],
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
+            )
+        );
         assert_eq!(h.len(), 3);
-        let v2 = Layout::from_mountinfo("30 26 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n");
+        let v2 = Layout::from_mountinfo(
+            "30 26 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n",
+        );
         assert_eq!(v2.kind(), LayoutKind::V2);
         assert_eq!(Layout::from_mountinfo("").kind(), LayoutKind::None);
     }
@@ -557,7 +627,13 @@ mod tests {
         assert_eq!(keyed(stat, "throttled_usec"), Some(780000));
         assert_eq!(keyed(stat, "nope"), None);
         let lines = proc_cgroup_lines("4:memory:/stagebox/abc\n0::/\n");
-        assert_eq!(lines, vec![("memory".into(), "/stagebox/abc".into()), ("".into(), "/".into())]);
+        assert_eq!(
+            lines,
+            vec![
+                ("memory".into(), "/stagebox/abc".into()),
+                ("".into(), "/".into())
+            ]
+        );
         assert!(cpus_within("0-1", "0-3"));
         assert!(!cpus_within("4", "0-3"));
     }

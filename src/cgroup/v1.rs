@@ -19,8 +19,8 @@
 
 use super::v2::V2;
 use super::{
-    check_common, keyed, kill_all_by_pid, number, rmdir_parent_if_empty, rmdir_retry, CgroupRoot, Layout,
-    LayoutKind, Limits, Log, Manager, Stats, PARENT,
+    check_common, keyed, kill_all_by_pid, number, rmdir_parent_if_empty, rmdir_retry, stage_err,
+    CgroupRoot, Layout, LayoutKind, Limits, Log, Manager, Stats, PARENT,
 };
 use crate::error::{Error, Result};
 use std::cell::Cell;
@@ -57,22 +57,20 @@ pub struct V1 {
     unified_ok: Cell<bool>,
 }
 
-fn stage_err(message: String) -> Error {
-    Error::Stage {
-        stage: "cgroup".into(),
-        message,
-    }
-}
-
 impl V1 {
     pub fn new(root: CgroupRoot, layout: &Layout, id: &str, limits: &Limits) -> V1 {
-        let needed: Vec<&str> = limits.needed_controllers().iter().map(|(c, _)| *c).collect();
+        let needed: Vec<&str> = limits
+            .needed_controllers()
+            .iter()
+            .map(|(c, _)| *c)
+            .collect();
         let hierarchies = layout
             .v1_hierarchies()
             .into_iter()
             .filter(|(ctls, _)| {
-                ctls.iter()
-                    .any(|c| DEFAULT_CONTROLLERS.contains(&c.as_str()) || needed.contains(&c.as_str()))
+                ctls.iter().any(|c| {
+                    DEFAULT_CONTROLLERS.contains(&c.as_str()) || needed.contains(&c.as_str())
+                })
             })
             .map(|(controllers, mount)| {
                 let parent = mount.join(PARENT);
@@ -125,7 +123,10 @@ impl V1 {
                 Err(e) => return Err(Error::io(format!("mkdir {}", h.dir.display()), e)),
             }
         }
-        Err(stage_err(format!("{} keeps disappearing while the container's cgroup is made in it", h.parent.display())))
+        Err(stage_err(format!(
+            "{} keeps disappearing while the container's cgroup is made in it",
+            h.parent.display()
+        )))
     }
 
     /// cpuset.cpus (the given list, or the parent's) and cpuset.mems (the parent's), where
@@ -135,7 +136,9 @@ impl V1 {
             let current = self.root.read_trim(&to.join(file)).unwrap_or_default();
             let value = match given {
                 Some(v) => v.to_string(),
-                None if current.is_empty() => self.root.read_trim(&from.join(file)).unwrap_or_default(),
+                None if current.is_empty() => {
+                    self.root.read_trim(&from.join(file)).unwrap_or_default()
+                }
                 None => continue,
             };
             log.write_limit(&self.root, &to.join(file), &value)?;
@@ -161,14 +164,22 @@ impl Manager for V1 {
         check_common(&self.root, limits)?;
         for (c, flag) in limits.needed_controllers() {
             if self.hierarchy(c).is_none() {
-                let list = if self.mounted.is_empty() { "none".to_string() } else { self.mounted.join(" ") };
+                let list = if self.mounted.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.mounted.join(" ")
+                };
                 return Err(Error::usage(format!(
                     "{flag} needs the {c} controller, but this host mounts no cgroup v1 hierarchy for it (mounted: {list})"
                 )));
             }
         }
         if let Some(h) = self.hierarchy("memory") {
-            if matches!(limits.memory_swap, Some(_)) && !self.root.exists(&h.mount.join("memory.memsw.limit_in_bytes")) {
+            if limits.memory_swap.is_some()
+                && !self
+                    .root
+                    .exists(&h.mount.join("memory.memsw.limit_in_bytes"))
+            {
                 return Err(Error::usage(
                     "--memory-swap needs swap accounting (memory.memsw.limit_in_bytes), which this kernel does not have; boot it with swapaccount=1, or drop --memory-swap",
                 ));
@@ -209,8 +220,16 @@ impl Manager for V1 {
         }
         if let Some(h) = self.hierarchy("cpu") {
             if let Some(q) = limits.cpus {
-                log.write_limit(root, &h.dir.join("cpu.cfs_period_us"), &q.period_us.to_string())?;
-                log.write_limit(root, &h.dir.join("cpu.cfs_quota_us"), &q.quota_us.to_string())?;
+                log.write_limit(
+                    root,
+                    &h.dir.join("cpu.cfs_period_us"),
+                    &q.period_us.to_string(),
+                )?;
+                log.write_limit(
+                    root,
+                    &h.dir.join("cpu.cfs_quota_us"),
+                    &q.quota_us.to_string(),
+                )?;
             }
             if let Some(s) = limits.shares() {
                 log.write_limit(root, &h.dir.join("cpu.shares"), &s.to_string())?;
@@ -252,7 +271,8 @@ impl Manager for V1 {
         let r = &self.root;
         let mut s = Stats::default();
         if let Some(h) = self.hierarchy("memory") {
-            s.memory_limit = number(r, &h.dir.join("memory.limit_in_bytes")).filter(|v| *v < NO_LIMIT);
+            s.memory_limit =
+                number(r, &h.dir.join("memory.limit_in_bytes")).filter(|v| *v < NO_LIMIT);
             s.memory_peak = number(r, &h.dir.join("memory.max_usage_in_bytes"));
             if let Ok(t) = r.read(&h.dir.join("memory.oom_control")) {
                 s.oom_kills = keyed(&t, "oom_kill");
@@ -299,7 +319,9 @@ impl Manager for V1 {
         }
         for h in &self.hierarchies {
             if self.root.exists(&h.dir) {
-                if let Err(e) = kill_all_by_pid(&self.root, &h.dir).and_then(|_| rmdir_retry(&self.root, &h.dir)) {
+                if let Err(e) = kill_all_by_pid(&self.root, &h.dir)
+                    .and_then(|_| rmdir_retry(&self.root, &h.dir))
+                {
                     errors.push(e);
                 }
             }
@@ -338,7 +360,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = CgroupRoot::fake(dir.path());
         touch(&root, "/sys/devices/system/cpu/online", "0-1\n");
-        touch(&root, "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", "9223372036854771712\n");
+        touch(
+            &root,
+            "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes",
+            "9223372036854771712\n",
+        );
         touch(&root, "/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "-1\n");
         touch(&root, "/sys/fs/cgroup/cpuset/cpuset.cpus", "0-1\n");
         touch(&root, "/sys/fs/cgroup/cpuset/cpuset.mems", "0\n");
@@ -365,7 +391,10 @@ mod tests {
         m.create(&l, &mut log).unwrap();
         let at = |p: &str| content(&root, &format!("/sys/fs/cgroup/{p}"));
         assert_eq!(at("memory/stagebox/abc/memory.limit_in_bytes"), "33554432");
-        assert_eq!(at("memory/stagebox/abc/memory.memsw.limit_in_bytes"), "67108864");
+        assert_eq!(
+            at("memory/stagebox/abc/memory.memsw.limit_in_bytes"),
+            "67108864"
+        );
         assert_eq!(at("cpu/stagebox/abc/cpu.cfs_period_us"), "100000");
         assert_eq!(at("cpu/stagebox/abc/cpu.cfs_quota_us"), "20000");
         assert_eq!(at("cpu/stagebox/abc/cpu.shares"), "2597");
@@ -376,8 +405,14 @@ mod tests {
         assert_eq!(at("cpuset/stagebox/abc/cpuset.cpus"), "1");
         assert_eq!(at("cpuset/stagebox/abc/cpuset.mems"), "0");
         let c = calls(&log);
-        assert!(c.contains(&"mkdir(\"/sys/fs/cgroup/unified/stagebox/abc\") = 0".to_string()), "{c:?}");
-        assert!(!c.iter().any(|x| x.contains("systemd")), "named hierarchies are left alone: {c:?}");
+        assert!(
+            c.contains(&"mkdir(\"/sys/fs/cgroup/unified/stagebox/abc\") = 0".to_string()),
+            "{c:?}"
+        );
+        assert!(
+            !c.iter().any(|x| x.contains("systemd")),
+            "named hierarchies are left alone: {c:?}"
+        );
         // Memory limit before memsw: the kernel refuses memsw below the memory limit.
         let pos = |s: &str| c.iter().position(|x| x.contains(s)).unwrap();
         assert!(pos("memory.limit_in_bytes") < pos("memory.memsw.limit_in_bytes"));
@@ -388,7 +423,10 @@ mod tests {
         assert_eq!(m.dirs().len(), 6);
         m.destroy().unwrap();
         for h in ["cpu", "cpuacct", "cpuset", "memory", "pids", "unified"] {
-            assert!(!root.exists(Path::new(&format!("/sys/fs/cgroup/{h}/stagebox"))), "{h}");
+            assert!(
+                !root.exists(Path::new(&format!("/sys/fs/cgroup/{h}/stagebox"))),
+                "{h}"
+            );
         }
     }
 
@@ -400,12 +438,36 @@ mod tests {
         let mut log = Log::default();
         m.create(&l, &mut log).unwrap();
         assert!(!root.exists(Path::new("/sys/fs/cgroup/cpuset/stagebox")));
-        touch(&root, "/sys/fs/cgroup/memory/stagebox/abc/memory.limit_in_bytes", "9223372036854771712\n");
-        touch(&root, "/sys/fs/cgroup/memory/stagebox/abc/memory.max_usage_in_bytes", "1048576\n");
-        touch(&root, "/sys/fs/cgroup/memory/stagebox/abc/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
-        touch(&root, "/sys/fs/cgroup/cpuacct/stagebox/abc/cpuacct.usage", "210000000\n");
-        touch(&root, "/sys/fs/cgroup/cpu/stagebox/abc/cpu.stat", "nr_periods 10\nnr_throttled 9\nthrottled_time 780000000\n");
-        touch(&root, "/sys/fs/cgroup/pids/stagebox/abc/pids.events", "max 5\n");
+        touch(
+            &root,
+            "/sys/fs/cgroup/memory/stagebox/abc/memory.limit_in_bytes",
+            "9223372036854771712\n",
+        );
+        touch(
+            &root,
+            "/sys/fs/cgroup/memory/stagebox/abc/memory.max_usage_in_bytes",
+            "1048576\n",
+        );
+        touch(
+            &root,
+            "/sys/fs/cgroup/memory/stagebox/abc/memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        );
+        touch(
+            &root,
+            "/sys/fs/cgroup/cpuacct/stagebox/abc/cpuacct.usage",
+            "210000000\n",
+        );
+        touch(
+            &root,
+            "/sys/fs/cgroup/cpu/stagebox/abc/cpu.stat",
+            "nr_periods 10\nnr_throttled 9\nthrottled_time 780000000\n",
+        );
+        touch(
+            &root,
+            "/sys/fs/cgroup/pids/stagebox/abc/pids.events",
+            "max 5\n",
+        );
         let s = m.stats();
         assert_eq!(s.memory_limit, None);
         assert_eq!(s.memory_peak, Some(1 << 20));
@@ -419,11 +481,19 @@ mod tests {
     #[test]
     fn missing_v1_controller_is_named() {
         let (_d, root, _) = fake_hybrid();
-        let layout = Layout::from_mountinfo("35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
+        let layout = Layout::from_mountinfo(
+            "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
+        );
         let mut f = LimitFlags::default();
         f.pids_limit = Some("10".into());
         let l = Limits::from_flags(&f).unwrap();
-        let e = V1::new(root, &layout, "abc", &l).check(&l).unwrap_err().to_string();
-        assert!(e.contains("--pids-limit needs the pids controller") && e.contains("mounted: memory"), "{e}");
+        let e = V1::new(root, &layout, "abc", &l)
+            .check(&l)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--pids-limit needs the pids controller") && e.contains("mounted: memory"),
+            "{e}"
+        );
     }
 }

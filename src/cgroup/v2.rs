@@ -13,8 +13,8 @@
 //! - `cgroup.kill` (Linux 5.14) kills every process in the cgroup at once.
 
 use super::{
-    check_common, controller_list, keyed, kill_all_by_pid, number, rmdir_parent_if_empty, rmdir_retry,
-    CgroupRoot, LayoutKind, Limits, Log, Manager, Stats, PARENT,
+    check_common, controller_list, keyed, kill_all_by_pid, number, rmdir_parent_if_empty,
+    rmdir_retry, stage_err, CgroupRoot, LayoutKind, Limits, Log, Manager, Stats, PARENT,
 };
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -34,22 +34,22 @@ pub struct V2 {
     controllers: bool,
 }
 
-fn stage_err(message: String) -> Error {
-    Error::Stage {
-        stage: "cgroup".into(),
-        message,
-    }
-}
-
 impl V2 {
     /// `with_controllers`: false for the controller-less cgroup2 tree of a hybrid host (used
     /// for membership and cgroup.kill only).
-    pub fn new(root: CgroupRoot, mount: &Path, id: &str, limits: &Limits, with_controllers: bool) -> V2 {
+    pub fn new(
+        root: CgroupRoot,
+        mount: &Path,
+        id: &str,
+        limits: &Limits,
+        with_controllers: bool,
+    ) -> V2 {
         let parent = mount.join(PARENT);
         let dir = parent.join(id);
         let mut wanted: Vec<String> = Vec::new();
         if with_controllers {
-            let available = controller_list(&root, &mount.join("cgroup.controllers")).unwrap_or_default();
+            let available =
+                controller_list(&root, &mount.join("cgroup.controllers")).unwrap_or_default();
             for c in DEFAULT_CONTROLLERS {
                 if available.iter().any(|a| a == c) {
                     wanted.push(c.to_string());
@@ -94,7 +94,9 @@ impl V2 {
                         "{} has processes of its own, and cgroup v2 lets only a cgroup without processes hand controllers to its children (the \"no internal processes\" rule); run stagebox from a cgroup that delegates controllers (for example `systemd-run --scope -p Delegate=yes`)",
                         cg.display()
                     )
-                } else if e.raw_os_error() == Some(libc::ENOENT) || e.raw_os_error() == Some(libc::EINVAL) {
+                } else if e.raw_os_error() == Some(libc::ENOENT)
+                    || e.raw_os_error() == Some(libc::EINVAL)
+                {
                     format!(
                         "the {c} controller is not available in {} (not delegated to it, or the kernel lacks it)",
                         cg.display()
@@ -102,13 +104,19 @@ impl V2 {
                 } else {
                     e.to_string()
                 };
-                return Err(stage_err(format!("cannot switch on the {c} controller for the container: {why}")));
+                return Err(stage_err(format!(
+                    "cannot switch on the {c} controller for the container: {why}"
+                )));
             }
         }
         let after = controller_list(&self.root, &file).unwrap_or_default();
         log.fact(
             format!("{}", file.display()),
-            Some(if before.is_empty() { "(none)".into() } else { before.join(" ") }),
+            Some(if before.is_empty() {
+                "(none)".into()
+            } else {
+                before.join(" ")
+            }),
             Some(after.join(" ")),
         );
         Ok(())
@@ -128,7 +136,10 @@ impl V2 {
                 Err(e) => return Err(Error::io(format!("mkdir {}", self.dir.display()), e)),
             }
         }
-        Err(stage_err(format!("{} keeps disappearing while the container's cgroup is made in it", self.parent.display())))
+        Err(stage_err(format!(
+            "{} keeps disappearing while the container's cgroup is made in it",
+            self.parent.display()
+        )))
     }
 }
 
@@ -149,11 +160,19 @@ impl Manager for V2 {
         }
         let file = self.mount.join("cgroup.controllers");
         let available = controller_list(&self.root, &file).ok_or_else(|| {
-            stage_err(format!("cannot read {}: is cgroup2 really mounted at {}?", file.display(), self.mount.display()))
+            stage_err(format!(
+                "cannot read {}: is cgroup2 really mounted at {}?",
+                file.display(),
+                self.mount.display()
+            ))
         })?;
         for (c, flag) in &needed {
             if !available.iter().any(|a| a == c) {
-                let list = if available.is_empty() { "none".to_string() } else { available.join(" ") };
+                let list = if available.is_empty() {
+                    "none".to_string()
+                } else {
+                    available.join(" ")
+                };
                 return Err(Error::usage(format!(
                     "{flag} needs the {c} controller, but the cgroup2 tree at {} does not offer it (cgroup.controllers: {list}): it is not delegated to this part of the tree, or the kernel lacks it",
                     self.mount.display()
@@ -163,8 +182,11 @@ impl Manager for V2 {
         // The top of the tree we use is not the real root (a cgroup namespace, a delegated
         // subtree: only non-root cgroups have cgroup.type) and has processes: it can only
         // pass on the controllers that are switched on already.
-        let enabled = controller_list(&self.root, &self.mount.join("cgroup.subtree_control")).unwrap_or_default();
-        if self.root.exists(&self.mount.join("cgroup.type")) && !self.root.procs(&self.mount).is_empty() {
+        let enabled = controller_list(&self.root, &self.mount.join("cgroup.subtree_control"))
+            .unwrap_or_default();
+        if self.root.exists(&self.mount.join("cgroup.type"))
+            && !self.root.procs(&self.mount).is_empty()
+        {
             if let Some((c, flag)) = needed.iter().find(|(c, _)| !enabled.iter().any(|e| e == c)) {
                 return Err(Error::usage(format!(
                     "{flag} needs the {c} controller, but {} has processes of its own and cgroup v2 lets only a cgroup without processes hand controllers to its children (the \"no internal processes\" rule); run stagebox from a cgroup that delegates controllers",
@@ -191,14 +213,20 @@ impl Manager for V2 {
                 Some(super::limits::Swap::Unlimited) => Some("max".to_string()),
                 Some(super::limits::Swap::Total(t)) => Some((t - m).to_string()),
                 // Docker's default: as much swap as memory (memory-swap = 2 x memory).
-                None => root.exists(&d.join("memory.swap.max")).then(|| m.to_string()),
+                None => root
+                    .exists(&d.join("memory.swap.max"))
+                    .then(|| m.to_string()),
             };
             if let Some(s) = swap {
                 log.write_limit(root, &d.join("memory.swap.max"), &s)?;
             }
         }
         if let Some(q) = limits.cpus {
-            log.write_limit(root, &d.join("cpu.max"), &format!("{} {}", q.quota_us, q.period_us))?;
+            log.write_limit(
+                root,
+                &d.join("cpu.max"),
+                &format!("{} {}", q.quota_us, q.period_us),
+            )?;
         }
         if let Some(w) = limits.weight() {
             log.write_limit(root, &d.join("cpu.weight"), &w.to_string())?;
@@ -275,7 +303,11 @@ mod tests {
     fn fake_v2() -> (tempfile::TempDir, CgroupRoot) {
         let dir = tempfile::tempdir().unwrap();
         let root = CgroupRoot::fake(dir.path());
-        touch(&root, "/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
+        touch(
+            &root,
+            "/sys/fs/cgroup/cgroup.controllers",
+            "cpuset cpu io memory pids\n",
+        );
         touch(&root, "/sys/fs/cgroup/cgroup.subtree_control", "cpu\n");
         touch(&root, "/sys/fs/cgroup/cgroup.procs", "1\n");
         touch(&root, "/sys/devices/system/cpu/online", "0-3\n");
@@ -305,20 +337,38 @@ mod tests {
         m.create(&l, &mut log).unwrap();
         let cg = "/sys/fs/cgroup/stagebox/abc";
         assert_eq!(content(&root, &format!("{cg}/memory.max")), "33554432");
-        assert_eq!(content(&root, &format!("{cg}/memory.swap.max")), (16u64 << 20).to_string());
+        assert_eq!(
+            content(&root, &format!("{cg}/memory.swap.max")),
+            (16u64 << 20).to_string()
+        );
         assert_eq!(content(&root, &format!("{cg}/cpu.max")), "50000 100000");
         assert_eq!(content(&root, &format!("{cg}/cpu.weight")), "20");
         assert_eq!(content(&root, &format!("{cg}/pids.max")), "10");
         assert_eq!(content(&root, &format!("{cg}/cpuset.cpus")), "0-1");
         // Controllers switched on, one write each, top first, then the parent.
         let c = calls(&log);
-        assert_eq!(c[0], "write(\"/sys/fs/cgroup/cgroup.subtree_control\", \"+memory\") = 0");
-        assert_eq!(c[1], "write(\"/sys/fs/cgroup/cgroup.subtree_control\", \"+pids\") = 0");
-        assert_eq!(c[2], "write(\"/sys/fs/cgroup/cgroup.subtree_control\", \"+cpuset\") = 0");
+        assert_eq!(
+            c[0],
+            "write(\"/sys/fs/cgroup/cgroup.subtree_control\", \"+memory\") = 0"
+        );
+        assert_eq!(
+            c[1],
+            "write(\"/sys/fs/cgroup/cgroup.subtree_control\", \"+pids\") = 0"
+        );
+        assert_eq!(
+            c[2],
+            "write(\"/sys/fs/cgroup/cgroup.subtree_control\", \"+cpuset\") = 0"
+        );
         assert_eq!(c[3], "mkdir(\"/sys/fs/cgroup/stagebox\") = 0");
-        assert_eq!(c[4], "write(\"/sys/fs/cgroup/stagebox/cgroup.subtree_control\", \"+memory\") = 0");
+        assert_eq!(
+            c[4],
+            "write(\"/sys/fs/cgroup/stagebox/cgroup.subtree_control\", \"+memory\") = 0"
+        );
         assert!(c.contains(&format!("mkdir(\"{cg}\") = 0")), "{c:?}");
-        assert!(c.contains(&format!("write(\"{cg}/memory.max\", \"33554432\") = 0")), "{c:?}");
+        assert!(
+            c.contains(&format!("write(\"{cg}/memory.max\", \"33554432\") = 0")),
+            "{c:?}"
+        );
         // Each limit is read back as a fact.
         assert!(log.events.contains(&Event::Fact {
             fact: "pids.max".into(),
@@ -336,7 +386,10 @@ mod tests {
         let l = limits(|f| f.memory = Some("64m".into()));
         let m = V2::new(root.clone(), Path::new("/sys/fs/cgroup"), "abc", &l, true);
         let e = m.check(&l).unwrap_err().to_string();
-        assert!(e.contains("--memory needs the memory controller") && e.contains("not delegated"), "{e}");
+        assert!(
+            e.contains("--memory needs the memory controller") && e.contains("not delegated"),
+            "{e}"
+        );
         assert!(!root.exists(Path::new("/sys/fs/cgroup/stagebox")));
     }
 
@@ -361,10 +414,18 @@ mod tests {
         let cg = "/sys/fs/cgroup/stagebox/abc";
         touch(&root, &format!("{cg}/memory.max"), "33554432\n");
         touch(&root, &format!("{cg}/memory.peak"), "33000000\n");
-        touch(&root, &format!("{cg}/memory.events"), "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n");
+        touch(
+            &root,
+            &format!("{cg}/memory.events"),
+            "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n",
+        );
         touch(&root, &format!("{cg}/pids.max"), "max\n");
         touch(&root, &format!("{cg}/pids.events"), "max 0\n");
-        touch(&root, &format!("{cg}/cpu.stat"), "usage_usec 210000\nnr_periods 10\nnr_throttled 9\nthrottled_usec 780000\n");
+        touch(
+            &root,
+            &format!("{cg}/cpu.stat"),
+            "usage_usec 210000\nnr_periods 10\nnr_throttled 9\nthrottled_usec 780000\n",
+        );
         let s = m.stats();
         assert_eq!(s.memory_limit, Some(32 << 20));
         assert_eq!(s.oom_kills, Some(1));
@@ -373,6 +434,9 @@ mod tests {
         assert_eq!(s.cpu_throttled_periods, Some(9));
         m.destroy().unwrap();
         assert!(!root.exists(Path::new(cg)));
-        assert!(!root.exists(Path::new("/sys/fs/cgroup/stagebox")), "empty parent removed");
+        assert!(
+            !root.exists(Path::new("/sys/fs/cgroup/stagebox")),
+            "empty parent removed"
+        );
     }
 }

@@ -29,7 +29,7 @@
 //! unshares.
 
 use super::{ChildCtx, HostCtx, Stage, StageError, StageId, StageInfo};
-use crate::cgroup::{self, human_size, CgroupRoot, Event, Layout, Log, Manager};
+use crate::cgroup::{self, human_size, stage_err, CgroupRoot, Event, Layout, Log, Manager};
 use crate::error::{Error, Result};
 use crate::runtime::ExitKind;
 use std::rc::Rc;
@@ -50,25 +50,26 @@ struct Data {
     mgr: Rc<dyn Manager>,
 }
 
-fn stage_err(message: String) -> Error {
-    Error::Stage {
-        stage: "cgroup".into(),
-        message,
-    }
-}
-
 /// The library's steps as trace lines.
 fn emit(ctx: &mut HostCtx<'_>, log: Log) {
     for e in log.events {
         match e {
             Event::Call { call, result } => ctx.record(call, result),
-            Event::Fact { fact, before, after } => ctx.facts.push(crate::observe::Change { fact, before, after }),
+            Event::Fact {
+                fact,
+                before,
+                after,
+            } => ctx.facts.push(crate::observe::Change {
+                fact,
+                before,
+                after,
+            }),
             Event::Note(n) => ctx.note(n),
         }
     }
 }
 
-fn data<'a>(ctx: &'a HostCtx<'_>) -> Result<Rc<dyn Manager>> {
+fn data(ctx: &HostCtx<'_>) -> Result<Rc<dyn Manager>> {
     ctx.data
         .get(&StageId::Cgroup)
         .and_then(|d| d.downcast_ref::<Data>())
@@ -109,8 +110,10 @@ impl Stage for Cgroup {
         mgr.check(limits)?;
         ctx.note(format!("cgroup layout: {}", layout.kind().name()));
         let undo_mgr = mgr.clone();
-        ctx.undo
-            .push(format!("remove the cgroup stagebox/{}", ctx.id), move || undo_mgr.destroy());
+        ctx.undo.push(
+            format!("remove the cgroup stagebox/{}", ctx.id),
+            move || undo_mgr.destroy(),
+        );
         let mut log = Log::default();
         let r = mgr.create(limits, &mut log);
         emit(ctx, log);
@@ -133,7 +136,10 @@ impl Stage for Cgroup {
         r?;
         let after = read_proc_cgroup(pid)?;
         for (ctls, path) in &after {
-            let old = before.iter().find(|(c, _)| c == ctls).map(|(_, p)| p.clone());
+            let old = before
+                .iter()
+                .find(|(c, _)| c == ctls)
+                .map(|(_, p)| p.clone());
             if old.as_deref() != Some(path.as_str()) {
                 ctx.facts.push(crate::observe::Change {
                     fact: format!("cgroup {}", hierarchy_name(ctls)),
@@ -160,31 +166,69 @@ impl Stage for Cgroup {
         ctx.note("after the exit: what the kernel enforced, from the cgroup's own files");
         let from = |f: &str| format!(" ({f})");
         if let Some(peak) = s.memory_peak {
-            let of = s.memory_limit.map(|l| format!(" of {}", human_size(l))).unwrap_or_default();
-            let src = s.sources.iter().find(|x| x.contains("peak") || x.contains("max_usage")).cloned().unwrap_or_default();
-            ctx.facts.push(change("memory peak", format!("{}{of}{}", human_size(peak), from(&src))));
+            let of = s
+                .memory_limit
+                .map(|l| format!(" of {}", human_size(l)))
+                .unwrap_or_default();
+            let src = s
+                .sources
+                .iter()
+                .find(|x| x.contains("peak") || x.contains("max_usage"))
+                .cloned()
+                .unwrap_or_default();
+            ctx.facts.push(change(
+                "memory peak",
+                format!("{}{of}{}", human_size(peak), from(&src)),
+            ));
         }
         if let Some(n) = s.oom_kills {
-            let src = s.sources.iter().find(|x| x.starts_with("memory.") && !x.contains("peak") && !x.contains("max_usage")).cloned().unwrap_or_default();
-            ctx.facts.push(change("oom kills", format!("{n}{}", from(&format!("{src} oom_kill")))));
+            let src = s
+                .sources
+                .iter()
+                .find(|x| {
+                    x.starts_with("memory.") && !x.contains("peak") && !x.contains("max_usage")
+                })
+                .cloned()
+                .unwrap_or_default();
+            ctx.facts.push(change(
+                "oom kills",
+                format!("{n}{}", from(&format!("{src} oom_kill"))),
+            ));
         }
         if let Some(n) = s.pids_max_hits {
-            let lim = s.pids_limit.map(|l| format!(" at pids.max {l}")).unwrap_or_default();
-            ctx.facts.push(change("forks refused", format!("{n}{lim} (pids.events max)")));
+            let lim = s
+                .pids_limit
+                .map(|l| format!(" at pids.max {l}"))
+                .unwrap_or_default();
+            ctx.facts.push(change(
+                "forks refused",
+                format!("{n}{lim} (pids.events max)"),
+            ));
         }
         if let Some(u) = s.cpu_usage_us {
             ctx.facts.push(change("cpu time", secs(u)));
         }
         if let (Some(t), Some(p)) = (s.cpu_throttled_periods, s.cpu_periods) {
             if p > 0 {
-                let us = s.cpu_throttled_us.map(|u| format!(", {} in all", secs(u))).unwrap_or_default();
-                ctx.facts.push(change("cpu throttled", format!("in {t} of {p} periods{us} (cpu.stat)")));
+                let us = s
+                    .cpu_throttled_us
+                    .map(|u| format!(", {} in all", secs(u)))
+                    .unwrap_or_default();
+                ctx.facts.push(change(
+                    "cpu throttled",
+                    format!("in {t} of {p} periods{us} (cpu.stat)"),
+                ));
             }
         }
         let limit = s.memory_limit.map(human_size);
         if let Some(n) = s.oom_kills.filter(|n| *n > 0) {
-            let limit = limit.map(|l| format!("memory limit {l}")).unwrap_or_else(|| "memory limit".into());
-            let peak = s.memory_peak.map(|p| format!("peak {}, ", human_size(p))).unwrap_or_default();
+            let limit = limit
+                .map(|l| format!("memory limit {l}"))
+                .unwrap_or_else(|| "memory limit".into());
+            let peak = s
+                .memory_peak
+                .map(|p| format!("peak {}, ", human_size(p)))
+                .unwrap_or_default();
             let what = if matches!(exit, ExitKind::Signaled(nix::sys::signal::Signal::SIGKILL)) {
                 format!(
                     "killed by the OOM killer: {limit} reached ({peak}{n} OOM kill{} in the cgroup), exit status {}",

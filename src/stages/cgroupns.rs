@@ -51,7 +51,11 @@ impl Stage for Cgroupns {
     }
 
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
-        let before = if ctx.verify { own_cgroup_lines()? } else { Vec::new() };
+        let before = if ctx.verify {
+            own_cgroup_lines()?
+        } else {
+            Vec::new()
+        };
         unshare_checked(ctx, CloneFlags::CLONE_NEWCGROUP, "cgroup")?;
         if !ctx.verify {
             return Ok(());
@@ -81,17 +85,12 @@ impl Stage for Cgroupns {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::RootSwitch;
     use crate::stages::ChildSpec;
     use crate::sys::Recorder;
 
     #[test]
     fn unshares_the_cgroup_namespace() {
-        let spec = ChildSpec {
-            hostname: "box".into(),
-            rootfs: None,
-            root_switch: RootSwitch::Pivot,
-        };
+        let spec = ChildSpec::for_tests("box");
         let mut rec = Recorder::new();
         let mut ctx = ChildCtx::new(&mut rec, &spec);
         ctx.verify = false;

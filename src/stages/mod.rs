@@ -115,6 +115,18 @@ pub struct ChildSpec {
     pub root_switch: RootSwitch,
 }
 
+#[cfg(test)]
+impl ChildSpec {
+    /// A spec for unit tests with a recording Sys: a hostname, no rootfs.
+    pub fn for_tests(hostname: &str) -> ChildSpec {
+        ChildSpec {
+            hostname: hostname.into(),
+            rootfs: None,
+            root_switch: RootSwitch::Pivot,
+        }
+    }
+}
+
 /// A stage failed: what it tried and what the kernel said, in one sentence.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
