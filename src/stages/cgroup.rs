@@ -69,12 +69,12 @@ fn emit(ctx: &mut HostCtx<'_>, log: Log) {
     }
 }
 
-fn data(ctx: &HostCtx<'_>) -> Result<Rc<dyn Manager>> {
+/// The cgroup made in prepare; None when there is none (see prepare).
+fn data(ctx: &HostCtx<'_>) -> Option<Rc<dyn Manager>> {
     ctx.data
         .get(&StageId::Cgroup)
         .and_then(|d| d.downcast_ref::<Data>())
         .map(|d| d.mgr.clone())
-        .ok_or_else(|| stage_err("no cgroup was prepared for this container".into()))
 }
 
 fn read_proc_cgroup(pid: i32) -> Result<Vec<(String, String)>> {
@@ -117,9 +117,23 @@ impl Stage for Cgroup {
         let mut log = Log::default();
         let r = mgr.create(limits, &mut log);
         emit(ctx, log);
-        r?;
-        ctx.data.insert(StageId::Cgroup, Box::new(Data { mgr }));
-        Ok(())
+        match r {
+            Ok(()) => {
+                ctx.data.insert(StageId::Cgroup, Box::new(Data { mgr }));
+                Ok(())
+            }
+            // Default on, but not at any price: with no limit asked for, a host where no
+            // cgroup can be made (a read-only cgroupfs in a container, no delegation) still
+            // runs the container, in the runtime's own cgroup, and the trace says why.
+            Err(e) if limits.is_empty() => {
+                let _ = mgr.destroy();
+                ctx.note(format!(
+                    "no cgroup of its own ({e}); no limits were asked for, so the container runs in the runtime's cgroup"
+                ));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn waits_for_parent(&self) -> bool {
@@ -127,7 +141,9 @@ impl Stage for Cgroup {
     }
 
     fn parent_before(&self, ctx: &mut HostCtx<'_>, pid: nix::unistd::Pid) -> Result<()> {
-        let mgr = data(ctx)?;
+        let Some(mgr) = data(ctx) else {
+            return Ok(());
+        };
         let pid = pid.as_raw();
         let before = read_proc_cgroup(pid)?;
         let mut log = Log::default();
@@ -161,7 +177,9 @@ impl Stage for Cgroup {
     }
 
     fn finish(&self, ctx: &mut HostCtx<'_>, exit: ExitKind) -> Result<Option<String>> {
-        let mgr = data(ctx)?;
+        let Some(mgr) = data(ctx) else {
+            return Ok(None);
+        };
         let s = mgr.stats();
         ctx.note("after the exit: what the kernel enforced, from the cgroup's own files");
         let from = |f: &str| format!(" ({f})");
