@@ -251,6 +251,6 @@ mod tests {
     fn stages_reference_has_the_teaching_text() {
         let s = stages_chapter(&[]);
         assert!(s.contains("## uts: a hostname of its own"), "{s}");
-        assert!(s.contains("| 1 | `uts` | on |"), "{s}");
+        assert!(s.contains("| 2 | `uts` | on |"), "{s}");
     }
 }

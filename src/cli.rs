@@ -49,6 +49,46 @@ impl StageToggles {
     }
 }
 
+/// Resource limits, as `docker run` names them (the cgroup stage sets them).
+#[derive(Args, Clone)]
+pub struct LimitArgs {
+    /// Memory limit, e.g. 64m (units b, k, m, g; at least 6m). The OOM killer acts above it.
+    #[arg(short = 'm', long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub memory: Option<String>,
+    /// Memory plus swap limit (needs --memory; -1: unlimited swap). Default: twice --memory.
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// How many CPUs' worth of time, e.g. 0.5 (a CFS quota per 100 ms period).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub cpus: Option<String>,
+    /// Relative CPU weight, cgroup v1 style (2 to 262144; default 1024).
+    #[arg(long, value_name = "SHARES", allow_hyphen_values = true)]
+    pub cpu_shares: Option<String>,
+    /// Relative CPU weight, cgroup v2 style (1 to 10000; default 100).
+    #[arg(long, value_name = "WEIGHT", allow_hyphen_values = true)]
+    pub cpu_weight: Option<String>,
+    /// Most processes the container may have (-1: no limit). A fork bomb stops here.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<String>,
+    /// CPUs the container may run on, e.g. 0-1,3.
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
+    pub cpuset_cpus: Option<String>,
+}
+
+impl LimitArgs {
+    pub fn parse(self) -> crate::Result<crate::cgroup::Limits> {
+        crate::cgroup::Limits::from_flags(&crate::cgroup::LimitFlags {
+            memory: self.memory,
+            memory_swap: self.memory_swap,
+            cpus: self.cpus,
+            cpu_shares: self.cpu_shares,
+            cpu_weight: self.cpu_weight,
+            pids_limit: self.pids_limit,
+            cpuset_cpus: self.cpuset_cpus,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Run a command in a container built from the stages.
@@ -89,6 +129,8 @@ pub enum Cmd {
         /// A volume: /host/path:/container/path[:ro], name:/container/path[:ro], or /container/path.
         #[arg(short = 'v', long = "volume", value_name = "VOLUME")]
         volume: Vec<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// The command and its arguments.
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,

@@ -29,6 +29,9 @@ pub struct RunConfig {
     pub read_only: bool,
     /// `-v` arguments, parsed and checked.
     pub volumes: Vec<crate::volume::VolumeSpec>,
+    /// Resource limits for the cgroup stage (`-m`, `--cpus`, `--pids-limit` ...), parsed and
+    /// checked already.
+    pub limits: crate::cgroup::Limits,
 }
 
 /// The state root: STAGEBOX_STATE, else /var/lib/stagebox as root, else

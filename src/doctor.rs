@@ -6,42 +6,12 @@ use crate::probe::{parse_mountinfo, MountInfoLine};
 use serde::Serialize;
 use std::path::Path;
 
-/// How cgroups are mounted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupLayout {
-    /// Only cgroup2 (the unified hierarchy), normally at /sys/fs/cgroup.
-    V2,
-    /// Only cgroup v1 controller hierarchies.
-    V1,
-    /// v1 controller hierarchies plus a cgroup2 mount (e.g. /sys/fs/cgroup/unified).
-    Hybrid,
-    /// No cgroup filesystem mounted (or no mountinfo to tell).
-    None,
-}
-
-impl CgroupLayout {
-    pub fn name(self) -> &'static str {
-        match self {
-            CgroupLayout::V2 => "v2",
-            CgroupLayout::V1 => "v1",
-            CgroupLayout::Hybrid => "hybrid",
-            CgroupLayout::None => "none",
-        }
-    }
-}
+/// How cgroups are mounted (the cgroup library's detection).
+pub use crate::cgroup::LayoutKind as CgroupLayout;
 
 /// Tells the cgroup layout from a /proc/PID/mountinfo text.
 pub fn cgroup_layout_from_mountinfo(text: &str) -> CgroupLayout {
-    let mounts = parse_mountinfo(text);
-    let v1 = mounts.iter().any(|m| m.fs_type == "cgroup");
-    let v2 = mounts.iter().any(|m| m.fs_type == "cgroup2");
-    match (v1, v2) {
-        (true, true) => CgroupLayout::Hybrid,
-        (true, false) => CgroupLayout::V1,
-        (false, true) => CgroupLayout::V2,
-        (false, false) => CgroupLayout::None,
-    }
+    crate::cgroup::Layout::from_mountinfo(text).kind()
 }
 
 /// Where cgroup2 is mounted (the first cgroup2 line), if anywhere.
@@ -239,17 +209,17 @@ pub fn collect() -> Doctor {
         ),
         CgroupLayout::Hybrid => add(
             "cgroups",
-            Status::Warn,
-            format!("hybrid: v1 hierarchies ({v1_list}) plus cgroup2 at {v2_where} ({ctrls})"),
-            Some(format!(
-                "cgroup limits: this host is hybrid, so the controllers live in the v1 hierarchies ({v1_list}) and cgroup2 at {v2_where} has {ctrls}; a cgroup stage written for v2 cannot set limits here"
-            )),
+            Status::Ok,
+            format!(
+                "hybrid: limits through the v1 hierarchies ({v1_list}); cgroup2 at {v2_where} ({ctrls}) for membership and cgroup.kill"
+            ),
+            None,
         ),
         CgroupLayout::V1 => add(
             "cgroups",
-            Status::Warn,
-            format!("v1 only ({v1_list})"),
-            Some("cgroup limits: only cgroup v1 is mounted, with no unified (v2) hierarchy; a cgroup stage written for v2 cannot work here".into()),
+            Status::Ok,
+            format!("v1 only ({v1_list}): limits through the v1 hierarchies, cleanup kills by pid"),
+            None,
         ),
         CgroupLayout::None => add(
             "cgroups",

@@ -4,6 +4,7 @@
 //! The library holds everything; `main.rs` only parses the command line.
 
 pub mod book;
+pub mod cgroup;
 pub mod checks;
 pub mod cli;
 pub mod compare;

@@ -26,9 +26,11 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             rm,
             read_only,
             volume,
+            limits,
             command,
         } => {
             let trace: TraceMode = trace.parse()?;
+            let limits = limits.parse()?;
             let volumes = volume
                 .iter()
                 .map(|v| stagebox::volume::parse(v))
@@ -56,6 +58,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
                 remove: rm,
                 read_only,
                 volumes,
+                limits,
             };
             stagebox::runtime::run(&cfg)
         }

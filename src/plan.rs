@@ -170,7 +170,10 @@ mod tests {
     #[test]
     fn default_plan_is_every_stage_in_order() {
         let p = Plan::resolve(&t(None, ""), RootSwitch::Pivot).unwrap();
-        assert_eq!(on(&p), vec!["uts", "ipc", "pid", "net", "mount", "rootfs", "proc", "pivot"]);
+        assert_eq!(
+            on(&p),
+            vec!["cgroup", "uts", "ipc", "pid", "net", "cgroupns", "mount", "rootfs", "proc", "pivot"]
+        );
     }
 
     #[test]

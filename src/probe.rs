@@ -58,6 +58,8 @@ pub struct MountInfoLine {
     pub mount_point: String,
     pub fs_type: String,
     pub source: String,
+    /// Per-superblock options (for cgroup v1: the controllers, e.g. `rw,cpu,cpuacct`).
+    pub super_opts: String,
 }
 
 /// Parses one mountinfo line: `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw`.
@@ -76,6 +78,7 @@ pub fn parse_mountinfo_line(line: &str) -> Option<MountInfoLine> {
         mount_point: unescape_octal(l[4]),
         fs_type: r[0].to_string(),
         source: r.get(1).map(|s| unescape_octal(s)).unwrap_or_default(),
+        super_opts: r.get(2).map(|s| s.to_string()).unwrap_or_default(),
     })
 }
 

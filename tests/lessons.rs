@@ -57,6 +57,20 @@ pub fn redact(text: &str) -> String {
                 l = format!("    interfaces         [HOST INTERFACES] -> {after}");
             }
         }
+        // Measurements of the kernel's accounting vary from run to run.
+        for fact in ["memory peak", "cpu time", "cpu throttled"] {
+            if let Some(rest) = t.strip_prefix(fact) {
+                let file = rest.rfind(" (").map(|i| &rest[i..]).unwrap_or("");
+                l = format!("    {fact:<18} + [MEASURED]{file}");
+            }
+        }
+        // The cgroup the runner itself sits in differs from session to session.
+        if let Some(rest) = t.strip_prefix("cgroup ") {
+            if let Some((name_before, after)) = rest.split_once(" -> ") {
+                let name = name_before.split_whitespace().next().unwrap_or("");
+                l = format!("    cgroup {name:<11} [HOST CGROUP] -> {after}");
+            }
+        }
         if t.starts_with("top of the tree:") {
             l = "  top of the tree:   [THE HOST'S / ENTRIES]".into();
         }

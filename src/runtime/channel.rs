@@ -25,6 +25,9 @@ pub enum ToParent {
     /// The container process reached a stage whose runtime side acts first (cgroup), and
     /// waits for Continue before applying it.
     Reached { stage: StageId },
+    /// Every stage is done; the container process execs the workload once told to go on
+    /// (so the trace line comes before anything the workload prints).
+    Exec,
     /// The pid stage forked: this is the new container process, as a host pid.
     Handover { pid: i32 },
     /// A stage (or the exec) failed.

@@ -178,6 +178,8 @@ fn run(
             set_pdeathsig();
         }
     }
+    ch.send(&ToParent::Exec).map_err(|e| fail("exec", e))?;
+    wait_continue(ch, "exec")?;
     do_exec(exec, old_mask)
 }
 

@@ -67,6 +67,11 @@ fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         });
     }
     let plan = &cfg.plan;
+    if !plan.is_on(StageId::Cgroup) && !cfg.limits.is_empty() {
+        return Err(Error::usage(
+            "resource limits were given but the cgroup stage is off, and only a cgroup can enforce them; switch the cgroup stage on or drop the limits",
+        ));
+    }
     if let Some(h) = &cfg.hostname {
         check_hostname(h)?;
     }
@@ -453,6 +458,18 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
                 ));
                 current = pid;
             }
+            Some(ToParent::Exec) => {
+                if tracing_on {
+                    trace::note(
+                        "exec",
+                        &format!(
+                            "execve({:?}, {:?}) as host pid {current}",
+                            prepared.exec.path, prepared.exec.argv
+                        ),
+                    );
+                }
+                parent_ch.send(&ToChild::Continue).map_err(chan_err)?;
+            }
             Some(ToParent::Reached { stage }) => {
                 host.header(stage);
                 host.hook(stage, |s, ctx| s.parent_before(ctx, current))?;
@@ -530,15 +547,6 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
     if let Err(e) = container.save(&cfg.state_dir) {
         trace::error("run", &e.to_string());
     }
-    if tracing_on {
-        trace::note(
-            "exec",
-            &format!(
-                "execve({:?}, {:?}) as host pid {workload}",
-                prepared.exec.path, prepared.exec.argv
-            ),
-        );
-    }
     let status = wait_forwarding(workload, &mask)?;
     reaper.pids.clear();
     let stragglers = kill_stragglers();
@@ -557,6 +565,9 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
         }
     }
     let mut description = status.describe();
+    // Stages that report after the exit get their header again: their lines belong to them,
+    // not to the last stage printed.
+    host.headed.clear();
     for sid in &enabled {
         match host.hook(*sid, |s, ctx| s.finish(ctx, status)) {
             Ok(Some(d)) => description = d,

@@ -6,13 +6,15 @@
 //! teaching runtime must never have.
 //!
 //! Order (see DESIGN.md): user, cgroup, uts, ipc, pid, net, cgroupns, mount, rootfs, volumes,
-//! proc, pivot. The user, cgroup, cgroupns and volumes stages are named here so plans and
-//! messages can talk about them; they arrive with their own issues.
+//! proc, pivot. The user and volumes stages are named here so plans and messages can talk
+//! about them; they arrive with their own issues.
 
 use crate::plan::RootSwitch;
 use crate::sys::Sys;
 use std::path::PathBuf;
 
+pub mod cgroup;
+pub mod cgroupns;
 pub mod ipc;
 pub mod mount;
 pub mod net;
@@ -135,6 +137,16 @@ impl ChildSpec {
             overlay: None,
             volumes: vec![],
             read_only: false,
+        }
+    }
+
+    /// A spec for unit tests with this hostname and no rootfs.
+    #[cfg(test)]
+    pub fn for_tests(hostname: &str) -> ChildSpec {
+        ChildSpec {
+            hostname: hostname.into(),
+            rootfs: None,
+            ..ChildSpec::for_test(RootSwitch::Pivot)
         }
     }
 }
@@ -310,11 +322,13 @@ pub trait Stage: Sync {
     }
 }
 
-static REGISTRY: [&dyn Stage; 9] = [
+static REGISTRY: [&dyn Stage; 11] = [
+    &cgroup::Cgroup,
     &uts::Uts,
     &ipc::Ipc,
     &pid::Pid,
     &net::Net,
+    &cgroupns::Cgroupns,
     &mount::Mount,
     &rootfs::Rootfs,
     &volumes::Volumes,

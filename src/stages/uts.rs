@@ -55,20 +55,12 @@ impl Stage for Uts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::RootSwitch;
     use crate::stages::ChildSpec;
     use crate::sys::Recorder;
 
     #[test]
     fn unshares_before_setting_the_hostname() {
-        let spec = ChildSpec {
-            hostname: "box".into(),
-            rootfs: None,
-            root_switch: RootSwitch::Pivot,
-            overlay: None,
-            volumes: vec![],
-            read_only: false,
-        };
+        let spec = ChildSpec::for_tests("box");
         let mut rec = Recorder::new();
         let mut ctx = ChildCtx::new(&mut rec, &spec);
         ctx.verify = false;

@@ -1,0 +1,289 @@
+//! # cgroup: how much the container may use
+//!
+//! Namespaces decide what a process *sees*; control groups decide how much it may *use*. A
+//! cgroup is a directory in a cgroup filesystem (/sys/fs/cgroup/...), a limit is a file in
+//! that directory (`memory.max`, `pids.max`, `cpu.max` on v2; `memory.limit_in_bytes`,
+//! `pids.max`, `cpu.cfs_quota_us` on v1), and a process joins by having its pid written into
+//! the directory's `cgroup.procs`. From then on the kernel charges every page it allocates,
+//! every fork and every CPU slice to that cgroup, and to the cgroup of each child it creates:
+//! membership is inherited across fork(2). Above the memory limit the kernel reclaims, then
+//! calls the OOM killer *inside the cgroup*; at pids.max fork(2) fails with EAGAIN; beyond its
+//! CPU quota the cgroup is throttled until the next period.
+//!
+//! On the host, before the container process exists, this stage makes `stagebox/<id>` in
+//! each hierarchy it uses ([`crate::cgroup`] finds v2, v1 or hybrid), writes the limits and
+//! reads each one back. The container process then stops just before this stage and waits
+//! while the runtime writes its pid into `cgroup.procs`; /proc/PID/cgroup shows it moved.
+//! After the workload exits, the cgroup's own counters say what the kernel enforced (peak
+//! memory, OOM kills, refused forks, CPU time and throttling), and the undo list kills what
+//! is left (cgroup.kill on v2, SIGKILL by pid on v1) and removes the directories.
+//!
+//! Default on, as in Docker (every container gets a cgroup, limits or not): without limits
+//! it still costs only a few mkdir/write/rmdir calls, and it buys the report at the end and
+//! a cleanup that cannot miss a process.
+//!
+//! Why here in the order: first after the user namespace, and before anything else, so that
+//! no process of the container ever runs outside its limits: the pid stage forks, and the
+//! workload forks, and all of them inherit the cgroup from this one process. It must also
+//! come before cgroupns, whose namespace is rooted at the cgroup the process is in when it
+//! unshares.
+
+use super::{ChildCtx, HostCtx, Stage, StageError, StageId, StageInfo};
+use crate::cgroup::{self, human_size, stage_err, CgroupRoot, Event, Layout, Log, Manager};
+use crate::error::{Error, Result};
+use crate::runtime::ExitKind;
+use std::rc::Rc;
+
+pub struct Cgroup;
+
+static INFO: StageInfo = StageInfo {
+    id: StageId::Cgroup,
+    summary: "create a cgroup, write the limits, move the container in before it goes on",
+    shows: "each mkdir and limit file with the value the kernel shows, /proc/PID/cgroup",
+    default_on: true,
+    lesson: "07-cgroups",
+    requires: &[],
+};
+
+/// Kept from prepare to finish.
+struct Data {
+    mgr: Rc<dyn Manager>,
+}
+
+/// The library's steps as trace lines.
+fn emit(ctx: &mut HostCtx<'_>, log: Log) {
+    for e in log.events {
+        match e {
+            Event::Call { call, result } => ctx.record(call, result),
+            Event::Fact {
+                fact,
+                before,
+                after,
+            } => ctx.facts.push(crate::observe::Change {
+                fact,
+                before,
+                after,
+            }),
+            Event::Note(n) => ctx.note(n),
+        }
+    }
+}
+
+/// The cgroup made in prepare; None when there is none (see prepare).
+fn data(ctx: &HostCtx<'_>) -> Option<Rc<dyn Manager>> {
+    ctx.data
+        .get(&StageId::Cgroup)
+        .and_then(|d| d.downcast_ref::<Data>())
+        .map(|d| d.mgr.clone())
+}
+
+fn read_proc_cgroup(pid: i32) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(|e| Error::io(format!("read /proc/{pid}/cgroup"), e))?;
+    Ok(cgroup::proc_cgroup_lines(&text))
+}
+
+/// "memory", "cpu,cpuacct", or "v2" for the unified line.
+fn hierarchy_name(ctls: &str) -> &str {
+    if ctls.is_empty() {
+        "v2"
+    } else {
+        ctls
+    }
+}
+
+fn secs(us: u64) -> String {
+    format!("{:.2}s", us as f64 / 1e6)
+}
+
+impl Stage for Cgroup {
+    fn info(&self) -> &'static StageInfo {
+        &INFO
+    }
+
+    fn prepare(&self, ctx: &mut HostCtx<'_>) -> Result<()> {
+        let limits = &ctx.cfg.limits;
+        let layout = Layout::detect()?;
+        let root = CgroupRoot::host();
+        let mgr: Rc<dyn Manager> = cgroup::manager(&root, &layout, ctx.id, limits)?.into();
+        // Everything that can be refused is refused here, before the first mkdir.
+        mgr.check(limits)?;
+        ctx.note(format!("cgroup layout: {}", layout.kind().name()));
+        let undo_mgr = mgr.clone();
+        ctx.undo.push(
+            format!("remove the cgroup stagebox/{}", ctx.id),
+            move || undo_mgr.destroy(),
+        );
+        let mut log = Log::default();
+        let r = mgr.create(limits, &mut log);
+        emit(ctx, log);
+        match r {
+            Ok(()) => {
+                ctx.data.insert(StageId::Cgroup, Box::new(Data { mgr }));
+                Ok(())
+            }
+            // Default on, but not at any price: with no limit asked for, a host where no
+            // cgroup can be made (a read-only cgroupfs in a container, no delegation) still
+            // runs the container, in the runtime's own cgroup, and the trace says why.
+            Err(e) if limits.is_empty() => {
+                let _ = mgr.destroy();
+                ctx.note(format!(
+                    "no cgroup of its own ({e}); no limits were asked for, so the container runs in the runtime's cgroup"
+                ));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn waits_for_parent(&self) -> bool {
+        true
+    }
+
+    fn parent_before(&self, ctx: &mut HostCtx<'_>, pid: nix::unistd::Pid) -> Result<()> {
+        let Some(mgr) = data(ctx) else {
+            return Ok(());
+        };
+        let pid = pid.as_raw();
+        let before = read_proc_cgroup(pid)?;
+        let mut log = Log::default();
+        let r = mgr.join(pid, &mut log);
+        emit(ctx, log);
+        r?;
+        let after = read_proc_cgroup(pid)?;
+        for (ctls, path) in &after {
+            let old = before
+                .iter()
+                .find(|(c, _)| c == ctls)
+                .map(|(_, p)| p.clone());
+            if old.as_deref() != Some(path.as_str()) {
+                ctx.facts.push(crate::observe::Change {
+                    fact: format!("cgroup {}", hierarchy_name(ctls)),
+                    before: old,
+                    after: Some(path.clone()),
+                });
+            }
+        }
+        // Read back: one line of /proc/PID/cgroup per directory, naming the new cgroup.
+        let want = format!("/{}/{}", cgroup::PARENT, ctx.id);
+        let moved = after.iter().filter(|(_, p)| *p == want).count();
+        if moved < mgr.dirs().len() {
+            return Err(stage_err(format!(
+                "the kernel does not show the expected effect: /proc/{pid}/cgroup names {want} in {moved} hierarchies, not {}",
+                mgr.dirs().len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn finish(&self, ctx: &mut HostCtx<'_>, exit: ExitKind) -> Result<Option<String>> {
+        let Some(mgr) = data(ctx) else {
+            return Ok(None);
+        };
+        let s = mgr.stats();
+        ctx.note("after the exit: what the kernel enforced, from the cgroup's own files");
+        let from = |f: &str| format!(" ({f})");
+        if let Some(peak) = s.memory_peak {
+            let of = s
+                .memory_limit
+                .map(|l| format!(" of {}", human_size(l)))
+                .unwrap_or_default();
+            let src = s
+                .sources
+                .iter()
+                .find(|x| x.contains("peak") || x.contains("max_usage"))
+                .cloned()
+                .unwrap_or_default();
+            ctx.facts.push(change(
+                "memory peak",
+                format!("{}{of}{}", human_size(peak), from(&src)),
+            ));
+        }
+        if let Some(n) = s.oom_kills {
+            let src = s
+                .sources
+                .iter()
+                .find(|x| {
+                    x.starts_with("memory.") && !x.contains("peak") && !x.contains("max_usage")
+                })
+                .cloned()
+                .unwrap_or_default();
+            ctx.facts.push(change(
+                "oom kills",
+                format!("{n}{}", from(&format!("{src} oom_kill"))),
+            ));
+        }
+        if let Some(n) = s.pids_max_hits {
+            let lim = s
+                .pids_limit
+                .map(|l| format!(" at pids.max {l}"))
+                .unwrap_or_default();
+            ctx.facts.push(change(
+                "forks refused",
+                format!("{n}{lim} (pids.events max)"),
+            ));
+        }
+        if let Some(u) = s.cpu_usage_us {
+            ctx.facts.push(change("cpu time", secs(u)));
+        }
+        if let (Some(t), Some(p)) = (s.cpu_throttled_periods, s.cpu_periods) {
+            // With a CPU quota the line is always there (a short run may see no period end);
+            // without one the kernel counts no periods at all.
+            if p > 0 || ctx.cfg.limits.cpus.is_some() {
+                let us = s
+                    .cpu_throttled_us
+                    .map(|u| format!(", {} in all", secs(u)))
+                    .unwrap_or_default();
+                ctx.facts.push(change(
+                    "cpu throttled",
+                    format!("in {t} of {p} periods{us} (cpu.stat)"),
+                ));
+            }
+        }
+        let limit = s.memory_limit.map(human_size);
+        if let Some(n) = s.oom_kills.filter(|n| *n > 0) {
+            let limit = limit
+                .map(|l| format!("memory limit {l}"))
+                .unwrap_or_else(|| "memory limit".into());
+            let peak = s
+                .memory_peak
+                .map(|p| format!("peak {}, ", human_size(p)))
+                .unwrap_or_default();
+            let what = if matches!(exit, ExitKind::Signaled(nix::sys::signal::Signal::SIGKILL)) {
+                format!(
+                    "killed by the OOM killer: {limit} reached ({peak}{n} OOM kill{} in the cgroup), exit status {}",
+                    if n == 1 { "" } else { "s" },
+                    exit.code()
+                )
+            } else {
+                format!(
+                    "{}; the OOM killer killed {n} process{} in the container ({limit} reached)",
+                    exit.describe(),
+                    if n == 1 { "" } else { "es" }
+                )
+            };
+            return Ok(Some(what));
+        }
+        if let (Some(n), Some(l)) = (s.pids_max_hits.filter(|n| *n > 0), s.pids_limit) {
+            return Ok(Some(format!(
+                "{}; the pid limit {l} refused {n} fork{} (pids.events)",
+                exit.describe(),
+                if n == 1 { "" } else { "s" }
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Nothing to do in the container process: the runtime moved it in while it waited.
+    fn apply(&self, _ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
+        Ok(())
+    }
+}
+
+fn change(fact: &str, after: String) -> crate::observe::Change {
+    crate::observe::Change {
+        fact: fact.to_string(),
+        before: None,
+        after: Some(after),
+    }
+}
