@@ -29,6 +29,8 @@ pub struct RunConfig {
     pub read_only: bool,
     /// `-v` arguments, parsed and checked.
     pub volumes: Vec<crate::volume::VolumeSpec>,
+    /// The image to run (its layers, command, env, workdir, user), `--entrypoint`, `--user`.
+    pub image: crate::image::run::RunImage,
 }
 
 /// The state root: STAGEBOX_STATE, else /var/lib/stagebox as root, else

@@ -9,6 +9,7 @@ pub mod diff;
 pub mod doctor;
 pub mod error;
 pub mod escape;
+pub mod image;
 pub mod netif;
 pub mod observe;
 pub mod plan;

@@ -90,6 +90,8 @@ enum Cmd {
         /// A volume: /host/path:/container/path[:ro], name:/container/path[:ro], or /container/path.
         #[arg(short = 'v', long = "volume", value_name = "VOLUME")]
         volume: Vec<String>,
+        #[command(flatten)]
+        image: ImageRunArgs,
         /// The command and its arguments.
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
@@ -113,7 +115,7 @@ enum Cmd {
         #[arg(value_name = "CONTAINER")]
         container: String,
     },
-    /// Show a container's record as JSON: its command, status, layers and volumes.
+    /// Show a container's record (or else an image) as JSON: its command, status, layers and volumes.
     Inspect {
         /// Print only this field (for example upper_dir, state, exit_code).
         #[arg(short, long, value_name = "FIELD")]
@@ -121,6 +123,8 @@ enum Cmd {
         #[arg(value_name = "CONTAINER")]
         container: String,
     },
+    #[command(flatten)]
+    Image(ImageCmd),
     /// Manage volumes.
     Volume {
         #[command(subcommand)]
@@ -158,6 +162,151 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `stagebox run IMAGE [CMD...]`, `--image`, `--entrypoint`, `--user`.
+#[derive(Args, Clone)]
+struct ImageRunArgs {
+    /// Run this image (NAME[:TAG] or ID); same as giving IMAGE before the command.
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+    /// Replace the image's Entrypoint ("" clears it).
+    #[arg(long, value_name = "CMD")]
+    entrypoint: Option<String>,
+    /// Run as this user: uid[:gid] or name[:group] (names from the image's /etc/passwd).
+    #[arg(short = 'u', long, value_name = "USER")]
+    user: Option<String>,
+    /// IMAGE [CMD [ARG...]]: an image, then the command that replaces its Cmd.
+    #[arg(value_name = "IMAGE [CMD]", allow_hyphen_values = true, num_args = 1..)]
+    positional: Vec<String>,
+}
+
+impl ImageRunArgs {
+    /// The image part of the run config, and the command (after the image, or after --).
+    fn split(self, after_dashes: Vec<String>) -> (stagebox::image::run::RunImage, Vec<String>) {
+        let mut pos = self.positional.into_iter();
+        let image = self.image.or_else(|| pos.next());
+        let mut command: Vec<String> = pos.collect();
+        // `run IMAGE -- CMD`: clap hands the -- over as a value.
+        if command.first().is_some_and(|a| a == "--") {
+            command.remove(0);
+        }
+        command.extend(after_dashes);
+        let run = stagebox::image::run::RunImage {
+            source: image.map(stagebox::image::run::ImageSource::Ref),
+            entrypoint: self.entrypoint,
+            user: self.user,
+        };
+        (run, command)
+    }
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// List images (default:latest, the default rootfs, is always there).
+    Images,
+    /// Remove images by NAME[:TAG] or ID (-f: even if a kept container uses one).
+    Rmi {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// A root filesystem tarball (plain or gzip: docker export, a distribution's minimal rootfs) as a one-layer image.
+    Import {
+        #[arg(value_name = "ROOTFS.tar[.gz]")]
+        file: PathBuf,
+        #[arg(value_name = "NAME[:TAG]")]
+        reference: String,
+    },
+    /// Load images from an OCI layout directory or a `docker save` tarball.
+    Load {
+        #[arg(value_name = "DIR|FILE.tar")]
+        path: PathBuf,
+        /// Name the loaded image NAME[:TAG].
+        #[arg(short, long, value_name = "NAME[:TAG]")]
+        tag: Option<String>,
+    },
+    /// Save an image into an OCI layout directory, named by its tag there (skopeo oci:DIR:TAG).
+    Save {
+        #[arg(value_name = "IMAGE")]
+        image: String,
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// The history of an image: one line per step, newest first.
+    History {
+        #[arg(value_name = "IMAGE")]
+        image: String,
+    },
+    /// Make a new image from a container's writable layer.
+    Commit {
+        /// A comment for the history entry.
+        #[arg(short, long)]
+        message: Option<String>,
+        /// A Containerfile instruction applied to the config (CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE).
+        #[arg(short, long = "change", value_name = "INSTRUCTION")]
+        change: Vec<String>,
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+        #[arg(value_name = "NAME[:TAG]")]
+        reference: String,
+    },
+    /// Build an image from a Containerfile, step by step.
+    Build {
+        /// The Containerfile (default CONTEXT/Containerfile, else CONTEXT/Dockerfile).
+        #[arg(short, long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Name the image NAME[:TAG].
+        #[arg(short, long, value_name = "NAME[:TAG]")]
+        tag: String,
+        /// Set an ARG (NAME=VALUE).
+        #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+        build_arg: Vec<String>,
+        /// Run every step, even those whose layer is cached.
+        #[arg(long)]
+        no_cache: bool,
+        #[arg(value_name = "CONTEXT")]
+        context: PathBuf,
+    },
+}
+
+fn image_cmd(state: &std::path::Path, cmd: ImageCmd) -> stagebox::Result<i32> {
+    use stagebox::image;
+    match cmd {
+        ImageCmd::Images => print!("{}", image::images_table(state)?),
+        ImageCmd::Rmi { force, images } => {
+            for i in images {
+                for n in image::remove(state, &i, force)? {
+                    println!("Untagged: {n}");
+                }
+            }
+        }
+        ImageCmd::Import { file, reference } => println!("{}", image::transfer::import(state, &file, &reference)?.config_digest),
+        ImageCmd::Load { path, tag } => {
+            for n in image::transfer::load(state, &path, tag.as_deref())? {
+                println!("Loaded image: {n}");
+            }
+        }
+        ImageCmd::Save { image, dir } => {
+            let tag = image::transfer::save(state, &image, &dir)?;
+            println!("{}:{tag}", dir.display());
+        }
+        ImageCmd::History { image } => print!("{}", image::history_table(state, &image)?),
+        ImageCmd::Commit { message, change, container, reference } => {
+            let opts = image::commit::CommitOptions { message, changes: change };
+            println!("{}", image::commit::commit(state, &container, &reference, &opts)?.config_digest);
+        }
+        ImageCmd::Build { file, tag, build_arg, no_cache, context } => {
+            let file = file.unwrap_or_else(|| {
+                let c = context.join("Containerfile");
+                if c.exists() { c } else { context.join("Dockerfile") }
+            });
+            let opts = image::build::BuildOptions { file, tag, context, build_args: build_arg, no_cache };
+            println!("{}", image::build::build(state, &opts)?);
+        }
+    }
+    Ok(0)
 }
 
 #[derive(Subcommand)]
@@ -208,8 +357,10 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             rm,
             read_only,
             volume,
+            image,
             command,
         } => {
+            let (image, command) = image.split(command);
             let trace: TraceMode = trace.parse()?;
             let volumes = volume
                 .iter()
@@ -238,6 +389,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
                 remove: rm,
                 read_only,
                 volumes,
+                image,
             };
             stagebox::runtime::run(&cfg)
         }
@@ -262,8 +414,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             Ok(0)
         }
         Cmd::Inspect { format, container } => {
-            let c = stagebox::container::find(&state, &container)?;
-            let v = stagebox::container::inspect_json(&state, &c);
+            let v = stagebox::image::inspect_any(&state, &container)?;
             match format {
                 None => println!("{}", json(&v)?),
                 Some(f) => match v.get(&f) {
@@ -336,6 +487,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             stagebox::probe::run_with(json, escape.then_some(marker.as_deref()))
         }
         Cmd::Doctor { json } => stagebox::doctor::run(json),
+        Cmd::Image(cmd) => image_cmd(&state, cmd),
     }
 }
 
