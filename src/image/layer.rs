@@ -111,6 +111,10 @@ fn bad(entry: &str, why: impl std::fmt::Display) -> Error {
 /// itself (`./`). Absolute paths and `..` are refused.
 pub fn clean_entry_path(raw: &Path) -> Result<Option<PathBuf>> {
     let shown = raw.display().to_string();
+    // The layer's root itself ("/", "./"): umoci writes it as "/".
+    if raw.as_os_str().as_bytes().iter().all(|b| *b == b'/' || *b == b'.') && !shown.contains("..") {
+        return Ok(None);
+    }
     if raw.as_os_str().as_bytes().first() == Some(&b'/') {
         return Err(bad(&shown, "an absolute path would be written outside the layer"));
     }
@@ -519,6 +523,7 @@ mod tests {
     fn entry_paths_are_checked() {
         assert_eq!(clean_entry_path(Path::new("./etc/passwd")).unwrap(), Some(PathBuf::from("etc/passwd")));
         assert_eq!(clean_entry_path(Path::new("./")).unwrap(), None);
+        assert_eq!(clean_entry_path(Path::new("/")).unwrap(), None);
         assert!(clean_entry_path(Path::new("/etc/passwd")).is_err());
         assert!(clean_entry_path(Path::new("a/../../x")).is_err());
     }
