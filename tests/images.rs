@@ -421,3 +421,22 @@ fn crafted_layer_tarballs_are_refused_and_write_nothing_outside() {
     std::fs::File::open("/etc/passwd").unwrap().read_to_string(&mut s).unwrap();
     assert!(s.contains("root"));
 }
+
+#[test]
+fn an_image_with_many_layers_still_mounts() {
+    if !root_or_skip("many layers") {
+        return;
+    }
+    // 45 layers of absolute paths are longer than the page of mount data the kernel takes;
+    // the rootfs stage then names them relative to STATE/layers.
+    let ctx = tempfile::tempdir().unwrap();
+    let mut file = String::from("FROM default\n");
+    for i in 0..45 {
+        std::fs::write(ctx.path().join(format!("f{i}")), format!("{i}\n")).unwrap();
+        file.push_str(&format!("COPY f{i} /layers/f{i}\n"));
+    }
+    build(ctx.path(), &file, "many-layers:1");
+    assert_eq!(inspect("many-layers:1")["RootFS"]["Layers"].as_array().unwrap().len(), 46);
+    assert_eq!(run_img(&["many-layers:1", "sh", "-c", "cat /layers/f0 /layers/f44; ls /layers | wc -l"]), "0\n44\n45\n");
+    ok(&["rmi", "many-layers:1"]);
+}

@@ -806,7 +806,7 @@ mod tests {
         assert_eq!(l.len(), 7);
         assert_eq!(l[0].step, Step::From("default".into()));
         assert_eq!(l[4].line, 6);
-        assert_eq!(l[4].step, Step::Run(vec!["/bin/sh".into(), "-c".into(), "echo a   && echo b".into()]));
+        assert_eq!(l[4].step, Step::Run(vec!["/bin/sh".into(), "-c".into(), "echo a  && echo b".into()]));
         assert_eq!(l[5].step, Step::Cmd(vec!["/app/server".into()]));
         assert_eq!(l[6].step, Step::Entrypoint(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()]));
     }
