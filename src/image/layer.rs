@@ -491,32 +491,17 @@ fn pack_dir<W: Write>(
 mod tests {
     use super::*;
 
-    /// Writes raw entries, bypassing the tar crate's own path checks, as an attacker would.
-    pub(crate) fn evil_tar(entries: &[(&str, tar::EntryType, Option<&str>, &[u8])]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (path, kind, link, data) in entries {
+    /// A small layer tarball: (name, contents), names ending in '/' are directories.
+    fn layer_tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
             let mut h = tar::Header::new_gnu();
-            {
-                let gnu = h.as_gnu_mut().unwrap();
-                gnu.name[..path.len()].copy_from_slice(path.as_bytes());
-                if let Some(l) = link {
-                    gnu.linkname[..l.len()].copy_from_slice(l.as_bytes());
-                }
-            }
-            h.set_entry_type(*kind);
-            h.set_mode(0o644);
+            h.set_entry_type(if name.ends_with('/') { tar::EntryType::Directory } else { tar::EntryType::Regular });
+            h.set_mode(0o755);
             h.set_size(data.len() as u64);
-            if *kind == tar::EntryType::Char {
-                h.set_device_major(1).unwrap();
-                h.set_device_minor(3).unwrap();
-            }
-            h.set_cksum();
-            out.extend_from_slice(h.as_bytes());
-            out.extend_from_slice(data);
-            out.resize(out.len().div_ceil(512) * 512, 0);
+            b.append_data(&mut h, name, *data).unwrap();
         }
-        out.extend_from_slice(&[0u8; 1024]);
-        out
+        b.into_inner().unwrap()
     }
 
     #[test]
@@ -534,12 +519,7 @@ mod tests {
             return; // mknod of a whiteout and trusted.* xattrs need root
         }
         let d = tempfile::tempdir().unwrap();
-        let tar = evil_tar(&[
-            ("etc/", tar::EntryType::Directory, None, b""),
-            ("etc/.wh.passwd", tar::EntryType::Regular, None, b""),
-            ("home/.wh..wh..opq", tar::EntryType::Regular, None, b""),
-            ("home/new", tar::EntryType::Regular, None, b"hi"),
-        ]);
+        let tar = layer_tar(&[("etc/", b""), ("etc/.wh.passwd", b""), ("home/.wh..wh..opq", b""), ("home/new", b"hi")]);
         let dest = d.path().join("l");
         std::fs::create_dir(&dest).unwrap();
         let st = unpack(&tar[..], &dest, "test").unwrap();
