@@ -131,6 +131,8 @@ pub enum Cmd {
         volume: Vec<String>,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        image: ImageRunArgs,
         /// The command and its arguments.
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
@@ -154,7 +156,7 @@ pub enum Cmd {
         #[arg(value_name = "CONTAINER")]
         container: String,
     },
-    /// Show a container's record as JSON: its command, status, layers and volumes.
+    /// Show a container's record (or else an image) as JSON: its command, status, layers and volumes.
     Inspect {
         /// Print only this field (for example upper_dir, state, exit_code).
         #[arg(short, long, value_name = "FIELD")]
@@ -162,6 +164,8 @@ pub enum Cmd {
         #[arg(value_name = "CONTAINER")]
         container: String,
     },
+    #[command(flatten)]
+    Image(ImageCmd),
     /// Manage volumes.
     Volume {
         #[command(subcommand)]
@@ -249,6 +253,113 @@ pub enum Cmd {
         /// Read the lessons from this directory instead of the ones built into stagebox.
         #[arg(long, env = "STAGEBOX_LESSONS", value_name = "DIR")]
         lessons: Option<PathBuf>,
+    },
+}
+
+/// `stagebox run IMAGE [CMD...]`, `--image`, `--entrypoint`, `--user`.
+#[derive(Args, Clone)]
+pub struct ImageRunArgs {
+    /// Run this image (NAME[:TAG] or ID); same as giving IMAGE before the command.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Replace the image's Entrypoint ("" clears it).
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// Run as this user: uid[:gid] or name[:group] (names from the image's /etc/passwd).
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+    /// IMAGE [CMD [ARG...]]: an image, then the command that replaces its Cmd.
+    #[arg(value_name = "IMAGE [CMD]", allow_hyphen_values = true, num_args = 1..)]
+    pub positional: Vec<String>,
+}
+
+impl ImageRunArgs {
+    /// The image part of the run config, and the command (after the image, or after --).
+    pub fn split(self, after_dashes: Vec<String>) -> (crate::image::run::RunImage, Vec<String>) {
+        let mut pos = self.positional.into_iter();
+        let image = self.image.or_else(|| pos.next());
+        let mut command: Vec<String> = pos.collect();
+        // `run IMAGE -- CMD`: clap hands the -- over as a value.
+        if command.first().is_some_and(|a| a == "--") {
+            command.remove(0);
+        }
+        command.extend(after_dashes);
+        let run = crate::image::run::RunImage {
+            source: image.map(crate::image::run::ImageSource::Ref),
+            entrypoint: self.entrypoint,
+            user: self.user,
+        };
+        (run, command)
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    /// List images (default:latest, the default rootfs, is always there).
+    Images,
+    /// Remove images by NAME[:TAG] or ID (-f: even if a kept container uses one).
+    Rmi {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// A root filesystem tarball (plain or gzip: docker export, a distribution's minimal rootfs) as a one-layer image.
+    Import {
+        #[arg(value_name = "ROOTFS.tar[.gz]")]
+        file: PathBuf,
+        #[arg(value_name = "NAME[:TAG]")]
+        reference: String,
+    },
+    /// Load images from an OCI layout directory or a `docker save` tarball.
+    Load {
+        #[arg(value_name = "DIR|FILE.tar")]
+        path: PathBuf,
+        /// Name the loaded image NAME[:TAG].
+        #[arg(short, long, value_name = "NAME[:TAG]")]
+        tag: Option<String>,
+    },
+    /// Save an image into an OCI layout directory, named by its tag there (skopeo oci:DIR:TAG).
+    Save {
+        #[arg(value_name = "IMAGE")]
+        image: String,
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// The history of an image: one line per step, newest first.
+    History {
+        #[arg(value_name = "IMAGE")]
+        image: String,
+    },
+    /// Make a new image from a container's writable layer.
+    Commit {
+        /// A comment for the history entry.
+        #[arg(short, long)]
+        message: Option<String>,
+        /// A Containerfile instruction applied to the config (CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE).
+        #[arg(short, long = "change", value_name = "INSTRUCTION")]
+        change: Vec<String>,
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+        #[arg(value_name = "NAME[:TAG]")]
+        reference: String,
+    },
+    /// Build an image from a Containerfile, step by step.
+    Build {
+        /// The Containerfile (default CONTEXT/Containerfile, else CONTEXT/Dockerfile).
+        #[arg(short, long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Name the image NAME[:TAG].
+        #[arg(short, long, value_name = "NAME[:TAG]")]
+        tag: String,
+        /// Set an ARG (NAME=VALUE).
+        #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+        build_arg: Vec<String>,
+        /// Run every step, even those whose layer is cached.
+        #[arg(long)]
+        no_cache: bool,
+        #[arg(value_name = "CONTEXT")]
+        context: PathBuf,
     },
 }
 

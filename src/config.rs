@@ -32,6 +32,8 @@ pub struct RunConfig {
     /// Resource limits for the cgroup stage (`-m`, `--cpus`, `--pids-limit` ...), parsed and
     /// checked already.
     pub limits: crate::cgroup::Limits,
+    /// The image to run (its layers, command, env, workdir, user), `--entrypoint`, `--user`.
+    pub image: crate::image::run::RunImage,
 }
 
 /// The state root: STAGEBOX_STATE, else /var/lib/stagebox as root, else

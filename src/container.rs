@@ -42,6 +42,9 @@ pub struct Container {
     pub lower: Vec<PathBuf>,
     #[serde(default)]
     pub remove_on_exit: bool,
+    /// The image's ID (config digest) when the container runs an image.
+    #[serde(default)]
+    pub image_id: Option<String>,
 }
 
 pub fn now() -> u64 {
@@ -250,6 +253,7 @@ mod tests {
             volumes: vec![],
             lower: vec![],
             remove_on_exit: false,
+            image_id: None,
         }
     }
 

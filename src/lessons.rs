@@ -579,6 +579,8 @@ pub struct Known {
     pub flags: BTreeMap<String, BTreeSet<String>>,
     /// Trace fact names.
     pub facts: BTreeSet<String>,
+    /// Per subcommand, the options that take a value (`--name NAME`), without dashes.
+    pub valued: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Known {
@@ -601,8 +603,21 @@ impl Known {
             s.insert("h".into());
             s
         };
+        let valued_names = |c: &clap::Command| -> BTreeSet<String> {
+            c.get_arguments()
+                .filter(|a| !a.is_positional() && a.get_action().takes_values())
+                .flat_map(|a| {
+                    a.get_long()
+                        .map(str::to_string)
+                        .into_iter()
+                        .chain(a.get_short().map(|c| c.to_string()))
+                })
+                .collect()
+        };
+        let mut valued = BTreeMap::new();
         flags.insert(String::new(), names(&cmd));
         for sub in cmd.get_subcommands() {
+            valued.insert(sub.get_name().to_string(), valued_names(sub));
             flags.insert(sub.get_name().to_string(), names(sub));
             // Nested subcommands (`volume rm`) under "volume rm".
             for nested in sub.get_subcommands() {
@@ -614,6 +629,7 @@ impl Known {
             all_stages: crate::stages::StageId::ORDER.iter().map(|s| s.name().to_string()).collect(),
             flags,
             facts: crate::observe::fact_names().into_iter().collect(),
+            valued,
         }
     }
 }
@@ -689,7 +705,9 @@ fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>,
         return;
     };
     let mut flags = sub_flags.clone();
+    let valued = known.valued.get(sub.as_str()).cloned().unwrap_or_default();
     let mut toggles_next = false;
+    let mut value_next = false;
     let mut after_dashdash = false;
     let mut probe = false;
     for w in &words[i + 1..] {
@@ -697,6 +715,14 @@ fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>,
             toggles_next = false;
             check_toggle_value(w, known, problems, at);
             continue;
+        }
+        if value_next {
+            value_next = false;
+            continue;
+        }
+        // `run [OPTIONS] IMAGE [CMD...]`: after the image, the words are the command's.
+        if sub == "run" && !after_dashdash && !w.starts_with('-') {
+            break;
         }
         if w == "--" {
             if !(sub == "run" && probe) {
@@ -728,6 +754,10 @@ fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>,
                 Some(v) => check_toggle_value(&v, known, problems, at),
                 None => toggles_next = true,
             }
+        } else if value.is_none() && !after_dashdash && valued.contains(&name) && w.starts_with("--") {
+            value_next = true;
+        } else if value.is_none() && !after_dashdash && valued.contains(&name) && flag.len() == 1 {
+            value_next = true;
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod diff;
 pub mod doctor;
 pub mod error;
 pub mod escape;
+pub mod image;
 pub mod lessons;
 pub mod netif;
 pub mod observe;

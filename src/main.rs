@@ -2,12 +2,50 @@
 //! sentence on stderr and exit status 125. The clap definition is in `stagebox::cli`.
 
 use clap::Parser;
-use stagebox::cli::{parse_source, Cli, Cmd, VolumeCmd};
+use stagebox::cli::{parse_source, Cli, Cmd, ImageCmd, VolumeCmd};
 use stagebox::config::{default_state_dir, RunConfig};
 use stagebox::trace::TraceMode;
 
 fn json<T: serde::Serialize>(v: &T) -> stagebox::Result<String> {
     serde_json::to_string_pretty(v).map_err(|e| stagebox::Error::usage(e.to_string()))
+}
+
+fn image_cmd(state: &std::path::Path, cmd: ImageCmd) -> stagebox::Result<i32> {
+    use stagebox::image;
+    match cmd {
+        ImageCmd::Images => print!("{}", image::images_table(state)?),
+        ImageCmd::Rmi { force, images } => {
+            for i in images {
+                for n in image::remove(state, &i, force)? {
+                    println!("Untagged: {n}");
+                }
+            }
+        }
+        ImageCmd::Import { file, reference } => println!("{}", image::transfer::import(state, &file, &reference)?.config_digest),
+        ImageCmd::Load { path, tag } => {
+            for n in image::transfer::load(state, &path, tag.as_deref())? {
+                println!("Loaded image: {n}");
+            }
+        }
+        ImageCmd::Save { image, dir } => {
+            let tag = image::transfer::save(state, &image, &dir)?;
+            println!("{}:{tag}", dir.display());
+        }
+        ImageCmd::History { image } => print!("{}", image::history_table(state, &image)?),
+        ImageCmd::Commit { message, change, container, reference } => {
+            let opts = image::commit::CommitOptions { message, changes: change };
+            println!("{}", image::commit::commit(state, &container, &reference, &opts)?.config_digest);
+        }
+        ImageCmd::Build { file, tag, build_arg, no_cache, context } => {
+            let file = file.unwrap_or_else(|| {
+                let c = context.join("Containerfile");
+                if c.exists() { c } else { context.join("Dockerfile") }
+            });
+            let opts = image::build::BuildOptions { file, tag, context, build_args: build_arg, no_cache };
+            println!("{}", image::build::build(state, &opts)?);
+        }
+    }
+    Ok(0)
 }
 
 fn real_main(cli: Cli) -> stagebox::Result<i32> {
@@ -27,8 +65,10 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             read_only,
             volume,
             limits,
+            image,
             command,
         } => {
+            let (image, command) = image.split(command);
             let trace: TraceMode = trace.parse()?;
             let limits = limits.parse()?;
             let volumes = volume
@@ -59,6 +99,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
                 read_only,
                 volumes,
                 limits,
+                image,
             };
             stagebox::runtime::run(&cfg)
         }
@@ -83,8 +124,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             Ok(0)
         }
         Cmd::Inspect { format, container } => {
-            let c = stagebox::container::find(&state, &container)?;
-            let v = stagebox::container::inspect_json(&state, &c);
+            let v = stagebox::image::inspect_any(&state, &container)?;
             match format {
                 None => println!("{}", json(&v)?),
                 Some(f) => match v.get(&f) {
@@ -179,6 +219,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             Ok(0)
         }
         Cmd::Doctor { json } => stagebox::doctor::run(json),
+        Cmd::Image(cmd) => image_cmd(&state, cmd),
         Cmd::Lesson {
             number,
             list,

@@ -80,6 +80,41 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// Digests (64 hex digits: layer directories, sha256:...), then "N seconds ago" ages.
+fn redact_digests_and_ages(l: &str) -> String {
+    let chars: Vec<char> = l.chars().collect();
+    let is_hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let boundary = i == 0 || !chars[i - 1].is_ascii_alphanumeric();
+        if boundary && i + 64 <= chars.len() && chars[i..i + 64].iter().all(|c| is_hex(*c)) {
+            out.push_str("[DIGEST]");
+            i += 64;
+            continue;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    let mut words: Vec<String> = out.split(' ').map(str::to_string).collect();
+    for k in 0..words.len().saturating_sub(2) {
+        if words[k].chars().all(|c| c.is_ascii_digit())
+            && !words[k].is_empty()
+            && ["second", "seconds", "minute", "minutes", "hour", "hours", "day", "days"].contains(&words[k + 1].as_str())
+            && words[k + 2] == "ago"
+        {
+            words[k] = "[AGO]".into();
+            words[k + 1] = String::new();
+            words[k + 2] = String::new();
+        }
+    }
+    let mut joined = words.join(" ");
+    while joined.contains("[AGO]  ") {
+        joined = joined.replace("[AGO]  ", "[AGO] ");
+    }
+    joined
+}
+
 /// Container ids: runs of exactly 12 lowercase hex digits standing alone (in paths, in the
 /// output of `stagebox rm`, in anonymous volume names).
 fn redact_ids(l: &str) -> String {
@@ -104,7 +139,7 @@ fn redact_ids(l: &str) -> String {
 }
 
 fn redact_words(l: &str) -> String {
-    let mut s = redact_ids(l);
+    let mut s = redact_ids(&redact_digests_and_ages(l));
     for (prefix, n, with) in [("stagebox-lesson.", 6, "[TMP]"), ("stagebox-check.", 6, "[TMP]"), ("stagebox-", 6, "[ID]")] {
         let mut res = String::new();
         let mut rest = s.as_str();
@@ -199,6 +234,7 @@ const MODEL_ANSWERS: &[(&str, &str)] = &[
     ("06", "--without ipc"),
     ("08", "--name exercise-08"),
     ("09", "-v exercise-09:/v"),
+    ("10", "FROM default\nCMD [\"echo\", \"hello from 10\"]\n"),
     ("12", "--without ipc"),
 ];
 

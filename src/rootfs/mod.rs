@@ -11,6 +11,51 @@ use std::path::{Component, Path, PathBuf};
 /// Returns the host path. A missing final component is allowed (the result is where it would
 /// be); a missing directory in the middle is an error.
 pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
+    resolve_in_layers(std::slice::from_ref(&root.to_path_buf()), path)
+}
+
+/// Like `resolve_in_root`, on the merged view of overlay layers (topmost first), as overlayfs
+/// will show them: the topmost layer that has an entry wins; a whiteout (character device
+/// 0/0) or an opaque directory hides what the layers below have. Returns the host path in the
+/// layer that has the file (or, when it is missing, where it would be in the top layer).
+pub fn resolve_in_layers(layers: &[PathBuf], path: &Path) -> Result<PathBuf> {
+    let inside = resolve_inside(layers, path)?;
+    Ok(host_path(layers, &inside).unwrap_or_else(|| {
+        let mut p = layers.first().cloned().unwrap_or_default();
+        p.extend(inside.iter());
+        p
+    }))
+}
+
+/// The host path of the merged view's entry at `rel` (components under /), if it exists.
+pub fn host_path(layers: &[PathBuf], rel: &[std::ffi::OsString]) -> Option<PathBuf> {
+    for layer in layers {
+        let mut p = layer.clone();
+        p.extend(rel.iter());
+        if let Ok(md) = std::fs::symlink_metadata(&p) {
+            if crate::diff::is_whiteout(&md) && layers.len() > 1 {
+                return None;
+            }
+            return Some(p);
+        }
+        // Does this layer hide the layers below at `rel`? A whiteout or a non-directory on
+        // the way, or an opaque directory, does.
+        let mut q = layer.clone();
+        for c in rel.iter().take(rel.len().saturating_sub(1)) {
+            q.push(c);
+            match std::fs::symlink_metadata(&q) {
+                Ok(md) if !md.is_dir() => return None,
+                Ok(_) if crate::diff::is_opaque(&q) => return None,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    None
+}
+
+/// `path` resolved inside the merged layers, as components under the container's `/`.
+pub fn resolve_inside(layers: &[PathBuf], path: &Path) -> Result<Vec<std::ffi::OsString>> {
     let mut todo: Vec<std::ffi::OsString> = path
         .components()
         .rev()
@@ -27,11 +72,21 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
             cur.pop();
             continue;
         }
-        let mut candidate = root.to_path_buf();
-        candidate.extend(cur.iter());
-        candidate.push(&part);
+        cur.push(part);
+        let Some(candidate) = host_path(layers, &cur) else {
+            if todo.is_empty() {
+                break;
+            }
+            let mut shown = PathBuf::from("/");
+            shown.extend(cur.iter());
+            return Err(Error::Path {
+                path: path.to_path_buf(),
+                message: format!("{} does not exist in the root filesystem", shown.display()),
+            });
+        };
         match std::fs::symlink_metadata(&candidate) {
             Ok(md) if md.file_type().is_symlink() => {
+                cur.pop();
                 links += 1;
                 if links > 40 {
                     return Err(Error::Path {
@@ -52,14 +107,11 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
                     }
                 }
             }
-            Ok(_) => cur.push(part),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && todo.is_empty() => cur.push(part),
+            Ok(_) => {}
             Err(e) => return Err(Error::io(format!("{}", candidate.display()), e)),
         }
     }
-    let mut out = root.to_path_buf();
-    out.extend(cur.iter());
-    Ok(out)
+    Ok(cur)
 }
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -73,7 +125,8 @@ fn is_executable_file(p: &Path) -> bool {
 
 /// Finds `cmd` as the container will: a path is taken as it is, a bare name is looked up in
 /// PATH. Returns the path inside the container. Nothing is changed on the host.
-pub fn resolve_command(root: &Path, cmd: &str, path_var: &str) -> Result<String> {
+pub fn resolve_command(layers: &[PathBuf], cmd: &str, path_var: &str) -> Result<String> {
+    let root = layers.first().map(PathBuf::as_path).unwrap_or(Path::new("/"));
     if cmd.is_empty() {
         return Err(Error::usage("the command to run is empty; give one after --"));
     }
@@ -83,7 +136,7 @@ pub fn resolve_command(root: &Path, cmd: &str, path_var: &str) -> Result<String>
         } else {
             format!("/{cmd}")
         };
-        let host = resolve_in_root(root, Path::new(&inside))?;
+        let host = resolve_in_layers(layers, Path::new(&inside))?;
         if is_executable_file(&host) {
             return Ok(cmd.to_string());
         }
@@ -94,7 +147,7 @@ pub fn resolve_command(root: &Path, cmd: &str, path_var: &str) -> Result<String>
     }
     for dir in path_var.split(':').filter(|d| d.starts_with('/')) {
         let inside = format!("{}/{cmd}", dir.trim_end_matches('/'));
-        if let Ok(host) = resolve_in_root(root, Path::new(&inside)) {
+        if let Ok(host) = resolve_in_layers(layers, Path::new(&inside)) {
             if is_executable_file(&host) {
                 return Ok(inside);
             }
@@ -139,6 +192,7 @@ mod tests {
         std::fs::write(root.join("bin/busybox"), b"x").unwrap();
         std::fs::set_permissions(root.join("bin/busybox"), std::fs::Permissions::from_mode(0o755)).unwrap();
         symlink("/bin/busybox", root.join("bin/sh")).unwrap();
+        let root = &[root.to_path_buf()];
         assert_eq!(resolve_command(root, "sh", DEFAULT_PATH).unwrap(), "/bin/sh");
         let e = resolve_command(root, "nope", DEFAULT_PATH).unwrap_err();
         assert!(e.to_string().contains("\"nope\" was not found"), "{e}");

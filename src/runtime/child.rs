@@ -25,6 +25,10 @@ pub struct ExecSpec {
     pub workdir: Option<String>,
     /// An fd on stagebox's own executable: exec it with fexecve, nothing copied into the rootfs.
     pub exe_fd: Option<RawFd>,
+    /// Switch to this user (image `User` or `--user`) just before exec.
+    pub user: Option<crate::image::user::Ids>,
+    /// Make the working directory if it is missing (an image's WorkingDir, as Docker does).
+    pub make_workdir: bool,
 }
 
 struct Failure {
@@ -190,12 +194,25 @@ fn cstrings(v: &[String]) -> Result<Vec<CString>, Failure> {
 }
 
 fn do_exec(exec: &ExecSpec, old_mask: &SigSet) -> Result<std::convert::Infallible, Failure> {
+    if let Some(dir) = exec.workdir.as_ref().filter(|_| exec.make_workdir) {
+        if !std::path::Path::new(dir).is_dir() {
+            std::fs::create_dir_all(dir).map_err(|e| fail("exec", format!("mkdir -p {dir}: {e}")))?;
+        }
+    }
     if let Some(dir) = &exec.workdir {
         nix::unistd::chdir(dir.as_str())
             .map_err(|e| fail("exec", StageError::sys(&format!("chdir({dir:?})"), e)))?;
     }
     let argv = cstrings(&exec.argv)?;
     let env = cstrings(&exec.env)?;
+    if let Some(u) = &exec.user {
+        let groups: Vec<nix::unistd::Gid> = u.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+        nix::unistd::setgroups(&groups).map_err(|e| fail("exec", StageError::sys("setgroups()", e)))?;
+        nix::unistd::setgid(nix::unistd::Gid::from_raw(u.gid))
+            .map_err(|e| fail("exec", StageError::sys(&format!("setgid({})", u.gid), e)))?;
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(u.uid))
+            .map_err(|e| fail("exec", StageError::sys(&format!("setuid({})", u.uid), e)))?;
+    }
     // The Rust runtime ignores SIGPIPE; an ignored signal stays ignored across exec, so put
     // it back, and give the workload the signal mask the runtime had before it blocked the
     // signals it forwards.

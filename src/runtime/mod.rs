@@ -58,6 +58,8 @@ struct Prepared {
     spec: ChildSpec,
     exec: ExecSpec,
     _exe: Option<OwnedFd>,
+    /// The image run, if any (its layers are the overlay's lower dirs).
+    image: Option<crate::image::run::Resolved>,
 }
 
 fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
@@ -93,8 +95,15 @@ fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
             "--read-only remounts the container's root, which needs the pivot stage; switch it on or drop --read-only",
         ));
     }
+    let image = crate::image::run::resolve(&cfg.state_dir, &cfg.image, &cfg.command)?;
+    if image.is_some() && (cfg.rootfs.is_some() || !plan.is_on(StageId::Rootfs)) {
+        return Err(Error::usage(
+            "an image was given together with --rootfs or without the rootfs stage; an image is the rootfs, so drop one of them",
+        ));
+    }
     let rootfs = if plan.is_on(StageId::Rootfs) {
         Some(match &cfg.rootfs {
+            _ if image.is_some() => image.iter().flat_map(|i| i.lower.first()).cloned().next().unwrap_or_default(),
             Some(dir) => {
                 let canon = std::fs::canonicalize(dir).map_err(|_| {
                     Error::usage(format!(
@@ -125,9 +134,14 @@ fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         }
         None
     };
-    let lookup_root = match (&rootfs, plan.switches_root()) {
-        (Some(r), true) => r.clone(),
-        _ => PathBuf::from("/"),
+    let lookup: Vec<PathBuf> = match (&image, &rootfs, plan.switches_root()) {
+        (Some(i), _, _) => i.lower.clone(),
+        (None, Some(r), true) => vec![r.clone()],
+        _ => vec![PathBuf::from("/")],
+    };
+    let user = match image.as_ref().and_then(|i| i.user.clone()).or_else(|| cfg.image.user.clone()) {
+        Some(u) => Some(crate::image::user::resolve(&lookup, &u)?),
+        None => None,
     };
     let mut env = vec![format!("PATH={DEFAULT_PATH}")];
     let hostname = cfg
@@ -140,7 +154,11 @@ fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
     if let Ok(term) = std::env::var("TERM") {
         env.push(format!("TERM={term}"));
     }
-    for kv in &cfg.env {
+    if let Some(home) = user.as_ref().and_then(|u| u.home.clone()) {
+        env.retain(|e| !e.starts_with("HOME="));
+        env.push(format!("HOME={home}"));
+    }
+    for kv in image.iter().flat_map(|i| i.env.iter()).chain(&cfg.env) {
         if !kv.contains('=') || kv.starts_with('=') {
             return Err(Error::usage(format!(
                 "--env {kv:?} is not KEY=VALUE; write it as NAME=value"
@@ -155,12 +173,18 @@ fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH)
         .to_string();
-    if let Some(w) = &cfg.workdir {
+    let workdir = cfg.workdir.clone().or_else(|| image.as_ref().and_then(|i| i.workdir.clone()));
+    if let Some(w) = &workdir {
         if !w.starts_with('/') {
             return Err(Error::usage(format!("--workdir {w:?} must be an absolute path inside the container")));
         }
-        let host = rootfs::resolve_in_root(&lookup_root, std::path::Path::new(w))?;
-        if !host.is_dir() {
+        let host = rootfs::resolve_in_layers(&lookup, std::path::Path::new(w));
+        // With an image, a missing working directory is made, as Docker does.
+        let ok = match &host {
+            Ok(h) => h.is_dir() || (image.is_some() && !h.exists()),
+            Err(_) => image.is_some(),
+        };
+        if !ok {
             return Err(Error::usage(format!(
                 "--workdir {w} is not a directory in the container's root filesystem"
             )));
@@ -178,26 +202,31 @@ fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                     path: "/proc/self/exe".into(),
                     argv,
                     env,
-                    workdir: cfg.workdir.clone(),
+                    workdir: workdir.clone(),
                     exe_fd: Some(exe.as_raw_fd()),
+                    user: user.clone(),
+                    make_workdir: image.is_some(),
                 },
                 Some(exe),
             )
         }
         None => {
-            let Some(cmd) = cfg.command.first() else {
+            let argv = image.as_ref().map(|i| i.argv.clone()).unwrap_or_else(|| cfg.command.clone());
+            let Some(cmd) = argv.first() else {
                 return Err(Error::usage(
                     "no command given; write it after --, for example: stagebox run -- /bin/sh",
                 ));
             };
-            let path = rootfs::resolve_command(&lookup_root, cmd, &path_var)?;
+            let path = rootfs::resolve_command(&lookup, cmd, &path_var)?;
             (
                 ExecSpec {
                     path,
-                    argv: cfg.command.clone(),
+                    argv,
                     env,
-                    workdir: cfg.workdir.clone(),
+                    workdir,
                     exe_fd: None,
+                    user,
+                    make_workdir: image.is_some(),
                 },
                 None,
             )
@@ -220,6 +249,7 @@ fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         },
         exec,
         _exe: exe,
+        image,
     })
 }
 
@@ -248,6 +278,7 @@ fn create_container(
     started: &std::rc::Rc<std::cell::Cell<bool>>,
 ) -> Result<crate::container::Container> {
     let image = match (&cfg.rootfs, &prepared.spec.rootfs) {
+        _ if prepared.image.is_some() => prepared.image.iter().map(|i| i.reference.clone()).collect(),
         (Some(dir), _) => dir.display().to_string(),
         (None, Some(r)) => format!(
             "default ({})",
@@ -257,7 +288,7 @@ fn create_container(
     };
     let command = match &cfg.probe {
         Some(args) => std::iter::once("stagebox probe".to_string()).chain(args.iter().cloned()).collect(),
-        None => cfg.command.clone(),
+        None => prepared.exec.argv.clone(),
     };
     let c = crate::container::Container {
         id: id.to_string(),
@@ -270,8 +301,12 @@ fn create_container(
         runtime_pid: None,
         pid: None,
         volumes: Vec::new(),
-        lower: prepared.spec.rootfs.iter().cloned().collect(),
+        lower: match &prepared.image {
+            Some(i) => i.lower.clone(),
+            None => prepared.spec.rootfs.iter().cloned().collect(),
+        },
         remove_on_exit: cfg.remove,
+        image_id: prepared.image.as_ref().and_then(|i| i.image_id.clone()),
     };
     let dir = c.dir(&cfg.state_dir);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;

@@ -82,13 +82,28 @@ pub fn check_overlay_path(p: &Path) -> Result<(), String> {
 
 /// The overlay mount's data string.
 pub fn overlay_data(ov: &super::OverlaySpec) -> String {
-    let lower: Vec<String> = ov.lower.iter().map(|p| p.display().to_string()).collect();
-    format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
-        ov.upper.display(),
-        ov.work.display()
-    )
+    overlay_data_within(ov, usize::MAX).1
+}
+
+/// The kernel copies mount data into one page: longer option strings are cut off.
+pub const MOUNT_DATA_MAX: usize = 4095;
+
+/// The overlay mount's data string, no longer than `max`: when the absolute lower paths make
+/// it too long and the layers share a parent directory (STATE/layers), the lower dirs are
+/// given relative to it, and the first value says to chdir there before mounting.
+pub fn overlay_data_within(ov: &super::OverlaySpec, max: usize) -> (Option<std::path::PathBuf>, String) {
+    let fmt = |lower: Vec<String>| {
+        format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), ov.upper.display(), ov.work.display())
+    };
+    let data = fmt(ov.lower.iter().map(|p| p.display().to_string()).collect());
+    let parent = ov.lower.first().and_then(|p| p.parent());
+    match parent {
+        Some(parent) if data.len() > max && ov.lower.iter().all(|p| p.parent() == Some(parent)) => {
+            let names = ov.lower.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+            (Some(parent.to_path_buf()), fmt(names))
+        }
+        _ => (None, data),
+    }
 }
 
 impl Stage for Rootfs {
@@ -98,10 +113,25 @@ impl Stage for Rootfs {
 
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
         if let Some(ov) = ctx.spec.overlay.clone() {
-            let data = overlay_data(&ov);
-            ctx.sys
+            let (chdir, data) = overlay_data_within(&ov, MOUNT_DATA_MAX);
+            if data.len() > MOUNT_DATA_MAX {
+                return Err(StageError::msg(format!(
+                    "the overlay options are {} bytes, more than the one page ({MOUNT_DATA_MAX}) the kernel takes; use an image with fewer layers",
+                    data.len()
+                )));
+            }
+            if let Some(dir) = &chdir {
+                // Many layers: short relative lowerdir names, resolved from the layers' dir.
+                ctx.sys.chdir(dir).map_err(|e| StageError::sys(&format!("chdir({dir:?})"), e))?;
+            }
+            let mounted = ctx
+                .sys
                 .mount(Some("overlay"), &ov.merged, Some("overlay"), MsFlags::empty(), Some(&data))
-                .map_err(|e| StageError::sys(&format!("mount(\"overlay\", {:?}, \"overlay\", {data:?})", ov.merged), e))?;
+                .map_err(|e| StageError::sys(&format!("mount(\"overlay\", {:?}, \"overlay\", {data:?})", ov.merged), e));
+            if chdir.is_some() {
+                ctx.sys.chdir(Path::new("/")).map_err(|e| StageError::sys("chdir(\"/\")", e))?;
+            }
+            mounted?;
             if ctx.verify {
                 match mount_at(&ov.merged)? {
                     Some((fs, _)) if fs == "overlay" => {}
@@ -173,6 +203,20 @@ mod tests {
             rec.calls,
             vec!["mount(\"overlay\", \"/c/merged\", \"overlay\", 0, \"lowerdir=/l2:/l1,upperdir=/c/upper,workdir=/c/work\")"]
         );
+    }
+
+    #[test]
+    fn long_lower_lists_become_relative_to_the_layers_dir() {
+        let ov = OverlaySpec {
+            lower: (0..60).map(|i| format!("/var/lib/stagebox/layers/{i:064x}").into()).collect(),
+            upper: "/c/upper".into(),
+            work: "/c/work".into(),
+            merged: "/c/merged".into(),
+        };
+        assert!(overlay_data(&ov).len() > MOUNT_DATA_MAX);
+        let (dir, data) = overlay_data_within(&ov, MOUNT_DATA_MAX);
+        assert_eq!(dir.as_deref(), Some(Path::new("/var/lib/stagebox/layers")));
+        assert!(data.starts_with(&format!("lowerdir={:064x}:", 0)) && data.len() < MOUNT_DATA_MAX, "{data}");
     }
 
     #[test]
