@@ -192,12 +192,47 @@ To run a lesson yourself, as root: `stagebox lesson --list`, then `stagebox less
     out
 }
 
+/// Runs `stagebox compare ARGS --markdown` with the book's binary and state.
+fn compare_markdown(env: &StepEnv, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(&env.exe)
+        .arg("compare")
+        .args(args)
+        .arg("--markdown")
+        .env("STAGEBOX_STATE", &env.state)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::io("running stagebox compare", e))?;
+    if !out.status.success() {
+        return Err(Error::usage(format!(
+            "stagebox compare {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The isolation matrix, measured now by `stagebox compare` (lesson 12 explains it).
+pub fn isolation_chapter(env: &StepEnv) -> Result<String> {
+    let mut out = format!("{GENERATED}\n\n# Isolation, measured\n\n");
+    out.push_str(
+        "Every cell below was measured while this book was generated: stagebox's own probe ran \
+         inside a real container and tried each thing (see lesson 12 and `stagebox compare`).\n\n\
+         ## Every stage on, then each stage off in turn\n\n",
+    );
+    out.push_str(&compare_markdown(env, &[])?);
+    out.push_str("\n## Building up, one stage at a time\n\n");
+    out.push_str(&compare_markdown(env, &["--build-up"])?);
+    Ok(out)
+}
+
 fn summary(lessons: &[Lesson]) -> String {
     let mut out = String::from("# Summary\n\n[Introduction](introduction.md)\n\n# Lessons\n\n");
     for l in lessons {
         out.push_str(&format!("- [{}]({}.md)\n", l.title, l.name));
     }
-    out.push_str("\n# Reference\n\n- [Stages](reference/stages.md)\n- [Command line](reference/cli.md)\n");
+    out.push_str("\n# Reference\n\n- [Stages](reference/stages.md)\n- [Isolation, measured](reference/isolation.md)\n- [Command line](reference/cli.md)\n");
     out
 }
 
@@ -209,11 +244,15 @@ pub fn generate(out: &Path, lessons: &[Lesson], env: &StepEnv) -> Result<usize> 
     // Run every step before touching the old book, so a failing step leaves it as it was.
     let mut chapters = Vec::new();
     for l in lessons {
-        chapters.push((format!("{}.md", l.name), chapter(l, env)?));
+        let before = crate::lessons::kept_containers(env);
+        let c = chapter(l, env);
+        crate::lessons::remove_new_containers(env, &before);
+        chapters.push((format!("{}.md", l.name), c?));
     }
     chapters.push(("introduction.md".into(), introduction(lessons)));
     chapters.push(("SUMMARY.md".into(), summary(lessons)));
     chapters.push(("reference/stages.md".into(), stages_chapter(lessons)));
+    chapters.push(("reference/isolation.md".into(), isolation_chapter(env)?));
     chapters.push(("reference/cli.md".into(), cli_chapter()));
     clear_markdown(&src)?;
     clear_markdown(&reference)?;

@@ -25,6 +25,9 @@ pub struct HostFacts {
     pub leak_dir: PathBuf,
     /// Whether the runner asked for memory and pid limits (the cgroup stage is on).
     pub limits_expected: bool,
+    /// The host's cgroup namespace (readlink /proc/self/ns/cgroup of the runner).
+    #[serde(default)]
+    pub host_cgroup_ns: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +59,7 @@ pub const CHECKS: &[(&str, &str, &str)] = &[
     ("chroot_escape", "can climb out of its root (chroot escape)", "pivot"),
     ("sysv_ipc", "shares System V IPC with the host", "ipc"),
     ("mount_leak", "a mount made inside appears on the host", "mount"),
+    ("cgroup_path", "sees where it sits in the host's cgroup tree", "cgroupns"),
     ("memory_limit", "memory use is not limited", "cgroup"),
     ("pids_limit", "the number of processes is not limited", "cgroup"),
     ("host_root", "runs as the host's root with all capabilities", "user"),
@@ -190,6 +194,29 @@ fn mount_leak(h: &HostFacts) -> Check {
     )
 }
 
+fn cgroup_path(h: &HostFacts) -> Check {
+    // In the host's cgroup namespace, /proc/self/cgroup names paths of the host's tree.
+    let own = std::fs::read_link("/proc/self/ns/cgroup")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let shared = !own.is_empty() && own == h.host_cgroup_ns;
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let not_root = text
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .filter(|p| *p != "/")
+        .count();
+    check(
+        "cgroup_path",
+        shared,
+        if shared {
+            format!("same cgroup namespace as the host; {not_root} line(s) of /proc/self/cgroup name a path below the host's root")
+        } else {
+            "its own cgroup namespace: its cgroup is / in /proc/self/cgroup".into()
+        },
+    )
+}
+
 /// Allocates and touches `mib` MiB in a child; true when the child was killed (OOM).
 fn alloc_killed(mib: usize) -> Option<bool> {
     // SAFETY: the child only allocates, touches memory and _exits.
@@ -287,6 +314,7 @@ pub fn run_all(h: &HostFacts) -> Vec<Check> {
         chroot_escape(h),
         sysv_ipc(h),
         mount_leak(h),
+        cgroup_path(h),
         memory_limit(h),
         pids_limit(),
         host_root(),

@@ -145,6 +145,9 @@ impl HostSetup {
                 leak_token: String::new(),
                 leak_dir: PathBuf::new(),
                 limits_expected: false,
+                host_cgroup_ns: std::fs::read_link("/proc/self/ns/cgroup")
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             },
         })
     }

@@ -475,7 +475,29 @@ fn flush() {
 
 /// `stagebox lesson N`: runs the steps one by one, output straight to the terminal. Returns
 /// the exit status: 0 when every step ended as the lesson expects, 1 at the first that did not.
+/// Containers kept in the state dir now (their ids).
+pub fn kept_containers(env: &StepEnv) -> std::collections::BTreeSet<String> {
+    crate::container::list(&env.state).into_iter().map(|c| c.id).collect()
+}
+
+/// Removes the containers a lesson's steps left behind (kept ones, as `docker run` keeps
+/// them): a lesson leaves the host as it found it. Running ones are left alone.
+pub fn remove_new_containers(env: &StepEnv, before: &std::collections::BTreeSet<String>) {
+    for c in crate::container::list(&env.state) {
+        if !before.contains(&c.id) && !c.is_running() {
+            let _ = crate::container::remove(&env.state, &c.id, false);
+        }
+    }
+}
+
 pub fn run(lesson: &Lesson, env: &StepEnv, pause: bool) -> Result<i32> {
+    let before = kept_containers(env);
+    let r = run_steps(lesson, env, pause);
+    remove_new_containers(env, &before);
+    r
+}
+
+fn run_steps(lesson: &Lesson, env: &StepEnv, pause: bool) -> Result<i32> {
     let interactive = pause && std::io::stdin().is_terminal();
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     colored::control::set_override(color);
