@@ -109,7 +109,7 @@ fn opt(s: Option<&str>) -> String {
 fn res(r: &SysResult) -> String {
     match r {
         Ok(()) => "0".to_string(),
-        Err(e) => format!("-1 {} ({})", e, e.desc()),
+        Err(e) => format!("-1 {e}"),
     }
 }
 

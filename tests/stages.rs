@@ -231,3 +231,48 @@ fn exit_status_is_the_workloads_and_signals_are_128_plus_n() {
     // A signal the workload (PID 1, with a handler) is sent via stagebox: SIGTERM forwarded.
     assert_eq!(sh(&["--without", "pid"], "kill -TERM $$").0, 143);
 }
+
+#[test]
+fn when_pivot_root_is_impossible_the_pivot_stage_falls_back_to_chroot_and_says_why() {
+    if !root_or_skip("pivot fallback") {
+        return;
+    }
+    // stagebox itself runs chrooted into a plain directory: its root is not a mount point,
+    // which is what an initramfs looks like to pivot_root(2), and it answers EINVAL.
+    let outer = tempfile::tempdir().unwrap();
+    let o = outer.path();
+    for d in ["proc", "state", "rootfs/bin", "rootfs/proc", "rootfs/sys", "rootfs/dev"] {
+        std::fs::create_dir_all(o.join(d)).unwrap();
+    }
+    std::fs::copy(bin(), o.join("stagebox")).unwrap();
+    let busybox = stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
+        .unwrap()
+        .path
+        .join("bin/busybox");
+    if std::fs::copy(&busybox, o.join("rootfs/bin/busybox")).is_err() {
+        std::fs::copy("/bin/busybox", o.join("rootfs/bin/busybox")).unwrap();
+    }
+    std::os::unix::fs::symlink("/bin/busybox", o.join("rootfs/bin/sh")).unwrap();
+    let mounts = host_mounts();
+    let script = format!(
+        "mount -t proc proc {0}/proc && chroot {0} /stagebox run --rm --state /state --rootfs /rootfs --without cgroup,cgroupns --trace json -- /bin/sh -c 'echo inside; cat /proc/self/mountinfo | wc -l'",
+        o.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.starts_with("inside"), "{stdout}");
+    let note = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["stage"] == "pivot" && v["event"] == "note")
+        .unwrap_or_else(|| panic!("no note from the pivot stage:\n{stderr}"));
+    assert!(note["message"].as_str().unwrap().contains("EINVAL"), "{note}");
+    assert!(stderr.contains(r#""syscall":"chroot(\".\")""#), "{stderr}");
+    assert_eq!(host_mounts(), mounts);
+}

@@ -294,7 +294,7 @@ fn errno_str(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(n) => {
             let errno = nix::errno::Errno::from_raw(n);
-            format!("-1 {errno} ({})", errno.desc())
+            format!("-1 {errno}")
         }
         None => format!("-1 ({e})"),
     }

@@ -171,7 +171,7 @@ pub struct StageError(pub String);
 
 impl StageError {
     pub fn sys(call: &str, errno: nix::errno::Errno) -> Self {
-        StageError(format!("{call} failed: {} ({})", errno, errno.desc()))
+        StageError(format!("{call} failed: {errno}"))
     }
     /// The syscall returned success but /proc does not show the effect.
     pub fn no_effect(what: impl std::fmt::Display) -> Self {

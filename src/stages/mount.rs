@@ -55,9 +55,25 @@ impl Stage for Mount {
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
         unshare_checked(ctx, CloneFlags::CLONE_NEWNS, "mnt")?;
         let flags = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
-        ctx.sys
-            .mount(None, Path::new("/"), None, flags, None)
-            .map_err(|e| StageError::sys("mount(NULL, \"/\", NULL, MS_REC|MS_PRIVATE)", e))?;
+        match ctx.sys.mount(None, Path::new("/"), None, flags, None) {
+            Ok(()) => {}
+            // "/" is not a mount point: the runtime itself runs in a chroot (or from an
+            // initramfs). The mount that holds "/" is out of reach from here; make every mount
+            // that can be seen private, and say what that leaves.
+            Err(nix::errno::Errno::EINVAL) => {
+                ctx.note("mount(NULL, \"/\", MS_REC|MS_PRIVATE) returned EINVAL: / is not a mount point (stagebox runs in a chroot or from an initramfs); making each visible mount private instead; the mount holding / keeps its propagation");
+                let points: Vec<std::path::PathBuf> = procfs::process::Process::myself()
+                    .and_then(|p| p.mountinfo())
+                    .map(|m| m.into_iter().map(|m| m.mount_point).collect())
+                    .unwrap_or_default();
+                for p in points {
+                    ctx.sys
+                        .mount(None, &p, None, flags, None)
+                        .map_err(|e| StageError::sys(&format!("mount(NULL, {p:?}, NULL, MS_REC|MS_PRIVATE)"), e))?;
+                }
+            }
+            Err(e) => return Err(StageError::sys("mount(NULL, \"/\", NULL, MS_REC|MS_PRIVATE)", e)),
+        }
         if ctx.verify {
             let shared = shared_mounts()?;
             if !shared.is_empty() {
