@@ -56,13 +56,33 @@ pub const CHECKS: &[(&str, &str, &str)] = &[
     ("hostname", "shares the host's hostname", "uts"),
     ("network", "shares the host's network interfaces", "net"),
     ("host_files", "sees the host's files", "pivot"),
-    ("chroot_escape", "can climb out of its root (chroot escape)", "pivot"),
+    (
+        "chroot_escape",
+        "can climb out of its root (chroot escape)",
+        "pivot",
+    ),
     ("sysv_ipc", "shares System V IPC with the host", "ipc"),
-    ("mount_leak", "a mount made inside appears on the host", "mount"),
-    ("cgroup_path", "sees where it sits in the host's cgroup tree", "cgroupns"),
+    (
+        "mount_leak",
+        "a mount made inside appears on the host",
+        "mount",
+    ),
+    (
+        "cgroup_path",
+        "sees where it sits in the host's cgroup tree",
+        "cgroupns",
+    ),
     ("memory_limit", "memory use is not limited", "cgroup"),
-    ("pids_limit", "the number of processes is not limited", "cgroup"),
-    ("host_root", "runs as the host's root with all capabilities", "user"),
+    (
+        "pids_limit",
+        "the number of processes is not limited",
+        "cgroup",
+    ),
+    (
+        "host_root",
+        "runs as the host's root with all capabilities",
+        "user",
+    ),
 ];
 
 fn check(name: &str, leaks: bool, evidence: String) -> Check {
@@ -101,8 +121,14 @@ fn host_processes(h: &HostFacts) -> Check {
     let count = crate::observe::count_pids(Path::new("/proc"));
     let seen = Path::new(&format!("/proc/{}", h.host_pid)).exists();
     let evidence = match count {
-        Some(n) if seen => format!("{n} processes visible, including the runner's pid {}", h.host_pid),
-        Some(n) => format!("{n} processes visible; the runner's pid {} is not", h.host_pid),
+        Some(n) if seen => format!(
+            "{n} processes visible, including the runner's pid {}",
+            h.host_pid
+        ),
+        Some(n) => format!(
+            "{n} processes visible; the runner's pid {} is not",
+            h.host_pid
+        ),
         None => "no /proc mounted".into(),
     };
     check("host_processes", seen, evidence)
@@ -119,18 +145,27 @@ fn hostname(h: &HostFacts) -> Check {
         if same {
             format!("the hostname inside is the host's, {name:?}")
         } else {
-            format!("the hostname inside is {name:?}, the host's is {:?}", h.host_hostname)
+            format!(
+                "the hostname inside is {name:?}, the host's is {:?}",
+                h.host_hostname
+            )
         },
     )
 }
 
 fn network() -> Vec<String> {
-    crate::netif::own_interfaces().into_iter().map(|(n, _)| n).collect()
+    crate::netif::own_interfaces()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
 }
 
 fn network_check(h: &HostFacts) -> Check {
     let inside = network();
-    let shared: Vec<&String> = inside.iter().filter(|i| *i != "lo" && h.host_interfaces.contains(i)).collect();
+    let shared: Vec<&String> = inside
+        .iter()
+        .filter(|i| *i != "lo" && h.host_interfaces.contains(i))
+        .collect();
     check(
         "network",
         !shared.is_empty(),
@@ -165,14 +200,21 @@ fn chroot_escape(h: &HostFacts) -> Check {
 fn sysv_ipc(h: &HostFacts) -> Check {
     let text = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
     let id = h.shm_id.to_string();
-    let seen = text.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some(id.as_str()));
+    let seen = text
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some(id.as_str()));
     check(
         "sysv_ipc",
         seen,
         format!(
             "the host's shared memory segment {} is {}",
             h.shm_id,
-            if seen { "listed in /proc/sysvipc/shm" } else { "not listed" }
+            if seen {
+                "listed in /proc/sysvipc/shm"
+            } else {
+                "not listed"
+            }
         ),
     )
 }
@@ -180,15 +222,26 @@ fn sysv_ipc(h: &HostFacts) -> Check {
 fn mount_leak(h: &HostFacts) -> Check {
     // The verdict is the runner's (it looks from the host after the run); here only the mount.
     let src = format!("stagebox-leak-{}", h.leak_token);
-    let r = std::fs::create_dir_all(&h.leak_dir).map_err(|e| e.to_string()).and_then(|_| {
-        nix::mount::mount(Some(src.as_str()), &h.leak_dir, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=16k"))
+    let r = std::fs::create_dir_all(&h.leak_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|_| {
+            nix::mount::mount(
+                Some(src.as_str()),
+                &h.leak_dir,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some("size=16k"),
+            )
             .map_err(|e| e.to_string())
-    });
+        });
     check(
         "mount_leak",
         false,
         match r {
-            Ok(()) => format!("mounted tmpfs {src} on {}; the runner looks for it from the host", h.leak_dir.display()),
+            Ok(()) => format!(
+                "mounted tmpfs {src} on {}; the runner looks for it from the host",
+                h.leak_dir.display()
+            ),
             Err(e) => format!("could not mount a tmpfs on {}: {e}", h.leak_dir.display()),
         },
     )
@@ -234,8 +287,11 @@ fn alloc_killed(mib: usize) -> Option<bool> {
             // SAFETY: end the child without the parent's exit handlers.
             unsafe { libc::_exit(0) }
         }
-        Ok(nix::unistd::ForkResult::Parent { child }) => match nix::sys::wait::waitpid(child, None) {
-            Ok(nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)) => Some(true),
+        Ok(nix::unistd::ForkResult::Parent { child }) => match nix::sys::wait::waitpid(child, None)
+        {
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)) => {
+                Some(true)
+            }
             Ok(_) => Some(false),
             Err(_) => None,
         },
@@ -246,16 +302,28 @@ fn alloc_killed(mib: usize) -> Option<bool> {
 fn memory_limit(h: &HostFacts) -> Check {
     const MIB: usize = 256;
     match alloc_killed(MIB) {
-        Some(true) => check("memory_limit", false, format!("a child touching {MIB} MiB was OOM-killed: the limit is enforced")),
+        Some(true) => check(
+            "memory_limit",
+            false,
+            format!("a child touching {MIB} MiB was OOM-killed: the limit is enforced"),
+        ),
         Some(false) => check(
             "memory_limit",
             true,
             format!(
                 "a child allocated and touched {MIB} MiB unhindered{}",
-                if h.limits_expected { " although a limit was asked for" } else { "" }
+                if h.limits_expected {
+                    " although a limit was asked for"
+                } else {
+                    ""
+                }
             ),
         ),
-        None => check("memory_limit", true, "the allocation test could not run".into()),
+        None => check(
+            "memory_limit",
+            true,
+            "the allocation test could not run".into(),
+        ),
     }
 }
 
@@ -281,21 +349,40 @@ fn pids_limit() -> Check {
         let _ = nix::sys::wait::waitpid(*c, None);
     }
     match failure {
-        Some(e) => check("pids_limit", false, format!("fork failed with {e} after {} children: a pids limit holds", children.len())),
-        None => check("pids_limit", true, format!("{MAX} children forked without a limit")),
+        Some(e) => check(
+            "pids_limit",
+            false,
+            format!(
+                "fork failed with {e} after {} children: a pids limit holds",
+                children.len()
+            ),
+        ),
+        None => check(
+            "pids_limit",
+            true,
+            format!("{MAX} children forked without a limit"),
+        ),
     }
 }
 
 fn host_root() -> Check {
     let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
-    let first = map.lines().next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ");
+    let first = map
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let capeff = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    let caps = u64::from_str_radix(&capeff, 16).map(|v| v.count_ones()).unwrap_or(0);
+    let caps = u64::from_str_radix(&capeff, 16)
+        .map(|v| v.count_ones())
+        .unwrap_or(0);
     let host_root = nix::unistd::geteuid().is_root() && first == "0 0 4294967295";
     check(
         "host_root",

@@ -105,7 +105,12 @@ pub enum Cmd {
         #[arg(long, value_name = "NAME")]
         hostname: Option<String>,
         /// Trace format on stderr: pretty, json or off.
-        #[arg(long, env = "STAGEBOX_TRACE", default_value = "pretty", value_name = "FORMAT")]
+        #[arg(
+            long,
+            env = "STAGEBOX_TRACE",
+            default_value = "pretty",
+            value_name = "FORMAT"
+        )]
         trace: String,
         /// Run `stagebox probe` inside (exec'd from stagebox's own file, nothing copied into the
         /// rootfs); arguments after -- go to the probe (for example: --probe -- --escape).
@@ -390,4 +395,3 @@ pub fn parse_source(s: &str) -> crate::Result<Source> {
         ))),
     }
 }
-

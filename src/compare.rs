@@ -61,7 +61,11 @@ struct Config {
 }
 
 fn available() -> Vec<StageId> {
-    stages::registry().iter().map(|s| s.info().id).filter(|id| *id != StageId::Volumes).collect()
+    stages::registry()
+        .iter()
+        .map(|s| s.info().id)
+        .filter(|id| *id != StageId::Volumes)
+        .collect()
 }
 
 fn configs(opts: &CompareOpts) -> Result<Vec<Config>> {
@@ -70,12 +74,20 @@ fn configs(opts: &CompareOpts) -> Result<Vec<Config>> {
         None => all.clone(),
         Some(names) => {
             let mut v = Vec::new();
-            for n in names.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+            for n in names
+                .iter()
+                .flat_map(|s| s.split(','))
+                .filter(|s| !s.is_empty())
+            {
                 let id: StageId = n.parse().map_err(|_| {
-                    Error::usage(format!("unknown stage {n:?} in --stages; `stagebox stages` lists them"))
+                    Error::usage(format!(
+                        "unknown stage {n:?} in --stages; `stagebox stages` lists them"
+                    ))
                 })?;
                 if !all.contains(&id) {
-                    return Err(Error::usage(format!("stage {n:?} in --stages is not available in this version")));
+                    return Err(Error::usage(format!(
+                        "stage {n:?} in --stages is not available in this version"
+                    )));
                 }
                 v.push(id);
             }
@@ -83,11 +95,19 @@ fn configs(opts: &CompareOpts) -> Result<Vec<Config>> {
             v
         }
     };
-    let t = |only: Option<Vec<String>>, without: Vec<String>| Toggles { only, without, volumes_given: false };
+    let t = |only: Option<Vec<String>>, without: Vec<String>| Toggles {
+        only,
+        without,
+        volumes_given: false,
+    };
     let mut out = Vec::new();
     if opts.build_up {
         let mut on: Vec<String> = Vec::new();
-        out.push(Config { label: "none".into(), toggles: t(Some(vec![]), vec![]), root_switch: RootSwitch::Pivot });
+        out.push(Config {
+            label: "none".into(),
+            toggles: t(Some(vec![]), vec![]),
+            root_switch: RootSwitch::Pivot,
+        });
         for id in &chosen {
             on.push(id.name().to_string());
             out.push(Config {
@@ -97,7 +117,11 @@ fn configs(opts: &CompareOpts) -> Result<Vec<Config>> {
             });
         }
     } else {
-        out.push(Config { label: "all".into(), toggles: t(None, vec![]), root_switch: RootSwitch::Pivot });
+        out.push(Config {
+            label: "all".into(),
+            toggles: t(None, vec![]),
+            root_switch: RootSwitch::Pivot,
+        });
         for id in &chosen {
             out.push(Config {
                 label: format!("-{}", id.name()),
@@ -106,7 +130,11 @@ fn configs(opts: &CompareOpts) -> Result<Vec<Config>> {
             });
         }
         if chosen.contains(&StageId::Pivot) {
-            out.push(Config { label: "chroot".into(), toggles: t(None, vec![]), root_switch: RootSwitch::Chroot });
+            out.push(Config {
+                label: "chroot".into(),
+                toggles: t(None, vec![]),
+                root_switch: RootSwitch::Chroot,
+            });
         }
     }
     Ok(out)
@@ -140,7 +168,10 @@ impl HostSetup {
                 marker,
                 host_pid: std::process::id() as i32,
                 host_hostname,
-                host_interfaces: crate::netif::own_interfaces().into_iter().map(|(n, _)| n).collect(),
+                host_interfaces: crate::netif::own_interfaces()
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .collect(),
                 shm_id,
                 leak_token: String::new(),
                 leak_dir: PathBuf::new(),
@@ -197,7 +228,12 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
             return col;
         }
     };
-    col.stages = plan.stages.iter().filter(|s| s.enabled).map(|s| s.id.name().to_string()).collect();
+    col.stages = plan
+        .stages
+        .iter()
+        .filter(|s| s.enabled)
+        .map(|s| s.id.name().to_string())
+        .collect();
     let token = crate::config::new_id();
     setup.facts.leak_token = token.clone();
     setup.facts.leak_dir = PathBuf::from(format!("/tmp/.stagebox-leak-{token}"));
@@ -255,7 +291,12 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
         Ok(v) => v,
         Err(_) => {
             let err = String::from_utf8_lossy(&out.stderr);
-            col.error = Some(err.lines().last().unwrap_or("the probe printed nothing").to_string());
+            col.error = Some(
+                err.lines()
+                    .last()
+                    .unwrap_or("the probe printed nothing")
+                    .to_string(),
+            );
             return col;
         }
     };
@@ -269,7 +310,11 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
             c.evidence = format!(
                 "{}; the host's mount table showed it at {} (removed again)",
                 c.evidence,
-                leaked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                leaked
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
@@ -280,13 +325,19 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
 /// Runs every configuration and returns the matrix.
 pub fn compare(opts: &CompareOpts) -> Result<Matrix> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(Error::NotRoot { what: "compare runs containers".into() });
+        return Err(Error::NotRoot {
+            what: "compare runs containers".into(),
+        });
     }
     let configs = configs(opts)?;
     let mut setup = HostSetup::new(&opts.state)?;
     // Ctrl-C stops between configurations, so the host setup is always removed.
     let handler = nix::sys::signal::SigHandler::Handler(on_signal);
-    let action = nix::sys::signal::SigAction::new(handler, nix::sys::signal::SaFlags::empty(), nix::sys::signal::SigSet::empty());
+    let action = nix::sys::signal::SigAction::new(
+        handler,
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::empty(),
+    );
     // SAFETY: the handler only stores to an atomic.
     unsafe {
         let _ = nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGINT, &action);

@@ -54,7 +54,11 @@ pub fn default_state_dir() -> PathBuf {
 
 /// A hostname the kernel accepts: 1 to 64 bytes, no '/', no NUL, no whitespace.
 pub fn check_hostname(name: &str) -> Result<(), crate::Error> {
-    if name.is_empty() || name.len() > 64 || name.contains(['/', '\0']) || name.contains(char::is_whitespace) {
+    if name.is_empty()
+        || name.len() > 64
+        || name.contains(['/', '\0'])
+        || name.contains(char::is_whitespace)
+    {
         return Err(crate::Error::usage(format!(
             "--hostname {name:?} is not a valid hostname; use 1 to 64 letters, digits, dots or dashes"
         )));
@@ -73,7 +77,10 @@ pub fn new_id() -> String {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        return format!("{:012x}", (t ^ std::process::id() as u128) & 0xffff_ffff_ffff);
+        return format!(
+            "{:012x}",
+            (t ^ std::process::id() as u128) & 0xffff_ffff_ffff
+        );
     }
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -75,9 +75,11 @@ impl Container {
     /// Writes config.json atomically (temp file + rename).
     pub fn save(&self, state: &Path) -> Result<()> {
         let dir = self.dir(state);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let tmp = dir.join("config.json.tmp");
-        let text = serde_json::to_vec_pretty(self).map_err(|e| Error::usage(format!("encoding container record: {e}")))?;
+        let text = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::usage(format!("encoding container record: {e}")))?;
         std::fs::write(&tmp, text).map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
         std::fs::rename(&tmp, dir.join("config.json"))
             .map_err(|e| Error::io(format!("rename into {}", dir.display()), e))
@@ -94,9 +96,9 @@ impl Container {
     /// that was SIGKILLed is reported as exited.
     pub fn is_running(&self) -> bool {
         self.status == "running"
-            && self
-                .runtime_pid
-                .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok())
+            && self.runtime_pid.is_some_and(|p| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
+            })
     }
 
     pub fn status_text(&self) -> String {
@@ -127,7 +129,11 @@ pub fn inspect_json(state: &Path, c: &Container) -> serde_json::Value {
 /// Every kept container, oldest first.
 pub fn list(state: &Path) -> Vec<Container> {
     let mut v: Vec<Container> = std::fs::read_dir(containers_dir(state))
-        .map(|rd| rd.flatten().filter_map(|e| Container::load(&e.path()).ok()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| Container::load(&e.path()).ok())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
     v
@@ -139,7 +145,10 @@ pub fn find(state: &Path, key: &str) -> Result<Container> {
     if let Some(c) = all.iter().find(|c| c.name == key || c.id == key) {
         return Ok(c.clone());
     }
-    let matches: Vec<&Container> = all.iter().filter(|c| !key.is_empty() && c.id.starts_with(key)).collect();
+    let matches: Vec<&Container> = all
+        .iter()
+        .filter(|c| !key.is_empty() && c.id.starts_with(key))
+        .collect();
     match matches.len() {
         1 => Ok(matches[0].clone()),
         0 => Err(Error::usage(format!(
@@ -157,7 +166,9 @@ pub fn check_name(name: &str) -> Result<()> {
         .chars()
         .next()
         .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if !ok {
         return Err(Error::usage(format!(
             "--name {name:?} is not a valid container name; use letters, digits, '_', '.' and '-', starting with a letter or digit"
@@ -178,18 +189,24 @@ pub fn remove(state: &Path, key: &str, force: bool) -> Result<Container> {
             )));
         }
         if let Some(pid) = c.pid {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         for _ in 0..200 {
             match Container::load(&c.dir(state)) {
-                Ok(now) if now.is_running() => std::thread::sleep(std::time::Duration::from_millis(25)),
+                Ok(now) if now.is_running() => {
+                    std::thread::sleep(std::time::Duration::from_millis(25))
+                }
                 _ => break,
             }
         }
     }
     let dir = c.dir(state);
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
     }
     Ok(c)
 }
@@ -211,7 +228,17 @@ pub fn ps_table(state: &Path, all: bool) -> String {
         }
         let mut image = c.image.clone();
         if image.chars().count() > 24 {
-            image = format!("…{}", image.chars().rev().take(23).collect::<Vec<_>>().into_iter().rev().collect::<String>());
+            image = format!(
+                "…{}",
+                image
+                    .chars()
+                    .rev()
+                    .take(23)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<String>()
+            );
         }
         out.push_str(&format!(
             "{:<12}  {:<16}  {:<24}  {:<24}  {:<18}  {}\n",
@@ -264,7 +291,10 @@ mod tests {
         sample("abd456000000", "db").save(d.path()).unwrap();
         assert_eq!(find(d.path(), "web").unwrap().id, "abc123000000");
         assert_eq!(find(d.path(), "abd").unwrap().name, "db");
-        assert!(find(d.path(), "ab").unwrap_err().to_string().contains("2 containers"));
+        assert!(find(d.path(), "ab")
+            .unwrap_err()
+            .to_string()
+            .contains("2 containers"));
         assert!(find(d.path(), "zz").is_err());
         let c = remove(d.path(), "web", false).unwrap();
         assert_eq!(c.name, "web");

@@ -42,11 +42,15 @@ fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
 }
 
 fn in_lower(lower: &[PathBuf], rel: &Path) -> bool {
-    lower.iter().any(|l| std::fs::symlink_metadata(l.join(rel)).is_ok())
+    lower
+        .iter()
+        .any(|l| std::fs::symlink_metadata(l.join(rel)).is_ok())
 }
 
 fn walk(upper: &Path, rel: &Path, lower: &[PathBuf], out: &mut Vec<Entry>) {
-    let Ok(rd) = std::fs::read_dir(upper.join(rel)) else { return };
+    let Ok(rd) = std::fs::read_dir(upper.join(rel)) else {
+        return;
+    };
     for e in rd.flatten() {
         let rel_child = rel.join(e.file_name());
         let Ok(md) = e.metadata() else { continue };
@@ -56,9 +60,16 @@ fn walk(upper: &Path, rel: &Path, lower: &[PathBuf], out: &mut Vec<Entry>) {
             continue;
         }
         let existed = in_lower(lower, &rel_child);
-        out.push(Entry { path, kind: if existed { 'C' } else { 'A' } });
+        out.push(Entry {
+            path,
+            kind: if existed { 'C' } else { 'A' },
+        });
         if md.is_dir() {
-            let below: Vec<PathBuf> = if is_opaque(&e.path()) { Vec::new() } else { lower.to_vec() };
+            let below: Vec<PathBuf> = if is_opaque(&e.path()) {
+                Vec::new()
+            } else {
+                lower.to_vec()
+            };
             walk(upper, &rel_child, &below, out);
         }
     }
@@ -73,7 +84,10 @@ pub fn diff(upper: &Path, lower: &[PathBuf]) -> Vec<Entry> {
 }
 
 pub fn render(entries: &[Entry]) -> String {
-    entries.iter().map(|e| format!("{} {}\n", e.kind, e.path)).collect()
+    entries
+        .iter()
+        .map(|e| format!("{} {}\n", e.kind, e.path))
+        .collect()
 }
 
 #[cfg(test)]

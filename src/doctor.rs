@@ -16,7 +16,10 @@ pub fn cgroup_layout_from_mountinfo(text: &str) -> CgroupLayout {
 
 /// Where cgroup2 is mounted (the first cgroup2 line), if anywhere.
 pub fn cgroup2_mount_point(mounts: &[MountInfoLine]) -> Option<String> {
-    mounts.iter().find(|m| m.fs_type == "cgroup2").map(|m| m.mount_point.clone())
+    mounts
+        .iter()
+        .find(|m| m.fs_type == "cgroup2")
+        .map(|m| m.mount_point.clone())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -92,7 +95,10 @@ pub fn collect() -> Doctor {
     let kernel = crate::probe::uname().map(|u| u.release);
     let proc_mounted = Path::new("/proc/self").exists();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok();
-    let mounts = mountinfo.as_deref().map(parse_mountinfo).unwrap_or_default();
+    let mounts = mountinfo
+        .as_deref()
+        .map(parse_mountinfo)
+        .unwrap_or_default();
     let cgroup_layout = mountinfo
         .as_deref()
         .map(cgroup_layout_from_mountinfo)
@@ -104,15 +110,22 @@ pub fn collect() -> Doctor {
             .map(|t| t.split_whitespace().map(str::to_string).collect())
     });
     let overlayfs = std::fs::read_to_string("/proc/filesystems")
-        .map(|t| t.lines().any(|l| l.split_whitespace().last() == Some("overlay")))
+        .map(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().last() == Some("overlay"))
+        })
         .unwrap_or(false);
     let user_namespaces = UserNamespaces {
         max_user_namespaces: read_num("/proc/sys/user/max_user_namespaces"),
-        unprivileged_userns_clone: read_num("/proc/sys/kernel/unprivileged_userns_clone").map(|v| v != 0),
-        apparmor_restrict_unprivileged_userns: read_num("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+        unprivileged_userns_clone: read_num("/proc/sys/kernel/unprivileged_userns_clone")
             .map(|v| v != 0),
+        apparmor_restrict_unprivileged_userns: read_num(
+            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+        )
+        .map(|v| v != 0),
     };
-    let busybox_static = crate::rootfs::default::is_static_binary(Path::new(crate::rootfs::default::BUSYBOX));
+    let busybox_static =
+        crate::rootfs::default::is_static_binary(Path::new(crate::rootfs::default::BUSYBOX));
     let root_fs_type = crate::probe::root_fs_type(&mounts);
     let pivot_root = matches!(root_fs_type.as_deref(), Some(fs) if fs != "rootfs" && fs != "ramfs");
     let missing_namespaces: Vec<String> = if proc_mounted {
@@ -142,7 +155,10 @@ pub fn collect() -> Doctor {
             "root",
             Status::Fail,
             format!("not root (euid {euid})"),
-            Some("not root: stagebox run needs root until the user stage exists; run it with sudo".into()),
+            Some(
+                "not root: stagebox run needs root until the user stage exists; run it with sudo"
+                    .into(),
+            ),
         );
     }
     match &kernel {
@@ -198,7 +214,13 @@ pub fn collect() -> Doctor {
     let v1_list = v1_names.join(" ");
     let ctrls = cgroup2_controllers
         .as_ref()
-        .map(|c| if c.is_empty() { "no controllers".to_string() } else { c.join(" ") })
+        .map(|c| {
+            if c.is_empty() {
+                "no controllers".to_string()
+            } else {
+                c.join(" ")
+            }
+        })
         .unwrap_or_else(|| "controllers unknown".into());
     match cgroup_layout {
         CgroupLayout::V2 => add(
@@ -229,7 +251,12 @@ pub fn collect() -> Doctor {
         ),
     }
     if overlayfs {
-        add("overlayfs", Status::Ok, "overlay in /proc/filesystems".into(), None);
+        add(
+            "overlayfs",
+            Status::Ok,
+            "overlay in /proc/filesystems".into(),
+            None,
+        );
     } else {
         add(
             "overlayfs",
@@ -284,7 +311,9 @@ pub fn collect() -> Doctor {
         add("busybox", Status::Ok, format!("{bb} is static"), None);
     } else {
         let found = match crate::rootfs::default::elf_kind(Path::new(bb)) {
-            Ok(crate::rootfs::default::ElfKind::Dynamic(i)) => format!("{bb} is dynamic (needs {i})"),
+            Ok(crate::rootfs::default::ElfKind::Dynamic(i)) => {
+                format!("{bb} is dynamic (needs {i})")
+            }
             Ok(_) => format!("{bb} is not an ELF binary"),
             Err(_) => format!("no {bb}"),
         };
@@ -339,7 +368,12 @@ pub fn render_text(d: &Doctor) -> String {
     let width = d.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
     let mut out = String::new();
     for c in &d.checks {
-        out.push_str(&format!("{:<4}  {:<width$}  {}\n", c.status.marker(), c.name, c.found));
+        out.push_str(&format!(
+            "{:<4}  {:<width$}  {}\n",
+            c.status.marker(),
+            c.name,
+            c.found
+        ));
     }
     let problems: Vec<&Check> = d.checks.iter().filter(|c| c.problem.is_some()).collect();
     if problems.is_empty() {
@@ -360,7 +394,9 @@ pub fn render_text(d: &Doctor) -> String {
 pub fn run(json: bool) -> Result<i32> {
     let d = collect();
     let text = if json {
-        serde_json::to_string_pretty(&d).map_err(|e| Error::usage(format!("encoding the doctor report: {e}")))? + "\n"
+        serde_json::to_string_pretty(&d)
+            .map_err(|e| Error::usage(format!("encoding the doctor report: {e}")))?
+            + "\n"
     } else {
         render_text(&d)
     };
@@ -404,34 +440,65 @@ mod tests {
         assert_eq!(cgroup_layout_from_mountinfo(V2), CgroupLayout::V2);
         assert_eq!(cgroup_layout_from_mountinfo(V1), CgroupLayout::V1);
         assert_eq!(cgroup_layout_from_mountinfo(HYBRID), CgroupLayout::Hybrid);
-        assert_eq!(cgroup_layout_from_mountinfo("27 1 254:0 / / rw - ext4 /dev/vda rw\n"), CgroupLayout::None);
+        assert_eq!(
+            cgroup_layout_from_mountinfo("27 1 254:0 / / rw - ext4 /dev/vda rw\n"),
+            CgroupLayout::None
+        );
         assert_eq!(cgroup_layout_from_mountinfo(""), CgroupLayout::None);
         assert_eq!(
             cgroup2_mount_point(&parse_mountinfo(HYBRID)).as_deref(),
             Some("/sys/fs/cgroup/unified")
         );
-        assert_eq!(serde_json::to_string(&CgroupLayout::Hybrid).unwrap(), "\"hybrid\"");
+        assert_eq!(
+            serde_json::to_string(&CgroupLayout::Hybrid).unwrap(),
+            "\"hybrid\""
+        );
     }
 
     #[test]
     fn this_host_is_reported_and_every_problem_says_why() {
         let d = collect();
         assert_eq!(d.root, nix::unistd::geteuid().is_root());
-        assert_eq!(d.kernel.as_deref(), Some(crate::probe::uname().unwrap().release.as_str()));
+        assert_eq!(
+            d.kernel.as_deref(),
+            Some(crate::probe::uname().unwrap().release.as_str())
+        );
         let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert_eq!(d.cgroup_layout, cgroup_layout_from_mountinfo(&mi));
         let names: Vec<&str> = d.checks.iter().map(|c| c.name).collect();
         assert_eq!(
             names,
-            ["root", "kernel", "proc", "namespaces", "cgroups", "overlayfs", "user_namespaces", "busybox", "pivot_root"]
+            [
+                "root",
+                "kernel",
+                "proc",
+                "namespaces",
+                "cgroups",
+                "overlayfs",
+                "user_namespaces",
+                "busybox",
+                "pivot_root"
+            ]
         );
         for c in &d.checks {
             assert_eq!(c.status != Status::Ok, c.problem.is_some(), "{c:?}");
         }
         let text = render_text(&d);
-        assert!(text.lines().next().unwrap().starts_with("ok ") || text.starts_with("fail"), "{text}");
+        assert!(
+            text.lines().next().unwrap().starts_with("ok ") || text.starts_with("fail"),
+            "{text}"
+        );
         let v = serde_json::to_value(&d).unwrap();
-        for k in ["root", "kernel", "cgroup_layout", "overlayfs", "user_namespaces", "busybox_static", "pivot_root", "checks"] {
+        for k in [
+            "root",
+            "kernel",
+            "cgroup_layout",
+            "overlayfs",
+            "user_namespaces",
+            "busybox_static",
+            "pivot_root",
+            "checks",
+        ] {
             assert!(v.get(k).is_some(), "{k}");
         }
     }

@@ -41,7 +41,8 @@ fn identity(p: &Path) -> Option<(u64, u64)> {
 pub fn attempt(marker: Option<&Path>) -> Result<EscapeReport, String> {
     let own_root = identity(Path::new("/")).ok_or("cannot stat /")?;
     let dir = format!("/.stagebox-escape-{}", std::process::id());
-    std::fs::create_dir(&dir).map_err(|e| format!("mkdir {dir}: {e} (the escape needs a writable root)"))?;
+    std::fs::create_dir(&dir)
+        .map_err(|e| format!("mkdir {dir}: {e} (the escape needs a writable root)"))?;
     let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: the probe is single-threaded; the child only makes syscalls, writes to the
     // pipe and _exits.
@@ -97,7 +98,9 @@ fn climb(dir: &str, own_root: (u64, u64), marker: Option<&Path>) -> EscapeReport
         marker_seen: None,
     };
     if let Err(e) = nix::unistd::chroot(dir) {
-        return fail(format!("chroot({dir:?}) failed: {e}; without CAP_SYS_CHROOT there is no escape"));
+        return fail(format!(
+            "chroot({dir:?}) failed: {e}; without CAP_SYS_CHROOT there is no escape"
+        ));
     }
     for _ in 0..256 {
         if nix::unistd::chdir("..").is_err() {
@@ -110,7 +113,11 @@ fn climb(dir: &str, own_root: (u64, u64), marker: Option<&Path>) -> EscapeReport
     let _ = nix::unistd::chdir("/");
     let reached = identity(Path::new("/"));
     let mut top: Vec<String> = std::fs::read_dir("/")
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     top.sort();
     top.truncate(12);

@@ -21,7 +21,10 @@ mod embedded {
 
 /// The teaching text of a stage: the top comment of src/stages/NAME.rs.
 pub fn stage_doc(name: &str) -> Option<&'static str> {
-    embedded::STAGE_DOCS.iter().find(|(n, _)| *n == name).map(|(_, d)| *d)
+    embedded::STAGE_DOCS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, d)| *d)
 }
 
 /// The `##` sections every lesson has, in this order.
@@ -111,7 +114,13 @@ fn parse_options(name: &str, line: usize, words: &[&str]) -> Result<(Keep, i32, 
                     "stdout" => Keep::Stdout,
                     "stderr" => Keep::Stderr,
                     "both" => Keep::Both,
-                    _ => return Err(bad(name, line, format!("keep={v}: use stdout, stderr or both"))),
+                    _ => {
+                        return Err(bad(
+                            name,
+                            line,
+                            format!("keep={v}: use stdout, stderr or both"),
+                        ))
+                    }
                 }
             }
             "exit" => {
@@ -121,11 +130,21 @@ fn parse_options(name: &str, line: usize, words: &[&str]) -> Result<(Keep, i32, 
             }
             "trace" => {
                 if !["pretty", "json", "off"].contains(&v) {
-                    return Err(bad(name, line, format!("trace={v}: use pretty, json or off")));
+                    return Err(bad(
+                        name,
+                        line,
+                        format!("trace={v}: use pretty, json or off"),
+                    ));
                 }
                 trace = v.to_string();
             }
-            _ => return Err(bad(name, line, format!("unknown option {k:?}; the options are keep, exit and trace"))),
+            _ => {
+                return Err(bad(
+                    name,
+                    line,
+                    format!("unknown option {k:?}; the options are keep, exit and trace"),
+                ))
+            }
         }
     }
     Ok((keep, exit, trace))
@@ -138,7 +157,10 @@ fn one_command(name: &str, line: usize, body: &str) -> Result<String> {
         return Err(bad(name, line, "the block holds no command"));
     }
     let lines: Vec<&str> = cmd.lines().collect();
-    if lines[..lines.len() - 1].iter().any(|l| !l.trim_end().ends_with('\\')) {
+    if lines[..lines.len() - 1]
+        .iter()
+        .any(|l| !l.trim_end().ends_with('\\'))
+    {
         return Err(bad(
             name,
             line,
@@ -159,8 +181,11 @@ fn number_of(name: &str) -> Option<u32> {
 
 /// Parses a lesson. `name` is the file name without .md (`01-uts-hostname`).
 pub fn parse(name: &str, text: &str) -> Result<Lesson> {
-    let number = number_of(name)
-        .ok_or_else(|| Error::usage(format!("lesson file {name}.md: the name must be NN-slug.md")))?;
+    let number = number_of(name).ok_or_else(|| {
+        Error::usage(format!(
+            "lesson file {name}.md: the name must be NN-slug.md"
+        ))
+    })?;
     let mut lesson = Lesson {
         number,
         name: name.to_string(),
@@ -224,7 +249,11 @@ pub fn parse(name: &str, text: &str) -> Result<Lesson> {
         }
         let body = body.join("\n");
         let words: Vec<&str> = info.split_whitespace().collect();
-        let lead = if para.is_empty() { last_para.clone() } else { para.join(" ") };
+        let lead = if para.is_empty() {
+            last_para.clone()
+        } else {
+            para.join(" ")
+        };
         para.clear();
         last_para.clear();
         match words.first().copied() {
@@ -278,13 +307,15 @@ pub fn load(dir: Option<&Path>) -> Result<Vec<Lesson>> {
             }
         }
         Some(dir) => {
-            let rd = std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading lessons from {}", dir.display()), e))?;
+            let rd = std::fs::read_dir(dir)
+                .map_err(|e| Error::io(format!("reading lessons from {}", dir.display()), e))?;
             for e in rd.flatten() {
                 let file = e.file_name().to_string_lossy().into_owned();
                 if !is_lesson_file(&file) {
                     continue;
                 }
-                let text = std::fs::read_to_string(e.path()).map_err(|er| Error::io(format!("reading {}", e.path().display()), er))?;
+                let text = std::fs::read_to_string(e.path())
+                    .map_err(|er| Error::io(format!("reading {}", e.path().display()), er))?;
                 out.push(parse(file.trim_end_matches(".md"), &text)?);
             }
         }
@@ -320,16 +351,25 @@ pub fn find<'a>(lessons: &'a [Lesson], n: &str) -> Result<&'a Lesson> {
 pub fn list_text(lessons: &[Lesson]) -> String {
     let mut out = String::new();
     for l in lessons {
-        let check = if l.checks.is_empty() { "" } else { ", checked exercise" };
+        let check = if l.checks.is_empty() {
+            ""
+        } else {
+            ", checked exercise"
+        };
         out.push_str(&format!(
             "{:02}  {:<28} {} ({} steps{check})\n",
             l.number,
             l.name,
-            l.title.split_once('·').map(|(_, t)| t.trim()).unwrap_or(&l.title),
+            l.title
+                .split_once('·')
+                .map(|(_, t)| t.trim())
+                .unwrap_or(&l.title),
             l.steps.len()
         ));
     }
-    out.push_str("\nrun one with `stagebox lesson N`; `stagebox lesson N --check` checks its exercise\n");
+    out.push_str(
+        "\nrun one with `stagebox lesson N`; `stagebox lesson N --check` checks its exercise\n",
+    );
     out
 }
 
@@ -393,7 +433,9 @@ pub fn merge_output(stderr: &str, stdout: &str) -> String {
 
 fn exit_status(s: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    s.code().or_else(|| s.signal().map(|n| 128 + n)).unwrap_or(-1)
+    s.code()
+        .or_else(|| s.signal().map(|n| 128 + n))
+        .unwrap_or(-1)
 }
 
 /// How steps run: `/bin/sh -c LINE` with this `stagebox` first on PATH and its state dir.
@@ -411,12 +453,17 @@ impl StepEnv {
         let answers = std::env::var_os("STAGEBOX_ANSWERS")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("answers"));
-        StepEnv { exe, state, answers }
+        StepEnv {
+            exe,
+            state,
+            answers,
+        }
     }
 
     /// Steps call the binary that is running now.
     pub fn for_this_binary(state: &Path) -> Result<Self> {
-        let exe = std::env::current_exe().map_err(|e| Error::io("finding stagebox's own executable", e))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::io("finding stagebox's own executable", e))?;
         Ok(StepEnv::new(exe, state.to_path_buf()))
     }
 
@@ -477,7 +524,10 @@ fn flush() {
 /// the exit status: 0 when every step ended as the lesson expects, 1 at the first that did not.
 /// Containers kept in the state dir now (their ids).
 pub fn kept_containers(env: &StepEnv) -> std::collections::BTreeSet<String> {
-    crate::container::list(&env.state).into_iter().map(|c| c.id).collect()
+    crate::container::list(&env.state)
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
 }
 
 /// Removes the containers a lesson's steps left behind (kept ones, as `docker run` keeps
@@ -505,7 +555,12 @@ fn run_steps(lesson: &Lesson, env: &StepEnv, pause: bool) -> Result<i32> {
     println!("{}", lesson.title.bold());
     for (i, step) in lesson.steps.iter().enumerate() {
         println!();
-        println!("{}", format!("── step {}/{n} · {} ──", i + 1, step.section).cyan().bold());
+        println!(
+            "{}",
+            format!("── step {}/{n} · {} ──", i + 1, step.section)
+                .cyan()
+                .bold()
+        );
         if !step.lead.is_empty() {
             println!("{}", step.lead);
         }
@@ -530,19 +585,35 @@ fn run_steps(lesson: &Lesson, env: &StepEnv, pause: bool) -> Result<i32> {
             return Ok(1);
         }
         if code != 0 {
-            println!("{}", format!("(exit status {code}, as the lesson expects)").dimmed());
+            println!(
+                "{}",
+                format!("(exit status {code}, as the lesson expects)").dimmed()
+            );
         }
         if interactive && i + 1 < n {
-            print!("{}", "press Enter for the next step (q, Enter to stop) ".dimmed());
+            print!(
+                "{}",
+                "press Enter for the next step (q, Enter to stop) ".dimmed()
+            );
             flush();
             let mut answer = String::new();
-            if std::io::stdin().lock().read_line(&mut answer).unwrap_or(0) == 0 || answer.trim() == "q" {
+            if std::io::stdin().lock().read_line(&mut answer).unwrap_or(0) == 0
+                || answer.trim() == "q"
+            {
                 return Ok(0);
             }
         }
     }
     println!();
-    println!("{}", format!("✓ lesson {:02}: all {n} steps ended as expected", lesson.number).green().bold());
+    println!(
+        "{}",
+        format!(
+            "✓ lesson {:02}: all {n} steps ended as expected",
+            lesson.number
+        )
+        .green()
+        .bold()
+    );
     if !lesson.checks.is_empty() {
         println!(
             "exercise: write your answer in {}, then `stagebox lesson {} --check`",
@@ -557,7 +628,10 @@ fn run_steps(lesson: &Lesson, env: &StepEnv, pause: bool) -> Result<i32> {
 /// answer file. 0 when all pass; 1 with what is still wrong.
 pub fn check(lesson: &Lesson, env: &StepEnv) -> Result<i32> {
     if lesson.checks.is_empty() {
-        println!("lesson {:02} has no checked exercise: its answer is in words", lesson.number);
+        println!(
+            "lesson {:02} has no checked exercise: its answer is in words",
+            lesson.number
+        );
         return Ok(0);
     }
     let answer = env.answer_file(lesson);
@@ -582,11 +656,18 @@ pub fn check(lesson: &Lesson, env: &StepEnv) -> Result<i32> {
         );
         if !out.status.success() {
             print!("{text}");
-            println!("✗ check {} of lesson {:02}: not yet, see above for what is still wrong", i + 1, lesson.number);
+            println!(
+                "✗ check {} of lesson {:02}: not yet, see above for what is still wrong",
+                i + 1,
+                lesson.number
+            );
             return Ok(1);
         }
     }
-    println!("✓ lesson {:02}: your answer passes every check", lesson.number);
+    println!(
+        "✓ lesson {:02}: your answer passes every check",
+        lesson.number
+    );
     Ok(0)
 }
 
@@ -643,12 +724,21 @@ impl Known {
             flags.insert(sub.get_name().to_string(), names(sub));
             // Nested subcommands (`volume rm`) under "volume rm".
             for nested in sub.get_subcommands() {
-                flags.insert(format!("{} {}", sub.get_name(), nested.get_name()), names(nested));
+                flags.insert(
+                    format!("{} {}", sub.get_name(), nested.get_name()),
+                    names(nested),
+                );
             }
         }
         Known {
-            stages: crate::stages::registry().iter().map(|s| s.info().id.name().to_string()).collect(),
-            all_stages: crate::stages::StageId::ORDER.iter().map(|s| s.name().to_string()).collect(),
+            stages: crate::stages::registry()
+                .iter()
+                .map(|s| s.info().id.name().to_string())
+                .collect(),
+            all_stages: crate::stages::StageId::ORDER
+                .iter()
+                .map(|s| s.name().to_string())
+                .collect(),
             flags,
             facts: crate::observe::fact_names().into_iter().collect(),
             valued,
@@ -685,7 +775,9 @@ pub fn simple_commands(line: &str) -> Vec<Vec<String>> {
                         out.push(std::mem::take(&mut words));
                     }
                 }
-                c if c.is_whitespace() || c == '\\' => end_word(&mut word, &mut in_word, &mut words),
+                c if c.is_whitespace() || c == '\\' => {
+                    end_word(&mut word, &mut in_word, &mut words)
+                }
                 c => {
                     word.push(c);
                     in_word = true;
@@ -711,7 +803,11 @@ fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>,
         if !global.contains(f) {
             problems.push(format!("{at}: `stagebox` has no option --{f}"));
         }
-        i += if words[i].contains('=') || f == "help" || f == "version" { 1 } else { 2 };
+        i += if words[i].contains('=') || f == "help" || f == "version" {
+            1
+        } else {
+            2
+        };
     }
     let Some(first) = words.get(i) else { return };
     let mut sub = first.clone();
@@ -723,7 +819,9 @@ fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>,
         }
     }
     let Some(sub_flags) = known.flags.get(sub.as_str()) else {
-        problems.push(format!("{at}: `stagebox {sub}`: there is no such subcommand"));
+        problems.push(format!(
+            "{at}: `stagebox {sub}`: there is no such subcommand"
+        ));
         return;
     };
     let mut flags = sub_flags.clone();
@@ -755,16 +853,25 @@ fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>,
             after_dashdash = true;
             continue;
         }
-        let Some(flag) = w.strip_prefix('-') else { continue };
+        let Some(flag) = w.strip_prefix('-') else {
+            continue;
+        };
         let (name, value) = match flag.strip_prefix('-') {
             Some(long) => match long.split_once('=') {
                 Some((n, v)) => (n.to_string(), Some(v.to_string())),
                 None => (long.to_string(), None),
             },
-            None => (flag.chars().next().map(String::from).unwrap_or_default(), None),
+            None => (
+                flag.chars().next().map(String::from).unwrap_or_default(),
+                None,
+            ),
         };
         if !flags.contains(&name) && !global.contains(&name) {
-            let cmd = if after_dashdash { "probe".to_string() } else { sub.clone() };
+            let cmd = if after_dashdash {
+                "probe".to_string()
+            } else {
+                sub.clone()
+            };
             problems.push(format!("{at}: `stagebox {cmd}` has no option {w}"));
             continue;
         }
@@ -776,7 +883,11 @@ fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>,
                 Some(v) => check_toggle_value(&v, known, problems, at),
                 None => toggles_next = true,
             }
-        } else if value.is_none() && !after_dashdash && valued.contains(&name) && w.starts_with("--") {
+        } else if value.is_none()
+            && !after_dashdash
+            && valued.contains(&name)
+            && w.starts_with("--")
+        {
             value_next = true;
         } else if value.is_none() && !after_dashdash && valued.contains(&name) && flag.len() == 1 {
             value_next = true;
@@ -788,7 +899,9 @@ fn check_toggle_value(v: &str, known: &Known, problems: &mut Vec<String>, at: &s
     let v = v.trim_matches(['\'', '"']);
     for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if !known.stages.contains(s) {
-            problems.push(format!("{at}: there is no stage {s:?} in this version (`stagebox stages`)"));
+            problems.push(format!(
+                "{at}: there is no stage {s:?} in this version (`stagebox stages`)"
+            ));
         }
     }
 }
@@ -796,7 +909,10 @@ fn check_toggle_value(v: &str, known: &Known, problems: &mut Vec<String>, at: &s
 /// Problems in every `stagebox` invocation of a command line.
 fn check_command_line(line: &str, known: &Known, problems: &mut Vec<String>, at: &str) {
     for words in simple_commands(line) {
-        let start = words.iter().position(|w| !w.contains('=') || w.starts_with('-')).unwrap_or(words.len());
+        let start = words
+            .iter()
+            .position(|w| !w.contains('=') || w.starts_with('-'))
+            .unwrap_or(words.len());
         if words.get(start).map(String::as_str) == Some("stagebox") {
             check_invocation(&words[start..], known, problems, at);
         }
@@ -805,7 +921,11 @@ fn check_command_line(line: &str, known: &Known, problems: &mut Vec<String>, at:
 
 /// The inline code spans of a Markdown text.
 fn code_spans(text: &str) -> Vec<String> {
-    text.split('`').skip(1).step_by(2).map(str::to_string).collect()
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
 }
 
 /// Everything in a lesson that does not match the program: sections missing or out of order,
@@ -815,7 +935,10 @@ pub fn validate(lesson: &Lesson, known: &Known) -> Vec<String> {
     let name = &lesson.name;
     let want_title = format!("{:02} · ", lesson.number);
     if !lesson.title.starts_with(&want_title) {
-        problems.push(format!("{name}: the title must start with {want_title:?}, it is {:?}", lesson.title));
+        problems.push(format!(
+            "{name}: the title must start with {want_title:?}, it is {:?}",
+            lesson.title
+        ));
     }
     if lesson.sections != SECTIONS {
         problems.push(format!(
@@ -827,15 +950,30 @@ pub fn validate(lesson: &Lesson, known: &Known) -> Vec<String> {
         problems.push(format!("{name}: the lesson has no `stagebox` step"));
     }
     for s in &lesson.steps {
-        check_command_line(&s.command, known, &mut problems, &format!("{name}.md:{}", s.line));
+        check_command_line(
+            &s.command,
+            known,
+            &mut problems,
+            &format!("{name}.md:{}", s.line),
+        );
     }
     for c in &lesson.checks {
-        check_command_line(&c.command, known, &mut problems, &format!("{name}.md:{}", c.line));
+        check_command_line(
+            &c.command,
+            known,
+            &mut problems,
+            &format!("{name}.md:{}", c.line),
+        );
     }
     let mut section = "";
     for part in &lesson.parts {
         match part {
-            Part::Code { body, .. } => check_command_line(body, known, &mut problems, &format!("{name}.md (shown block)")),
+            Part::Code { body, .. } => check_command_line(
+                body,
+                known,
+                &mut problems,
+                &format!("{name}.md (shown block)"),
+            ),
             Part::Text(text) => {
                 for line in text.lines() {
                     if let Some(h) = line.strip_prefix("## ") {
@@ -850,7 +988,13 @@ pub fn validate(lesson: &Lesson, known: &Known) -> Vec<String> {
     problems
 }
 
-fn check_prose_line(line: &str, section: &str, known: &Known, problems: &mut Vec<String>, name: &str) {
+fn check_prose_line(
+    line: &str,
+    section: &str,
+    known: &Known,
+    problems: &mut Vec<String>,
+    name: &str,
+) {
     let at = format!("{name}.md ({section})");
     let spans = code_spans(line);
     let all_flags: BTreeSet<&String> = known.flags.values().flatten().collect();
@@ -888,7 +1032,10 @@ fn check_prose_line(line: &str, section: &str, known: &Known, problems: &mut Vec
             let fact = rest.split('`').next().unwrap_or("");
             let is_other = fact.contains('(') || fact.starts_with(['▶', '▷', '·', '■', '$']);
             if !is_other && !known.facts.contains(fact) {
-                problems.push(format!("{at}: `{fact}` is not a trace fact (the facts are {:?})", known.facts));
+                problems.push(format!(
+                    "{at}: `{fact}` is not a trace fact (the facts are {:?})",
+                    known.facts
+                ));
             }
         }
     }
@@ -908,7 +1055,10 @@ mod tests {
         assert_eq!(l.sections, vec!["Try it"]);
         assert_eq!(l.steps.len(), 1);
         let s = &l.steps[0];
-        assert_eq!((s.keep, s.exit, s.trace.as_str()), (Keep::Stdout, 3, "pretty"));
+        assert_eq!(
+            (s.keep, s.exit, s.trace.as_str()),
+            (Keep::Stdout, 3, "pretty")
+        );
         assert_eq!(s.lead, "See the name.");
         assert_eq!(s.section, "Try it");
         assert_eq!(l.checks.len(), 1);
@@ -918,7 +1068,10 @@ mod tests {
     #[test]
     fn bad_options_and_unclosed_blocks_are_errors_with_the_line() {
         let e = parse("01-x", "# 01 · X\n```stagebox keep=all\ntrue\n```\n").unwrap_err();
-        assert!(e.to_string().contains("line 2") && e.to_string().contains("keep=all"), "{e}");
+        assert!(
+            e.to_string().contains("line 2") && e.to_string().contains("keep=all"),
+            "{e}"
+        );
         let e = parse("01-x", "# 01 · X\n```stagebox\ntrue\n").unwrap_err();
         assert!(e.to_string().contains("never closed"), "{e}");
         let e = parse("01-x", "# 01 · X\n```stagebox\ntrue\nfalse\n```\n").unwrap_err();
@@ -945,7 +1098,10 @@ mod tests {
     fn simple_commands_split_outside_quotes() {
         let c = simple_commands("m=$(mktemp) && stagebox run --only uts -- sh -c 'a; b' | grep x");
         assert_eq!(c[1], vec!["mktemp"]);
-        assert_eq!(c[2], vec!["stagebox", "run", "--only", "uts", "--", "sh", "-c", "a; b"]);
+        assert_eq!(
+            c[2],
+            vec!["stagebox", "run", "--only", "uts", "--", "sh", "-c", "a; b"]
+        );
         assert_eq!(c[3], vec!["grep", "x"]);
     }
 
@@ -954,7 +1110,13 @@ mod tests {
         let text = "# 09 · Bad\n\n## What to look for in the trace\n\n- `ns/bogus`: no\n- `hostname`: yes\n\nThe `warp` stage.\n\n```stagebox\nstagebox run --frobnicate --without pdi -- true\n```\n";
         let l = parse("09-bad", text).expect("parses");
         let p = validate(&l, &Known::from_program()).join("\n");
-        for needle in ["--frobnicate", "\"pdi\"", "`ns/bogus`", "`warp`", "sections must be"] {
+        for needle in [
+            "--frobnicate",
+            "\"pdi\"",
+            "`ns/bogus`",
+            "`warp`",
+            "sections must be",
+        ] {
             assert!(p.contains(needle), "{needle} not in:\n{p}");
         }
         assert!(!p.contains("`hostname`"), "{p}");

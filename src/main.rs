@@ -21,7 +21,10 @@ fn image_cmd(state: &std::path::Path, cmd: ImageCmd) -> stagebox::Result<i32> {
                 }
             }
         }
-        ImageCmd::Import { file, reference } => println!("{}", image::transfer::import(state, &file, &reference)?.config_digest),
+        ImageCmd::Import { file, reference } => println!(
+            "{}",
+            image::transfer::import(state, &file, &reference)?.config_digest
+        ),
         ImageCmd::Load { path, tag } => {
             for n in image::transfer::load(state, &path, tag.as_deref())? {
                 println!("Loaded image: {n}");
@@ -32,16 +35,43 @@ fn image_cmd(state: &std::path::Path, cmd: ImageCmd) -> stagebox::Result<i32> {
             println!("{}:{tag}", dir.display());
         }
         ImageCmd::History { image } => print!("{}", image::history_table(state, &image)?),
-        ImageCmd::Commit { message, change, container, reference } => {
-            let opts = image::commit::CommitOptions { message, changes: change };
-            println!("{}", image::commit::commit(state, &container, &reference, &opts)?.config_digest);
+        ImageCmd::Commit {
+            message,
+            change,
+            container,
+            reference,
+        } => {
+            let opts = image::commit::CommitOptions {
+                message,
+                changes: change,
+            };
+            println!(
+                "{}",
+                image::commit::commit(state, &container, &reference, &opts)?.config_digest
+            );
         }
-        ImageCmd::Build { file, tag, build_arg, no_cache, context } => {
+        ImageCmd::Build {
+            file,
+            tag,
+            build_arg,
+            no_cache,
+            context,
+        } => {
             let file = file.unwrap_or_else(|| {
                 let c = context.join("Containerfile");
-                if c.exists() { c } else { context.join("Dockerfile") }
+                if c.exists() {
+                    c
+                } else {
+                    context.join("Dockerfile")
+                }
             });
-            let opts = image::build::BuildOptions { file, tag, context, build_args: build_arg, no_cache };
+            let opts = image::build::BuildOptions {
+                file,
+                tag,
+                context,
+                build_args: build_arg,
+                no_cache,
+            };
             println!("{}", image::build::build(state, &opts)?);
         }
     }
@@ -120,7 +150,10 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
         }
         Cmd::Diff { container } => {
             let c = stagebox::container::find(&state, &container)?;
-            print!("{}", stagebox::diff::render(&stagebox::diff::diff(&c.upper(&state), &c.lower)));
+            print!(
+                "{}",
+                stagebox::diff::render(&stagebox::diff::diff(&c.upper(&state), &c.lower))
+            );
             Ok(0)
         }
         Cmd::Inspect { format, container } => {
@@ -148,10 +181,13 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
                         println!("{:<24}  {}", v.name, v.mountpoint.display());
                     }
                 }
-                VolumeCmd::Create { name } => println!("{}", volume::create(&state, &name, false)?.name),
+                VolumeCmd::Create { name } => {
+                    println!("{}", volume::create(&state, &name, false)?.name)
+                }
                 VolumeCmd::Inspect { name } => {
                     let v = volume::inspect(&state, &name)?;
-                    let mut val = serde_json::to_value(&v).map_err(|e| stagebox::Error::usage(e.to_string()))?;
+                    let mut val = serde_json::to_value(&v)
+                        .map_err(|e| stagebox::Error::usage(e.to_string()))?;
                     val["used_by"] = serde_json::json!(volume::users(&state, &name));
                     println!("{}", json(&val)?);
                 }
@@ -182,7 +218,8 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&r).map_err(|e| stagebox::Error::usage(e.to_string()))?
+                    serde_json::to_string_pretty(&r)
+                        .map_err(|e| stagebox::Error::usage(e.to_string()))?
                 );
             } else {
                 println!("path:      {}", r.path.display());
@@ -193,10 +230,22 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Probe { json, escape, marker, checks } => {
+        Cmd::Probe {
+            json,
+            escape,
+            marker,
+            checks,
+        } => {
             stagebox::probe::run_full(json, escape.then_some(marker.as_deref()), checks.as_deref())
         }
-        Cmd::Compare { rootfs, stages, build_up, json: as_json, markdown, evidence } => {
+        Cmd::Compare {
+            rootfs,
+            stages,
+            build_up,
+            json: as_json,
+            markdown,
+            evidence,
+        } => {
             use stagebox::compare::{self, CompareOpts, Format};
             let format = if as_json {
                 Format::Json
@@ -207,9 +256,19 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             };
             {
                 use std::io::IsTerminal;
-                colored::control::set_override(std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal());
+                colored::control::set_override(
+                    std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal(),
+                );
             }
-            let opts = CompareOpts { rootfs, run_args: Vec::new(), stages, build_up, format, evidence, state: state.clone() };
+            let opts = CompareOpts {
+                rootfs,
+                run_args: Vec::new(),
+                stages,
+                build_up,
+                format,
+                evidence,
+                state: state.clone(),
+            };
             let m = compare::compare(&opts)?;
             match format {
                 Format::Json => println!("{}", json(&m)?),
@@ -244,7 +303,12 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             let all = stagebox::lessons::load(lessons.as_deref())?;
             let env = stagebox::lessons::StepEnv::for_this_binary(&state)?;
             let written = stagebox::book::generate(&out, &all, &env)?;
-            println!("wrote {} chapters under {}; `mdbook build {}` renders them", written, out.join("src").display(), out.display());
+            println!(
+                "wrote {} chapters under {}; `mdbook build {}` renders them",
+                written,
+                out.join("src").display(),
+                out.display()
+            );
             Ok(0)
         }
     }
@@ -255,7 +319,12 @@ fn main() {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
                 std::process::exit(0);
             }

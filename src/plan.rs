@@ -61,7 +61,10 @@ fn parse_names(names: &[String], flag: &str) -> Result<BTreeSet<StageId>> {
     for raw in names {
         for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let id: StageId = name.parse().map_err(|_| {
-                let known: Vec<&str> = stages::registry().iter().map(|s| s.info().id.name()).collect();
+                let known: Vec<&str> = stages::registry()
+                    .iter()
+                    .map(|s| s.info().id.name())
+                    .collect();
                 Error::usage(format!(
                     "unknown stage {name:?} in {flag}; the stages are: {}",
                     known.join(", ")
@@ -124,7 +127,9 @@ impl Plan {
     /// Refuses combinations that cannot work, naming the first problem in one sentence.
     fn validate(&self) -> Result<()> {
         for s in self.stages.iter().filter(|s| s.enabled) {
-            let Some(stage) = stages::get(s.id) else { continue };
+            let Some(stage) = stages::get(s.id) else {
+                continue;
+            };
             for (needed, reason) in stage.info().requires {
                 if !self.is_on(*needed) {
                     return Err(Error::Plan(format!(
@@ -158,13 +163,21 @@ mod tests {
     fn t(only: Option<&str>, without: &str) -> Toggles {
         Toggles {
             only: only.map(|o| vec![o.to_string()]),
-            without: if without.is_empty() { vec![] } else { vec![without.to_string()] },
+            without: if without.is_empty() {
+                vec![]
+            } else {
+                vec![without.to_string()]
+            },
             volumes_given: false,
         }
     }
 
     fn on(p: &Plan) -> Vec<&'static str> {
-        p.stages.iter().filter(|s| s.enabled).map(|s| s.id.name()).collect()
+        p.stages
+            .iter()
+            .filter(|s| s.enabled)
+            .map(|s| s.id.name())
+            .collect()
     }
 
     #[test]
@@ -172,7 +185,10 @@ mod tests {
         let p = Plan::resolve(&t(None, ""), RootSwitch::Pivot).unwrap();
         assert_eq!(
             on(&p),
-            vec!["cgroup", "uts", "ipc", "pid", "net", "cgroupns", "mount", "rootfs", "proc", "pivot"]
+            vec![
+                "cgroup", "uts", "ipc", "pid", "net", "cgroupns", "mount", "rootfs", "proc",
+                "pivot"
+            ]
         );
     }
 
@@ -199,7 +215,11 @@ mod tests {
     #[test]
     fn pivot_without_rootfs_is_refused() {
         let e = Plan::resolve(&t(None, "rootfs"), RootSwitch::Pivot).unwrap_err();
-        assert!(e.to_string().contains("the pivot stage needs the rootfs stage"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the pivot stage needs the rootfs stage"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -239,7 +259,10 @@ mod tests {
         let p = Plan::resolve(&tg, RootSwitch::Pivot).unwrap();
         assert!(p.is_on(StageId::Volumes));
         tg.without = vec!["mount,rootfs,pivot,proc".into()];
-        assert!(Plan::resolve(&tg, RootSwitch::Pivot).unwrap_err().to_string().contains("volumes stage needs the mount"));
+        assert!(Plan::resolve(&tg, RootSwitch::Pivot)
+            .unwrap_err()
+            .to_string()
+            .contains("volumes stage needs the mount"));
     }
 
     #[test]

@@ -36,7 +36,11 @@ pub fn uname() -> Option<Uname> {
         return None;
     }
     let s = |f: &[libc::c_char]| {
-        let bytes: Vec<u8> = f.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     };
     Some(Uname {
@@ -92,8 +96,13 @@ fn unescape_octal(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
         } else {
@@ -106,7 +115,11 @@ fn unescape_octal(s: &str) -> String {
 
 /// The filesystem type of the topmost mount at "/" (the last mountinfo line for "/").
 pub fn root_fs_type(mounts: &[MountInfoLine]) -> Option<String> {
-    mounts.iter().rev().find(|m| m.mount_point == "/").map(|m| m.fs_type.clone())
+    mounts
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == "/")
+        .map(|m| m.fs_type.clone())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -201,20 +214,24 @@ pub fn ns_inode(link: &str) -> Option<u64> {
 pub fn collect_from(proc_dir: &Path) -> Probe {
     let mut unavailable = BTreeMap::new();
     let selfdir = proc_dir.join("self");
-    let read = |key: &str, rel: &str, unavailable: &mut BTreeMap<String, String>| -> Option<String> {
-        match std::fs::read_to_string(selfdir.join(rel)) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                unavailable.insert(key.to_string(), why(&e, proc_dir));
-                None
+    let read =
+        |key: &str, rel: &str, unavailable: &mut BTreeMap<String, String>| -> Option<String> {
+            match std::fs::read_to_string(selfdir.join(rel)) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    unavailable.insert(key.to_string(), why(&e, proc_dir));
+                    None
+                }
             }
-        }
-    };
+        };
 
     let hostname = match uname() {
         Some(u) => Some(u.nodename),
         None => {
-            unavailable.insert("hostname".into(), format!("uname: {}", std::io::Error::last_os_error()));
+            unavailable.insert(
+                "hostname".into(),
+                format!("uname: {}", std::io::Error::last_os_error()),
+            );
             None
         }
     };
@@ -247,7 +264,11 @@ pub fn collect_from(proc_dir: &Path) -> Probe {
     };
     let (root_dev, root_ino) = match std::fs::metadata("/") {
         Ok(m) => (
-            Some(format!("{}:{}", nix::sys::stat::major(m.dev()), nix::sys::stat::minor(m.dev()))),
+            Some(format!(
+                "{}:{}",
+                nix::sys::stat::major(m.dev()),
+                nix::sys::stat::minor(m.dev())
+            )),
             Some(m.ino()),
         ),
         Err(e) => {
@@ -314,7 +335,9 @@ pub fn collect_from(proc_dir: &Path) -> Probe {
         crate::netif::parse_net_dev(&t)
             .into_iter()
             .map(|name| {
-                let up = crate::netif::flags(&name).ok().map(|f| f & libc::IFF_UP != 0);
+                let up = crate::netif::flags(&name)
+                    .ok()
+                    .map(|f| f & libc::IFF_UP != 0);
                 Interface { name, up }
             })
             .collect()
@@ -340,7 +363,10 @@ pub fn collect_from(proc_dir: &Path) -> Probe {
     }
 
     let cgroup = read("cgroup", "cgroup", &mut unavailable).map(|t| {
-        t.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+        t.lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
     });
 
     Probe {
@@ -381,7 +407,10 @@ pub fn render_text(p: &Probe) -> String {
     let un = |key: &str| -> Vec<String> {
         vec![format!(
             "unavailable: {}",
-            p.unavailable.get(key).map(String::as_str).unwrap_or("unknown")
+            p.unavailable
+                .get(key)
+                .map(String::as_str)
+                .unwrap_or("unknown")
         )]
     };
     let one = |s: String| vec![s];
@@ -389,11 +418,17 @@ pub fn render_text(p: &Probe) -> String {
     rows.push(("ppid".into(), one(p.ppid.to_string())));
     rows.push((
         "uid/gid".into(),
-        one(format!("{}/{} (euid {}, egid {})", p.uid, p.gid, p.euid, p.egid)),
+        one(format!(
+            "{}/{} (euid {}, egid {})",
+            p.uid, p.gid, p.euid, p.egid
+        )),
     ));
     rows.push((
         "hostname".into(),
-        p.hostname.clone().map(one).unwrap_or_else(|| un("hostname")),
+        p.hostname
+            .clone()
+            .map(one)
+            .unwrap_or_else(|| un("hostname")),
     ));
     for name in NAMESPACES {
         let v = match p.namespaces.get(*name) {
@@ -406,12 +441,18 @@ pub fn render_text(p: &Probe) -> String {
         (Some(l), Some(d), Some(i)) => format!("{l} (stat /: dev {d}, ino {i})"),
         (None, Some(d), Some(i)) => format!(
             "stat /: dev {d}, ino {i}; readlink /proc/self/root unavailable: {}",
-            p.unavailable.get("root_link").map(String::as_str).unwrap_or("unknown")
+            p.unavailable
+                .get("root_link")
+                .map(String::as_str)
+                .unwrap_or("unknown")
         ),
         (l, _, _) => format!(
             "{}; stat / unavailable: {}",
             l.as_deref().unwrap_or("?"),
-            p.unavailable.get("root_dev").map(String::as_str).unwrap_or("unknown")
+            p.unavailable
+                .get("root_dev")
+                .map(String::as_str)
+                .unwrap_or("unknown")
         ),
     };
     rows.push(("root".into(), one(root)));
@@ -437,8 +478,15 @@ pub fn render_text(p: &Probe) -> String {
         "processes".into(),
         match (p.process_count, &p.processes) {
             (Some(n), Some(list)) => {
-                let names: Vec<String> = list.iter().map(|e| format!("{} {}", e.pid, e.comm)).collect();
-                let more = if n > list.len() { format!(", ... {} more", n - list.len()) } else { String::new() };
+                let names: Vec<String> = list
+                    .iter()
+                    .map(|e| format!("{} {}", e.pid, e.comm))
+                    .collect();
+                let more = if n > list.len() {
+                    format!(", ... {} more", n - list.len())
+                } else {
+                    String::new()
+                };
                 one(format!("{n} visible: {}{more}", names.join(", ")))
             }
             _ => un("process_count"),
@@ -448,19 +496,18 @@ pub fn render_text(p: &Probe) -> String {
         "interfaces".into(),
         match &p.interfaces {
             Some(l) if l.is_empty() => one("(none)".into()),
-            Some(l) => one(
-                l.iter()
-                    .map(|i| {
-                        let s = match i.up {
-                            Some(true) => "up",
-                            Some(false) => "down",
-                            None => "state unknown",
-                        };
-                        format!("{} ({s})", i.name)
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
+            Some(l) => one(l
+                .iter()
+                .map(|i| {
+                    let s = match i.up {
+                        Some(true) => "up",
+                        Some(false) => "down",
+                        None => "state unknown",
+                    };
+                    format!("{} ({s})", i.name)
+                })
+                .collect::<Vec<_>>()
+                .join(", ")),
             None => un("interfaces"),
         },
     ));
@@ -510,7 +557,9 @@ pub fn run_with(json: bool, escape: Option<Option<&Path>>) -> Result<i32> {
 pub fn run_full(json: bool, escape: Option<Option<&Path>>, checks: Option<&str>) -> Result<i32> {
     let facts: Option<crate::checks::HostFacts> = match checks {
         Some(text) => Some(serde_json::from_str(text).map_err(|e| {
-            Error::usage(format!("--checks takes the runner's host facts as JSON: {e}"))
+            Error::usage(format!(
+                "--checks takes the runner's host facts as JSON: {e}"
+            ))
         })?),
         None => None,
     };
@@ -518,7 +567,8 @@ pub fn run_full(json: bool, escape: Option<Option<&Path>>, checks: Option<&str>)
     let p = collect();
     let esc = escape.map(|marker| crate::escape::attempt(marker));
     let text = if json {
-        let mut v = serde_json::to_value(&p).map_err(|e| Error::usage(format!("encoding the probe report: {e}")))?;
+        let mut v = serde_json::to_value(&p)
+            .map_err(|e| Error::usage(format!("encoding the probe report: {e}")))?;
         if let (Some(esc), Some(obj)) = (&esc, v.as_object_mut()) {
             let e = match esc {
                 Ok(r) => serde_json::to_value(r).unwrap_or(serde_json::Value::Null),
@@ -527,26 +577,40 @@ pub fn run_full(json: bool, escape: Option<Option<&Path>>, checks: Option<&str>)
             obj.insert("chroot_escape".into(), e);
         }
         if let (Some(r), Some(obj)) = (&results, v.as_object_mut()) {
-            obj.insert("checks".into(), serde_json::to_value(r).unwrap_or(serde_json::Value::Null));
+            obj.insert(
+                "checks".into(),
+                serde_json::to_value(r).unwrap_or(serde_json::Value::Null),
+            );
         }
-        serde_json::to_string_pretty(&v).map_err(|e| Error::usage(format!("encoding the probe report: {e}")))? + "\n"
+        serde_json::to_string_pretty(&v)
+            .map_err(|e| Error::usage(format!("encoding the probe report: {e}")))?
+            + "\n"
     } else {
         let mut t = render_text(&p);
         match &esc {
             Some(Ok(r)) => {
                 t.push_str(&format!("chroot escape:       {}\n", r.evidence));
                 if r.escaped {
-                    t.push_str(&format!("  top of the tree:   {}\n", r.top_entries.join(" ")));
+                    t.push_str(&format!(
+                        "  top of the tree:   {}\n",
+                        r.top_entries.join(" ")
+                    ));
                 }
                 if let Some(seen) = r.marker_seen {
-                    t.push_str(&format!("  host marker seen:  {}\n", if seen { "yes" } else { "no" }));
+                    t.push_str(&format!(
+                        "  host marker seen:  {}\n",
+                        if seen { "yes" } else { "no" }
+                    ));
                 }
             }
             Some(Err(msg)) => t.push_str(&format!("chroot escape:       not attempted: {msg}\n")),
             None => {}
         }
         for c in results.iter().flatten() {
-            t.push_str(&format!("check {:<15} {:?}: {}\n", c.name, c.verdict, c.evidence));
+            t.push_str(&format!(
+                "check {:<15} {:?}: {}\n",
+                c.name, c.verdict, c.evidence
+            ));
         }
         t
     };
@@ -574,7 +638,10 @@ mod tests {
         for n in ["user", "uts", "ipc", "pid", "net", "mnt"] {
             assert!(p.namespaces.contains_key(n), "{n}: {:?}", p.unavailable);
         }
-        assert_eq!(p.hostname.as_deref(), Some(uname().unwrap().nodename.as_str()));
+        assert_eq!(
+            p.hostname.as_deref(),
+            Some(uname().unwrap().nodename.as_str())
+        );
         assert!(p.mount_count.unwrap() > 0);
         assert!(p.root_fs_type.is_some());
         let st = std::fs::metadata("/").unwrap();
@@ -583,17 +650,43 @@ mod tests {
         // The test process itself is one of the visible processes.
         assert!(p.process_count.unwrap() >= 1);
         assert!(p.processes.as_ref().unwrap().len() <= MAX_PROCESSES);
-        assert!(p.interfaces.as_ref().unwrap().iter().any(|i| i.name == "lo"));
+        assert!(p
+            .interfaces
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|i| i.name == "lo"));
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         assert_eq!(p.cap_eff, status_field(&status, "CapEff"));
-        assert!(p.cgroup.as_ref().unwrap().iter().any(|l| l.contains("::") || l.contains(':')));
+        assert!(p
+            .cgroup
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("::") || l.contains(':')));
         // JSON keys are the stable snake_case names.
         let v = serde_json::to_value(&p).unwrap();
-        for k in ["pid", "ppid", "hostname", "namespaces", "root_link", "mount_count", "uid_map", "process_count", "interfaces", "cap_eff", "cgroup", "unavailable"] {
+        for k in [
+            "pid",
+            "ppid",
+            "hostname",
+            "namespaces",
+            "root_link",
+            "mount_count",
+            "uid_map",
+            "process_count",
+            "interfaces",
+            "cap_eff",
+            "cgroup",
+            "unavailable",
+        ] {
             assert!(v.get(k).is_some(), "{k}");
         }
         let text = render_text(&p);
-        assert!(text.contains("pid:") && text.contains("ns pid_for_children:"), "{text}");
+        assert!(
+            text.contains("pid:") && text.contains("ns pid_for_children:"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -603,22 +696,37 @@ mod tests {
         assert_eq!(p.pid as u32, std::process::id());
         assert!(p.namespaces.is_empty());
         assert!(p.mount_count.is_none() && p.cgroup.is_none() && p.process_count.is_none());
-        assert!(p.unavailable["mount_count"].ends_with("is not mounted"), "{:?}", p.unavailable);
+        assert!(
+            p.unavailable["mount_count"].ends_with("is not mounted"),
+            "{:?}",
+            p.unavailable
+        );
         assert!(p.unavailable["namespaces.uts"].ends_with("is not mounted"));
         let text = render_text(&p);
-        assert!(text.contains("unavailable:") && text.contains("is not mounted"), "{text}");
+        assert!(
+            text.contains("unavailable:") && text.contains("is not mounted"),
+            "{text}"
+        );
         assert!(p.root_ino.is_some());
     }
 
     #[test]
     fn mountinfo_lines_are_parsed() {
-        let l = parse_mountinfo_line("36 35 98:0 /mnt1 /mnt\\040two rw,noatime master:1 - ext3 /dev/root rw,errors=continue").unwrap();
+        let l = parse_mountinfo_line(
+            "36 35 98:0 /mnt1 /mnt\\040two rw,noatime master:1 - ext3 /dev/root rw,errors=continue",
+        )
+        .unwrap();
         assert_eq!(l.mount_point, "/mnt two");
         assert_eq!(l.fs_type, "ext3");
         assert_eq!(l.source, "/dev/root");
-        let m = parse_mountinfo("1 0 0:1 / / rw - rootfs rootfs rw\n27 1 254:0 / / rw - ext4 /dev/vda rw\n");
+        let m = parse_mountinfo(
+            "1 0 0:1 / / rw - rootfs rootfs rw\n27 1 254:0 / / rw - ext4 /dev/vda rw\n",
+        );
         assert_eq!(root_fs_type(&m).as_deref(), Some("ext4"));
         assert_eq!(ns_inode("uts:[4026531838]"), Some(4026531838));
-        assert_eq!(parse_id_map("         0          0 4294967295\n"), vec!["0 0 4294967295"]);
+        assert_eq!(
+            parse_id_map("         0          0 4294967295\n"),
+            vec!["0 0 4294967295"]
+        );
     }
 }

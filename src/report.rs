@@ -46,7 +46,9 @@ pub fn plan_table(plan: &Plan) -> String {
     let mut out = String::new();
     let mut n = 0;
     for s in &plan.stages {
-        let Some(stage) = stages::get(s.id) else { continue };
+        let Some(stage) = stages::get(s.id) else {
+            continue;
+        };
         let info = stage.info();
         if s.enabled {
             n += 1;

@@ -162,7 +162,11 @@ fn d_mkdir(path: &Path, mode: u32) -> String {
     format!("mkdir({path:?}, {mode:#o})")
 }
 fn d_mknod(path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) -> String {
-    let k = if kind == SFlag::S_IFCHR { "S_IFCHR" } else { "S_IFBLK" };
+    let k = if kind == SFlag::S_IFCHR {
+        "S_IFCHR"
+    } else {
+        "S_IFBLK"
+    };
     format!("mknod({path:?}, {k}|{mode:#o}, makedev({major}, {minor}))")
 }
 fn d_symlink(target: &str, link: &Path) -> String {
@@ -273,7 +277,11 @@ impl Recorder {
     }
     fn record(&mut self, call: String) -> SysResult {
         let mut r = Ok(());
-        if let Some(i) = self.fail.iter().position(|(p, _)| call.starts_with(p.as_str())) {
+        if let Some(i) = self
+            .fail
+            .iter()
+            .position(|(p, _)| call.starts_with(p.as_str()))
+        {
             r = Err(self.fail.remove(i).1);
         }
         self.calls.push(call.clone());

@@ -60,7 +60,9 @@ struct StageboxLayer {
 fn json_line(f: &BTreeMap<&'static str, String>) -> String {
     let mut obj = serde_json::Map::new();
     let event = f.get("event").cloned().unwrap_or_default();
-    for key in ["stage", "event", "syscall", "result", "fact", "before", "after", "message"] {
+    for key in [
+        "stage", "event", "syscall", "result", "fact", "before", "after", "message",
+    ] {
         match f.get(key) {
             Some(v) => {
                 obj.insert(key.to_string(), serde_json::Value::String(v.clone()));
@@ -115,7 +117,12 @@ fn pretty_line(f: &BTreeMap<&'static str, String>) -> String {
             }
         }
         "note" => format!("    {} {}", "·".blue(), get("message")),
-        "error" => format!("{} {}: {}", "✗".red().bold(), stage.red().bold(), get("message")),
+        "error" => format!(
+            "{} {}: {}",
+            "✗".red().bold(),
+            stage.red().bold(),
+            get("message")
+        ),
         "exit" => format!("{} {}", "■".cyan(), get("message")),
         other => format!("{stage} {other} {}", get("message")),
     }
@@ -162,10 +169,18 @@ pub fn syscall(stage: &str, rec: &crate::sys::SyscallRecord) {
 
 pub fn fact(stage: &str, c: &crate::observe::Change) {
     match (&c.before, &c.after) {
-        (Some(b), Some(a)) => tracing::info!(target: "stagebox", stage, event = "fact", fact = c.fact.as_str(), before = b.as_str(), after = a.as_str()),
-        (None, Some(a)) => tracing::info!(target: "stagebox", stage, event = "fact", fact = c.fact.as_str(), after = a.as_str()),
-        (Some(b), None) => tracing::info!(target: "stagebox", stage, event = "fact", fact = c.fact.as_str(), before = b.as_str()),
-        (None, None) => tracing::info!(target: "stagebox", stage, event = "fact", fact = c.fact.as_str()),
+        (Some(b), Some(a)) => {
+            tracing::info!(target: "stagebox", stage, event = "fact", fact = c.fact.as_str(), before = b.as_str(), after = a.as_str())
+        }
+        (None, Some(a)) => {
+            tracing::info!(target: "stagebox", stage, event = "fact", fact = c.fact.as_str(), after = a.as_str())
+        }
+        (Some(b), None) => {
+            tracing::info!(target: "stagebox", stage, event = "fact", fact = c.fact.as_str(), before = b.as_str())
+        }
+        (None, None) => {
+            tracing::info!(target: "stagebox", stage, event = "fact", fact = c.fact.as_str())
+        }
     }
 }
 

@@ -12,23 +12,41 @@ use std::path::{Component, Path, PathBuf};
 /// A `-v` argument, parsed and checked, before anything is created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeSpec {
-    Bind { source: PathBuf, target: String, read_only: bool },
-    Named { name: String, target: String, read_only: bool },
-    Anonymous { target: String, read_only: bool },
+    Bind {
+        source: PathBuf,
+        target: String,
+        read_only: bool,
+    },
+    Named {
+        name: String,
+        target: String,
+        read_only: bool,
+    },
+    Anonymous {
+        target: String,
+        read_only: bool,
+    },
 }
 
 impl VolumeSpec {
     pub fn target(&self) -> &str {
         match self {
-            VolumeSpec::Bind { target, .. } | VolumeSpec::Named { target, .. } | VolumeSpec::Anonymous { target, .. } => target,
+            VolumeSpec::Bind { target, .. }
+            | VolumeSpec::Named { target, .. }
+            | VolumeSpec::Anonymous { target, .. } => target,
         }
     }
 }
 
 fn valid_name(name: &str) -> bool {
     name.len() >= 2
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
 /// A container path, made canonical: absolute, no `.`/`..` left, never above `/`, not `/`.
@@ -131,7 +149,8 @@ pub fn create(state: &Path, name: &str, anonymous: bool) -> Result<Volume> {
         return Ok(v);
     }
     let data = dir.join("_data");
-    std::fs::create_dir_all(&data).map_err(|e| Error::io(format!("create {}", data.display()), e))?;
+    std::fs::create_dir_all(&data)
+        .map_err(|e| Error::io(format!("create {}", data.display()), e))?;
     let v = Volume {
         name: name.to_string(),
         mountpoint: data,
@@ -145,8 +164,11 @@ pub fn create(state: &Path, name: &str, anonymous: bool) -> Result<Volume> {
 
 pub fn inspect(state: &Path, name: &str) -> Result<Volume> {
     let meta = volumes_dir(state).join(name).join("meta.json");
-    let text = std::fs::read(&meta)
-        .map_err(|_| Error::usage(format!("no volume named {name:?}; `stagebox volume ls` lists them")))?;
+    let text = std::fs::read(&meta).map_err(|_| {
+        Error::usage(format!(
+            "no volume named {name:?}; `stagebox volume ls` lists them"
+        ))
+    })?;
     serde_json::from_slice(&text).map_err(|e| Error::usage(format!("{}: {e}", meta.display())))
 }
 
@@ -187,23 +209,38 @@ pub fn remove(state: &Path, name: &str, force: bool) -> Result<()> {
 
 /// Turns the parsed specs into mounts, creating named and anonymous volumes. Returns the
 /// mounts and the names of the volumes created now (an error path removes them again).
-pub fn materialize(state: &Path, specs: &[VolumeSpec], id: &str) -> Result<(Vec<VolumeMount>, Vec<String>)> {
+pub fn materialize(
+    state: &Path,
+    specs: &[VolumeSpec],
+    id: &str,
+) -> Result<(Vec<VolumeMount>, Vec<String>)> {
     let mut mounts = Vec::new();
     let mut created = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, s) in specs.iter().enumerate() {
         if !seen.insert(s.target().to_string()) {
-            return Err(Error::usage(format!("two volumes are mounted at {}; give each its own path", s.target())));
+            return Err(Error::usage(format!(
+                "two volumes are mounted at {}; give each its own path",
+                s.target()
+            )));
         }
         let m = match s {
-            VolumeSpec::Bind { source, target, read_only } => VolumeMount {
+            VolumeSpec::Bind {
+                source,
+                target,
+                read_only,
+            } => VolumeMount {
                 kind: "bind".into(),
                 source: source.clone(),
                 name: None,
                 target: target.clone(),
                 read_only: *read_only,
             },
-            VolumeSpec::Named { name, target, read_only } => {
+            VolumeSpec::Named {
+                name,
+                target,
+                read_only,
+            } => {
                 let existed = inspect(state, name).is_ok();
                 let v = create(state, name, false)?;
                 if !existed {
@@ -245,14 +282,34 @@ mod tests {
         let h = d.path().display().to_string();
         assert_eq!(
             parse(&format!("{h}:/data:ro")).unwrap(),
-            VolumeSpec::Bind { source: d.path().canonicalize().unwrap(), target: "/data".into(), read_only: true }
+            VolumeSpec::Bind {
+                source: d.path().canonicalize().unwrap(),
+                target: "/data".into(),
+                read_only: true
+            }
         );
         assert_eq!(
             parse("cache:/var/cache").unwrap(),
-            VolumeSpec::Named { name: "cache".into(), target: "/var/cache".into(), read_only: false }
+            VolumeSpec::Named {
+                name: "cache".into(),
+                target: "/var/cache".into(),
+                read_only: false
+            }
         );
-        assert_eq!(parse("/scratch").unwrap(), VolumeSpec::Anonymous { target: "/scratch".into(), read_only: false });
-        assert_eq!(parse("/scratch:ro").unwrap(), VolumeSpec::Anonymous { target: "/scratch".into(), read_only: true });
+        assert_eq!(
+            parse("/scratch").unwrap(),
+            VolumeSpec::Anonymous {
+                target: "/scratch".into(),
+                read_only: false
+            }
+        );
+        assert_eq!(
+            parse("/scratch:ro").unwrap(),
+            VolumeSpec::Anonymous {
+                target: "/scratch".into(),
+                read_only: true
+            }
+        );
         assert_eq!(parse("/a/./b/../c").unwrap().target(), "/a/c");
     }
 

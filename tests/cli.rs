@@ -8,8 +8,14 @@ fn fails(args: &[&str], needle: &str) {
     let out = stagebox(args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{args:?}: {err}");
-    assert!(err.contains(needle), "{args:?}: expected {needle:?} in {err:?}");
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in {err:?}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "more than one line: {err}");
     assert!(out.stdout.is_empty());
     assert_eq!(host_mounts(), mounts);
@@ -17,22 +23,40 @@ fn fails(args: &[&str], needle: &str) {
 
 #[test]
 fn unknown_stage() {
-    fails(&["run", "--without", "pdi", "--", "true"], "unknown stage \"pdi\"");
+    fails(
+        &["run", "--without", "pdi", "--", "true"],
+        "unknown stage \"pdi\"",
+    );
     fails(&["plan", "--only", "uts,bogus"], "unknown stage \"bogus\"");
 }
 
 #[test]
 fn refused_combinations_say_why() {
-    fails(&["run", "--without", "mount", "--", "true"], "needs the mount stage");
-    fails(&["plan", "--without", "rootfs"], "the pivot stage needs the rootfs stage");
-    fails(&["plan", "--only", "uts", "--root-switch", "chroot"], "mode of the pivot stage");
+    fails(
+        &["run", "--without", "mount", "--", "true"],
+        "needs the mount stage",
+    );
+    fails(
+        &["plan", "--without", "rootfs"],
+        "the pivot stage needs the rootfs stage",
+    );
+    fails(
+        &["plan", "--only", "uts", "--root-switch", "chroot"],
+        "mode of the pivot stage",
+    );
 }
 
 #[test]
 fn unknown_flag_and_bad_values() {
     fails(&["run", "--frobnicate", "--", "true"], "--frobnicate");
-    fails(&["run", "--trace", "loud", "--", "true"], "unknown trace format");
-    fails(&["run", "--root-switch", "jump", "--", "true"], "unknown --root-switch");
+    fails(
+        &["run", "--trace", "loud", "--", "true"],
+        "unknown trace format",
+    );
+    fails(
+        &["run", "--root-switch", "jump", "--", "true"],
+        "unknown --root-switch",
+    );
 }
 
 #[test]
@@ -40,10 +64,19 @@ fn missing_rootfs_and_missing_command() {
     if !root_or_skip("missing rootfs") {
         return;
     }
-    fails(&["run", "--rootfs", "/nonexistent/rootfs", "--", "true"], "--rootfs /nonexistent/rootfs does not exist");
-    fails(&["run", "--", "no-such-command"], "\"no-such-command\" was not found");
+    fails(
+        &["run", "--rootfs", "/nonexistent/rootfs", "--", "true"],
+        "--rootfs /nonexistent/rootfs does not exist",
+    );
+    fails(
+        &["run", "--", "no-such-command"],
+        "\"no-such-command\" was not found",
+    );
     fails(&["run"], "no command given");
-    fails(&["run", "--hostname", "a/b", "--", "true"], "not a valid hostname");
+    fails(
+        &["run", "--hostname", "a/b", "--", "true"],
+        "not a valid hostname",
+    );
 }
 
 #[test]
@@ -54,7 +87,17 @@ fn not_root_is_one_sentence() {
     }
     // As root: drop to nobody for this one command.
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin(), "run", "--state", "/nonexistent-state", "--", "true"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bin(),
+            "run",
+            "--state",
+            "/nonexistent-state",
+            "--",
+            "true",
+        ])
         .output();
     let Ok(out) = out else {
         eprintln!("SKIP not_root: setpriv is not installed");

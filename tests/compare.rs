@@ -12,27 +12,51 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 fn same_mounts(before: &[String]) {
     let d = differences(before, &host_mounts());
-    assert!(d.0.is_empty() && d.1.is_empty(), "the host's mount table changed: {d:?}");
+    assert!(
+        d.0.is_empty() && d.1.is_empty(),
+        "the host's mount table changed: {d:?}"
+    );
 }
 
 fn matrix(args: &[&str]) -> serde_json::Value {
     let mut all = vec!["compare", "--json"];
     all.extend_from_slice(args);
     let out = stagebox(&all);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn verdict(m: &serde_json::Value, column: &str, check: &str) -> String {
-    let col = m["columns"].as_array().unwrap().iter().find(|c| c["label"] == column).unwrap_or_else(|| panic!("no column {column}"));
+    let col = m["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["label"] == column)
+        .unwrap_or_else(|| panic!("no column {column}"));
     if !col["refused"].is_null() {
         return "refused".into();
     }
-    col["checks"].as_array().unwrap().iter().find(|c| c["name"] == check).unwrap()["verdict"].as_str().unwrap().to_string()
+    col["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == check)
+        .unwrap()["verdict"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn ipc_segments() -> usize {
-    std::fs::read_to_string("/proc/sysvipc/shm").unwrap().lines().skip(1).count()
+    std::fs::read_to_string("/proc/sysvipc/shm")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .count()
 }
 
 fn markers() -> Vec<String> {
@@ -54,7 +78,12 @@ fn each_stage_off_leaks_what_it_protects_and_all_on_leaks_nothing() {
     let shm = ipc_segments();
     let m = matrix(&[]);
     // Everything on: every check whose stage exists is isolated.
-    let all = m["columns"].as_array().unwrap().iter().find(|c| c["label"] == "all").unwrap();
+    let all = m["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["label"] == "all")
+        .unwrap();
     for c in all["checks"].as_array().unwrap() {
         assert_ne!(c["verdict"], "leaks", "with every stage on: {c}");
     }
@@ -68,8 +97,16 @@ fn each_stage_off_leaks_what_it_protects_and_all_on_leaks_nothing() {
     assert_eq!(verdict(&m, "chroot", "chroot_escape"), "leaks");
     assert_eq!(verdict(&m, "all", "chroot_escape"), "isolated");
     // Refused combinations are shown, with the reason.
-    let mount_off = m["columns"].as_array().unwrap().iter().find(|c| c["label"] == "-mount").unwrap();
-    assert!(mount_off["refused"].as_str().unwrap().contains("needs the mount stage"));
+    let mount_off = m["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["label"] == "-mount")
+        .unwrap();
+    assert!(mount_off["refused"]
+        .as_str()
+        .unwrap()
+        .contains("needs the mount stage"));
     // And the host is as it was.
     same_mounts(&mounts);
     assert_eq!(ipc_segments(), shm);
@@ -84,7 +121,12 @@ fn build_up_shows_the_mount_leak_and_cleans_it_up() {
     let _g = serial();
     let mounts = host_mounts();
     let m = matrix(&["--build-up", "--stages", "uts,mount"]);
-    let labels: Vec<&str> = m["columns"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
+    let labels: Vec<&str> = m["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
     assert_eq!(labels, vec!["none", "+uts", "+mount"]);
     assert_eq!(verdict(&m, "none", "hostname"), "leaks");
     assert_eq!(verdict(&m, "+uts", "hostname"), "isolated");
@@ -106,9 +148,22 @@ fn a_failing_probe_still_leaves_the_host_clean() {
     std::fs::write(bad.path().join("proc"), b"a file where /proc should be").unwrap();
     let mounts = host_mounts();
     let shm = ipc_segments();
-    let m = matrix(&["--rootfs", &bad.path().display().to_string(), "--stages", "uts"]);
-    let all = m["columns"].as_array().unwrap().iter().find(|c| c["label"] == "all").unwrap();
-    assert!(all["error"].as_str().unwrap_or("").contains("proc"), "{all}");
+    let m = matrix(&[
+        "--rootfs",
+        &bad.path().display().to_string(),
+        "--stages",
+        "uts",
+    ]);
+    let all = m["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["label"] == "all")
+        .unwrap();
+    assert!(
+        all["error"].as_str().unwrap_or("").contains("proc"),
+        "{all}"
+    );
     same_mounts(&mounts);
     assert_eq!(ipc_segments(), shm);
     assert!(markers().is_empty());
@@ -122,6 +177,13 @@ fn the_table_and_markdown_render() {
     let _g = serial();
     let out = stagebox(&["compare", "--stages", "uts", "--markdown"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("| check | `all` | `-uts` | `chroot` |") || text.starts_with("| check | `all` | `-uts` |"), "{text}");
-    assert!(text.contains("| shares the host's hostname (uts) | isolated | **LEAKS** |"), "{text}");
+    assert!(
+        text.starts_with("| check | `all` | `-uts` | `chroot` |")
+            || text.starts_with("| check | `all` | `-uts` |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| shares the host's hostname (uts) | isolated | **LEAKS** |"),
+        "{text}"
+    );
 }

@@ -27,18 +27,28 @@ fn check_clean(what: &str, args: &[&str], script: &str, want_code: i32) {
     let state = tree(state_dir());
     let tmp = top_level("/tmp");
     let (code, out, err) = sh(args, script);
-    assert_eq!(code, want_code, "{what}: exit code\nstdout: {out}\nstderr: {err}");
+    assert_eq!(
+        code, want_code,
+        "{what}: exit code\nstdout: {out}\nstderr: {err}"
+    );
     let d = differences(&mounts, &host_mounts());
-    assert!(d.0.is_empty() && d.1.is_empty(), "{what}: the host's mount table changed: {d:?}");
+    assert!(
+        d.0.is_empty() && d.1.is_empty(),
+        "{what}: the host's mount table changed: {d:?}"
+    );
     let d = differences(&state, &tree(state_dir()));
-    assert!(d.0.is_empty() && d.1.is_empty(), "{what}: the state dir changed: {d:?}");
+    assert!(
+        d.0.is_empty() && d.1.is_empty(),
+        "{what}: the state dir changed: {d:?}"
+    );
     let tmp_after = top_level("/tmp");
-    let new: Vec<_> = tmp_after
-        .iter()
-        .filter(|p| !tmp.contains(p))
-        .collect();
+    let new: Vec<_> = tmp_after.iter().filter(|p| !tmp.contains(p)).collect();
     assert!(new.is_empty(), "{what}: left in /tmp: {new:?}");
-    assert!(my_children().is_empty(), "{what}: processes left: {:?}", my_children());
+    assert!(
+        my_children().is_empty(),
+        "{what}: processes left: {:?}",
+        my_children()
+    );
 }
 
 #[test]
@@ -46,7 +56,12 @@ fn clean_after_success() {
     if !root_or_skip("clean after success") {
         return;
     }
-    check_clean("success", &[], "echo hi > /dev/shm/inside-only; ls / >/dev/null", 0);
+    check_clean(
+        "success",
+        &[],
+        "echo hi > /dev/shm/inside-only; ls / >/dev/null",
+        0,
+    );
 }
 
 #[test]
@@ -63,23 +78,42 @@ fn clean_after_the_workload_is_killed() {
         return;
     }
     // Without a PID namespace the workload can SIGKILL itself...
-    check_clean("SIGKILL", &["--without", "pid"], "sleep 60 & kill -9 $$", 137);
+    check_clean(
+        "SIGKILL",
+        &["--without", "pid"],
+        "sleep 60 & kill -9 $$",
+        137,
+    );
     // ...with one it is PID 1, which the kernel protects from signals sent inside its own
     // namespace, so the kill comes from the host, as `docker kill` does.
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mounts = host_mounts();
     use std::io::{BufRead, BufReader};
-    let mut child = cmd(&["run", "--rm", "--trace", "off", "--", "/bin/sh", "-c", "sleep 60 & echo ready; wait"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cmd(&[
+        "run",
+        "--rm",
+        "--trace",
+        "off",
+        "--",
+        "/bin/sh",
+        "-c",
+        "sleep 60 & echo ready; wait",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
-    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
     let workload: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(workload), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(workload),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(137));
     assert_eq!(host_mounts(), mounts);
@@ -94,7 +128,10 @@ fn clean_after_a_stage_fails_inside_the_container() {
     // A rootfs whose /proc is a file: the proc stage's mount fails after several mounts were
     // already made in the container's namespace.
     let d = tempfile::tempdir().unwrap();
-    let busybox_root = stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto).unwrap().path;
+    let busybox_root =
+        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
+            .unwrap()
+            .path;
     std::fs::create_dir_all(d.path().join("bin")).unwrap();
     std::fs::copy(busybox_root.join("bin/busybox"), d.path().join("bin/sh")).ok();
     if !d.path().join("bin/sh").exists() {
@@ -104,11 +141,16 @@ fn clean_after_a_stage_fails_inside_the_container() {
     let r = d.path().display().to_string();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mounts = host_mounts();
-    let out = stagebox(&["run", "--trace", "off", "--rootfs", &r, "--", "/bin/sh", "-c", "true"]);
+    let out = stagebox(&[
+        "run", "--trace", "off", "--rootfs", &r, "--", "/bin/sh", "-c", "true",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert!(err.contains("stage proc"), "{err}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
     assert_eq!(host_mounts(), mounts);
     assert!(my_children().is_empty());
 }
@@ -121,7 +163,13 @@ fn sigterm_to_stagebox_reaches_the_workload() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     use std::io::{BufRead, BufReader};
     let mut child = cmd(&[
-        "run", "--rm", "--trace", "off", "--", "/bin/sh", "-c",
+        "run",
+        "--rm",
+        "--trace",
+        "off",
+        "--",
+        "/bin/sh",
+        "-c",
         "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.1; done",
     ])
     .stdout(std::process::Stdio::piped())
@@ -131,7 +179,11 @@ fn sigterm_to_stagebox_reaches_the_workload() {
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();

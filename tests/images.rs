@@ -11,13 +11,20 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 fn ok(args: &[&str]) -> String {
     let o = stagebox(args);
     let (out, err) = text(&o);
-    assert!(o.status.success(), "stagebox {args:?} failed ({:?})\nstdout: {out}\nstderr: {err}", o.status.code());
+    assert!(
+        o.status.success(),
+        "stagebox {args:?} failed ({:?})\nstdout: {out}\nstderr: {err}",
+        o.status.code()
+    );
     out
 }
 
@@ -28,7 +35,10 @@ fn refused(args: &[&str], needle: &str) -> String {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(125), "stagebox {args:?}: {err}");
     let last = err.trim().lines().last().unwrap_or_default().to_string();
-    assert!(last.starts_with("stagebox: ") && last.contains(needle), "stagebox {args:?}: expected {needle:?} in {err}");
+    assert!(
+        last.starts_with("stagebox: ") && last.contains(needle),
+        "stagebox {args:?}: expected {needle:?} in {err}"
+    );
     if args[0] != "build" {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
@@ -52,7 +62,10 @@ fn run_img(args: &[&str]) -> String {
 /// The names in a layer tarball (a blob of the store).
 fn tar_names(blob: &Path) -> Vec<String> {
     let mut a = tar::Archive::new(std::fs::File::open(blob).unwrap());
-    a.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect()
+    a.entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect()
 }
 
 fn inspect(key: &str) -> serde_json::Value {
@@ -73,16 +86,55 @@ fn run_applies_entrypoint_cmd_env_workdir_and_user_as_docker_does() {
     assert_eq!(run_img(&["cfg-test:1"]).trim(), "ep default-cmd");
     assert_eq!(run_img(&["cfg-test:1", "replaced"]).trim(), "ep replaced");
     // --entrypoint replaces it (and drops the image's Cmd); the env and workdir come along.
-    let out = run_img(&["--entrypoint", "/bin/sh", "cfg-test:1", "-c", "echo $GREETING $WHO; pwd; id -u"]);
+    let out = run_img(&[
+        "--entrypoint",
+        "/bin/sh",
+        "cfg-test:1",
+        "-c",
+        "echo $GREETING $WHO; pwd; id -u",
+    ]);
     assert_eq!(out, "hello world\n/srv/app\n0\n");
-    assert_eq!(run_img(&["-e", "WHO=you", "--entrypoint", "", "cfg-test:1", "sh", "-c", "echo $WHO"]).trim(), "you");
+    assert_eq!(
+        run_img(&[
+            "-e",
+            "WHO=you",
+            "--entrypoint",
+            "",
+            "cfg-test:1",
+            "sh",
+            "-c",
+            "echo $WHO"
+        ])
+        .trim(),
+        "you"
+    );
     // USER by name from the image's /etc/passwd, and numeric uid:gid.
-    build(ctx.path(), "FROM default\nRUN echo 'app:x:1234:2345::/home/app:/bin/sh' >> /etc/passwd\nUSER app\n", "user-test:1");
-    assert_eq!(run_img(&["user-test:1", "sh", "-c", "id -u; id -g; echo $HOME"]), "1234\n2345\n/home/app\n");
-    assert_eq!(run_img(&["--user", "7:8", "user-test:1", "sh", "-c", "id -u; id -g"]), "7\n8\n");
+    build(
+        ctx.path(),
+        "FROM default\nRUN echo 'app:x:1234:2345::/home/app:/bin/sh' >> /etc/passwd\nUSER app\n",
+        "user-test:1",
+    );
+    assert_eq!(
+        run_img(&["user-test:1", "sh", "-c", "id -u; id -g; echo $HOME"]),
+        "1234\n2345\n/home/app\n"
+    );
+    assert_eq!(
+        run_img(&["--user", "7:8", "user-test:1", "sh", "-c", "id -u; id -g"]),
+        "7\n8\n"
+    );
     // The container record names the image.
-    ok(&["run", "--trace", "off", "--name", "img-record", "cfg-test:1"]);
-    assert_eq!(ok(&["inspect", "-f", "image", "img-record"]).trim(), "cfg-test:1");
+    ok(&[
+        "run",
+        "--trace",
+        "off",
+        "--name",
+        "img-record",
+        "cfg-test:1",
+    ]);
+    assert_eq!(
+        ok(&["inspect", "-f", "image", "img-record"]).trim(),
+        "cfg-test:1"
+    );
     ok(&["rm", "img-record"]);
     // A missing image: one sentence, 125.
     refused(&["run", "no-such-image:1"], "no image \"no-such-image:1\"");
@@ -101,20 +153,53 @@ fn commit_turns_the_upper_layer_into_an_image_with_oci_whiteouts() {
         "echo new > /new; rm /etc/passwd; rm -rf /home; mkdir /home; touch /home/fresh; echo secret > /scratch/in-volume",
     ]);
     assert!(o.status.success(), "{}", text(&o).1);
-    let id = ok(&["commit", "-m", "my change", "-c", "CMD [\"cat\", \"/new\"]", name, "committed:v1"]);
+    let id = ok(&[
+        "commit",
+        "-m",
+        "my change",
+        "-c",
+        "CMD [\"cat\", \"/new\"]",
+        name,
+        "committed:v1",
+    ]);
     assert!(id.trim().starts_with("sha256:"));
     let img = inspect("committed:v1");
     let layers = img["RootFS"]["Layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 2, "the default rootfs plus the committed layer");
+    assert_eq!(
+        layers.len(),
+        2,
+        "the default rootfs plus the committed layer"
+    );
     let top = layers[1].as_str().unwrap().trim_start_matches("sha256:");
     let names = tar_names(&state_dir().join("images/blobs/sha256").join(top));
-    for want in ["new", "etc/.wh.passwd", "home", "home/.wh..wh..opq", "home/fresh", "scratch"] {
-        assert!(names.iter().any(|n| n.trim_end_matches('/') == want), "{want} missing from {names:?}");
+    for want in [
+        "new",
+        "etc/.wh.passwd",
+        "home",
+        "home/.wh..wh..opq",
+        "home/fresh",
+        "scratch",
+    ] {
+        assert!(
+            names.iter().any(|n| n.trim_end_matches('/') == want),
+            "{want} missing from {names:?}"
+        );
     }
-    assert!(!names.iter().any(|n| n.contains("in-volume")), "a volume's content leaked into the layer: {names:?}");
+    assert!(
+        !names.iter().any(|n| n.contains("in-volume")),
+        "a volume's content leaked into the layer: {names:?}"
+    );
     // The new image runs its new Cmd, on top of the old layer with the deletes applied.
     assert_eq!(run_img(&["committed:v1"]).trim(), "new");
-    assert_eq!(run_img(&["committed:v1", "sh", "-c", "test -e /etc/passwd || echo gone; ls /home"]), "gone\nfresh\n");
+    assert_eq!(
+        run_img(&[
+            "committed:v1",
+            "sh",
+            "-c",
+            "test -e /etc/passwd || echo gone; ls /home"
+        ]),
+        "gone\nfresh\n"
+    );
     let hist = ok(&["history", "committed:v1"]);
     assert!(hist.lines().nth(1).unwrap().contains("my change"), "{hist}");
     ok(&["rm", "-f", name]);
@@ -170,17 +255,31 @@ fn the_classic_example_builds_caches_and_listens_on_port_80() {
         "FROM default\nWORKDIR /app\nCOPY server /app/\nEXPOSE 80\nCMD [\"/app/server\"]\n"
     } else {
         // No C compiler here: busybox's httpd is a small static server too.
-        let bb = stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto).unwrap().path;
+        let bb =
+            stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
+                .unwrap()
+                .path;
         std::fs::copy(bb.join("bin/busybox"), ctx.path().join("httpd")).unwrap();
         "FROM default\nWORKDIR /app\nCOPY httpd /app/\nEXPOSE 80\nCMD [\"/app/httpd\", \"-f\", \"-p\", \"80\"]\n"
     };
     let (id, err) = build(ctx.path(), containerfile, "classic:1");
     assert!(id.trim().starts_with("sha256:"));
-    for want in ["STEP 1/5: FROM default", "STEP 3/5: COPY", "--> layer sha256:", "STEP 5/5: CMD"] {
-        assert!(err.contains(want), "{want:?} not in the build trace:\n{err}");
+    for want in [
+        "STEP 1/5: FROM default",
+        "STEP 3/5: COPY",
+        "--> layer sha256:",
+        "STEP 5/5: CMD",
+    ] {
+        assert!(
+            err.contains(want),
+            "{want:?} not in the build trace:\n{err}"
+        );
     }
     let img = inspect("classic:1");
-    assert_eq!(img["Config"]["ExposedPorts"], serde_json::json!({"80/tcp": {}}));
+    assert_eq!(
+        img["Config"]["ExposedPorts"],
+        serde_json::json!({"80/tcp": {}})
+    );
     assert_eq!(img["Config"]["WorkingDir"], "/app");
     // Same instruction, same parent, same files: the cached layer.
     let (_, again) = build(ctx.path(), containerfile, "classic:1");
@@ -190,10 +289,15 @@ fn the_classic_example_builds_caches_and_listens_on_port_80() {
     // /proc/PID/net/tcp, which shows the namespace of PID).
     let name = "classic-server";
     let _ = stagebox(&["rm", "-f", name]);
-    let mut child = cmd(&["run", "--trace", "off", "--name", name, "classic:1"]).spawn().unwrap();
+    let mut child = cmd(&["run", "--trace", "off", "--name", name, "classic:1"])
+        .spawn()
+        .unwrap();
     let mut listening = false;
     for _ in 0..100 {
-        if let Some(pid) = stagebox::container::find(state_dir(), name).ok().and_then(|c| c.pid) {
+        if let Some(pid) = stagebox::container::find(state_dir(), name)
+            .ok()
+            .and_then(|c| c.pid)
+        {
             let tcp = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
             if tcp.lines().any(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
@@ -207,7 +311,10 @@ fn the_classic_example_builds_caches_and_listens_on_port_80() {
     }
     ok(&["rm", "-f", name]);
     let _ = child.wait();
-    assert!(listening, "nothing listened on port 80 inside the container");
+    assert!(
+        listening,
+        "nothing listened on port 80 inside the container"
+    );
     ok(&["rmi", "classic:1"]);
 }
 
@@ -220,17 +327,32 @@ fn build_refuses_bad_containerfiles_and_sources_outside_the_context() {
     std::os::unix::fs::symlink("../secret", ctx.join("leak")).unwrap();
     let c = ctx.display().to_string();
     for (file, needle) in [
-        ("FROM default\nRUN true\nFROBNICATE x\n", "Containerfile line 3: unknown instruction FROBNICATE"),
-        ("RUN true\n", "Containerfile line 1: the first instruction must be FROM"),
-        ("FROM default\nCOPY ../secret /x\n", "Containerfile line 2: COPY ../secret: the source is outside the build context"),
-        ("FROM default\n\nCOPY leak /x\n", "Containerfile line 3: COPY leak: it is a symlink to"),
+        (
+            "FROM default\nRUN true\nFROBNICATE x\n",
+            "Containerfile line 3: unknown instruction FROBNICATE",
+        ),
+        (
+            "RUN true\n",
+            "Containerfile line 1: the first instruction must be FROM",
+        ),
+        (
+            "FROM default\nCOPY ../secret /x\n",
+            "Containerfile line 2: COPY ../secret: the source is outside the build context",
+        ),
+        (
+            "FROM default\n\nCOPY leak /x\n",
+            "Containerfile line 3: COPY leak: it is a symlink to",
+        ),
     ] {
         std::fs::write(ctx.join("Containerfile"), file).unwrap();
         refused(&["build", "-t", "bad:1", &c], needle);
     }
     if root_or_skip("failing RUN") {
         std::fs::write(ctx.join("Containerfile"), "FROM default\nRUN exit 3\n").unwrap();
-        refused(&["build", "-t", "bad:1", &c], "Containerfile line 2: RUN /bin/sh -c exit 3 exited with status 3");
+        refused(
+            &["build", "-t", "bad:1", &c],
+            "Containerfile line 2: RUN /bin/sh -c exit 3 exited with status 3",
+        );
     }
 }
 
@@ -240,18 +362,27 @@ fn import_of_a_rootfs_tarball_and_a_docker_save_archive() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let rootfs = stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto).unwrap().path;
+    let rootfs =
+        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
+            .unwrap()
+            .path;
     // A gzip'd rootfs tarball, as a distribution ships one.
     let tgz = d.path().join("rootfs.tar.gz");
     {
-        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&tgz).unwrap(), flate2::Compression::fast());
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&tgz).unwrap(),
+            flate2::Compression::fast(),
+        );
         let mut b = tar::Builder::new(gz);
         b.follow_symlinks(false);
         b.append_dir_all(".", &rootfs).unwrap();
         b.into_inner().unwrap().finish().unwrap();
     }
     ok(&["import", &tgz.display().to_string(), "imported:1"]);
-    assert_eq!(run_img(&["imported:1", "sh", "-c", "echo imported"]).trim(), "imported");
+    assert_eq!(
+        run_img(&["imported:1", "sh", "-c", "echo imported"]).trim(),
+        "imported"
+    );
     // A docker save archive (legacy layout: manifest.json, config, <id>/layer.tar).
     let ds = d.path().join("ds");
     std::fs::create_dir_all(ds.join("l1")).unwrap();
@@ -275,17 +406,26 @@ fn import_of_a_rootfs_tarball_and_a_docker_save_archive() {
         b.append_dir_all(".", &ds).unwrap();
         b.finish().unwrap();
     }
-    assert_eq!(ok(&["load", &archive.display().to_string()]).trim(), "Loaded image: dsaved:v2");
+    assert_eq!(
+        ok(&["load", &archive.display().to_string()]).trim(),
+        "Loaded image: dsaved:v2"
+    );
     assert_eq!(run_img(&["dsaved:v2"]).trim(), "from docker save");
     let images = ok(&["images"]);
     for want in ["default ", "imported ", "dsaved "] {
-        assert!(images.lines().any(|l| l.starts_with(want)), "{want} not in\n{images}");
+        assert!(
+            images.lines().any(|l| l.starts_with(want)),
+            "{want} not in\n{images}"
+        );
     }
     ok(&["rmi", "imported:1", "dsaved:v2"]);
 }
 
 fn have(tool: &str) -> bool {
-    std::process::Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
+    std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 #[test]
@@ -300,11 +440,18 @@ fn skopeo_and_umoci_read_what_stagebox_writes_and_the_other_way_round() {
     let d = tempfile::tempdir().unwrap();
     let ctx = d.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
-    build(&ctx, "FROM default\nRUN echo interop > /marker && rm /etc/group\nCMD [\"cat\", \"/marker\"]\n", "interop:t1");
+    build(
+        &ctx,
+        "FROM default\nRUN echo interop > /marker && rm /etc/group\nCMD [\"cat\", \"/marker\"]\n",
+        "interop:t1",
+    );
     let layout = d.path().join("layout");
     let l = layout.display().to_string();
     ok(&["save", "interop:t1", &l]);
-    let o = std::process::Command::new("skopeo").args(["inspect", &format!("oci:{l}:t1")]).output().unwrap();
+    let o = std::process::Command::new("skopeo")
+        .args(["inspect", &format!("oci:{l}:t1")])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o).1);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["Layers"].as_array().unwrap().len(), 2);
@@ -315,13 +462,24 @@ fn skopeo_and_umoci_read_what_stagebox_writes_and_the_other_way_round() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o).1);
-    assert_eq!(std::fs::read_to_string(bundle.join("rootfs/marker")).unwrap(), "interop\n");
-    assert!(!bundle.join("rootfs/etc/group").exists(), "umoci did not apply the .wh. whiteout");
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/marker")).unwrap(),
+        "interop\n"
+    );
+    assert!(
+        !bundle.join("rootfs/etc/group").exists(),
+        "umoci did not apply the .wh. whiteout"
+    );
     assert!(bundle.join("rootfs/etc/hosts").exists());
     // skopeo copies it (recompressing the layers with gzip) and stagebox loads and runs that.
     let copy = d.path().join("copy");
     let o = std::process::Command::new("skopeo")
-        .args(["copy", "-q", &format!("oci:{l}:t1"), &format!("oci:{}:copied", copy.display())])
+        .args([
+            "copy",
+            "-q",
+            &format!("oci:{l}:t1"),
+            &format!("oci:{}:copied", copy.display()),
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o).1);
@@ -331,18 +489,44 @@ fn skopeo_and_umoci_read_what_stagebox_writes_and_the_other_way_round() {
     let u = d.path().join("umo");
     let us = u.display().to_string();
     let umoci = |args: &[&str]| {
-        let o = std::process::Command::new("umoci").args(args).output().unwrap();
+        let o = std::process::Command::new("umoci")
+            .args(args)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "umoci {args:?}: {}", text(&o).1);
     };
     umoci(&["init", "--layout", &us]);
     umoci(&["new", "--image", &format!("{us}:v1")]);
     let ub = d.path().join("ubundle");
-    umoci(&["unpack", "--image", &format!("{us}:v1"), &ub.display().to_string()]);
-    let rootfs = stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto).unwrap().path;
+    umoci(&[
+        "unpack",
+        "--image",
+        &format!("{us}:v1"),
+        &ub.display().to_string(),
+    ]);
+    let rootfs =
+        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
+            .unwrap()
+            .path;
     std::fs::create_dir_all(ub.join("rootfs/bin")).unwrap();
     std::fs::copy(rootfs.join("bin/busybox"), ub.join("rootfs/bin/busybox")).unwrap();
-    umoci(&["repack", "--image", &format!("{us}:v1"), &ub.display().to_string()]);
-    umoci(&["config", "--image", &format!("{us}:v1"), "--config.cmd", "/bin/busybox", "--config.cmd", "echo", "--config.cmd", "made by umoci"]);
+    umoci(&[
+        "repack",
+        "--image",
+        &format!("{us}:v1"),
+        &ub.display().to_string(),
+    ]);
+    umoci(&[
+        "config",
+        "--image",
+        &format!("{us}:v1"),
+        "--config.cmd",
+        "/bin/busybox",
+        "--config.cmd",
+        "echo",
+        "--config.cmd",
+        "made by umoci",
+    ]);
     assert_eq!(ok(&["load", &us]).trim(), "Loaded image: umo:v1");
     assert_eq!(run_img(&["umo:v1"]).trim(), "made by umoci");
     ok(&["rmi", "interop:t1", "from-skopeo:1", "umo:v1"]);
@@ -389,36 +573,81 @@ fn crafted_layer_tarballs_are_refused_and_write_nothing_outside() {
     let abs = format!("{o}/abs-written");
     let up = format!("../../../../../../../../..{o}/dotdot-written");
     let cases: Vec<(&str, Vec<(&str, tar::EntryType, Option<&str>, &[u8])>, &str)> = vec![
-        ("absolute", vec![(&abs, Regular, None, b"x")], "an absolute path"),
-        ("dotdot", vec![(&up, Regular, None, b"x")], "'..' would climb out"),
+        (
+            "absolute",
+            vec![(&abs, Regular, None, b"x")],
+            "an absolute path",
+        ),
+        (
+            "dotdot",
+            vec![(&up, Regular, None, b"x")],
+            "'..' would climb out",
+        ),
         (
             "symlink-then-write",
-            vec![("link", Symlink, Some(&o), b""), ("link/through-symlink", Regular, None, b"x")],
+            vec![
+                ("link", Symlink, Some(&o), b""),
+                ("link/through-symlink", Regular, None, b"x"),
+            ],
             "is a symlink",
         ),
-        ("hardlink-abs", vec![("hl", Link, Some("/etc/passwd"), b"")], "outside the layer"),
-        ("hardlink-dotdot", vec![("hl", Link, Some("../../../../etc/passwd"), b"")], "outside the layer"),
+        (
+            "hardlink-abs",
+            vec![("hl", Link, Some("/etc/passwd"), b"")],
+            "outside the layer",
+        ),
+        (
+            "hardlink-dotdot",
+            vec![("hl", Link, Some("../../../../etc/passwd"), b"")],
+            "outside the layer",
+        ),
         (
             "hardlink-via-symlink",
-            vec![("s", Symlink, Some("/etc"), b""), ("hl", Link, Some("s/passwd"), b"")],
+            vec![
+                ("s", Symlink, Some("/etc"), b""),
+                ("hl", Link, Some("s/passwd"), b""),
+            ],
             "not a file earlier in this layer",
         ),
-        ("device", vec![("evil-null", Char, None, b"")], "device nodes are only allowed under /dev"),
+        (
+            "device",
+            vec![("evil-null", Char, None, b"")],
+            "device nodes are only allowed under /dev",
+        ),
     ];
     for (name, entries, needle) in cases {
         let t = d.path().join(format!("{name}.tar"));
         evil_tar(&t, &entries);
-        refused(&["import", &t.display().to_string(), &format!("evil-{name}:1")], needle);
-        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none(), "{name}: something was written outside");
+        refused(
+            &[
+                "import",
+                &t.display().to_string(),
+                &format!("evil-{name}:1"),
+            ],
+            needle,
+        );
+        assert!(
+            std::fs::read_dir(outside.path()).unwrap().next().is_none(),
+            "{name}: something was written outside"
+        );
     }
     assert!(!Path::new("/etc/through-symlink").exists());
     // Device nodes under dev/ are fine.
     let t = d.path().join("dev.tar");
-    evil_tar(&t, &[("dev/", Directory, None, b""), ("dev/null", Char, None, b"")]);
+    evil_tar(
+        &t,
+        &[
+            ("dev/", Directory, None, b""),
+            ("dev/null", Char, None, b""),
+        ],
+    );
     ok(&["import", &t.display().to_string(), "devnodes:1"]);
     ok(&["rmi", "devnodes:1"]);
     let mut s = String::new();
-    std::fs::File::open("/etc/passwd").unwrap().read_to_string(&mut s).unwrap();
+    std::fs::File::open("/etc/passwd")
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
     assert!(s.contains("root"));
 }
 
@@ -436,7 +665,21 @@ fn an_image_with_many_layers_still_mounts() {
         file.push_str(&format!("COPY f{i} /layers/f{i}\n"));
     }
     build(ctx.path(), &file, "many-layers:1");
-    assert_eq!(inspect("many-layers:1")["RootFS"]["Layers"].as_array().unwrap().len(), 46);
-    assert_eq!(run_img(&["many-layers:1", "sh", "-c", "cat /layers/f0 /layers/f44; ls /layers | wc -l"]), "0\n44\n45\n");
+    assert_eq!(
+        inspect("many-layers:1")["RootFS"]["Layers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        46
+    );
+    assert_eq!(
+        run_img(&[
+            "many-layers:1",
+            "sh",
+            "-c",
+            "cat /layers/f0 /layers/f44; ls /layers | wc -l"
+        ]),
+        "0\n44\n45\n"
+    );
     ok(&["rmi", "many-layers:1"]);
 }

@@ -107,7 +107,10 @@ fn redact_digests_and_ages(l: &str) -> String {
     for k in 0..words.len().saturating_sub(2) {
         if words[k].chars().all(|c| c.is_ascii_digit())
             && !words[k].is_empty()
-            && ["second", "seconds", "minute", "minutes", "hour", "hours", "day", "days"].contains(&words[k + 1].as_str())
+            && [
+                "second", "seconds", "minute", "minutes", "hour", "hours", "day", "days",
+            ]
+            .contains(&words[k + 1].as_str())
             && words[k + 2] == "ago"
         {
             words[k] = "[AGO]".into();
@@ -147,7 +150,11 @@ fn redact_ids(l: &str) -> String {
 
 fn redact_words(l: &str) -> String {
     let mut s = redact_ids(&redact_digests_and_ages(l));
-    for (prefix, n, with) in [("stagebox-lesson.", 6, "[TMP]"), ("stagebox-check.", 6, "[TMP]"), ("stagebox-", 6, "[ID]")] {
+    for (prefix, n, with) in [
+        ("stagebox-lesson.", 6, "[TMP]"),
+        ("stagebox-check.", 6, "[TMP]"),
+        ("stagebox-", 6, "[ID]"),
+    ] {
         let mut res = String::new();
         let mut rest = s.as_str();
         while let Some(i) = rest.find(prefix) {
@@ -170,7 +177,9 @@ fn redact_words(l: &str) -> String {
     }
     // Every other run of two or more digits: inodes, pids, counts of host things, device
     // numbers; not file modes (0o555, mode=755) nor a lesson's number in its title.
-    let title = s.split_once(" · ").is_some_and(|(a, _)| !a.is_empty() && a.chars().all(|c| c.is_ascii_digit()));
+    let title = s
+        .split_once(" · ")
+        .is_some_and(|(a, _)| !a.is_empty() && a.chars().all(|c| c.is_ascii_digit()));
     let mut res = String::new();
     let mut digits = String::new();
     for c in s.chars().chain(std::iter::once('\0')) {
@@ -201,15 +210,30 @@ fn every_lesson_names_only_what_exists() {
     for l in &lessons {
         problems.extend(lessons::validate(l, &known));
     }
-    assert!(problems.is_empty(), "lessons that do not match the program:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "lessons that do not match the program:\n{}",
+        problems.join("\n")
+    );
     // Every stage's lesson exists, and the built-in lessons are the files.
     for s in stagebox::stages::registry() {
         let want = s.info().lesson;
-        assert!(lessons.iter().any(|l| l.name == want), "stage {} names lesson {want}, and lessons/{want}.md is missing", s.info().id);
+        assert!(
+            lessons.iter().any(|l| l.name == want),
+            "stage {} names lesson {want}, and lessons/{want}.md is missing",
+            s.info().id
+        );
     }
-    let built_in: Vec<String> = lessons::load(None).expect("built-in lessons").into_iter().map(|l| l.name).collect();
+    let built_in: Vec<String> = lessons::load(None)
+        .expect("built-in lessons")
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
     let files: Vec<String> = lessons.iter().map(|l| l.name.clone()).collect();
-    assert_eq!(built_in, files, "the lessons built into the binary differ from lessons/ (rebuild)");
+    assert_eq!(
+        built_in, files,
+        "the lessons built into the binary differ from lessons/ (rebuild)"
+    );
 }
 
 #[test]
@@ -224,8 +248,19 @@ fn every_lesson_runs_and_matches_its_snapshot() {
         let mut text = format!("{}\n", l.title);
         for (i, s) in l.steps.iter().enumerate() {
             let got = env.capture(s).expect("run the step");
-            assert_eq!(got.status, s.exit, "{}.md line {}: exit status\n{}", l.name, s.line, got.output);
-            text.push_str(&format!("\n## step {} ({}), exit {}\n$ {}\n{}", i + 1, s.section, got.status, s.command, got.output));
+            assert_eq!(
+                got.status, s.exit,
+                "{}.md line {}: exit status\n{}",
+                l.name, s.line, got.output
+            );
+            text.push_str(&format!(
+                "\n## step {} ({}), exit {}\n$ {}\n{}",
+                i + 1,
+                s.section,
+                got.status,
+                s.command,
+                got.output
+            ));
         }
         lessons::remove_new_containers(&env, &before);
         insta::assert_snapshot!(format!("lesson_{}", l.name), redact(&text));
@@ -252,7 +287,10 @@ fn check(n: &str, answers: &Path) -> (i32, String) {
         .env("STAGEBOX_ANSWERS", answers)
         .output()
         .expect("run stagebox lesson --check");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
@@ -276,7 +314,10 @@ fn model_answers_pass_and_wrong_ones_say_what_is_wrong() {
     assert_eq!(code, 1);
     assert!(out.contains("no answer yet"), "{out}");
     for (n, _) in MODEL_ANSWERS {
-        assert!(lessons::find(&all_lessons(), n).is_ok_and(|l| !l.checks.is_empty()), "lesson {n} has no check");
+        assert!(
+            lessons::find(&all_lessons(), n).is_ok_and(|l| !l.checks.is_empty()),
+            "lesson {n} has no check"
+        );
     }
 }
 
@@ -286,7 +327,11 @@ fn lesson_command_lists_runs_and_refuses_unknown_numbers() {
     assert!(out.status.success());
     let list = String::from_utf8_lossy(&out.stdout);
     for l in all_lessons() {
-        assert!(list.contains(&l.name), "{} missing from --list:\n{list}", l.name);
+        assert!(
+            list.contains(&l.name),
+            "{} missing from --list:\n{list}",
+            l.name
+        );
     }
     let out = stagebox(&["lesson", "42"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -299,8 +344,16 @@ fn lesson_command_lists_runs_and_refuses_unknown_numbers() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let out = stagebox(&["lesson", "1", "--no-pause"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("── step 1/") && text.contains("$ stagebox run --hostname demo -- hostname"), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("── step 1/") && text.contains("$ stagebox run --hostname demo -- hostname"),
+        "{text}"
+    );
     assert!(text.contains("all 3 steps ended as expected"), "{text}");
 }
 
@@ -323,13 +376,19 @@ fn committed_book_is_what_stagebox_book_writes_now() {
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().expect("temp dir");
-    let n = stagebox::book::generate(tmp.path(), &all_lessons(), &step_env()).expect("generate the book");
+    let n = stagebox::book::generate(tmp.path(), &all_lessons(), &step_env())
+        .expect("generate the book");
     assert!(n >= 10, "{n} chapters");
     let committed = files(&repo().join("book/src"));
     let fresh = files(&tmp.path().join("src"));
     let names = |v: &[(PathBuf, String)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
-    let stale = "book/src is stale: run `stagebox book` as root in the repository, then commit book/src";
-    assert_eq!(names(&committed), names(&fresh), "{stale} (the chapter files differ)");
+    let stale =
+        "book/src is stale: run `stagebox book` as root in the repository, then commit book/src";
+    assert_eq!(
+        names(&committed),
+        names(&fresh),
+        "{stale} (the chapter files differ)"
+    );
     for ((path, old), (_, new)) in committed.iter().zip(&fresh) {
         let (old, new) = (redact(old), redact(new));
         if old != new {
@@ -352,7 +411,9 @@ fn committed_book_is_what_stagebox_book_writes_now() {
 #[test]
 fn mdbook_renders_every_chapter() {
     let Some(mdbook) = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p).map(|d| d.join("mdbook")).find(|f| f.is_file())
+        std::env::split_paths(&p)
+            .map(|d| d.join("mdbook"))
+            .find(|f| f.is_file())
     }) else {
         if std::env::var("STAGEBOX_REQUIRE_MDBOOK").as_deref() == Ok("1") {
             panic!("mdbook is not on PATH, and STAGEBOX_REQUIRE_MDBOOK=1 forbids skipping");
@@ -369,17 +430,31 @@ fn mdbook_renders_every_chapter() {
         .arg(out.path())
         .output()
         .expect("run mdbook");
-    assert!(run.status.success(), "mdbook build failed:\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "mdbook build failed:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let summary = std::fs::read_to_string(book.join("src/SUMMARY.md")).expect("SUMMARY.md");
     let mut chapters = 0;
     for line in summary.lines() {
-        let Some((title, rest)) = line.split_once("](") else { continue };
+        let Some((title, rest)) = line.split_once("](") else {
+            continue;
+        };
         let title = title.rsplit('[').next().unwrap_or(title);
         let md = rest.trim_end_matches(')');
         let html = out.path().join(md.replace(".md", ".html"));
-        let text = std::fs::read_to_string(&html).unwrap_or_else(|e| panic!("{md} did not render to {}: {e}", html.display()));
-        let escaped = title.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-        assert!(text.contains(&escaped) || text.contains(title), "{} does not hold its title {title:?}", html.display());
+        let text = std::fs::read_to_string(&html)
+            .unwrap_or_else(|e| panic!("{md} did not render to {}: {e}", html.display()));
+        let escaped = title
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        assert!(
+            text.contains(&escaped) || text.contains(title),
+            "{} does not hold its title {title:?}",
+            html.display()
+        );
         chapters += 1;
     }
     assert!(chapters >= 10, "only {chapters} chapters in SUMMARY.md");

@@ -28,12 +28,18 @@ fn run_named(name: &str, extra: &[&str], script: &str) -> (i32, String, String) 
 }
 
 fn container_dir(name: &str) -> PathBuf {
-    stagebox::container::find(state_dir(), name).unwrap().dir(state_dir())
+    stagebox::container::find(state_dir(), name)
+        .unwrap()
+        .dir(state_dir())
 }
 
 fn rm(name: &str) {
     let out = stagebox(&["rm", "-f", name]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -51,23 +57,45 @@ fn writes_land_in_the_upper_layer_and_deletes_leave_whiteouts() {
         "echo new > /newfile; echo more >> /etc/hosts; rm /etc/passwd; rm -rf /home; mkdir /home; touch /home/fresh",
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(host_mounts(), mounts, "an overlay or bind mount leaked to the host");
+    assert_eq!(
+        host_mounts(),
+        mounts,
+        "an overlay or bind mount leaked to the host"
+    );
     // The image (lower layer) is untouched.
     assert_eq!(std::fs::read(lower.join("etc/passwd")).unwrap(), passwd);
     assert!(!lower.join("newfile").exists());
     let upper = container_dir(name).join("upper");
-    assert_eq!(std::fs::read_to_string(upper.join("newfile")).unwrap(), "new\n");
+    assert_eq!(
+        std::fs::read_to_string(upper.join("newfile")).unwrap(),
+        "new\n"
+    );
     // The delete is a whiteout: a character device 0/0 named like the file.
     let wh = std::fs::symlink_metadata(upper.join("etc/passwd")).unwrap();
-    assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "not a whiteout: {wh:?}");
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "not a whiteout: {wh:?}"
+    );
     assert!(stagebox::diff::is_whiteout(&wh));
     // A replaced directory is opaque.
-    assert!(stagebox::diff::is_opaque(&upper.join("home")), "/home is not opaque in the upper layer");
+    assert!(
+        stagebox::diff::is_opaque(&upper.join("home")),
+        "/home is not opaque in the upper layer"
+    );
     // diff, as docker diff prints it.
     let out = stagebox(&["diff", name]);
     let text = String::from_utf8_lossy(&out.stdout);
-    for line in ["A /newfile", "C /etc/hosts", "D /etc/passwd", "C /home", "A /home/fresh"] {
-        assert!(text.lines().any(|l| l == line), "missing {line:?} in diff:\n{text}");
+    for line in [
+        "A /newfile",
+        "C /etc/hosts",
+        "D /etc/passwd",
+        "C /home",
+        "A /home/fresh",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in diff:\n{text}"
+        );
     }
     rm(name);
     assert!(!upper.exists());
@@ -81,10 +109,16 @@ fn containers_are_kept_listed_and_removed() {
     let (code, _, _) = run_named("kept-one", &[], "exit 3");
     assert_eq!(code, 3);
     let ps = String::from_utf8_lossy(&stagebox(&["ps", "-a"]).stdout).into_owned();
-    let line = ps.lines().find(|l| l.contains("kept-one")).unwrap_or_else(|| panic!("{ps}"));
+    let line = ps
+        .lines()
+        .find(|l| l.contains("kept-one"))
+        .unwrap_or_else(|| panic!("{ps}"));
     assert!(line.contains("exited (3)"), "{line}");
     let ps = String::from_utf8_lossy(&stagebox(&["ps"]).stdout).into_owned();
-    assert!(!ps.contains("kept-one"), "ps without -a lists only running ones");
+    assert!(
+        !ps.contains("kept-one"),
+        "ps without -a lists only running ones"
+    );
     // A second container with the same name is refused before anything happens.
     let (code, _, err) = run_named("kept-one", &[], "true");
     assert_eq!(code, 125);
@@ -116,12 +150,21 @@ fn a_bind_mount_is_the_same_inode_and_ro_is_enforced() {
     let l: Vec<&str> = out.lines().collect();
     assert_eq!(l[0], ino.to_string(), "not the same inode inside");
     assert_eq!(l[1], "hello");
-    assert_eq!(std::fs::read_to_string(host.path().join("from-container")).unwrap(), "back\n");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("from-container")).unwrap(),
+        "back\n"
+    );
     // :ro: the kernel refuses the write (EROFS), the host's file is unchanged.
-    let (code, _, err) = sh(&["-v", &format!("{h}:/data:ro")], "echo no > /data/from-host");
+    let (code, _, err) = sh(
+        &["-v", &format!("{h}:/data:ro")],
+        "echo no > /data/from-host",
+    );
     assert_ne!(code, 0);
     assert!(err.contains("Read-only file system"), "{err}");
-    assert_eq!(std::fs::read_to_string(host.path().join("from-host")).unwrap(), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("from-host")).unwrap(),
+        "hello\n"
+    );
 }
 
 #[test]
@@ -131,10 +174,16 @@ fn read_only_root_keeps_volumes_writable() {
     }
     let host = tempfile::tempdir().unwrap();
     let h = host.path().display().to_string();
-    let (code, _, err) = sh(&["--read-only", "-v", &format!("{h}:/data")], "echo x > /etc/x");
+    let (code, _, err) = sh(
+        &["--read-only", "-v", &format!("{h}:/data")],
+        "echo x > /etc/x",
+    );
     assert_ne!(code, 0);
     assert!(err.contains("Read-only file system"), "{err}");
-    sh_ok(&["--read-only", "-v", &format!("{h}:/data")], "echo ok > /data/x");
+    sh_ok(
+        &["--read-only", "-v", &format!("{h}:/data")],
+        "echo ok > /data/x",
+    );
     assert!(host.path().join("x").exists());
 }
 
@@ -145,13 +194,20 @@ fn named_volumes_outlive_containers_and_are_not_in_the_layer() {
     }
     let vol = "persist-test-vol";
     let _ = stagebox(&["volume", "rm", "-f", vol]);
-    let (code, _, err) = run_named("vol-writer", &["-v", &format!("{vol}:/cache")], "echo kept > /cache/data");
+    let (code, _, err) = run_named(
+        "vol-writer",
+        &["-v", &format!("{vol}:/cache")],
+        "echo kept > /cache/data",
+    );
     assert_eq!(code, 0, "{err}");
     // What was written to the volume is not in the container's writable layer.
     let upper = container_dir("vol-writer").join("upper");
     assert!(!upper.join("cache/data").exists());
     let diff = String::from_utf8_lossy(&stagebox(&["diff", "vol-writer"]).stdout).into_owned();
-    assert!(diff.lines().any(|l| l == "A /cache") && !diff.contains("/cache/data"), "{diff}");
+    assert!(
+        diff.lines().any(|l| l == "A /cache") && !diff.contains("/cache/data"),
+        "{diff}"
+    );
     // rm of the volume is refused while the kept container uses it.
     let out = stagebox(&["volume", "rm", vol]);
     assert_eq!(out.status.code(), Some(125));
@@ -160,7 +216,8 @@ fn named_volumes_outlive_containers_and_are_not_in_the_layer() {
     // The data outlived the container, and the next container sees it.
     let out = sh_ok(&["-v", &format!("{vol}:/again")], "cat /again/data");
     assert_eq!(out.trim(), "kept");
-    let inspect = String::from_utf8_lossy(&stagebox(&["volume", "inspect", vol]).stdout).into_owned();
+    let inspect =
+        String::from_utf8_lossy(&stagebox(&["volume", "inspect", vol]).stdout).into_owned();
     assert!(inspect.contains("\"mountpoint\""), "{inspect}");
     assert!(stagebox(&["volume", "rm", vol]).status.success());
     assert!(!state_dir().join("volumes").join(vol).exists());
@@ -202,9 +259,15 @@ fn image_symlinks_cannot_send_a_volume_onto_the_host() {
     let name = format!("stagebox-escape-{}", std::process::id());
     for target in [format!("/data/{name}"), format!("/up/{name}")] {
         let mounts = host_mounts();
-        let out = sh_ok(&["--rootfs", &r, "-v", &format!("{h}:{target}")], &format!("cat /etc/{name}/secret"));
+        let out = sh_ok(
+            &["--rootfs", &r, "-v", &format!("{h}:{target}")],
+            &format!("cat /etc/{name}/secret"),
+        );
         assert_eq!(out.trim(), "s");
-        assert!(!Path::new("/etc").join(&name).exists(), "the mount point landed in the host's /etc");
+        assert!(
+            !Path::new("/etc").join(&name).exists(),
+            "the mount point landed in the host's /etc"
+        );
         assert_eq!(host_mounts(), mounts);
     }
 }

@@ -7,7 +7,11 @@ use common::*;
 
 fn stdout(args: &[&str]) -> String {
     let out = stagebox(args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -24,14 +28,21 @@ fn plan_without_pid() {
 #[test]
 fn plan_only_and_chroot() {
     insta::assert_snapshot!(stdout(&["plan", "--root-switch", "chroot"]));
-    insta::assert_snapshot!("plan_only_uts_mount", stdout(&["plan", "--only", "mount,uts"]));
+    insta::assert_snapshot!(
+        "plan_only_uts_mount",
+        stdout(&["plan", "--only", "mount,uts"])
+    );
 }
 
 /// Redactions for a trace: kernel ids, pids, the random hostname, and the lines that depend
 /// on the host (its mounts, interfaces, hostname, state dir).
 pub fn redact_trace(s: &str, state: &str) -> String {
     let mut out = String::new();
-    let host = nix::sys::utsname::uname().unwrap().nodename().to_string_lossy().into_owned();
+    let host = nix::sys::utsname::uname()
+        .unwrap()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
     for line in s.lines() {
         let t = line.trim_start();
         // The host's own SysV objects come and go.
@@ -134,8 +145,23 @@ fn pretty_trace_of_a_full_run() {
     }
     // Without the cgroup stage: its files differ between v1, v2 and hybrid hosts, so it has
     // a snapshot of its own per layout (cgroup_part_of_a_trace).
-    let out = stagebox(&["run", "--rm", "--trace", "pretty", "--hostname", "tour", "--without", "cgroup", "--", "/bin/true"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = stagebox(&[
+        "run",
+        "--rm",
+        "--trace",
+        "pretty",
+        "--hostname",
+        "tour",
+        "--without",
+        "cgroup",
+        "--",
+        "/bin/true",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.stdout.is_empty(), "the trace must not go to stdout");
     let state = state_dir().display().to_string();
     let text = redact_trace(&String::from_utf8_lossy(&out.stderr), &state);
@@ -152,11 +178,13 @@ fn json_trace_has_stable_fields() {
     let text = String::from_utf8_lossy(&out.stderr);
     let mut stages_seen = Vec::new();
     for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
         let obj = v.as_object().unwrap();
         for k in obj.keys() {
             assert!(
-                ["stage", "event", "syscall", "result", "fact", "before", "after", "message"].contains(&k.as_str()),
+                ["stage", "event", "syscall", "result", "fact", "before", "after", "message"]
+                    .contains(&k.as_str()),
                 "unexpected key {k}"
             );
         }
@@ -165,13 +193,18 @@ fn json_trace_has_stable_fields() {
             stages_seen.push(obj["stage"].as_str().unwrap().to_string());
         }
         if obj["event"] == "fact" {
-            assert!(obj.contains_key("fact") && obj.contains_key("before") && obj.contains_key("after"));
+            assert!(
+                obj.contains_key("fact") && obj.contains_key("before") && obj.contains_key("after")
+            );
         }
     }
     // The cgroup stage comes back after the exit with what the kernel enforced.
     assert_eq!(
         stages_seen,
-        vec!["cgroup", "uts", "ipc", "pid", "net", "cgroupns", "mount", "rootfs", "proc", "pivot", "cgroup"]
+        vec![
+            "cgroup", "uts", "ipc", "pid", "net", "cgroupns", "mount", "rootfs", "proc", "pivot",
+            "cgroup"
+        ]
     );
     assert!(text.contains(r#""fact":"hostname""#));
 }
@@ -187,15 +220,33 @@ fn cgroup_part_of_a_trace() {
     }
     let layout = stagebox::cgroup::Layout::detect().unwrap().kind().name();
     let name = format!("cgroup_trace_{layout}");
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/snapshots/snapshots__{name}.snap"));
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/snapshots/snapshots__{name}.snap"));
     if !file.exists() && std::env::var_os("INSTA_UPDATE").is_none() {
-        eprintln!("SKIP cgroup trace snapshot: no reviewed snapshot for the {layout} layout ({})", file.display());
+        eprintln!(
+            "SKIP cgroup trace snapshot: no reviewed snapshot for the {layout} layout ({})",
+            file.display()
+        );
         return;
     }
     let out = stagebox(&[
-        "run", "--trace", "pretty", "-m", "32m", "--cpus", "0.5", "--pids-limit", "10", "--", "/bin/true",
+        "run",
+        "--trace",
+        "pretty",
+        "-m",
+        "32m",
+        "--cpus",
+        "0.5",
+        "--pids-limit",
+        "10",
+        "--",
+        "/bin/true",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stderr);
     let mut part = String::new();
     for line in text.lines().skip_while(|l| !l.starts_with("▶ cgroup")) {
@@ -215,7 +266,11 @@ fn cgroup_part_of_a_trace() {
         }
         if l.trim_start().starts_with("cgroup ") && l.contains(" -> ") {
             let arrow = l.find(" -> ").unwrap_or(0);
-            let head: String = l[..arrow].split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            let head: String = l[..arrow]
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
             l = format!("    {head:<18} [HOST CGROUP]{}", &l[arrow..]);
         }
         part.push_str(&l);

@@ -9,18 +9,32 @@ fn uts_gives_its_own_hostname_and_namespace() {
     if !root_or_skip("uts") {
         return;
     }
-    let host_name = nix::sys::utsname::uname().unwrap().nodename().to_string_lossy().into_owned();
+    let host_name = nix::sys::utsname::uname()
+        .unwrap()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
     let out = sh_ok(&[], "hostname; readlink /proc/self/ns/uts");
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].starts_with("stagebox-") && lines[0].len() == "stagebox-".len() + 6, "{out}");
+    assert!(
+        lines[0].starts_with("stagebox-") && lines[0].len() == "stagebox-".len() + 6,
+        "{out}"
+    );
     assert_ne!(lines[1], host_ns("uts"));
     let out = sh_ok(&["--hostname", "lesson-box"], "hostname");
     assert_eq!(out.trim(), "lesson-box");
     // The host's name did not change.
-    let after = nix::sys::utsname::uname().unwrap().nodename().to_string_lossy().into_owned();
+    let after = nix::sys::utsname::uname()
+        .unwrap()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
     assert_eq!(after, host_name);
     // Off: the host's namespace and name.
-    let out = sh_ok(&["--without", "uts"], "hostname; readlink /proc/self/ns/uts");
+    let out = sh_ok(
+        &["--without", "uts"],
+        "hostname; readlink /proc/self/ns/uts",
+    );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], host_name);
     assert_eq!(lines[1], host_ns("uts"));
@@ -50,13 +64,23 @@ fn ipc_hides_the_hosts_sysv_objects() {
     }
     let seg = Shm::new();
     let id = seg.0.to_string();
-    let has = |out: &str| out.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some(id.as_str()));
+    let has = |out: &str| {
+        out.lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some(id.as_str()))
+    };
     let out = sh_ok(&[], "readlink /proc/self/ns/ipc; cat /proc/sysvipc/shm");
     assert_ne!(out.lines().next().unwrap(), host_ns("ipc"));
     assert!(!has(&out), "host segment {id} visible with ipc on:\n{out}");
-    let out = sh_ok(&["--without", "ipc"], "readlink /proc/self/ns/ipc; cat /proc/sysvipc/shm");
+    let out = sh_ok(
+        &["--without", "ipc"],
+        "readlink /proc/self/ns/ipc; cat /proc/sysvipc/shm",
+    );
     assert_eq!(out.lines().next().unwrap(), host_ns("ipc"));
-    assert!(has(&out), "host segment {id} not visible with ipc off:\n{out}");
+    assert!(
+        has(&out),
+        "host segment {id} not visible with ipc off:\n{out}"
+    );
 }
 
 #[test]
@@ -73,7 +97,10 @@ fn pid_makes_the_workload_pid_1_and_hides_host_processes() {
     assert!(n <= 3, "{n} pids visible with pid on");
     assert_eq!(l[2], "no-host");
     // Off: the workload has a host pid, and `ps` lists the host's processes (this test's own).
-    let out = sh_ok(&["--without", "pid"], &format!("echo $$; ps -o pid | grep -qw {me} && echo sees-host"));
+    let out = sh_ok(
+        &["--without", "pid"],
+        &format!("echo $$; ps -o pid | grep -qw {me} && echo sees-host"),
+    );
     let l: Vec<&str> = out.lines().collect();
     assert_ne!(l[0], "1");
     assert_eq!(l[1], "sees-host", "{out}");
@@ -84,16 +111,30 @@ fn net_has_only_loopback_and_it_is_up() {
     if !root_or_skip("net") {
         return;
     }
-    let host: Vec<String> = stagebox::netif::parse_net_dev(&std::fs::read_to_string("/proc/self/net/dev").unwrap());
-    let out = sh_ok(&[], "readlink /proc/self/ns/net; cat /proc/net/dev; ip link show lo");
+    let host: Vec<String> =
+        stagebox::netif::parse_net_dev(&std::fs::read_to_string("/proc/self/net/dev").unwrap());
+    let out = sh_ok(
+        &[],
+        "readlink /proc/self/ns/net; cat /proc/net/dev; ip link show lo",
+    );
     let mut lines = out.lines();
     assert_ne!(lines.next().unwrap(), host_ns("net"));
-    let inside = stagebox::netif::parse_net_dev(&out.lines().skip(1).take_while(|l| !l.starts_with("1:")).collect::<Vec<_>>().join("\n"));
+    let inside = stagebox::netif::parse_net_dev(
+        &out.lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with("1:"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
     assert_eq!(inside, vec!["lo"], "{out}");
     assert!(out.contains("UP"), "lo is not up: {out}");
-    let out = sh_ok(&["--without", "net"], "readlink /proc/self/ns/net; cat /proc/net/dev");
+    let out = sh_ok(
+        &["--without", "net"],
+        "readlink /proc/self/ns/net; cat /proc/net/dev",
+    );
     assert_eq!(out.lines().next().unwrap(), host_ns("net"));
-    let inside = stagebox::netif::parse_net_dev(&out.lines().skip(1).collect::<Vec<_>>().join("\n"));
+    let inside =
+        stagebox::netif::parse_net_dev(&out.lines().skip(1).collect::<Vec<_>>().join("\n"));
     let mut a = inside.clone();
     a.sort();
     let mut b = host.clone();
@@ -114,13 +155,23 @@ fn mount_keeps_mounts_inside_and_without_it_they_leak_to_the_host() {
     let script = format!("mount -t tmpfs stagebox-leak-test {d} && grep -c stagebox-leak-test /proc/{me}/mountinfo || true");
     let out = sh_ok(&["--only", "mount"], &script);
     assert_eq!(out.trim(), "0", "the mount leaked with the mount stage on");
-    assert!(!host_mounts().iter().any(|m| m.contains("stagebox-leak-test")));
+    assert!(!host_mounts()
+        .iter()
+        .any(|m| m.contains("stagebox-leak-test")));
     let out = sh_ok(&["--only", "uts"], &script);
-    let leaked = host_mounts().iter().any(|m| m.contains("stagebox-leak-test"));
+    let leaked = host_mounts()
+        .iter()
+        .any(|m| m.contains("stagebox-leak-test"));
     let _ = nix::mount::umount2(dir.path(), nix::mount::MntFlags::MNT_DETACH);
-    assert_eq!(out.trim(), "1", "without the mount stage the host should see the mount");
+    assert_eq!(
+        out.trim(),
+        "1",
+        "without the mount stage the host should see the mount"
+    );
     assert!(leaked);
-    assert!(!host_mounts().iter().any(|m| m.contains("stagebox-leak-test")));
+    assert!(!host_mounts()
+        .iter()
+        .any(|m| m.contains("stagebox-leak-test")));
 }
 
 #[test]
@@ -128,7 +179,10 @@ fn mount_makes_root_private() {
     if !root_or_skip("mount propagation") {
         return;
     }
-    let out = sh_ok(&["--only", "mount"], "grep -c shared: /proc/self/mountinfo || true");
+    let out = sh_ok(
+        &["--only", "mount"],
+        "grep -c shared: /proc/self/mountinfo || true",
+    );
     assert_eq!(out.trim(), "0");
 }
 
@@ -141,7 +195,10 @@ fn rootfs_gives_its_own_files_and_without_it_the_hosts() {
     let m = marker.path().display().to_string();
     let script = format!("test -e {m} && echo host-files || echo own-files; test -e /.stagebox-rootfs && echo rootfs-marker || true");
     let out = sh_ok(&[], &script);
-    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["own-files", "rootfs-marker"]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec!["own-files", "rootfs-marker"]
+    );
     let out = sh_ok(&["--without", "rootfs,pivot"], &script);
     assert_eq!(out.lines().next(), Some("host-files"));
 }
@@ -163,9 +220,18 @@ fn proc_is_fresh_and_without_it_the_hosts_proc_shows_through() {
     assert!(l[0].parse::<usize>().unwrap() > 3, "{out}");
     assert_eq!(l[1], "sees-host");
     // The devices a container gets, and nothing of the host's disks.
-    let out = sh_ok(&[], "ls /dev | tr '\\n' ' '; test -c /dev/null && echo null-ok; mount | grep -c ' /sys .*ro' ");
-    for dev in ["null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx", "fd", "stdin", "stdout", "stderr"] {
-        assert!(out.split_whitespace().any(|w| w == dev), "/dev lacks {dev}: {out}");
+    let out = sh_ok(
+        &[],
+        "ls /dev | tr '\\n' ' '; test -c /dev/null && echo null-ok; mount | grep -c ' /sys .*ro' ",
+    );
+    for dev in [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx", "fd", "stdin",
+        "stdout", "stderr",
+    ] {
+        assert!(
+            out.split_whitespace().any(|w| w == dev),
+            "/dev lacks {dev}: {out}"
+        );
     }
     assert!(!out.contains("vda") && !out.contains("sda"), "{out}");
     assert!(out.contains("null-ok"));
@@ -176,17 +242,25 @@ fn pivot_detaches_the_host_tree_and_chroot_does_not() {
     if !root_or_skip("pivot") {
         return;
     }
-    let rootfs = stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
-        .unwrap()
-        .path;
+    let rootfs =
+        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
+            .unwrap()
+            .path;
     let r = rootfs.display().to_string();
     let script = "cat /proc/self/mountinfo";
     let pivot = sh_ok(&[], script);
     let chroot = sh_ok(&["--root-switch", "chroot"], script);
     // Field 5 is the mount point (field 4, the root of the mount within its filesystem,
     // names the rootfs directory, as it should for a bind mount).
-    let points = |t: &str| t.lines().map(|l| l.split(' ').nth(4).unwrap_or("").to_string()).collect::<Vec<_>>();
-    assert!(!points(&pivot).iter().any(|p| p.contains(&r)), "the rootfs host path is still a mount point after pivot:\n{pivot}");
+    let points = |t: &str| {
+        t.lines()
+            .map(|l| l.split(' ').nth(4).unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        !points(&pivot).iter().any(|p| p.contains(&r)),
+        "the rootfs host path is still a mount point after pivot:\n{pivot}"
+    );
     // From inside, mountinfo hides mounts outside the process's root, so chroot and pivot
     // look alike there; the difference is what is still reachable (the escape below).
     assert_eq!(points(&chroot), points(&pivot));
@@ -202,8 +276,25 @@ fn pivot_detaches_the_host_tree_and_chroot_does_not() {
     let marker = tempfile::NamedTempFile::new().unwrap();
     let m = marker.path().display().to_string();
     let probe = |mode: &str| -> serde_json::Value {
-        let out = stagebox(&["run", "--rm", "--trace", "off", "--root-switch", mode, "--probe", "--", "--json", "--escape", "--marker", &m]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = stagebox(&[
+            "run",
+            "--rm",
+            "--trace",
+            "off",
+            "--root-switch",
+            mode,
+            "--probe",
+            "--",
+            "--json",
+            "--escape",
+            "--marker",
+            &m,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let c = probe("chroot");
@@ -241,14 +332,22 @@ fn when_pivot_root_is_impossible_the_pivot_stage_falls_back_to_chroot_and_says_w
     // which is what an initramfs looks like to pivot_root(2), and it answers EINVAL.
     let outer = tempfile::tempdir().unwrap();
     let o = outer.path();
-    for d in ["proc", "state", "rootfs/bin", "rootfs/proc", "rootfs/sys", "rootfs/dev"] {
+    for d in [
+        "proc",
+        "state",
+        "rootfs/bin",
+        "rootfs/proc",
+        "rootfs/sys",
+        "rootfs/dev",
+    ] {
         std::fs::create_dir_all(o.join(d)).unwrap();
     }
     std::fs::copy(bin(), o.join("stagebox")).unwrap();
-    let busybox = stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
-        .unwrap()
-        .path
-        .join("bin/busybox");
+    let busybox =
+        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
+            .unwrap()
+            .path
+            .join("bin/busybox");
     if std::fs::copy(&busybox, o.join("rootfs/bin/busybox")).is_err() {
         std::fs::copy("/bin/busybox", o.join("rootfs/bin/busybox")).unwrap();
     }
@@ -272,7 +371,10 @@ fn when_pivot_root_is_impossible_the_pivot_stage_falls_back_to_chroot_and_says_w
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["stage"] == "pivot" && v["event"] == "note")
         .unwrap_or_else(|| panic!("no note from the pivot stage:\n{stderr}"));
-    assert!(note["message"].as_str().unwrap().contains("EINVAL"), "{note}");
+    assert!(
+        note["message"].as_str().unwrap().contains("EINVAL"),
+        "{note}"
+    );
     assert!(stderr.contains(r#""syscall":"chroot(\".\")""#), "{stderr}");
     assert_eq!(host_mounts(), mounts);
 }

@@ -31,7 +31,12 @@ fn on_a_terminal(steps: &[(&str, u64)]) -> (Option<i32>, String) {
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let mut out = String::new();
-            child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
             return (status.code(), out);
         }
         if start.elapsed() > Duration::from_secs(20) {

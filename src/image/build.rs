@@ -26,7 +26,12 @@ use std::path::{Component, Path, PathBuf};
 pub enum Step {
     From(String),
     Run(Vec<String>),
-    Copy { add: bool, chown: Option<String>, srcs: Vec<String>, dest: String },
+    Copy {
+        add: bool,
+        chown: Option<String>,
+        srcs: Vec<String>,
+        dest: String,
+    },
     Workdir(String),
     Env(Vec<(String, String)>),
     Arg(String, Option<String>),
@@ -110,7 +115,10 @@ fn key_values(rest: &str, line: usize, what: &str) -> Result<Vec<(String, String
     }
     if !ws[0].contains('=') {
         // The old form: ENV KEY VALUE WITH SPACES
-        let (k, v) = rest.trim().split_once(char::is_whitespace).ok_or_else(|| perr(line, format!("{what} {} has no value", ws[0])))?;
+        let (k, v) = rest
+            .trim()
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| perr(line, format!("{what} {} has no value", ws[0])))?;
         return Ok(vec![(k.to_string(), words(v, line)?.join(" "))]);
     }
     ws.into_iter()
@@ -147,9 +155,18 @@ pub fn parse(text: &str) -> Result<Vec<Line>> {
     if let Some((start, acc)) = pending {
         out.push(parse_line(start, acc.trim())?);
     }
-    if !matches!(out.iter().find(|l| !matches!(l.step, Step::Arg(..))), Some(Line { step: Step::From(_), .. })) {
+    if !matches!(
+        out.iter().find(|l| !matches!(l.step, Step::Arg(..))),
+        Some(Line {
+            step: Step::From(_),
+            ..
+        })
+    ) {
         let line = out.first().map(|l| l.line).unwrap_or(1);
-        return Err(perr(line, "the first instruction must be FROM (only ARG may come before it)"));
+        return Err(perr(
+            line,
+            "the first instruction must be FROM (only ARG may come before it)",
+        ));
     }
     Ok(out)
 }
@@ -223,7 +240,11 @@ fn parse_line(n: usize, text: &str) -> Result<Line> {
             ))
         }
     };
-    Ok(Line { line: n, text: format!("{kw} {rest}"), step })
+    Ok(Line {
+        line: n,
+        text: format!("{kw} {rest}"),
+        step,
+    })
 }
 
 /// Replaces $VAR, ${VAR}, ${VAR:-default} and ${VAR:+alt}; `\$` is a literal `$`.
@@ -246,9 +267,19 @@ pub fn substitute(s: &str, vars: &BTreeMap<String, String>) -> String {
             if let Some(end) = b[i + 2..].iter().position(|c| *c == '}') {
                 let inner: String = b[i + 2..i + 2 + end].iter().collect();
                 let v = match inner.split_once(":-") {
-                    Some((k, d)) => vars.get(k).filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| d.to_string()),
+                    Some((k, d)) => vars
+                        .get(k)
+                        .filter(|v| !v.is_empty())
+                        .cloned()
+                        .unwrap_or_else(|| d.to_string()),
                     None => match inner.split_once(":+") {
-                        Some((k, a)) => if vars.get(k).is_some_and(|v| !v.is_empty()) { a.to_string() } else { String::new() },
+                        Some((k, a)) => {
+                            if vars.get(k).is_some_and(|v| !v.is_empty()) {
+                                a.to_string()
+                            } else {
+                                String::new()
+                            }
+                        }
                         None => vars.get(&inner).cloned().unwrap_or_default(),
                     },
                 };
@@ -257,7 +288,10 @@ pub fn substitute(s: &str, vars: &BTreeMap<String, String>) -> String {
                 continue;
             }
         }
-        let name: String = b[i + 1..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == '_').collect();
+        let name: String = b[i + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
+            .collect();
         if name.is_empty() {
             out.push('$');
             i += 1;
@@ -270,13 +304,22 @@ pub fn substitute(s: &str, vars: &BTreeMap<String, String>) -> String {
 }
 
 /// Changes the config for one config-only instruction; false if it is not one.
-fn apply_config(cfg: &mut ImageConfiguration, step: &Step, vars: &BTreeMap<String, String>, cmd_set: &mut bool) -> bool {
+fn apply_config(
+    cfg: &mut ImageConfiguration,
+    step: &Step,
+    vars: &BTreeMap<String, String>,
+    cmd_set: &mut bool,
+) -> bool {
     let mut c = cfg.config().clone().unwrap_or_default();
     match step {
         Step::Workdir(w) => {
             let w = substitute(w, vars);
             let base = c.working_dir().clone().unwrap_or_else(|| "/".into());
-            let joined = if w.starts_with('/') { PathBuf::from(&w) } else { Path::new(&base).join(&w) };
+            let joined = if w.starts_with('/') {
+                PathBuf::from(&w)
+            } else {
+                Path::new(&base).join(&w)
+            };
             c.set_working_dir(Some(normalize(&joined)));
         }
         Step::Env(kvs) => {
@@ -302,7 +345,11 @@ fn apply_config(cfg: &mut ImageConfiguration, step: &Step, vars: &BTreeMap<Strin
             let mut e = c.exposed_ports().clone().unwrap_or_default();
             for p in ports {
                 let p = substitute(p, vars);
-                let p = if p.contains('/') { p } else { format!("{p}/tcp") };
+                let p = if p.contains('/') {
+                    p
+                } else {
+                    format!("{p}/tcp")
+                };
                 if !e.contains(&p) {
                     e.push(p);
                 }
@@ -328,9 +375,19 @@ fn apply_config(cfg: &mut ImageConfiguration, step: &Step, vars: &BTreeMap<Strin
 
 /// `commit -c INSTRUCTION`: one config-only instruction applied to a config.
 pub fn apply_change(cfg: &mut ImageConfiguration, change: &str) -> Result<()> {
-    let line = parse_line(1, change.trim()).map_err(|e| Error::usage(format!("--change {change:?}: {e}")))?;
-    let env = cfg.config().as_ref().and_then(|c| c.env().clone()).unwrap_or_default();
-    if !apply_config(cfg, &line.step, &env_vars(&env, &BTreeMap::new()), &mut true) {
+    let line = parse_line(1, change.trim())
+        .map_err(|e| Error::usage(format!("--change {change:?}: {e}")))?;
+    let env = cfg
+        .config()
+        .as_ref()
+        .and_then(|c| c.env().clone())
+        .unwrap_or_default();
+    if !apply_config(
+        cfg,
+        &line.step,
+        &env_vars(&env, &BTreeMap::new()),
+        &mut true,
+    ) {
         return Err(Error::usage(format!(
             "--change {change:?}: only CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL and EXPOSE can change a commit's config"
         )));
@@ -390,7 +447,9 @@ fn cache_key(st: &State, what: &str, args: &BTreeMap<String, String>) -> String 
         "step": what,
     })
     .to_string();
-    sha256(text.as_bytes()).trim_start_matches("sha256:").to_string()
+    sha256(text.as_bytes())
+        .trim_start_matches("sha256:")
+        .to_string()
 }
 
 fn say(s: impl std::fmt::Display) {
@@ -400,13 +459,20 @@ fn say(s: impl std::fmt::Display) {
 /// Builds and names the image; returns its ID.
 pub fn build(state: &Path, opts: &BuildOptions) -> Result<String> {
     let reference = Reference::parse(&opts.tag)?;
-    let text = std::fs::read_to_string(&opts.file).map_err(|e| Error::io(format!("read {}", opts.file.display()), e))?;
+    let text = std::fs::read_to_string(&opts.file)
+        .map_err(|e| Error::io(format!("read {}", opts.file.display()), e))?;
     let lines = parse(&text)?;
     let context = std::fs::canonicalize(&opts.context).map_err(|_| {
-        Error::usage(format!("the build context {} does not exist; give a directory", opts.context.display()))
+        Error::usage(format!(
+            "the build context {} does not exist; give a directory",
+            opts.context.display()
+        ))
     })?;
     if !context.is_dir() {
-        return Err(Error::usage(format!("the build context {} is not a directory", opts.context.display())));
+        return Err(Error::usage(format!(
+            "the build context {} is not a directory",
+            opts.context.display()
+        )));
     }
     let mut given: BTreeMap<String, String> = BTreeMap::new();
     for a in &opts.build_args {
@@ -423,7 +489,11 @@ pub fn build(state: &Path, opts: &BuildOptions) -> Result<String> {
     for (i, l) in lines.iter().enumerate() {
         say(format_args!("STEP {}/{total}: {}", i + 1, l.text));
         if let Step::Arg(k, default) = &l.step {
-            let v = given.get(k).cloned().or_else(|| default.clone()).unwrap_or_default();
+            let v = given
+                .get(k)
+                .cloned()
+                .or_else(|| default.clone())
+                .unwrap_or_default();
             args.insert(k.clone(), v);
             if let Some(s) = st.as_mut() {
                 super::push_history(&mut s.config, &l.text, None, true);
@@ -433,12 +503,26 @@ pub fn build(state: &Path, opts: &BuildOptions) -> Result<String> {
         if let Step::From(img) = &l.step {
             let name = substitute(img, &args);
             st = Some(if name == "scratch" {
-                State { config: super::store::new_config(), layers: Vec::new(), label: "scratch".into() }
+                State {
+                    config: super::store::new_config(),
+                    layers: Vec::new(),
+                    label: "scratch".into(),
+                }
             } else {
-                let base = store.find(&name).map_err(|e| Error::usage(format!("Containerfile line {}: {e}", l.line)))?;
+                let base = store
+                    .find(&name)
+                    .map_err(|e| Error::usage(format!("Containerfile line {}: {e}", l.line)))?;
                 let layers = base.layers()?;
-                say(format_args!("--> {} ({})", base.reference.as_deref().unwrap_or(&name), base.short_id()));
-                State { config: base.config, layers, label: name }
+                say(format_args!(
+                    "--> {} ({})",
+                    base.reference.as_deref().unwrap_or(&name),
+                    base.short_id()
+                ));
+                State {
+                    config: base.config,
+                    layers,
+                    label: name,
+                }
             });
             cmd_set = false;
             continue;
@@ -446,21 +530,38 @@ pub fn build(state: &Path, opts: &BuildOptions) -> Result<String> {
         let Some(s) = st.as_mut() else {
             return Err(perr(l.line, "an instruction before FROM"));
         };
-        let env = s.config.config().as_ref().and_then(|c| c.env().clone()).unwrap_or_default();
+        let env = s
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.env().clone())
+            .unwrap_or_default();
         let vars = env_vars(&env, &args);
         if apply_config(&mut s.config, &l.step, &vars, &mut cmd_set) {
             super::push_history(&mut s.config, &l.text, None, true);
             say("--> config only, no layer");
             continue;
         }
-        let (key, made): (String, Box<dyn FnOnce(&Store, &State) -> Result<LayerDesc>>) = match &l.step {
+        let (key, made): (String, Box<dyn FnOnce(&Store, &State) -> Result<LayerDesc>>) = match &l
+            .step
+        {
             Step::Run(argv) => {
                 let key = cache_key(s, &format!("RUN {}", serde_json::json!(argv)), &args);
                 let (argv, args2, line) = (argv.clone(), args.clone(), l.line);
                 let st2 = state.to_path_buf();
-                (key, Box::new(move |store: &Store, s: &State| run_step(&st2, store, s, &argv, &args2, line)))
+                (
+                    key,
+                    Box::new(move |store: &Store, s: &State| {
+                        run_step(&st2, store, s, &argv, &args2, line)
+                    }),
+                )
             }
-            Step::Copy { add, chown, srcs, dest } => {
+            Step::Copy {
+                add,
+                chown,
+                srcs,
+                dest,
+            } => {
                 let srcs: Vec<String> = srcs.iter().map(|x| substitute(x, &vars)).collect();
                 let dest = substitute(dest, &vars);
                 let files = collect_sources(&context, &srcs, *add, l.line)?;
@@ -471,11 +572,20 @@ pub fn build(state: &Path, opts: &BuildOptions) -> Result<String> {
                 let content = layer::hex(&sha2::Digest::finalize(h));
                 let key = cache_key(s, &format!("{} {chown:?} {dest} {content}", l.text), &args);
                 let (chown, line) = (chown.clone(), l.line);
-                (key, Box::new(move |store: &Store, s: &State| copy_step(store, s, &files, &dest, chown.as_deref(), line)))
+                (
+                    key,
+                    Box::new(move |store: &Store, s: &State| {
+                        copy_step(store, s, &files, &dest, chown.as_deref(), line)
+                    }),
+                )
             }
             _ => return Err(perr(l.line, "this instruction is not supported here")),
         };
-        let cached = if opts.no_cache { None } else { store.cache_get(&key) };
+        let cached = if opts.no_cache {
+            None
+        } else {
+            store.cache_get(&key)
+        };
         let layer = match cached {
             Some(layer) => {
                 say(format_args!("--> using cache {}", layer.digest));
@@ -487,7 +597,11 @@ pub fn build(state: &Path, opts: &BuildOptions) -> Result<String> {
                 layer
             }
         };
-        say(format_args!("--> layer {} ({})", layer.digest, super::human_size(layer.size)));
+        say(format_args!(
+            "--> layer {} ({})",
+            layer.digest,
+            super::human_size(layer.size)
+        ));
         super::add_layer_to_config(&mut s.config, &layer, &l.text, None);
         s.layers.push(layer);
     }
@@ -501,10 +615,21 @@ pub fn build(state: &Path, opts: &BuildOptions) -> Result<String> {
 
 /// RUN: a container on the layers so far, through the normal runtime (trace off); its
 /// writable layer becomes the step's layer, then the container is removed.
-fn run_step(state: &Path, store: &Store, s: &State, argv: &[String], args: &BTreeMap<String, String>, line: usize) -> Result<LayerDesc> {
+fn run_step(
+    state: &Path,
+    store: &Store,
+    s: &State,
+    argv: &[String],
+    args: &BTreeMap<String, String>,
+    line: usize,
+) -> Result<LayerDesc> {
     let name = format!("build-{}", crate::config::new_id());
     let plan = crate::plan::Plan::resolve(
-        &crate::plan::Toggles { only: None, without: Vec::new(), volumes_given: false },
+        &crate::plan::Toggles {
+            only: None,
+            without: Vec::new(),
+            volumes_given: false,
+        },
         crate::plan::RootSwitch::Pivot,
     )?;
     let env: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -537,11 +662,17 @@ fn run_step(state: &Path, store: &Store, s: &State, argv: &[String], args: &BTre
     // The runtime blocks the signals it forwards and leaves them blocked: put the mask back
     // so the next step's workload starts with the mask we had.
     let mut mask = nix::sys::signal::SigSet::empty();
-    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, None, Some(&mut mask));
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        None,
+        Some(&mut mask),
+    );
     let result = crate::runtime::run(&cfg);
-    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&mask), None);
+    let _ =
+        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&mask), None);
     let layer = match result {
-        Ok(0) => crate::container::find(state, &name).and_then(|c| store.pack_layer(&c.upper(state), layer::PackMode::Upper)),
+        Ok(0) => crate::container::find(state, &name)
+            .and_then(|c| store.pack_layer(&c.upper(state), layer::PackMode::Upper)),
         Ok(code) => Err(Error::usage(format!(
             "Containerfile line {line}: RUN {} exited with status {code}",
             argv.join(" ")
@@ -569,8 +700,13 @@ impl Source {
         let mut out = format!("{}|{}|", self.given, self.archive);
         let mut stack = vec![self.path.clone()];
         while let Some(p) = stack.pop() {
-            let md = std::fs::symlink_metadata(&p).map_err(|e| Error::io(format!("stat {}", p.display()), e))?;
-            let rel = p.strip_prefix(&self.path).unwrap_or(&p).display().to_string();
+            let md = std::fs::symlink_metadata(&p)
+                .map_err(|e| Error::io(format!("stat {}", p.display()), e))?;
+            let rel = p
+                .strip_prefix(&self.path)
+                .unwrap_or(&p)
+                .display()
+                .to_string();
             out.push_str(&format!("{rel}:{:o}:", md.mode()));
             if md.is_dir() {
                 let mut names: Vec<PathBuf> = std::fs::read_dir(&p)
@@ -582,9 +718,14 @@ impl Source {
                 names.reverse();
                 stack.extend(names);
             } else if md.file_type().is_symlink() {
-                out.push_str(&std::fs::read_link(&p).map(|t| t.display().to_string()).unwrap_or_default());
+                out.push_str(
+                    &std::fs::read_link(&p)
+                        .map(|t| t.display().to_string())
+                        .unwrap_or_default(),
+                );
             } else if md.is_file() {
-                let bytes = std::fs::read(&p).map_err(|e| Error::io(format!("read {}", p.display()), e))?;
+                let bytes =
+                    std::fs::read(&p).map_err(|e| Error::io(format!("read {}", p.display()), e))?;
                 out.push_str(&sha256(&bytes));
             }
             out.push('\n');
@@ -595,17 +736,27 @@ impl Source {
 
 fn is_archive(p: &Path) -> bool {
     let mut head = [0u8; 512];
-    let Ok(mut f) = std::fs::File::open(p) else { return false };
+    let Ok(mut f) = std::fs::File::open(p) else {
+        return false;
+    };
     let n = f.read(&mut head).unwrap_or(0);
     head[..n].starts_with(&[0x1f, 0x8b]) || (n >= 262 && &head[257..262] == b"ustar")
 }
 
 /// Checks the sources of a COPY/ADD: inside the context, symlinks included.
-pub fn collect_sources(context: &Path, srcs: &[String], add: bool, line: usize) -> Result<Vec<Source>> {
+pub fn collect_sources(
+    context: &Path,
+    srcs: &[String],
+    add: bool,
+    line: usize,
+) -> Result<Vec<Source>> {
     let mut out = Vec::new();
     for s in srcs {
         if add && (s.contains("://") || s.starts_with("git@")) {
-            return Err(perr(line, format!("ADD {s}: URLs are not supported (stagebox builds without network)")));
+            return Err(perr(
+                line,
+                format!("ADD {s}: URLs are not supported (stagebox builds without network)"),
+            ));
         }
         let mut rel = PathBuf::new();
         for c in Path::new(s).components() {
@@ -613,23 +764,40 @@ pub fn collect_sources(context: &Path, srcs: &[String], add: bool, line: usize) 
                 Component::Normal(x) => rel.push(x),
                 Component::ParentDir => {
                     if !rel.pop() {
-                        return Err(perr(line, format!("COPY {s}: the source is outside the build context")));
+                        return Err(perr(
+                            line,
+                            format!("COPY {s}: the source is outside the build context"),
+                        ));
                     }
                 }
                 _ => {}
             }
         }
         let joined = context.join(&rel);
-        let path = std::fs::canonicalize(&joined)
-            .map_err(|_| perr(line, format!("COPY {s}: no such file in the build context {}", context.display())))?;
+        let path = std::fs::canonicalize(&joined).map_err(|_| {
+            perr(
+                line,
+                format!(
+                    "COPY {s}: no such file in the build context {}",
+                    context.display()
+                ),
+            )
+        })?;
         if !path.starts_with(context) {
             return Err(perr(
                 line,
-                format!("COPY {s}: it is a symlink to {}, outside the build context", path.display()),
+                format!(
+                    "COPY {s}: it is a symlink to {}, outside the build context",
+                    path.display()
+                ),
             ));
         }
         let archive = add && path.is_file() && is_archive(&path);
-        out.push(Source { given: s.clone(), path, archive });
+        out.push(Source {
+            given: s.clone(),
+            path,
+            archive,
+        });
     }
     Ok(out)
 }
@@ -640,7 +808,11 @@ fn parent_header(layers: &[PathBuf], inside: &Path) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Directory);
     h.set_size(0);
-    match crate::rootfs::resolve_in_layers(layers, inside).ok().and_then(|p| std::fs::symlink_metadata(p).ok()).filter(|m| m.is_dir()) {
+    match crate::rootfs::resolve_in_layers(layers, inside)
+        .ok()
+        .and_then(|p| std::fs::symlink_metadata(p).ok())
+        .filter(|m| m.is_dir())
+    {
         Some(md) => {
             h.set_mode(md.mode() & 0o7777);
             h.set_uid(md.uid() as u64);
@@ -672,21 +844,41 @@ fn copy_step(
         Some(u) => Some(super::user::resolve(&lower, u)?),
         None => None,
     };
-    let workdir = s.config.config().as_ref().and_then(|c| c.working_dir().clone()).unwrap_or_else(|| "/".into());
-    let as_dir = dest.ends_with('/') || files.len() > 1 || files.iter().any(|f| f.path.is_dir() || f.archive);
-    let dest_abs = if dest.starts_with('/') { PathBuf::from(dest) } else { Path::new(&workdir).join(dest) };
+    let workdir = s
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.working_dir().clone())
+        .unwrap_or_else(|| "/".into());
+    let as_dir = dest.ends_with('/')
+        || files.len() > 1
+        || files.iter().any(|f| f.path.is_dir() || f.archive);
+    let dest_abs = if dest.starts_with('/') {
+        PathBuf::from(dest)
+    } else {
+        Path::new(&workdir).join(dest)
+    };
     // Resolve symlinks of the image on the way (a COPY to /bin/ lands in /usr/bin when /bin
     // is a link), then write the result as plain directories.
-    let target_dir_inside = if as_dir { dest_abs.clone() } else { dest_abs.parent().map(Path::to_path_buf).unwrap_or_else(|| "/".into()) };
+    let target_dir_inside = if as_dir {
+        dest_abs.clone()
+    } else {
+        dest_abs
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| "/".into())
+    };
     let resolved: PathBuf = if lower.is_empty() {
         PathBuf::from(normalize(&target_dir_inside))
     } else {
-        let comps = crate::rootfs::resolve_inside(&lower, &target_dir_inside).map_err(|e| perr(line, e))?;
+        let comps =
+            crate::rootfs::resolve_inside(&lower, &target_dir_inside).map_err(|e| perr(line, e))?;
         let mut p = PathBuf::from("/");
         p.extend(comps);
         p
     };
-    let rel_dir = clean_entry_path(resolved.strip_prefix("/").unwrap_or(&resolved))?.unwrap_or_default();
+    let rel_dir =
+        clean_entry_path(resolved.strip_prefix("/").unwrap_or(&resolved))?.unwrap_or_default();
     let (digest, size) = store.put_blob_with(|w| {
         let mut b = tar::Builder::new(w);
         b.follow_symlinks(false);
@@ -694,7 +886,8 @@ fn copy_step(
         for c in rel_dir.components() {
             so_far.push(c);
             let mut h = parent_header(&lower, &Path::new("/").join(&so_far));
-            b.append_data(&mut h, &so_far, std::io::empty()).map_err(tar_err)?;
+            b.append_data(&mut h, &so_far, std::io::empty())
+                .map_err(tar_err)?;
         }
         for f in files {
             if f.archive {
@@ -724,8 +917,14 @@ fn tar_err(e: std::io::Error) -> Error {
     Error::io("write layer tar", e)
 }
 
-fn append_one<W: Write>(b: &mut tar::Builder<W>, src: &Path, name: &Path, ids: Option<&super::user::Ids>) -> Result<()> {
-    let md = std::fs::symlink_metadata(src).map_err(|e| Error::io(format!("stat {}", src.display()), e))?;
+fn append_one<W: Write>(
+    b: &mut tar::Builder<W>,
+    src: &Path,
+    name: &Path,
+    ids: Option<&super::user::Ids>,
+) -> Result<()> {
+    let md = std::fs::symlink_metadata(src)
+        .map_err(|e| Error::io(format!("stat {}", src.display()), e))?;
     let mut h = tar::Header::new_gnu();
     h.set_mode(md.mode() & 0o7777);
     // COPY makes files owned by root unless --chown says otherwise, as Docker does.
@@ -735,24 +934,36 @@ fn append_one<W: Write>(b: &mut tar::Builder<W>, src: &Path, name: &Path, ids: O
     if md.file_type().is_symlink() {
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_size(0);
-        let t = std::fs::read_link(src).map_err(|e| Error::io(format!("readlink {}", src.display()), e))?;
+        let t = std::fs::read_link(src)
+            .map_err(|e| Error::io(format!("readlink {}", src.display()), e))?;
         b.append_link(&mut h, name, t).map_err(tar_err)
     } else if md.is_dir() {
         h.set_entry_type(tar::EntryType::Directory);
         h.set_size(0);
-        b.append_data(&mut h, name, std::io::empty()).map_err(tar_err)
+        b.append_data(&mut h, name, std::io::empty())
+            .map_err(tar_err)
     } else if md.is_file() {
         h.set_entry_type(tar::EntryType::Regular);
         h.set_size(md.len());
-        let f = std::fs::File::open(src).map_err(|e| Error::io(format!("open {}", src.display()), e))?;
-        b.append_data(&mut h, name, f.take(md.len())).map_err(tar_err)
+        let f = std::fs::File::open(src)
+            .map_err(|e| Error::io(format!("open {}", src.display()), e))?;
+        b.append_data(&mut h, name, f.take(md.len()))
+            .map_err(tar_err)
     } else {
-        Err(Error::usage(format!("COPY {}: only files, directories and symlinks can be copied", src.display())))
+        Err(Error::usage(format!(
+            "COPY {}: only files, directories and symlinks can be copied",
+            src.display()
+        )))
     }
 }
 
 /// A directory's contents (not the directory itself, as Docker copies them) under `dest`.
-fn append_tree<W: Write>(b: &mut tar::Builder<W>, dir: &Path, dest: &Path, ids: Option<&super::user::Ids>) -> Result<()> {
+fn append_tree<W: Write>(
+    b: &mut tar::Builder<W>,
+    dir: &Path,
+    dest: &Path,
+    ids: Option<&super::user::Ids>,
+) -> Result<()> {
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(format!("read {}", dir.display()), e))?
         .flatten()
@@ -762,7 +973,10 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, dir: &Path, dest: &Path, ids: 
     for p in names {
         let name = dest.join(p.file_name().unwrap_or_default());
         append_one(b, &p, &name, ids)?;
-        if std::fs::symlink_metadata(&p).map(|m| m.is_dir()).unwrap_or(false) {
+        if std::fs::symlink_metadata(&p)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
             append_tree(b, &p, &name, ids)?;
         }
     }
@@ -771,18 +985,32 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, dir: &Path, dest: &Path, ids: 
 
 /// ADD of a local archive: its entries, checked, under `dest`.
 fn add_archive<W: Write>(b: &mut tar::Builder<W>, archive: &Path, dest: &Path) -> Result<()> {
-    let f = std::fs::File::open(archive).map_err(|e| Error::io(format!("open {}", archive.display()), e))?;
+    let f = std::fs::File::open(archive)
+        .map_err(|e| Error::io(format!("open {}", archive.display()), e))?;
     let what = archive.display().to_string();
     let mut a = tar::Archive::new(layer::decompressed(f, &what)?);
-    for e in a.entries().map_err(|e| Error::io(format!("read {what}"), e))? {
+    for e in a
+        .entries()
+        .map_err(|e| Error::io(format!("read {what}"), e))?
+    {
         let mut e = e.map_err(|e| Error::io(format!("read {what}"), e))?;
-        let raw = e.path().map_err(|e| Error::io(format!("read {what}"), e))?.into_owned();
-        let Some(rel) = clean_entry_path(&raw)? else { continue };
+        let raw = e
+            .path()
+            .map_err(|e| Error::io(format!("read {what}"), e))?
+            .into_owned();
+        let Some(rel) = clean_entry_path(&raw)? else {
+            continue;
+        };
         let mut h = e.header().clone();
         let name = dest.join(rel);
         match h.entry_type() {
             tar::EntryType::Symlink | tar::EntryType::Link => {
-                let t = e.link_name().ok().flatten().map(|t| t.into_owned()).unwrap_or_default();
+                let t = e
+                    .link_name()
+                    .ok()
+                    .flatten()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
                 let t = if h.entry_type() == tar::EntryType::Link {
                     dest.join(clean_entry_path(&t)?.unwrap_or_default())
                 } else {
@@ -807,28 +1035,59 @@ mod tests {
         assert_eq!(l.len(), 7);
         assert_eq!(l[0].step, Step::From("default".into()));
         assert_eq!(l[4].line, 6);
-        assert_eq!(l[4].step, Step::Run(vec!["/bin/sh".into(), "-c".into(), "echo a  && echo b".into()]));
+        assert_eq!(
+            l[4].step,
+            Step::Run(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo a  && echo b".into()
+            ])
+        );
         assert_eq!(l[5].step, Step::Cmd(vec!["/app/server".into()]));
-        assert_eq!(l[6].step, Step::Entrypoint(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()]));
+        assert_eq!(
+            l[6].step,
+            Step::Entrypoint(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()])
+        );
     }
 
     #[test]
     fn parse_errors_name_the_line() {
         let e = parse("FROM x\n\nFROBNICATE y\n").unwrap_err().to_string();
-        assert!(e.starts_with("Containerfile line 3: unknown instruction FROBNICATE"), "{e}");
+        assert!(
+            e.starts_with("Containerfile line 3: unknown instruction FROBNICATE"),
+            "{e}"
+        );
         let e = parse("RUN true\n").unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("FROM"), "{e}");
-        assert!(parse("FROM x\nCOPY onlyone\n").unwrap_err().to_string().contains("line 2"));
-        assert!(parse("FROM x\nENV A=\"open\n").unwrap_err().to_string().contains("line 2"));
-        assert!(parse("FROM x\nEXPOSE http\n").unwrap_err().to_string().contains("line 2"));
+        assert!(parse("FROM x\nCOPY onlyone\n")
+            .unwrap_err()
+            .to_string()
+            .contains("line 2"));
+        assert!(parse("FROM x\nENV A=\"open\n")
+            .unwrap_err()
+            .to_string()
+            .contains("line 2"));
+        assert!(parse("FROM x\nEXPOSE http\n")
+            .unwrap_err()
+            .to_string()
+            .contains("line 2"));
     }
 
     #[test]
     fn env_forms_and_substitution() {
-        assert_eq!(key_values("A=1 B=\"two words\"", 1, "ENV").unwrap(), vec![("A".into(), "1".into()), ("B".into(), "two words".into())]);
-        assert_eq!(key_values("A one two", 1, "ENV").unwrap(), vec![("A".into(), "one two".into())]);
+        assert_eq!(
+            key_values("A=1 B=\"two words\"", 1, "ENV").unwrap(),
+            vec![("A".into(), "1".into()), ("B".into(), "two words".into())]
+        );
+        assert_eq!(
+            key_values("A one two", 1, "ENV").unwrap(),
+            vec![("A".into(), "one two".into())]
+        );
         let vars = BTreeMap::from([("A".to_string(), "x".to_string())]);
-        assert_eq!(substitute("$A/${A}/${B:-d}/${A:+y}/\\$A", &vars), "x/x/d/y/$A");
+        assert_eq!(
+            substitute("$A/${A}/${B:-d}/${A:+y}/\\$A", &vars),
+            "x/x/d/y/$A"
+        );
     }
 
     #[test]
@@ -841,9 +1100,19 @@ mod tests {
         std::os::unix::fs::symlink("../secret", ctx.join("link")).unwrap();
         let ctx = ctx.canonicalize().unwrap();
         assert!(collect_sources(&ctx, &["ok".into()], false, 1).is_ok());
-        let e = collect_sources(&ctx, &["../secret".into()], false, 4).unwrap_err().to_string();
-        assert!(e.contains("line 4") && e.contains("outside the build context"), "{e}");
-        let e = collect_sources(&ctx, &["link".into()], false, 5).unwrap_err().to_string();
-        assert!(e.contains("symlink") && e.contains("outside the build context"), "{e}");
+        let e = collect_sources(&ctx, &["../secret".into()], false, 4)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 4") && e.contains("outside the build context"),
+            "{e}"
+        );
+        let e = collect_sources(&ctx, &["link".into()], false, 5)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("symlink") && e.contains("outside the build context"),
+            "{e}"
+        );
     }
 }

@@ -20,7 +20,11 @@ pub struct CommitOptions {
 
 /// The image a container ran on: its config and layers. A container on the default rootfs
 /// ran on `default:latest`; one on a `--rootfs DIR` gets that directory packed as its base.
-fn base_of(store: &Store, state: &Path, c: &crate::container::Container) -> Result<(ImageConfiguration, Vec<LayerDesc>)> {
+fn base_of(
+    store: &Store,
+    state: &Path,
+    c: &crate::container::Container,
+) -> Result<(ImageConfiguration, Vec<LayerDesc>)> {
     if let Some(id) = &c.image_id {
         let img = store.find(id).map_err(|_| {
             Error::usage(format!(
@@ -47,18 +51,31 @@ fn base_of(store: &Store, state: &Path, c: &crate::container::Container) -> Resu
     let mut layers = Vec::new();
     for dir in c.lower.iter().rev() {
         let l = store.pack_layer(dir, PackMode::Plain)?;
-        super::add_layer_to_config(&mut cfg, &l, &format!("stagebox: rootfs {}", dir.display()), None);
+        super::add_layer_to_config(
+            &mut cfg,
+            &l,
+            &format!("stagebox: rootfs {}", dir.display()),
+            None,
+        );
         layers.push(l);
     }
     Ok((cfg, layers))
 }
 
-pub fn commit(state: &Path, key: &str, reference: &str, opts: &CommitOptions) -> Result<super::Image> {
+pub fn commit(
+    state: &Path,
+    key: &str,
+    reference: &str,
+    opts: &CommitOptions,
+) -> Result<super::Image> {
     let reference = Reference::parse(reference)?;
     let c = crate::container::find(state, key)?;
     let upper = c.upper(state);
     if !upper.is_dir() {
-        return Err(Error::usage(format!("container {} has no writable layer to commit", c.name)));
+        return Err(Error::usage(format!(
+            "container {} has no writable layer to commit",
+            c.name
+        )));
     }
     let store = super::open_with_default(state)?;
     let (mut cfg, mut layers) = base_of(&store, state, &c)?;
@@ -70,11 +87,21 @@ pub fn commit(state: &Path, key: &str, reference: &str, opts: &CommitOptions) ->
         Some(rest) if !ep.is_empty() => rest.to_vec(),
         _ => c.command.clone(),
     };
-    if !cmd.is_empty() && !c.command.first().is_some_and(|a| a.starts_with("stagebox probe")) {
+    if !cmd.is_empty()
+        && !c
+            .command
+            .first()
+            .is_some_and(|a| a.starts_with("stagebox probe"))
+    {
         conf.set_cmd(Some(cmd));
     }
     cfg.set_config(Some(conf));
-    super::add_layer_to_config(&mut cfg, &layer, &c.command.join(" "), opts.message.as_deref());
+    super::add_layer_to_config(
+        &mut cfg,
+        &layer,
+        &c.command.join(" "),
+        opts.message.as_deref(),
+    );
     layers.push(layer);
     for change in &opts.changes {
         super::build::apply_change(&mut cfg, change)?;

@@ -34,7 +34,11 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), bytes: 0 }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
     }
     /// "sha256:<hex>" of everything read so far.
     pub fn digest(&self) -> String {
@@ -60,7 +64,11 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), bytes: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
     }
     pub fn digest(&self) -> String {
         format!("sha256:{}", hex(&self.hasher.clone().finalize()))
@@ -91,7 +99,9 @@ pub fn sha256(bytes: &[u8]) -> String {
 /// Undoes gzip when the stream starts with gzip's magic; refuses zstd (not supported here).
 pub fn decompressed<'a, R: Read + 'a>(r: R, what: &str) -> Result<Box<dyn Read + 'a>> {
     let mut br = BufReader::with_capacity(1 << 16, r);
-    let head = br.fill_buf().map_err(|e| Error::io(format!("read {what}"), e))?;
+    let head = br
+        .fill_buf()
+        .map_err(|e| Error::io(format!("read {what}"), e))?;
     if head.starts_with(&[0x1f, 0x8b]) {
         return Ok(Box::new(flate2::read::MultiGzDecoder::new(br)));
     }
@@ -112,11 +122,20 @@ fn bad(entry: &str, why: impl std::fmt::Display) -> Error {
 pub fn clean_entry_path(raw: &Path) -> Result<Option<PathBuf>> {
     let shown = raw.display().to_string();
     // The layer's root itself ("/", "./"): umoci writes it as "/".
-    if raw.as_os_str().as_bytes().iter().all(|b| *b == b'/' || *b == b'.') && !shown.contains("..") {
+    if raw
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .all(|b| *b == b'/' || *b == b'.')
+        && !shown.contains("..")
+    {
         return Ok(None);
     }
     if raw.as_os_str().as_bytes().first() == Some(&b'/') {
-        return Err(bad(&shown, "an absolute path would be written outside the layer"));
+        return Err(bad(
+            &shown,
+            "an absolute path would be written outside the layer",
+        ));
     }
     let mut out = PathBuf::new();
     for c in raw.components() {
@@ -125,7 +144,10 @@ pub fn clean_entry_path(raw: &Path) -> Result<Option<PathBuf>> {
             Component::CurDir => {}
             Component::ParentDir => return Err(bad(&shown, "'..' would climb out of the layer")),
             Component::RootDir | Component::Prefix(_) => {
-                return Err(bad(&shown, "an absolute path would be written outside the layer"))
+                return Err(bad(
+                    &shown,
+                    "an absolute path would be written outside the layer",
+                ))
             }
         }
     }
@@ -167,15 +189,22 @@ fn safe_parent(dest: &Path, rel: &Path, entry: &str) -> Result<PathBuf> {
 fn clear(path: &Path, keep_dir: bool) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(md) if md.is_dir() && keep_dir => Ok(()),
-        Ok(md) if md.is_dir() => std::fs::remove_dir_all(path).map_err(|e| Error::io(format!("remove {}", path.display()), e)),
-        Ok(_) => std::fs::remove_file(path).map_err(|e| Error::io(format!("remove {}", path.display()), e)),
+        Ok(md) if md.is_dir() => std::fs::remove_dir_all(path)
+            .map_err(|e| Error::io(format!("remove {}", path.display()), e)),
+        Ok(_) => std::fs::remove_file(path)
+            .map_err(|e| Error::io(format!("remove {}", path.display()), e)),
         Err(_) => Ok(()),
     }
 }
 
 fn mknod(path: &Path, kind: nix::sys::stat::SFlag, mode: u32, dev: u64) -> Result<()> {
-    nix::sys::stat::mknod(path, kind, nix::sys::stat::Mode::from_bits_truncate(mode), dev)
-        .map_err(|e| Error::sys(format!("mknod {}", path.display()), e))
+    nix::sys::stat::mknod(
+        path,
+        kind,
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+        dev,
+    )
+    .map_err(|e| Error::sys(format!("mknod {}", path.display()), e))
 }
 
 pub fn set_opaque(dir: &Path) -> Result<()> {
@@ -184,12 +213,24 @@ pub fn set_opaque(dir: &Path) -> Result<()> {
 
 fn xattr_set(path: &Path, name: &str, value: &[u8]) -> Result<()> {
     use std::ffi::CString;
-    let p = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::usage("path contains a NUL byte"))?;
+    let p = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::usage("path contains a NUL byte"))?;
     let n = CString::new(name).map_err(|_| Error::usage("xattr name contains a NUL byte"))?;
     // SAFETY: p and n are NUL-terminated; value is readable for its length.
-    let r = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let r = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     if r != 0 {
-        return Err(Error::sys(format!("setxattr {name} on {}", path.display()), nix::errno::Errno::last()));
+        return Err(Error::sys(
+            format!("setxattr {name} on {}", path.display()),
+            nix::errno::Errno::last(),
+        ));
     }
     Ok(())
 }
@@ -212,7 +253,8 @@ pub fn unpack(reader: impl Read, dest: &Path, what: &str) -> Result<Unpacked> {
     let mut hashing = HashingReader::new(decompressed(reader, what)?);
     let mut stats = unpack_tar(&mut hashing, dest, what)?;
     // Read to the end: tar stops at its two zero blocks, the digest covers the whole stream.
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| Error::io(format!("read {what}"), e))?;
+    std::io::copy(&mut hashing, &mut std::io::sink())
+        .map_err(|e| Error::io(format!("read {what}"), e))?;
     stats.diff_id = hashing.digest();
     stats.bytes = hashing.bytes;
     Ok(stats)
@@ -223,18 +265,31 @@ fn unpack_tar(r: &mut dyn Read, dest: &Path, what: &str) -> Result<Unpacked> {
     let mut archive = tar::Archive::new(r);
     let mut stats = Unpacked::default();
     let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
-    let entries = archive.entries().map_err(|e| Error::io(format!("read {what}"), e))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| Error::io(format!("read {what}"), e))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| Error::io(format!("read {what}"), e))?;
-        let raw = entry.path().map_err(|e| Error::io(format!("read {what}"), e))?.into_owned();
+        let raw = entry
+            .path()
+            .map_err(|e| Error::io(format!("read {what}"), e))?
+            .into_owned();
         let shown = raw.display().to_string();
         let kind = entry.header().entry_type();
-        if matches!(kind, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader) {
+        if matches!(
+            kind,
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
+        ) {
             continue;
         }
-        let Some(rel) = clean_entry_path(&raw)? else { continue };
+        let Some(rel) = clean_entry_path(&raw)? else {
+            continue;
+        };
         stats.entries += 1;
-        let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if name == OPAQUE_MARKER {
             let dir = safe_parent(dest, &rel, &shown)?;
             let dir = dir.parent().unwrap_or(dest);
@@ -256,7 +311,10 @@ fn unpack_tar(r: &mut dyn Read, dest: &Path, what: &str) -> Result<Unpacked> {
             continue;
         }
         let h = entry.header();
-        let mode = h.mode().map_err(|e| Error::io(format!("{what}: mode of {shown}"), e))? & 0o7777;
+        let mode = h
+            .mode()
+            .map_err(|e| Error::io(format!("{what}: mode of {shown}"), e))?
+            & 0o7777;
         let uid = h.uid().unwrap_or(0) as u32;
         let gid = h.gid().unwrap_or(0) as u32;
         let mtime = h.mtime().unwrap_or(0) as i64;
@@ -265,7 +323,8 @@ fn unpack_tar(r: &mut dyn Read, dest: &Path, what: &str) -> Result<Unpacked> {
             tar::EntryType::Directory => {
                 clear(&target, true)?;
                 if !target.is_dir() {
-                    std::fs::create_dir(&target).map_err(|e| Error::io(format!("create {}", target.display()), e))?;
+                    std::fs::create_dir(&target)
+                        .map_err(|e| Error::io(format!("create {}", target.display()), e))?;
                 }
                 dir_times.push((target.clone(), mtime));
             }
@@ -278,7 +337,8 @@ fn unpack_tar(r: &mut dyn Read, dest: &Path, what: &str) -> Result<Unpacked> {
                     .mode(0o600)
                     .open(&target)
                     .map_err(|e| Error::io(format!("create {}", target.display()), e))?;
-                std::io::copy(&mut entry, &mut f).map_err(|e| Error::io(format!("write {}", target.display()), e))?;
+                std::io::copy(&mut entry, &mut f)
+                    .map_err(|e| Error::io(format!("write {}", target.display()), e))?;
             }
             tar::EntryType::Symlink => {
                 let link = entry
@@ -295,7 +355,13 @@ fn unpack_tar(r: &mut dyn Read, dest: &Path, what: &str) -> Result<Unpacked> {
                     .map_err(|e| Error::io(format!("read {what}"), e))?
                     .ok_or_else(|| bad(&shown, "a hard link without a target"))?;
                 let Some(lrel) = clean_entry_path(&link).map_err(|_| {
-                    bad(&shown, format!("its hard link target {} is outside the layer", link.display()))
+                    bad(
+                        &shown,
+                        format!(
+                            "its hard link target {} is outside the layer",
+                            link.display()
+                        ),
+                    )
                 })?
                 else {
                     return Err(bad(&shown, "a hard link to the layer's root directory"));
@@ -303,11 +369,15 @@ fn unpack_tar(r: &mut dyn Read, dest: &Path, what: &str) -> Result<Unpacked> {
                 let src = existing_in_layer(dest, &lrel).ok_or_else(|| {
                     bad(
                         &shown,
-                        format!("its hard link target {} is not a file earlier in this layer", link.display()),
+                        format!(
+                            "its hard link target {} is not a file earlier in this layer",
+                            link.display()
+                        ),
                     )
                 })?;
                 clear(&target, false)?;
-                std::fs::hard_link(&src, &target).map_err(|e| Error::io(format!("link {}", target.display()), e))?;
+                std::fs::hard_link(&src, &target)
+                    .map_err(|e| Error::io(format!("link {}", target.display()), e))?;
                 continue; // a hard link shares the target's owner, mode and times
             }
             tar::EntryType::Char | tar::EntryType::Block => {
@@ -439,24 +509,29 @@ fn pack_dir<W: Write>(
     for name in names {
         let path = dir.join(&name);
         let relp = rel.join(&name);
-        let md = std::fs::symlink_metadata(&path).map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+        let md = std::fs::symlink_metadata(&path)
+            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
         let ft = md.file_type();
         if mode == PackMode::Upper && crate::diff::is_whiteout(&md) {
             let wh = rel.join(format!("{WHITEOUT_PREFIX}{}", name.to_string_lossy()));
             let mut h = header_for(&md, tar::EntryType::Regular);
             h.set_mode(0o644);
-            b.append_data(&mut h, &wh, std::io::empty()).map_err(tar_err)?;
+            b.append_data(&mut h, &wh, std::io::empty())
+                .map_err(tar_err)?;
         } else if ft.is_dir() {
             let mut h = header_for(&md, tar::EntryType::Directory);
-            b.append_data(&mut h, &relp, std::io::empty()).map_err(tar_err)?;
+            b.append_data(&mut h, &relp, std::io::empty())
+                .map_err(tar_err)?;
             if mode == PackMode::Upper && crate::diff::is_opaque(&path) {
                 let mut h = header_for(&md, tar::EntryType::Regular);
                 h.set_mode(0o644);
-                b.append_data(&mut h, relp.join(OPAQUE_MARKER), std::io::empty()).map_err(tar_err)?;
+                b.append_data(&mut h, relp.join(OPAQUE_MARKER), std::io::empty())
+                    .map_err(tar_err)?;
             }
             pack_dir(b, root, &relp, mode, links)?;
         } else if ft.is_symlink() {
-            let target = std::fs::read_link(&path).map_err(|e| Error::io(format!("readlink {}", path.display()), e))?;
+            let target = std::fs::read_link(&path)
+                .map_err(|e| Error::io(format!("readlink {}", path.display()), e))?;
             let mut h = header_for(&md, tar::EntryType::Symlink);
             b.append_link(&mut h, &relp, &target).map_err(tar_err)?;
         } else if ft.is_file() {
@@ -470,17 +545,25 @@ fn pack_dir<W: Write>(
             }
             let mut h = header_for(&md, tar::EntryType::Regular);
             h.set_size(md.len());
-            let f = std::fs::File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-            b.append_data(&mut h, &relp, f.take(md.len())).map_err(tar_err)?;
+            let f = std::fs::File::open(&path)
+                .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+            b.append_data(&mut h, &relp, f.take(md.len()))
+                .map_err(tar_err)?;
         } else if ft.is_char_device() || ft.is_block_device() {
-            let kind = if ft.is_char_device() { tar::EntryType::Char } else { tar::EntryType::Block };
+            let kind = if ft.is_char_device() {
+                tar::EntryType::Char
+            } else {
+                tar::EntryType::Block
+            };
             let mut h = header_for(&md, kind);
             let _ = h.set_device_major(nix::sys::stat::major(md.rdev()) as u32);
             let _ = h.set_device_minor(nix::sys::stat::minor(md.rdev()) as u32);
-            b.append_data(&mut h, &relp, std::io::empty()).map_err(tar_err)?;
+            b.append_data(&mut h, &relp, std::io::empty())
+                .map_err(tar_err)?;
         } else if ft.is_fifo() {
             let mut h = header_for(&md, tar::EntryType::Fifo);
-            b.append_data(&mut h, &relp, std::io::empty()).map_err(tar_err)?;
+            b.append_data(&mut h, &relp, std::io::empty())
+                .map_err(tar_err)?;
         }
         // Sockets are not files one can ship; Docker skips them too.
     }
@@ -496,7 +579,11 @@ mod tests {
         let mut b = tar::Builder::new(Vec::new());
         for (name, data) in entries {
             let mut h = tar::Header::new_gnu();
-            h.set_entry_type(if name.ends_with('/') { tar::EntryType::Directory } else { tar::EntryType::Regular });
+            h.set_entry_type(if name.ends_with('/') {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            });
             h.set_mode(0o755);
             h.set_size(data.len() as u64);
             b.append_data(&mut h, name, *data).unwrap();
@@ -506,7 +593,10 @@ mod tests {
 
     #[test]
     fn entry_paths_are_checked() {
-        assert_eq!(clean_entry_path(Path::new("./etc/passwd")).unwrap(), Some(PathBuf::from("etc/passwd")));
+        assert_eq!(
+            clean_entry_path(Path::new("./etc/passwd")).unwrap(),
+            Some(PathBuf::from("etc/passwd"))
+        );
         assert_eq!(clean_entry_path(Path::new("./")).unwrap(), None);
         assert_eq!(clean_entry_path(Path::new("/")).unwrap(), None);
         assert!(clean_entry_path(Path::new("/etc/passwd")).is_err());
@@ -519,12 +609,19 @@ mod tests {
             return; // mknod of a whiteout and trusted.* xattrs need root
         }
         let d = tempfile::tempdir().unwrap();
-        let tar = layer_tar(&[("etc/", b""), ("etc/.wh.passwd", b""), ("home/.wh..wh..opq", b""), ("home/new", b"hi")]);
+        let tar = layer_tar(&[
+            ("etc/", b""),
+            ("etc/.wh.passwd", b""),
+            ("home/.wh..wh..opq", b""),
+            ("home/new", b"hi"),
+        ]);
         let dest = d.path().join("l");
         std::fs::create_dir(&dest).unwrap();
         let st = unpack(&tar[..], &dest, "test").unwrap();
         assert_eq!((st.whiteouts, st.opaque), (1, 1));
-        assert!(crate::diff::is_whiteout(&std::fs::symlink_metadata(dest.join("etc/passwd")).unwrap()));
+        assert!(crate::diff::is_whiteout(
+            &std::fs::symlink_metadata(dest.join("etc/passwd")).unwrap()
+        ));
         assert!(crate::diff::is_opaque(&dest.join("home")));
         assert_eq!(st.diff_id, sha256(&tar));
         // And back: the packed upper spells them the OCI way again.
@@ -533,6 +630,15 @@ mod tests {
         for e in tar::Archive::new(&packed[..]).entries().unwrap() {
             names.push(e.unwrap().path().unwrap().display().to_string());
         }
-        assert_eq!(names, ["etc", "etc/.wh.passwd", "home", "home/.wh..wh..opq", "home/new"]);
+        assert_eq!(
+            names,
+            [
+                "etc",
+                "etc/.wh.passwd",
+                "home",
+                "home/.wh..wh..opq",
+                "home/new"
+            ]
+        );
     }
 }

@@ -36,17 +36,27 @@ impl Reference {
         };
         let name_ok = !name.is_empty()
             && name.len() <= 255
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b))
-            && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b))
+            && name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric());
         let tag_ok = !tag.is_empty()
             && tag.len() <= 128
-            && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !name_ok || !tag_ok {
             return Err(Error::usage(format!(
                 "{s:?} is not a valid image name; write NAME[:TAG] with lowercase letters, digits, '.', '_', '-' and '/' in NAME"
             )));
         }
-        Ok(Reference { name: name.to_string(), tag: tag.to_string() })
+        Ok(Reference {
+            name: name.to_string(),
+            tag: tag.to_string(),
+        })
     }
 }
 
@@ -70,7 +80,12 @@ pub fn rfc3339(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// The seconds of an RFC 3339 time (fractions and zone offsets ignored; good enough for "ago").
@@ -98,7 +113,9 @@ pub fn human_size(n: u64) -> String {
 }
 
 fn ago(created: Option<&String>) -> String {
-    let Some(t) = created.and_then(|c| parse_rfc3339(c)) else { return "N/A".into() };
+    let Some(t) = created.and_then(|c| parse_rfc3339(c)) else {
+        return "N/A".into();
+    };
     let secs = crate::container::now().saturating_sub(t);
     match secs {
         0..=59 => format!("{secs} seconds ago"),
@@ -122,7 +139,12 @@ pub fn open_with_default(state: &Path) -> Result<Store> {
         c.set_env(Some(vec![format!("PATH={}", crate::rootfs::DEFAULT_PATH)]));
         c.set_cmd(Some(vec!["/bin/sh".into()]));
         cfg.set_config(Some(c));
-        add_layer_to_config(&mut cfg, &layer, &format!("stagebox: the default rootfs ({})", r.made_from), None);
+        add_layer_to_config(
+            &mut cfg,
+            &layer,
+            &format!("stagebox: the default rootfs ({})", r.made_from),
+            None,
+        );
         let m = store.write_image(&cfg, &[layer])?;
         store.tag(&m, &Reference::parse(DEFAULT_IMAGE)?)?;
     }
@@ -140,7 +162,12 @@ pub fn add_layer_to_config(
     push_history(cfg, created_by, comment, false);
 }
 
-pub fn push_history(cfg: &mut oci_spec::image::ImageConfiguration, created_by: &str, comment: Option<&str>, empty: bool) {
+pub fn push_history(
+    cfg: &mut oci_spec::image::ImageConfiguration,
+    created_by: &str,
+    comment: Option<&str>,
+    empty: bool,
+) {
     let now = rfc3339(crate::container::now());
     let mut h = oci_spec::image::History::default();
     h.set_created(Some(now.clone()));
@@ -158,10 +185,18 @@ pub fn images_table(state: &Path) -> Result<String> {
     let store = open_with_default(state)?;
     let mut imgs = store.images()?;
     imgs.sort_by(|a, b| a.reference.cmp(&b.reference));
-    let mut out = format!("{:<28}  {:<12}  {:<12}  {:<16}  {}\n", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE");
+    let mut out = format!(
+        "{:<28}  {:<12}  {:<12}  {:<16}  {}\n",
+        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
+    );
     for i in imgs {
-        let r = i.reference.as_deref().and_then(|r| Reference::parse(r).ok());
-        let (name, tag) = r.map(|r| (r.name, r.tag)).unwrap_or(("<none>".into(), "<none>".into()));
+        let r = i
+            .reference
+            .as_deref()
+            .and_then(|r| Reference::parse(r).ok());
+        let (name, tag) = r
+            .map(|r| (r.name, r.tag))
+            .unwrap_or(("<none>".into(), "<none>".into()));
         out.push_str(&format!(
             "{:<28}  {:<12}  {:<12}  {:<16}  {}\n",
             name,
@@ -191,7 +226,10 @@ pub fn remove(state: &Path, key: &str, force: bool) -> Result<Vec<String>> {
             users.join(", ")
         )));
     }
-    let by_name = Reference::parse(key).ok().map(|r| r.to_string()).filter(|r| img.reference.as_ref() == Some(r));
+    let by_name = Reference::parse(key)
+        .ok()
+        .map(|r| r.to_string())
+        .filter(|r| img.reference.as_ref() == Some(r));
     let names: Vec<String> = match by_name {
         Some(n) => vec![n],
         None => store
@@ -214,7 +252,11 @@ pub fn inspect_json(state: &Path, img: &Image) -> serde_json::Value {
     let layers = img.layers().unwrap_or_default();
     let dirs: Vec<String> = layers
         .iter()
-        .filter_map(|l| store::digest_hex(&l.diff_id).ok().map(|h| state.join("layers").join(h).display().to_string()))
+        .filter_map(|l| {
+            store::digest_hex(&l.diff_id)
+                .ok()
+                .map(|h| state.join("layers").join(h).display().to_string())
+        })
         .collect();
     serde_json::json!({
         "Id": img.config_digest,
@@ -261,16 +303,35 @@ pub fn history_table(state: &Path, key: &str) -> Result<String> {
             li += 1;
             s
         };
-        rows.push((h.created().clone(), h.created_by().clone().unwrap_or_default(), size, h.comment().clone().unwrap_or_default()));
+        rows.push((
+            h.created().clone(),
+            h.created_by().clone().unwrap_or_default(),
+            size,
+            h.comment().clone().unwrap_or_default(),
+        ));
     }
-    let mut out = format!("{:<12}  {:<16}  {:<48}  {:<8}  {}\n", "IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT");
+    let mut out = format!(
+        "{:<12}  {:<16}  {:<48}  {:<8}  {}\n",
+        "IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"
+    );
     for (i, (created, by, size, comment)) in rows.iter().rev().enumerate() {
-        let id = if i == 0 { img.short_id() } else { "<missing>".into() };
+        let id = if i == 0 {
+            img.short_id()
+        } else {
+            "<missing>".into()
+        };
         let mut by = by.replace('\n', " ");
         if by.chars().count() > 48 {
             by = format!("{}…", by.chars().take(47).collect::<String>());
         }
-        out.push_str(&format!("{:<12}  {:<16}  {:<48}  {:<8}  {}\n", id, ago(created.as_ref()), by, human_size(*size), comment));
+        out.push_str(&format!(
+            "{:<12}  {:<16}  {:<48}  {:<8}  {}\n",
+            id,
+            ago(created.as_ref()),
+            by,
+            human_size(*size),
+            comment
+        ));
     }
     Ok(out)
 }
@@ -282,7 +343,10 @@ mod tests {
     #[test]
     fn references() {
         assert_eq!(Reference::parse("web").unwrap().to_string(), "web:latest");
-        assert_eq!(Reference::parse("a/b:v1.2").unwrap().to_string(), "a/b:v1.2");
+        assert_eq!(
+            Reference::parse("a/b:v1.2").unwrap().to_string(),
+            "a/b:v1.2"
+        );
         assert!(Reference::parse("Web").is_err());
         assert!(Reference::parse("web:").is_err());
         assert!(Reference::parse("../x").is_err());

@@ -69,8 +69,14 @@ pub fn argv(config: &ImageConfiguration, args: &[String], entrypoint: Option<&st
 }
 
 /// Resolves the image of a run (unpacking its layers on first use); None without an image.
-pub fn resolve(state: &std::path::Path, img: &RunImage, args: &[String]) -> Result<Option<Resolved>> {
-    let Some(src) = &img.source else { return Ok(None) };
+pub fn resolve(
+    state: &std::path::Path,
+    img: &RunImage,
+    args: &[String],
+) -> Result<Option<Resolved>> {
+    let Some(src) = &img.source else {
+        return Ok(None);
+    };
     let store = super::open_with_default(state)?;
     let (reference, image_id, config, layers) = match src {
         ImageSource::Ref(r) => {
@@ -102,7 +108,11 @@ pub fn resolve(state: &std::path::Path, img: &RunImage, args: &[String]) -> Resu
         argv,
         env: c.env().clone().unwrap_or_default(),
         workdir: c.working_dir().clone().filter(|w| !w.is_empty()),
-        user: img.user.clone().or_else(|| c.user().clone()).filter(|u| !u.is_empty()),
+        user: img
+            .user
+            .clone()
+            .or_else(|| c.user().clone())
+            .filter(|u| !u.is_empty()),
     }))
 }
 
@@ -126,7 +136,10 @@ mod tests {
         assert_eq!(argv(&c, &[], None), s(&["/bin/echo", "hi", "there"]));
         assert_eq!(argv(&c, &s(&["you"]), None), s(&["/bin/echo", "hi", "you"]));
         assert_eq!(argv(&c, &[], Some("/bin/ls")), s(&["/bin/ls"]));
-        assert_eq!(argv(&c, &s(&["-l"]), Some("/bin/ls")), s(&["/bin/ls", "-l"]));
+        assert_eq!(
+            argv(&c, &s(&["-l"]), Some("/bin/ls")),
+            s(&["/bin/ls", "-l"])
+        );
         assert_eq!(argv(&c, &s(&["id"]), Some("")), s(&["id"]));
         let c = cfg(None, Some(&["/bin/sh", "-c", "echo x"]));
         assert_eq!(argv(&c, &[], None), s(&["/bin/sh", "-c", "echo x"]));

@@ -15,9 +15,7 @@
 use super::layer::{self, HashingWriter};
 use super::{rfc3339, Reference};
 use crate::error::{Error, Result};
-use oci_spec::image::{
-    Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType,
-};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -52,7 +50,11 @@ pub struct Image {
 impl Image {
     /// The short image ID (12 hex digits of the config digest), as `docker images` shows it.
     pub fn short_id(&self) -> String {
-        self.config_digest.trim_start_matches("sha256:").chars().take(12).collect()
+        self.config_digest
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(12)
+            .collect()
     }
 
     /// The layers, bottom first, each with its diff_id.
@@ -94,8 +96,16 @@ pub struct Store {
 pub fn digest_hex(digest: &str) -> Result<&str> {
     let hex = digest
         .strip_prefix("sha256:")
-        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-        .ok_or_else(|| Error::usage(format!("{digest:?} is not a sha256 digest; stagebox only handles sha256:<64 hex digits>")))?;
+        .filter(|h| {
+            h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        })
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "{digest:?} is not a sha256 digest; stagebox only handles sha256:<64 hex digits>"
+            ))
+        })?;
     Ok(hex)
 }
 
@@ -117,7 +127,10 @@ impl Lock {
             .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         // SAFETY: flock on an fd we own.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::sys(format!("flock {}", path.display()), nix::errno::Errno::last()));
+            return Err(Error::sys(
+                format!("flock {}", path.display()),
+                nix::errno::Errno::last(),
+            ));
         }
         Ok(Lock(f))
     }
@@ -139,8 +152,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 pub fn new_index(manifests: Vec<Descriptor>) -> ImageIndex {
-    let mut idx: ImageIndex = serde_json::from_value(serde_json::json!({"schemaVersion": 2, "manifests": []}))
-        .unwrap_or_else(|_| unreachable!("a literal index always parses"));
+    let mut idx: ImageIndex =
+        serde_json::from_value(serde_json::json!({"schemaVersion": 2, "manifests": []}))
+            .unwrap_or_else(|_| unreachable!("a literal index always parses"));
     idx.set_media_type(Some(MediaType::ImageIndex));
     idx.set_manifests(manifests);
     idx
@@ -149,14 +163,16 @@ pub fn new_index(manifests: Vec<Descriptor>) -> ImageIndex {
 /// Makes `dir` an (empty, if new) OCI image layout.
 pub fn init_layout(dir: &Path) -> Result<()> {
     let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).map_err(|e| Error::io(format!("create {}", blobs.display()), e))?;
+    std::fs::create_dir_all(&blobs)
+        .map_err(|e| Error::io(format!("create {}", blobs.display()), e))?;
     let layout = dir.join("oci-layout");
     if !layout.exists() {
         write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     }
     let index = dir.join("index.json");
     if !index.exists() {
-        let text = serde_json::to_vec(&new_index(Vec::new())).map_err(|e| json_err("encode index.json", e))?;
+        let text = serde_json::to_vec(&new_index(Vec::new()))
+            .map_err(|e| json_err("encode index.json", e))?;
         write_atomic(&index, &text)?;
     }
     Ok(())
@@ -165,9 +181,13 @@ pub fn init_layout(dir: &Path) -> Result<()> {
 /// Reads and checks a JSON blob of an OCI layout at `dir`.
 pub fn read_layout_json<T: serde::de::DeserializeOwned>(dir: &Path, digest: &str) -> Result<T> {
     let p = dir.join("blobs/sha256").join(digest_hex(digest)?);
-    let bytes = std::fs::read(&p).map_err(|e| Error::io(format!("read blob {}", p.display()), e))?;
+    let bytes =
+        std::fs::read(&p).map_err(|e| Error::io(format!("read blob {}", p.display()), e))?;
     if layer::sha256(&bytes) != digest {
-        return Err(Error::usage(format!("blob {digest} in {} does not match its digest; the layout is corrupt", dir.display())));
+        return Err(Error::usage(format!(
+            "blob {digest} in {} does not match its digest; the layout is corrupt",
+            dir.display()
+        )));
     }
     serde_json::from_slice(&bytes).map_err(|e| json_err(&format!("blob {digest}"), e))
 }
@@ -175,17 +195,23 @@ pub fn read_layout_json<T: serde::de::DeserializeOwned>(dir: &Path, digest: &str
 pub fn read_index(dir: &Path) -> Result<ImageIndex> {
     let p = dir.join("index.json");
     let bytes = std::fs::read(&p).map_err(|e| Error::io(format!("read {}", p.display()), e))?;
-    serde_json::from_slice(&bytes).map_err(|e| json_err(&format!("{} is not an OCI index", p.display()), e))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| json_err(&format!("{} is not an OCI index", p.display()), e))
 }
 
 /// The descriptor of a blob we wrote.
 pub fn descriptor(media: MediaType, digest: &str, size: u64) -> Result<Descriptor> {
-    let d: oci_spec::image::Digest = digest.parse().map_err(|e| json_err(&format!("digest {digest}"), e))?;
+    let d: oci_spec::image::Digest = digest
+        .parse()
+        .map_err(|e| json_err(&format!("digest {digest}"), e))?;
     Ok(Descriptor::new(media, size, d))
 }
 
 pub fn ref_name(d: &Descriptor) -> Option<&str> {
-    d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str)
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(REF_NAME))
+        .map(String::as_str)
 }
 
 impl Store {
@@ -193,9 +219,13 @@ impl Store {
         let root = state.join("images");
         init_layout(&root)?;
         for d in [state.join("layers"), root.join("build-cache")] {
-            std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+            std::fs::create_dir_all(&d)
+                .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
-        Ok(Store { state: state.to_path_buf(), root })
+        Ok(Store {
+            state: state.to_path_buf(),
+            root,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -208,22 +238,32 @@ impl Store {
 
     /// Streams `r` into a blob; returns its digest and size.
     pub fn put_blob(&self, r: &mut dyn Read) -> Result<(String, u64)> {
-        self.put_blob_with(|w| std::io::copy(r, w).map(|_| ()).map_err(|e| Error::io("write blob", e)))
+        self.put_blob_with(|w| {
+            std::io::copy(r, w)
+                .map(|_| ())
+                .map_err(|e| Error::io("write blob", e))
+        })
     }
 
     /// Lets `f` write a blob (a temp file renamed to its digest once complete).
-    pub fn put_blob_with(&self, f: impl FnOnce(&mut dyn std::io::Write) -> Result<()>) -> Result<(String, u64)> {
+    pub fn put_blob_with(
+        &self,
+        f: impl FnOnce(&mut dyn std::io::Write) -> Result<()>,
+    ) -> Result<(String, u64)> {
         let dir = self.root.join("blobs/sha256");
         let tmp = dir.join(format!(".tmp-{}", crate::config::new_id()));
-        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        let file = std::fs::File::create(&tmp)
+            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
         let mut w = HashingWriter::new(std::io::BufWriter::new(file));
-        let r = f(&mut w).and_then(|_| std::io::Write::flush(&mut w).map_err(|e| Error::io("write blob", e)));
+        let r = f(&mut w)
+            .and_then(|_| std::io::Write::flush(&mut w).map_err(|e| Error::io("write blob", e)));
         if let Err(e) = r {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
         let (digest, size) = (w.digest(), w.bytes);
-        std::fs::rename(&tmp, self.blob_path(&digest)?).map_err(|e| Error::io(format!("rename {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, self.blob_path(&digest)?)
+            .map_err(|e| Error::io(format!("rename {}", tmp.display()), e))?;
         Ok((digest, size))
     }
 
@@ -265,13 +305,22 @@ impl Store {
 
     /// Writes the config and manifest of an image made of `layers` (bottom first); returns
     /// the manifest's descriptor (not yet named: see `tag`).
-    pub fn write_image(&self, config: &ImageConfiguration, layers: &[LayerDesc]) -> Result<Descriptor> {
+    pub fn write_image(
+        &self,
+        config: &ImageConfiguration,
+        layers: &[LayerDesc],
+    ) -> Result<Descriptor> {
         let (cdigest, csize) = self.put_json(config)?;
         self.write_manifest(&cdigest, csize, layers)
     }
 
     /// Writes a manifest for a config blob already in the store.
-    pub fn write_manifest(&self, cdigest: &str, csize: u64, layers: &[LayerDesc]) -> Result<Descriptor> {
+    pub fn write_manifest(
+        &self,
+        cdigest: &str,
+        csize: u64,
+        layers: &[LayerDesc],
+    ) -> Result<Descriptor> {
         let mut ldescs = Vec::new();
         for l in layers {
             let media = match l.media_type.as_str() {
@@ -332,7 +381,12 @@ impl Store {
 
     /// Every named image in the index (unreadable entries are skipped).
     pub fn images(&self) -> Result<Vec<Image>> {
-        Ok(self.index()?.manifests().iter().filter_map(|d| self.load_image(d).ok()).collect())
+        Ok(self
+            .index()?
+            .manifests()
+            .iter()
+            .filter_map(|d| self.load_image(d).ok())
+            .collect())
     }
 
     /// An image by NAME[:TAG], or by a unique prefix of its ID (config digest) or manifest
@@ -341,7 +395,11 @@ impl Store {
         let idx = self.index()?;
         if let Ok(r) = Reference::parse(key) {
             let name = r.to_string();
-            if let Some(d) = idx.manifests().iter().find(|d| ref_name(d) == Some(name.as_str())) {
+            if let Some(d) = idx
+                .manifests()
+                .iter()
+                .find(|d| ref_name(d) == Some(name.as_str()))
+            {
                 return self.load_image(d);
             }
         }
@@ -351,15 +409,23 @@ impl Store {
                 .images()?
                 .into_iter()
                 .filter(|i| {
-                    i.config_digest.trim_start_matches("sha256:").starts_with(hex)
-                        || i.manifest_digest.trim_start_matches("sha256:").starts_with(hex)
+                    i.config_digest
+                        .trim_start_matches("sha256:")
+                        .starts_with(hex)
+                        || i.manifest_digest
+                            .trim_start_matches("sha256:")
+                            .starts_with(hex)
                 })
                 .collect();
             hits.dedup_by(|a, b| a.config_digest == b.config_digest);
             match hits.len() {
                 1 => return Ok(hits.remove(0)),
                 0 => {}
-                _ => return Err(Error::usage(format!("{key:?} matches several images; give more of the ID"))),
+                _ => {
+                    return Err(Error::usage(format!(
+                        "{key:?} matches several images; give more of the ID"
+                    )))
+                }
             }
         }
         Err(Error::usage(format!(
@@ -386,8 +452,11 @@ impl Store {
             return Ok(dir);
         }
         let blob = self.blob_path(&l.digest)?;
-        let f = std::fs::File::open(&blob).map_err(|e| Error::io(format!("open layer blob {}", blob.display()), e))?;
-        let tmp = self.layers_dir().join(format!(".tmp-{}", crate::config::new_id()));
+        let f = std::fs::File::open(&blob)
+            .map_err(|e| Error::io(format!("open layer blob {}", blob.display()), e))?;
+        let tmp = self
+            .layers_dir()
+            .join(format!(".tmp-{}", crate::config::new_id()));
         std::fs::create_dir(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
         let what = format!("layer {}", l.digest);
         let result = layer::unpack(f, &tmp, &what).and_then(|st| {
@@ -407,7 +476,10 @@ impl Store {
             // Another stagebox unpacked it at the same time: use theirs.
             let _ = std::fs::remove_dir_all(&tmp);
             if !dir.is_dir() {
-                return Err(Error::usage(format!("could not move the unpacked {what} into {}", dir.display())));
+                return Err(Error::usage(format!(
+                    "could not move the unpacked {what} into {}",
+                    dir.display()
+                )));
             }
         }
         Ok(dir)
@@ -432,19 +504,30 @@ impl Store {
         let mut blobs: HashSet<String> = HashSet::new();
         let mut dirs: HashSet<PathBuf> = HashSet::new();
         for d in self.index()?.manifests() {
-            let Ok(img) = self.load_image(d) else { continue };
+            let Ok(img) = self.load_image(d) else {
+                continue;
+            };
             blobs.insert(img.manifest_digest.clone());
             blobs.insert(img.config_digest.clone());
             for l in img.layers().unwrap_or_default() {
                 blobs.insert(l.digest.clone());
-                dirs.insert(self.layers_dir().join(digest_hex(&l.diff_id).unwrap_or_default()));
+                dirs.insert(
+                    self.layers_dir()
+                        .join(digest_hex(&l.diff_id).unwrap_or_default()),
+                );
             }
         }
         if let Ok(rd) = std::fs::read_dir(self.root.join("build-cache")) {
             for e in rd.flatten() {
-                if let Some(l) = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<LayerDesc>(&b).ok()) {
+                if let Some(l) = std::fs::read(e.path())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<LayerDesc>(&b).ok())
+                {
                     blobs.insert(l.digest.clone());
-                    dirs.insert(self.layers_dir().join(digest_hex(&l.diff_id).unwrap_or_default()));
+                    dirs.insert(
+                        self.layers_dir()
+                            .join(digest_hex(&l.diff_id).unwrap_or_default()),
+                    );
                 }
             }
         }
@@ -462,7 +545,10 @@ impl Store {
         if let Ok(rd) = std::fs::read_dir(self.root.join("blobs/sha256")) {
             for e in rd.flatten() {
                 let digest = format!("sha256:{}", e.file_name().to_string_lossy());
-                if !blobs.contains(&digest) && !young(&e.path()) && std::fs::remove_file(e.path()).is_ok() {
+                if !blobs.contains(&digest)
+                    && !young(&e.path())
+                    && std::fs::remove_file(e.path()).is_ok()
+                {
                     removed += 1;
                 }
             }
@@ -517,7 +603,10 @@ mod tests {
         assert_eq!(s.index().unwrap().manifests().len(), 1);
         let img = s.find("demo:latest").unwrap();
         assert_eq!(img.reference.as_deref(), Some("demo:latest"));
-        assert_eq!(s.find(&img.short_id()).unwrap().config_digest, img.config_digest);
+        assert_eq!(
+            s.find(&img.short_id()).unwrap().config_digest,
+            img.config_digest
+        );
         assert!(s.find("nope").is_err());
         assert!(s.untag(&r).unwrap());
         assert!(s.find("demo").is_err());

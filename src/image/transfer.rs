@@ -34,11 +34,17 @@ fn base_config(created_by: &str, layer: &LayerDesc) -> ImageConfiguration {
 pub fn import(state: &Path, file: &Path, reference: &str) -> Result<Image> {
     let r = Reference::parse(reference)?;
     let store = super::open_with_default(state)?;
-    let f = std::fs::File::open(file).map_err(|e| Error::io(format!("open {}", file.display()), e))?;
+    let f =
+        std::fs::File::open(file).map_err(|e| Error::io(format!("open {}", file.display()), e))?;
     let what = file.display().to_string();
     let mut rd = layer::decompressed(f, &what)?;
     let (digest, size) = store.put_blob(&mut rd)?;
-    let l = LayerDesc { diff_id: digest.clone(), digest, size, media_type: TAR.into() };
+    let l = LayerDesc {
+        diff_id: digest.clone(),
+        digest,
+        size,
+        media_type: TAR.into(),
+    };
     if let Err(e) = store.layer_dir(&l) {
         if let Ok(p) = store.blob_path(&l.digest) {
             let _ = std::fs::remove_file(p);
@@ -56,18 +62,24 @@ fn copy_blob(store: &Store, src: &Path, want: &str) -> Result<()> {
     if store.blob_path(want)?.is_file() {
         return Ok(());
     }
-    let mut f = std::fs::File::open(src).map_err(|e| Error::io(format!("open {}", src.display()), e))?;
+    let mut f =
+        std::fs::File::open(src).map_err(|e| Error::io(format!("open {}", src.display()), e))?;
     let (got, _) = store.put_blob(&mut f)?;
     if got != want {
         let _ = std::fs::remove_file(store.blob_path(&got)?);
-        return Err(Error::usage(format!("{} does not match its digest {want}; the image is corrupt", src.display())));
+        return Err(Error::usage(format!(
+            "{} does not match its digest {want}; the image is corrupt",
+            src.display()
+        )));
     }
     Ok(())
 }
 
 fn media_of(mt: &str) -> Result<&'static str> {
     if mt.contains("zstd") {
-        return Err(Error::usage(format!("layer type {mt} (zstd) is not supported; recompress the image with gzip")));
+        return Err(Error::usage(format!(
+            "layer type {mt} (zstd) is not supported; recompress the image with gzip"
+        )));
     }
     Ok(if mt.ends_with("gzip") { TAR_GZ } else { TAR })
 }
@@ -76,7 +88,9 @@ fn media_of(mt: &str) -> Result<&'static str> {
 /// (as skopeo and umoci write it), then named after the layout directory.
 fn name_for(refname: Option<&str>, dir_name: &str) -> Result<Reference> {
     match refname {
-        Some(r) if r.contains(':') || r.contains('/') => Reference::parse(r.rsplit_once('/').map(|(_, n)| n).unwrap_or(r)),
+        Some(r) if r.contains(':') || r.contains('/') => {
+            Reference::parse(r.rsplit_once('/').map(|(_, n)| n).unwrap_or(r))
+        }
         Some(tag) => Reference::parse(&format!("{dir_name}:{tag}")),
         None => Reference::parse(dir_name),
     }
@@ -86,9 +100,17 @@ fn sanitized(name: &str) -> String {
     let s: String = name
         .to_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
-    let s = s.trim_start_matches(|c: char| !c.is_ascii_alphanumeric()).to_string();
+    let s = s
+        .trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string();
     if s.is_empty() {
         "loaded".into()
     } else {
@@ -98,7 +120,9 @@ fn sanitized(name: &str) -> String {
 
 /// Follows an index to the manifest for this machine (linux, its architecture), or the first.
 fn pick_manifest(dir: &Path, d: &Descriptor) -> Result<Descriptor> {
-    if *d.media_type() != MediaType::ImageIndex && !d.media_type().to_string().contains("manifest.list") {
+    if *d.media_type() != MediaType::ImageIndex
+        && !d.media_type().to_string().contains("manifest.list")
+    {
         return Ok(d.clone());
     }
     let idx: oci_spec::image::ImageIndex = store::read_layout_json(dir, d.digest().as_ref())?;
@@ -106,17 +130,35 @@ fn pick_manifest(dir: &Path, d: &Descriptor) -> Result<Descriptor> {
     let m = idx
         .manifests()
         .iter()
-        .find(|m| m.platform().as_ref().is_some_and(|p| p.architecture().to_string() == arch && p.os().to_string() == "linux"))
+        .find(|m| {
+            m.platform().as_ref().is_some_and(|p| {
+                p.architecture().to_string() == arch && p.os().to_string() == "linux"
+            })
+        })
         .or_else(|| idx.manifests().first())
-        .ok_or_else(|| Error::usage(format!("index {} in {} lists no manifests", d.digest(), dir.display())))?;
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "index {} in {} lists no manifests",
+                d.digest(),
+                dir.display()
+            ))
+        })?;
     pick_manifest(dir, m)
 }
 
 /// Loads every image of an OCI layout directory; returns their names.
-fn load_layout(store: &Store, dir: &Path, dir_name: &str, rename: Option<&Reference>) -> Result<Vec<String>> {
+fn load_layout(
+    store: &Store,
+    dir: &Path,
+    dir_name: &str,
+    rename: Option<&Reference>,
+) -> Result<Vec<String>> {
     let idx = store::read_index(dir)?;
     if idx.manifests().is_empty() {
-        return Err(Error::usage(format!("{} holds no image (its index.json is empty)", dir.display())));
+        return Err(Error::usage(format!(
+            "{} holds no image (its index.json is empty)",
+            dir.display()
+        )));
     }
     if rename.is_some() && idx.manifests().len() > 1 {
         return Err(Error::usage(format!(
@@ -128,20 +170,32 @@ fn load_layout(store: &Store, dir: &Path, dir_name: &str, rename: Option<&Refere
     let mut names = Vec::new();
     for top in idx.manifests() {
         let d = pick_manifest(dir, top)?;
-        let blob = |digest: &str| -> Result<PathBuf> { Ok(dir.join("blobs/sha256").join(digest_hex(digest)?)) };
+        let blob = |digest: &str| -> Result<PathBuf> {
+            Ok(dir.join("blobs/sha256").join(digest_hex(digest)?))
+        };
         let manifest: ImageManifest = store::read_layout_json(dir, d.digest().as_ref())?;
         let cdigest = manifest.config().digest().to_string();
         copy_blob(store, &blob(&cdigest)?, &cdigest)?;
         let config: ImageConfiguration = store.read_json(&cdigest)?;
         let diff_ids = config.rootfs().diff_ids();
         if diff_ids.len() != manifest.layers().len() {
-            return Err(Error::usage(format!("image {} has {} layers but {} diff_ids", d.digest(), manifest.layers().len(), diff_ids.len())));
+            return Err(Error::usage(format!(
+                "image {} has {} layers but {} diff_ids",
+                d.digest(),
+                manifest.layers().len(),
+                diff_ids.len()
+            )));
         }
         let mut layers = Vec::new();
         for (l, diff_id) in manifest.layers().iter().zip(diff_ids) {
             let digest = l.digest().to_string();
             copy_blob(store, &blob(&digest)?, &digest)?;
-            let ld = LayerDesc { digest, diff_id: diff_id.clone(), size: l.size(), media_type: media_of(&l.media_type().to_string())?.into() };
+            let ld = LayerDesc {
+                digest,
+                diff_id: diff_id.clone(),
+                size: l.size(),
+                media_type: media_of(&l.media_type().to_string())?.into(),
+            };
             store.layer_dir(&ld)?;
             layers.push(ld);
         }
@@ -174,22 +228,35 @@ fn load_docker(store: &Store, dir: &Path, rename: Option<&Reference>) -> Result<
     let inside = |rel: &str| crate::rootfs::resolve_in_root(dir, Path::new(rel));
     let mut names = Vec::new();
     for e in entries {
-        let mut cf = std::fs::File::open(inside(&e.config)?).map_err(|x| Error::io(format!("open {}", e.config), x))?;
+        let mut cf = std::fs::File::open(inside(&e.config)?)
+            .map_err(|x| Error::io(format!("open {}", e.config), x))?;
         let (cdigest, csize) = store.put_blob(&mut cf)?;
         let config: ImageConfiguration = store.read_json(&cdigest)?;
         let diff_ids = config.rootfs().diff_ids().clone();
         if diff_ids.len() != e.layers.len() {
-            return Err(Error::usage("the docker save archive's manifest and config disagree on the layers"));
+            return Err(Error::usage(
+                "the docker save archive's manifest and config disagree on the layers",
+            ));
         }
         let mut layers = Vec::new();
         for (rel, diff_id) in e.layers.iter().zip(diff_ids) {
             let path = inside(rel)?;
-            let mut f = std::fs::File::open(&path).map_err(|x| Error::io(format!("open {rel}"), x))?;
+            let mut f =
+                std::fs::File::open(&path).map_err(|x| Error::io(format!("open {rel}"), x))?;
             let (digest, size) = store.put_blob(&mut f)?;
             let mut head = [0u8; 2];
-            let gz = std::io::Read::read_exact(&mut std::fs::File::open(&path).map_err(|x| Error::io(format!("open {rel}"), x))?, &mut head).is_ok()
+            let gz = std::io::Read::read_exact(
+                &mut std::fs::File::open(&path).map_err(|x| Error::io(format!("open {rel}"), x))?,
+                &mut head,
+            )
+            .is_ok()
                 && head == [0x1f, 0x8b];
-            let ld = LayerDesc { digest, diff_id, size, media_type: if gz { TAR_GZ } else { TAR }.into() };
+            let ld = LayerDesc {
+                digest,
+                diff_id,
+                size,
+                media_type: if gz { TAR_GZ } else { TAR }.into(),
+            };
             store.layer_dir(&ld)?;
             layers.push(ld);
         }
@@ -211,7 +278,10 @@ pub fn load(state: &Path, path: &Path, rename: Option<&str>) -> Result<Vec<Strin
     let rename = rename.map(Reference::parse).transpose()?;
     let store = super::open_with_default(state)?;
     let md = std::fs::metadata(path).map_err(|e| Error::io(format!("{}", path.display()), e))?;
-    let stem = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let dir_name = sanitized(stem.trim_end_matches(".gz").trim_end_matches(".tar"));
     if md.is_dir() {
         if path.join("index.json").is_file() {
@@ -220,13 +290,17 @@ pub fn load(state: &Path, path: &Path, rename: Option<&str>) -> Result<Vec<Strin
         if path.join("manifest.json").is_file() {
             return load_docker(&store, path, rename.as_ref());
         }
-        return Err(Error::usage(format!("{} is neither an OCI layout (index.json) nor a docker save directory (manifest.json)", path.display())));
+        return Err(Error::usage(format!(
+            "{} is neither an OCI layout (index.json) nor a docker save directory (manifest.json)",
+            path.display()
+        )));
     }
     // A tarball: unpacked (with the layer checks) into a scratch dir in the state dir.
     let tmp = state.join(format!("tmp-load-{}", crate::config::new_id()));
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
     let result = (|| {
-        let f = std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let f = std::fs::File::open(path)
+            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         layer::unpack(f, &tmp, &path.display().to_string())?;
         if tmp.join("index.json").is_file() && tmp.join("blobs").is_dir() {
             load_layout(&store, &tmp, &dir_name, rename.as_ref())
@@ -248,8 +322,16 @@ pub fn load(state: &Path, path: &Path, rename: Option<&str>) -> Result<Vec<Strin
 pub fn save(state: &Path, key: &str, dir: &Path) -> Result<String> {
     let store = super::open_with_default(state)?;
     let img = store.find(key)?;
-    if dir.exists() && !dir.join("oci-layout").exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
-        return Err(Error::usage(format!("{} exists and is not an OCI layout; give a new or empty directory", dir.display())));
+    if dir.exists()
+        && !dir.join("oci-layout").exists()
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
+        return Err(Error::usage(format!(
+            "{} exists and is not an OCI layout; give a new or empty directory",
+            dir.display()
+        )));
     }
     store::init_layout(dir)?;
     let mut digests = vec![img.manifest_digest.clone(), img.config_digest.clone()];
@@ -257,7 +339,8 @@ pub fn save(state: &Path, key: &str, dir: &Path) -> Result<String> {
     for d in &digests {
         let dst = dir.join("blobs/sha256").join(digest_hex(d)?);
         if !dst.exists() {
-            std::fs::copy(store.blob_path(d)?, &dst).map_err(|e| Error::io(format!("copy blob to {}", dst.display()), e))?;
+            std::fs::copy(store.blob_path(d)?, &dst)
+                .map_err(|e| Error::io(format!("copy blob to {}", dst.display()), e))?;
         }
     }
     let tag = img
@@ -266,20 +349,26 @@ pub fn save(state: &Path, key: &str, dir: &Path) -> Result<String> {
         .and_then(|r| Reference::parse(r).ok())
         .map(|r| r.tag)
         .unwrap_or_else(|| "latest".into());
-    let mut desc = store::descriptor(MediaType::ImageManifest, &img.manifest_digest, img.manifest_size)?;
+    let mut desc = store::descriptor(
+        MediaType::ImageManifest,
+        &img.manifest_digest,
+        img.manifest_size,
+    )?;
     desc.set_annotations(Some(HashMap::from([(REF_NAME.to_string(), tag.clone())])));
     let mut idx = store::read_index(dir)?;
     let mut ms = idx.manifests().clone();
     ms.retain(|m| ref_name(m) != Some(tag.as_str()));
     ms.push(desc);
     idx.set_manifests(ms);
-    let text = serde_json::to_vec_pretty(&idx).map_err(|e| Error::usage(format!("encode index.json: {e}")))?;
+    let text = serde_json::to_vec_pretty(&idx)
+        .map_err(|e| Error::usage(format!("encode index.json: {e}")))?;
     store::write_atomic(&dir.join("index.json"), &text)?;
     Ok(tag)
 }
 
 /// Packs a directory tree into a layer tar file (used by tests and `import` of directories).
 pub fn pack_dir_to_file(dir: &Path, out: &Path) -> Result<()> {
-    let f = std::fs::File::create(out).map_err(|e| Error::io(format!("create {}", out.display()), e))?;
+    let f = std::fs::File::create(out)
+        .map_err(|e| Error::io(format!("create {}", out.display()), e))?;
     layer::pack(dir, PackMode::Plain, f).map(|_| ())
 }

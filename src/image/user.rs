@@ -16,7 +16,9 @@ pub struct Ids {
 }
 
 fn read_db(layers: &[PathBuf], file: &str) -> Vec<Vec<String>> {
-    let Ok(p) = crate::rootfs::resolve_in_layers(layers, Path::new(file)) else { return Vec::new() };
+    let Ok(p) = crate::rootfs::resolve_in_layers(layers, Path::new(file)) else {
+        return Vec::new();
+    };
     std::fs::read_to_string(p)
         .unwrap_or_default()
         .lines()
@@ -33,7 +35,9 @@ pub fn resolve(layers: &[PathBuf], spec: &str) -> Result<Ids> {
         None => (spec, None),
     };
     if user.is_empty() {
-        return Err(Error::usage(format!("user {spec:?} is empty; write uid[:gid] or name[:group]")));
+        return Err(Error::usage(format!(
+            "user {spec:?} is empty; write uid[:gid] or name[:group]"
+        )));
     }
     let passwd = read_db(layers, "/etc/passwd");
     let groups_db = read_db(layers, "/etc/group");
@@ -42,9 +46,11 @@ pub fn resolve(layers: &[PathBuf], spec: &str) -> Result<Ids> {
         .find(|f| f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user));
     let uid = match user.parse::<u32>() {
         Ok(n) => n,
-        Err(_) => entry
-            .and_then(|f| f[2].parse().ok())
-            .ok_or_else(|| Error::usage(format!("user {user:?} is not in the image's /etc/passwd; use a number or add the user")))?,
+        Err(_) => entry.and_then(|f| f[2].parse().ok()).ok_or_else(|| {
+            Error::usage(format!(
+                "user {user:?} is not in the image's /etc/passwd; use a number or add the user"
+            ))
+        })?,
     };
     let gid = match group {
         Some(g) => match g.parse::<u32>() {
@@ -53,7 +59,11 @@ pub fn resolve(layers: &[PathBuf], spec: &str) -> Result<Ids> {
                 .iter()
                 .find(|f| f[0] == g)
                 .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| Error::usage(format!("group {g:?} is not in the image's /etc/group; use a number")))?,
+                .ok_or_else(|| {
+                    Error::usage(format!(
+                        "group {g:?} is not in the image's /etc/group; use a number"
+                    ))
+                })?,
         },
         None => entry.and_then(|f| f[3].parse().ok()).unwrap_or(0),
     };
@@ -66,8 +76,15 @@ pub fn resolve(layers: &[PathBuf], spec: &str) -> Result<Ids> {
             .collect(),
         _ => Vec::new(),
     };
-    let home = entry.and_then(|f| f.get(5).cloned()).filter(|h| !h.is_empty());
-    Ok(Ids { uid, gid, groups, home })
+    let home = entry
+        .and_then(|f| f.get(5).cloned())
+        .filter(|h| !h.is_empty());
+    Ok(Ids {
+        uid,
+        gid,
+        groups,
+        home,
+    })
 }
 
 #[cfg(test)]
@@ -78,13 +95,32 @@ mod tests {
     fn names_and_numbers() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("etc")).unwrap();
-        std::fs::write(d.path().join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nweb:x:1000:1001::/home/web:/bin/sh\n").unwrap();
-        std::fs::write(d.path().join("etc/group"), "root:x:0:\nweb:x:1001:\nextra:x:2000:web\n").unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nweb:x:1000:1001::/home/web:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("etc/group"),
+            "root:x:0:\nweb:x:1001:\nextra:x:2000:web\n",
+        )
+        .unwrap();
         let l = [d.path().to_path_buf()];
         let web = resolve(&l, "web").unwrap();
-        assert_eq!((web.uid, web.gid, web.groups.clone(), web.home.as_deref()), (1000, 1001, vec![2000], Some("/home/web")));
+        assert_eq!(
+            (web.uid, web.gid, web.groups.clone(), web.home.as_deref()),
+            (1000, 1001, vec![2000], Some("/home/web"))
+        );
         assert_eq!(resolve(&l, "1000:extra").unwrap().gid, 2000);
-        assert_eq!(resolve(&l, "42:43").unwrap(), Ids { uid: 42, gid: 43, groups: vec![], home: None });
+        assert_eq!(
+            resolve(&l, "42:43").unwrap(),
+            Ids {
+                uid: 42,
+                gid: 43,
+                groups: vec![],
+                home: None
+            }
+        );
         assert!(resolve(&l, "nobody-here").is_err());
     }
 }

@@ -122,7 +122,12 @@ pub fn count_pids(proc_dir: &Path) -> Option<usize> {
     let rd = std::fs::read_dir(proc_dir).ok()?;
     let n = rd
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .count();
     if n == 0 && !proc_dir.join("self").exists() {
         None
@@ -235,9 +240,19 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Vec<Change> {
         change(&mut out, &format!("ns/{name}"), before, after);
     }
     if a.ns.get("pid") != b.ns.get("pid") {
-        change(&mut out, "pid inside", a.pid_inside.clone(), b.pid_inside.clone());
+        change(
+            &mut out,
+            "pid inside",
+            a.pid_inside.clone(),
+            b.pid_inside.clone(),
+        );
     }
-    change(&mut out, "hostname", a.inside.hostname.clone(), b.inside.hostname.clone());
+    change(
+        &mut out,
+        "hostname",
+        a.inside.hostname.clone(),
+        b.inside.hostname.clone(),
+    );
     change(
         &mut out,
         "interfaces",
@@ -253,8 +268,16 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Vec<Change> {
     // The host's process count moves all the time; what matters is whether the process now
     // looks at another /proc (a new procfs mount is a new device number).
     if a.proc_dev != b.proc_dev {
-        let pids = |p: Option<usize>| p.map(|n| n.to_string()).unwrap_or_else(|| "no /proc".into());
-        change(&mut out, "visible pids", pids(a.pids_visible), pids(b.pids_visible));
+        let pids = |p: Option<usize>| {
+            p.map(|n| n.to_string())
+                .unwrap_or_else(|| "no /proc".into())
+        };
+        change(
+            &mut out,
+            "visible pids",
+            pids(a.pids_visible),
+            pids(b.pids_visible),
+        );
     }
     change(&mut out, "root", a.root.clone(), b.root.clone());
     change(
@@ -278,7 +301,13 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Vec<Change> {
 /// copies the table, with new ids) lines are compared as text.
 fn mount_changes(a: &Snapshot, b: &Snapshot, out: &mut Vec<Change>) {
     let same_ns = a.ns.get("mnt") == b.ns.get("mnt");
-    let key = |m: &MountLine| if same_ns { m.id.to_string() } else { m.to_string() };
+    let key = |m: &MountLine| {
+        if same_ns {
+            m.id.to_string()
+        } else {
+            m.to_string()
+        }
+    };
     let mut removed: Vec<&MountLine> = Vec::new();
     let mut left: Vec<&MountLine> = b.mounts.iter().collect();
     for m in &a.mounts {
@@ -371,7 +400,11 @@ mod tests {
 
     #[test]
     fn snapshot_of_self_sees_namespaces_and_mounts() {
-        let s = Snapshot::of(std::process::id() as i32, InsideFacts::read(), Path::new("/"));
+        let s = Snapshot::of(
+            std::process::id() as i32,
+            InsideFacts::read(),
+            Path::new("/"),
+        );
         assert!(s.ns.get("uts").is_some_and(|v| v.starts_with("uts:[")));
         assert!(!s.mounts.is_empty());
         assert!(s.pids_visible.unwrap_or(0) >= 1);

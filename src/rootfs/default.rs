@@ -88,7 +88,8 @@ pub enum ElfKind {
 /// Reads the ELF header and program headers of `path` (following symlinks) and reports
 /// whether it has a PT_INTERP, and which.
 pub fn elf_kind(path: &Path) -> Result<ElfKind> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let mut f =
+        std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
     let mut data = Vec::new();
     // Program headers sit near the start; 64 KiB is plenty for the header, the table and the
     // interpreter's name in every real binary. What is missing is reported as not ELF.
@@ -193,7 +194,8 @@ pub fn ensure(state_dir: &Path, source: Source) -> Result<DefaultRootfs> {
             });
         }
     }
-    std::fs::create_dir_all(&base).map_err(|e| Error::io(format!("create {}", base.display()), e))?;
+    std::fs::create_dir_all(&base)
+        .map_err(|e| Error::io(format!("create {}", base.display()), e))?;
     remove_stale_temps(&base);
     let tmp = TempTree::new(base.join(format!(".tmp-{}", crate::config::new_id())))?;
     let made_from = match source {
@@ -252,7 +254,8 @@ fn write_metadata(path: &Path, source: Source, made_from: &str) -> Result<()> {
     let text = serde_json::to_string_pretty(&meta)
         .map_err(|e| Error::usage(format!("encoding {}: {e}", path.display())))?;
     let tmp = path.with_extension(format!("json.tmp-{}", crate::config::new_id()));
-    std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+    std::fs::write(&tmp, text + "\n")
+        .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(format!("rename {} to {}", tmp.display(), path.display()), e)
@@ -262,7 +265,9 @@ fn write_metadata(path: &Path, source: Source, made_from: &str) -> Result<()> {
 /// rename(2) that fails with EEXIST instead of replacing an existing (empty) directory.
 fn rename_noreplace(from: &Path, to: &Path) -> std::result::Result<(), nix::errno::Errno> {
     use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| nix::errno::Errno::EINVAL);
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| nix::errno::Errno::EINVAL)
+    };
     let (a, b) = (c(from)?, c(to)?);
     // SAFETY: renameat2 with two NUL-terminated paths that live across the call.
     let r = unsafe {
@@ -294,7 +299,9 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::result::Result<(), nix::errn
 
 /// Removes `.tmp-*` trees that a killed run left behind more than an hour ago.
 fn remove_stale_temps(base: &Path) {
-    let Ok(rd) = std::fs::read_dir(base) else { return };
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
     for entry in rd.flatten() {
         if !entry.file_name().to_string_lossy().starts_with(".tmp-") {
             continue;
@@ -319,7 +326,8 @@ struct TempTree {
 
 impl TempTree {
     fn new(path: PathBuf) -> Result<Self> {
-        std::fs::create_dir(&path).map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+        std::fs::create_dir(&path)
+            .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
         Ok(TempTree { path, keep: false })
     }
     fn path(&self) -> &Path {
@@ -351,8 +359,8 @@ fn set_mode(p: &Path, mode: u32) -> Result<()> {
 /// (or are symlinks to directories, as `bin -> usr/bin`) are left as they are.
 fn skeleton(root: &Path, description: &str) -> Result<()> {
     for d in [
-        "usr", "usr/bin", "usr/sbin", "bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "mnt",
-        "var", "home", "run",
+        "usr", "usr/bin", "usr/sbin", "bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root",
+        "mnt", "var", "home", "run",
     ] {
         let p = root.join(d);
         std::fs::create_dir_all(&p).map_err(io_at("create", &p))?;
@@ -381,16 +389,23 @@ fn skeleton(root: &Path, description: &str) -> Result<()> {
 /// Copies a regular file's bytes, keeping its permission bits but never set-id bits.
 fn copy_file(from: &Path, to: &Path) -> Result<()> {
     let md = std::fs::metadata(from).map_err(io_at("stat", from))?;
-    std::fs::copy(from, to).map_err(|e| Error::io(format!("copy {} to {}", from.display(), to.display()), e))?;
+    std::fs::copy(from, to)
+        .map_err(|e| Error::io(format!("copy {} to {}", from.display(), to.display()), e))?;
     set_mode(to, md.permissions().mode() & 0o777)
 }
 
 /// `BusyBox v1.35.0` from the first line of `busybox --help`.
 fn busybox_version(busybox: &Path) -> Option<String> {
     let out = Command::new(busybox).arg("--help").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let line = text.lines().find(|l| l.starts_with("BusyBox"))?;
-    Some(line.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+    Some(
+        line.split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 /// The applets of `busybox --list-full` as relative paths (`usr/bin/env`), each checked to
@@ -430,7 +445,9 @@ pub fn build_busybox(root: &Path, busybox: &Path) -> Result<String> {
     let version = busybox_version(busybox).unwrap_or_else(|| "version unknown".into());
     let full = Command::new(busybox).arg("--list-full").output();
     let applets = match full {
-        Ok(o) if o.status.success() && !o.stdout.is_empty() => parse_applet_list(&String::from_utf8_lossy(&o.stdout)),
+        Ok(o) if o.status.success() && !o.stdout.is_empty() => {
+            parse_applet_list(&String::from_utf8_lossy(&o.stdout))
+        }
         _ => {
             // An old busybox without --list-full: every applet in bin/.
             let o = Command::new(busybox)
@@ -522,7 +539,9 @@ pub fn parse_ldd(text: &str) -> LddOutput {
 fn needed_files(bin: &Path, interp: &str) -> Result<Vec<PathBuf>> {
     let run = |cmd: &mut Command| -> Option<String> {
         let o = cmd.output().ok()?;
-        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
     };
     let text = run(Command::new("ldd").arg(bin))
         .or_else(|| run(Command::new(interp).arg("--list").arg(bin)))
@@ -620,7 +639,10 @@ fn push_components(todo: &mut Vec<std::ffi::OsString>, p: &Path) {
 
 fn find_tool(name: &str) -> Option<PathBuf> {
     if name == "sh" {
-        return std::fs::metadata("/bin/sh").ok().filter(|m| m.is_file()).map(|_| PathBuf::from("/bin/sh"));
+        return std::fs::metadata("/bin/sh")
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|_| PathBuf::from("/bin/sh"));
     }
     TOOL_DIRS.iter().map(|d| Path::new(d).join(name)).find(|p| {
         std::fs::metadata(p)
@@ -678,8 +700,15 @@ pub fn build_host(root: &Path) -> Result<String> {
         }
         mirror_host_path(root, &host_path)?;
         if tool == "sh" {
-            let real_name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            copied.push(if real_name == "sh" { "sh".into() } else { format!("sh ({real_name})") });
+            let real_name = real
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            copied.push(if real_name == "sh" {
+                "sh".into()
+            } else {
+                format!("sh ({real_name})")
+            });
         } else {
             copied.push(tool.to_string());
         }
@@ -745,12 +774,19 @@ mod tests {
     #[test]
     fn applet_list_never_leaves_the_root() {
         let l = parse_applet_list("usr/bin/env\n/bin/sh\n../etc/x\nsbin/../../y\n\n");
-        assert_eq!(l, vec![PathBuf::from("usr/bin/env"), PathBuf::from("bin/sh")]);
+        assert_eq!(
+            l,
+            vec![PathBuf::from("usr/bin/env"), PathBuf::from("bin/sh")]
+        );
     }
 
     #[test]
     fn auto_picks_busybox_only_when_static() {
-        let want = if busybox_here() { Source::Busybox } else { Source::Host };
+        let want = if busybox_here() {
+            Source::Busybox
+        } else {
+            Source::Host
+        };
         assert_eq!(choose(Source::Auto), want);
         assert_eq!(choose(Source::Host), Source::Host);
         assert_eq!(choose(Source::Busybox), Source::Busybox);
@@ -766,19 +802,36 @@ mod tests {
         let r = ensure(state.path(), Source::Busybox).unwrap();
         assert!(r.created_now);
         assert_eq!(r.path, state.path().join("rootfs/busybox"));
-        assert_eq!(std::fs::read_link(r.path.join("bin/sh")).unwrap(), Path::new("/bin/busybox"));
-        assert!(std::fs::symlink_metadata(r.path.join("bin/busybox")).unwrap().is_file());
+        assert_eq!(
+            std::fs::read_link(r.path.join("bin/sh")).unwrap(),
+            Path::new("/bin/busybox")
+        );
+        assert!(std::fs::symlink_metadata(r.path.join("bin/busybox"))
+            .unwrap()
+            .is_file());
         assert!(is_static_binary(&r.path.join("bin/busybox")));
         let marker = std::fs::read_to_string(r.path.join(MARKER)).unwrap();
         assert!(marker.starts_with("busybox-static"), "{marker}");
         assert!(r.made_from.contains("applet links"), "{}", r.made_from);
-        let tmp = std::fs::metadata(r.path.join("tmp")).unwrap().permissions().mode() & 0o7777;
+        let tmp = std::fs::metadata(r.path.join("tmp"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777;
         assert_eq!(tmp, 0o1777);
-        let rootdir = std::fs::metadata(r.path.join("root")).unwrap().permissions().mode() & 0o777;
+        let rootdir = std::fs::metadata(r.path.join("root"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(rootdir, 0o700);
-        assert!(std::fs::read_to_string(r.path.join("etc/passwd")).unwrap().starts_with("root:x:0:0:"));
-        let meta: Metadata =
-            serde_json::from_str(&std::fs::read_to_string(state.path().join("rootfs/busybox.json")).unwrap()).unwrap();
+        assert!(std::fs::read_to_string(r.path.join("etc/passwd"))
+            .unwrap()
+            .starts_with("root:x:0:0:"));
+        let meta: Metadata = serde_json::from_str(
+            &std::fs::read_to_string(state.path().join("rootfs/busybox.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(meta.made_from, r.made_from);
         assert!(meta.created > 0);
         // No temp trees left behind.
@@ -798,7 +851,11 @@ mod tests {
         assert_eq!(r.path, state.path().join("rootfs/host"));
         let sh = crate::rootfs::resolve_in_root(&r.path, Path::new("/bin/sh")).unwrap();
         let md = std::fs::metadata(&sh).unwrap();
-        assert!(md.is_file() && md.permissions().mode() & 0o111 != 0, "{}", sh.display());
+        assert!(
+            md.is_file() && md.permissions().mode() & 0o111 != 0,
+            "{}",
+            sh.display()
+        );
         assert!(r.made_from.starts_with("host tools: sh"), "{}", r.made_from);
         if let ElfKind::Dynamic(interp) = elf_kind(Path::new("/bin/sh")).unwrap() {
             let inside = crate::rootfs::resolve_in_root(&r.path, Path::new(&interp)).unwrap();
@@ -810,7 +867,9 @@ mod tests {
                 .iter()
                 .find(|p| p.to_string_lossy().contains("libc."))
                 .expect("sh links libc");
-            assert!(crate::rootfs::resolve_in_root(&r.path, libc).unwrap().is_file());
+            assert!(crate::rootfs::resolve_in_root(&r.path, libc)
+                .unwrap()
+                .is_file());
         }
         // The host's /lib symlink is recreated as a symlink.
         if let Ok(t) = std::fs::read_link("/lib") {

@@ -126,9 +126,14 @@ fn is_executable_file(p: &Path) -> bool {
 /// Finds `cmd` as the container will: a path is taken as it is, a bare name is looked up in
 /// PATH. Returns the path inside the container. Nothing is changed on the host.
 pub fn resolve_command(layers: &[PathBuf], cmd: &str, path_var: &str) -> Result<String> {
-    let root = layers.first().map(PathBuf::as_path).unwrap_or(Path::new("/"));
+    let root = layers
+        .first()
+        .map(PathBuf::as_path)
+        .unwrap_or(Path::new("/"));
     if cmd.is_empty() {
-        return Err(Error::usage("the command to run is empty; give one after --"));
+        return Err(Error::usage(
+            "the command to run is empty; give one after --",
+        ));
     }
     if cmd.contains('/') {
         let inside = if cmd.starts_with('/') {
@@ -171,9 +176,18 @@ mod tests {
         std::fs::create_dir_all(root.join("etc")).unwrap();
         symlink("/etc", root.join("link")).unwrap();
         symlink("../../../../etc", root.join("up")).unwrap();
-        assert_eq!(resolve_in_root(root, Path::new("/link/passwd")).unwrap(), root.join("etc/passwd"));
-        assert_eq!(resolve_in_root(root, Path::new("/up/passwd")).unwrap(), root.join("etc/passwd"));
-        assert_eq!(resolve_in_root(root, Path::new("/../../x")).unwrap(), root.join("x"));
+        assert_eq!(
+            resolve_in_root(root, Path::new("/link/passwd")).unwrap(),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("/up/passwd")).unwrap(),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("/../../x")).unwrap(),
+            root.join("x")
+        );
     }
 
     #[test]
@@ -190,10 +204,17 @@ mod tests {
         let root = d.path();
         std::fs::create_dir_all(root.join("bin")).unwrap();
         std::fs::write(root.join("bin/busybox"), b"x").unwrap();
-        std::fs::set_permissions(root.join("bin/busybox"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            root.join("bin/busybox"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         symlink("/bin/busybox", root.join("bin/sh")).unwrap();
         let root = &[root.to_path_buf()];
-        assert_eq!(resolve_command(root, "sh", DEFAULT_PATH).unwrap(), "/bin/sh");
+        assert_eq!(
+            resolve_command(root, "sh", DEFAULT_PATH).unwrap(),
+            "/bin/sh"
+        );
         let e = resolve_command(root, "nope", DEFAULT_PATH).unwrap_err();
         assert!(e.to_string().contains("\"nope\" was not found"), "{e}");
         assert!(resolve_command(root, "/bin/sh", DEFAULT_PATH).is_ok());

@@ -81,7 +81,13 @@ pub fn main(
 fn set_pdeathsig() {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number; no memory is passed.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
     }
 }
 
@@ -94,7 +100,9 @@ fn fork_for_pid(ch: &mut Channel, syscalls: &mut Vec<SyscallRecord>) -> Result<(
         Err(e) => Err(fail("pid", StageError::sys("fork()", e))),
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             drop(r);
-            let _ = ch.send(&ToParent::Handover { pid: child.as_raw() });
+            let _ = ch.send(&ToParent::Handover {
+                pid: child.as_raw(),
+            });
             let _ = ch.recv::<ToChild>();
             drop(w);
             // SAFETY: see `main`.
@@ -132,7 +140,10 @@ fn run(
 ) -> Result<std::convert::Infallible, Failure> {
     set_pdeathsig();
     if nix::unistd::getppid() != parent {
-        return Err(fail("run", "the runtime exited before the container started"));
+        return Err(fail(
+            "run",
+            "the runtime exited before the container started",
+        ));
     }
     let mut root: Option<PathBuf> = None;
     for planned in &plan.stages {
@@ -153,7 +164,12 @@ fn run(
             } else {
                 stage.when_off(&mut ctx)
             };
-            (r, std::mem::take(&mut ctx.notes), ctx.fork_requested, ctx.root.clone())
+            (
+                r,
+                std::mem::take(&mut ctx.notes),
+                ctx.fork_requested,
+                ctx.root.clone(),
+            )
         };
         let mut syscalls = sys.take_log();
         if let Err(e) = result {
@@ -189,14 +205,18 @@ fn run(
 
 fn cstrings(v: &[String]) -> Result<Vec<CString>, Failure> {
     v.iter()
-        .map(|s| CString::new(s.as_bytes()).map_err(|_| fail("exec", format!("{s:?} contains a NUL byte"))))
+        .map(|s| {
+            CString::new(s.as_bytes())
+                .map_err(|_| fail("exec", format!("{s:?} contains a NUL byte")))
+        })
         .collect()
 }
 
 fn do_exec(exec: &ExecSpec, old_mask: &SigSet) -> Result<std::convert::Infallible, Failure> {
     if let Some(dir) = exec.workdir.as_ref().filter(|_| exec.make_workdir) {
         if !std::path::Path::new(dir).is_dir() {
-            std::fs::create_dir_all(dir).map_err(|e| fail("exec", format!("mkdir -p {dir}: {e}")))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| fail("exec", format!("mkdir -p {dir}: {e}")))?;
         }
     }
     if let Some(dir) = &exec.workdir {
@@ -206,8 +226,13 @@ fn do_exec(exec: &ExecSpec, old_mask: &SigSet) -> Result<std::convert::Infallibl
     let argv = cstrings(&exec.argv)?;
     let env = cstrings(&exec.env)?;
     if let Some(u) = &exec.user {
-        let groups: Vec<nix::unistd::Gid> = u.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
-        nix::unistd::setgroups(&groups).map_err(|e| fail("exec", StageError::sys("setgroups()", e)))?;
+        let groups: Vec<nix::unistd::Gid> = u
+            .groups
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
+        nix::unistd::setgroups(&groups)
+            .map_err(|e| fail("exec", StageError::sys("setgroups()", e)))?;
         nix::unistd::setgid(nix::unistd::Gid::from_raw(u.gid))
             .map_err(|e| fail("exec", StageError::sys(&format!("setgid({})", u.gid), e)))?;
         nix::unistd::setuid(nix::unistd::Uid::from_raw(u.uid))

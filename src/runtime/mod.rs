@@ -15,7 +15,6 @@ use crate::observe::{diff, InsideFacts, Snapshot};
 use crate::plan::Plan;
 use crate::rootfs::{self, DEFAULT_PATH};
 use crate::stages::{self, ChildSpec, HostCtx, StageId, Undo};
-use std::collections::{HashMap, HashSet};
 use crate::trace::{self, TraceMode};
 use channel::{ToChild, ToParent};
 use child::ExecSpec;
@@ -23,6 +22,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
@@ -103,7 +103,12 @@ fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
     }
     let rootfs = if plan.is_on(StageId::Rootfs) {
         Some(match &cfg.rootfs {
-            _ if image.is_some() => image.iter().flat_map(|i| i.lower.first()).cloned().next().unwrap_or_default(),
+            _ if image.is_some() => image
+                .iter()
+                .flat_map(|i| i.lower.first())
+                .cloned()
+                .next()
+                .unwrap_or_default(),
             Some(dir) => {
                 let canon = std::fs::canonicalize(dir).map_err(|_| {
                     Error::usage(format!(
@@ -139,7 +144,11 @@ fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         (None, Some(r), true) => vec![r.clone()],
         _ => vec![PathBuf::from("/")],
     };
-    let user = match image.as_ref().and_then(|i| i.user.clone()).or_else(|| cfg.image.user.clone()) {
+    let user = match image
+        .as_ref()
+        .and_then(|i| i.user.clone())
+        .or_else(|| cfg.image.user.clone())
+    {
         Some(u) => Some(crate::image::user::resolve(&lookup, &u)?),
         None => None,
     };
@@ -173,10 +182,15 @@ fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH)
         .to_string();
-    let workdir = cfg.workdir.clone().or_else(|| image.as_ref().and_then(|i| i.workdir.clone()));
+    let workdir = cfg
+        .workdir
+        .clone()
+        .or_else(|| image.as_ref().and_then(|i| i.workdir.clone()));
     if let Some(w) = &workdir {
         if !w.starts_with('/') {
-            return Err(Error::usage(format!("--workdir {w:?} must be an absolute path inside the container")));
+            return Err(Error::usage(format!(
+                "--workdir {w:?} must be an absolute path inside the container"
+            )));
         }
         let host = rootfs::resolve_in_layers(&lookup, std::path::Path::new(w));
         // With an image, a missing working directory is made, as Docker does.
@@ -211,7 +225,10 @@ fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
             )
         }
         None => {
-            let argv = image.as_ref().map(|i| i.argv.clone()).unwrap_or_else(|| cfg.command.clone());
+            let argv = image
+                .as_ref()
+                .map(|i| i.argv.clone())
+                .unwrap_or_else(|| cfg.command.clone());
             let Some(cmd) = argv.first() else {
                 return Err(Error::usage(
                     "no command given; write it after --, for example: stagebox run -- /bin/sh",
@@ -278,21 +295,30 @@ fn create_container(
     started: &std::rc::Rc<std::cell::Cell<bool>>,
 ) -> Result<crate::container::Container> {
     let image = match (&cfg.rootfs, &prepared.spec.rootfs) {
-        _ if prepared.image.is_some() => prepared.image.iter().map(|i| i.reference.clone()).collect(),
+        _ if prepared.image.is_some() => {
+            prepared.image.iter().map(|i| i.reference.clone()).collect()
+        }
         (Some(dir), _) => dir.display().to_string(),
         (None, Some(r)) => format!(
             "default ({})",
-            r.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            r.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
         ),
         (None, None) => "(host filesystem)".into(),
     };
     let command = match &cfg.probe {
-        Some(args) => std::iter::once("stagebox probe".to_string()).chain(args.iter().cloned()).collect(),
+        Some(args) => std::iter::once("stagebox probe".to_string())
+            .chain(args.iter().cloned())
+            .collect(),
         None => prepared.exec.argv.clone(),
     };
     let c = crate::container::Container {
         id: id.to_string(),
-        name: cfg.name.clone().unwrap_or_else(|| format!("box-{}", &id[..6])),
+        name: cfg
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("box-{}", &id[..6])),
         image,
         command,
         created: crate::container::now(),
@@ -405,7 +431,9 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
     let mut container = create_container(cfg, &id, &prepared, &mut host.undo, &started)?;
     let (mounts, created) = crate::volume::materialize(&cfg.state_dir, &cfg.volumes, &id)?;
     for name in created {
-        let anonymous = mounts.iter().any(|m| m.kind == "anonymous" && m.name.as_deref() == Some(name.as_str()));
+        let anonymous = mounts
+            .iter()
+            .any(|m| m.kind == "anonymous" && m.name.as_deref() == Some(name.as_str()));
         let (state, started, remove) = (cfg.state_dir.clone(), started.clone(), cfg.remove);
         host.undo.push(format!("remove volume {name}"), move || {
             let keep = started.get() && !(anonymous && remove);
@@ -425,12 +453,19 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
             merged: container.merged(&cfg.state_dir),
         };
         for d in [&ov.upper, &ov.work, &ov.merged] {
-            std::fs::create_dir_all(d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
         prepared.spec.overlay = Some(ov);
     }
     container.save(&cfg.state_dir)?;
-    let enabled: Vec<StageId> = cfg.plan.stages.iter().filter(|s| s.enabled).map(|s| s.id).collect();
+    let enabled: Vec<StageId> = cfg
+        .plan
+        .stages
+        .iter()
+        .filter(|s| s.enabled)
+        .map(|s| s.id)
+        .collect();
     for sid in &enabled {
         host.hook(*sid, |s, ctx| s.prepare(ctx))?;
     }
@@ -440,7 +475,10 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
     // all) are re-parented to us, so that we can wait for the workload itself.
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(Error::sys("prctl(PR_SET_CHILD_SUBREAPER)", nix::errno::Errno::last()));
+        return Err(Error::sys(
+            "prctl(PR_SET_CHILD_SUBREAPER)",
+            nix::errno::Errno::last(),
+        ));
     }
     let mut mask = SigSet::empty();
     for s in FORWARDED {
@@ -451,8 +489,13 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old_mask))
         .map_err(|e| Error::sys("sigprocmask", e))?;
 
-    let mut prev = tracing_on
-        .then(|| Snapshot::of(std::process::id() as i32, InsideFacts::read(), std::path::Path::new("/")));
+    let mut prev = tracing_on.then(|| {
+        Snapshot::of(
+            std::process::id() as i32,
+            InsideFacts::read(),
+            std::path::Path::new("/"),
+        )
+    });
     // Where the workload's future root is, as seen from the container process right now.
     let mut view = PathBuf::from("/");
     let mut pending_notes: Vec<String> = Vec::new();
@@ -630,8 +673,12 @@ fn kill_stragglers() -> usize {
     let me = std::process::id();
     let mut count = 0;
     for _ in 0..100 {
-        let children = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).unwrap_or_default();
-        let pids: Vec<i32> = children.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        let children =
+            std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).unwrap_or_default();
+        let pids: Vec<i32> = children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
         if pids.is_empty() {
             break;
         }
@@ -677,8 +724,8 @@ impl ExitKind {
 /// sends to the whole foreground process group (Ctrl-C) already reached the workload, which
 /// shares that group, so those are not sent twice.
 fn wait_forwarding(workload: Pid, mask: &SigSet) -> Result<ExitKind> {
-    let sfd = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| Error::sys("signalfd", e))?;
+    let sfd =
+        SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC).map_err(|e| Error::sys("signalfd", e))?;
     loop {
         // Reap everything that has exited (orphans of the container come to us too).
         loop {
@@ -707,7 +754,9 @@ fn wait_forwarding(workload: Pid, mask: &SigSet) -> Result<ExitKind> {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(Error::sys("read(signalfd)", e)),
         };
-        let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
+        let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+            continue;
+        };
         if sig == Signal::SIGCHLD {
             continue;
         }

@@ -25,7 +25,9 @@ pub mod rootfs;
 pub mod uts;
 pub mod volumes;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum StageId {
     User,
@@ -175,7 +177,9 @@ impl StageError {
     }
     /// The syscall returned success but /proc does not show the effect.
     pub fn no_effect(what: impl std::fmt::Display) -> Self {
-        StageError(format!("the kernel does not show the expected effect: {what}"))
+        StageError(format!(
+            "the kernel does not show the expected effect: {what}"
+        ))
     }
     pub fn msg(m: impl Into<String>) -> Self {
         StageError(m.into())
@@ -227,7 +231,11 @@ pub struct Undo {
 }
 
 impl Undo {
-    pub fn push(&mut self, what: impl Into<String>, f: impl FnOnce() -> Result<(), String> + 'static) {
+    pub fn push(
+        &mut self,
+        what: impl Into<String>,
+        f: impl FnOnce() -> Result<(), String> + 'static,
+    ) {
         self.actions.push((what.into(), Box::new(f)));
     }
     /// Runs every action, newest first; returns "what: error" for each that failed.
@@ -294,12 +302,20 @@ pub trait Stage: Sync {
         false
     }
     /// In the runtime, while the container process waits just before this stage's `apply`.
-    fn parent_before(&self, _ctx: &mut HostCtx<'_>, _pid: nix::unistd::Pid) -> Result<(), crate::Error> {
+    fn parent_before(
+        &self,
+        _ctx: &mut HostCtx<'_>,
+        _pid: nix::unistd::Pid,
+    ) -> Result<(), crate::Error> {
         Ok(())
     }
     /// In the runtime, after this stage's `apply`, while the container process waits (the
     /// user stage: write uid_map from outside).
-    fn parent_after(&self, _ctx: &mut HostCtx<'_>, _pid: nix::unistd::Pid) -> Result<(), crate::Error> {
+    fn parent_after(
+        &self,
+        _ctx: &mut HostCtx<'_>,
+        _pid: nix::unistd::Pid,
+    ) -> Result<(), crate::Error> {
         Ok(())
     }
     /// In the runtime after the workload exited, before the undo list runs: report what
@@ -358,9 +374,15 @@ pub fn unshare_checked(
     flag: nix::sched::CloneFlags,
     ns: &str,
 ) -> Result<(), StageError> {
-    let before = if ctx.verify { Some(ns_inode(ns)?) } else { None };
+    let before = if ctx.verify {
+        Some(ns_inode(ns)?)
+    } else {
+        None
+    };
     let call = format!("unshare({})", crate::sys::clone_flags_str(flag));
-    ctx.sys.unshare(flag).map_err(|e| StageError::sys(&call, e))?;
+    ctx.sys
+        .unshare(flag)
+        .map_err(|e| StageError::sys(&call, e))?;
     if let Some(before) = before {
         let after = ns_inode(ns)?;
         if after == before {

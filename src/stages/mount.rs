@@ -67,12 +67,17 @@ impl Stage for Mount {
                     .map(|m| m.into_iter().map(|m| m.mount_point).collect())
                     .unwrap_or_default();
                 for p in points {
-                    ctx.sys
-                        .mount(None, &p, None, flags, None)
-                        .map_err(|e| StageError::sys(&format!("mount(NULL, {p:?}, NULL, MS_REC|MS_PRIVATE)"), e))?;
+                    ctx.sys.mount(None, &p, None, flags, None).map_err(|e| {
+                        StageError::sys(&format!("mount(NULL, {p:?}, NULL, MS_REC|MS_PRIVATE)"), e)
+                    })?;
                 }
             }
-            Err(e) => return Err(StageError::sys("mount(NULL, \"/\", NULL, MS_REC|MS_PRIVATE)", e)),
+            Err(e) => {
+                return Err(StageError::sys(
+                    "mount(NULL, \"/\", NULL, MS_REC|MS_PRIVATE)",
+                    e,
+                ))
+            }
         }
         if ctx.verify {
             let shared = shared_mounts()?;

@@ -38,7 +38,11 @@ impl Stage for Pid {
     }
 
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
-        let own = if ctx.verify { Some(ns_inode("pid")?) } else { None };
+        let own = if ctx.verify {
+            Some(ns_inode("pid")?)
+        } else {
+            None
+        };
         ctx.sys
             .unshare(CloneFlags::CLONE_NEWPID)
             .map_err(|e| StageError::sys("unshare(CLONE_NEWPID)", e))?;

@@ -32,7 +32,8 @@ pub struct Pivot;
 
 static INFO: StageInfo = StageInfo {
     id: StageId::Pivot,
-    summary: "pivot_root into the rootfs and detach the old root (or chroot, with --root-switch chroot)",
+    summary:
+        "pivot_root into the rootfs and detach the old root (or chroot, with --root-switch chroot)",
     shows: "/proc/PID/root, mount count",
     default_on: true,
     lesson: "05-pivot-root",
@@ -62,7 +63,8 @@ fn call(r: Result<(), Errno>, what: &str) -> Result<(), StageError> {
 fn move_and_chroot(ctx: &mut ChildCtx<'_>, root: &Path) -> Result<(), StageError> {
     let s = root.to_string_lossy().into_owned();
     call(
-        ctx.sys.mount(Some(&s), Path::new("/"), None, MsFlags::MS_MOVE, None),
+        ctx.sys
+            .mount(Some(&s), Path::new("/"), None, MsFlags::MS_MOVE, None),
         &format!("mount({s:?}, \"/\", MS_MOVE)"),
     )?;
     call(ctx.sys.chroot(Path::new(".")), "chroot(\".\")")?;
@@ -75,11 +77,14 @@ impl Stage for Pivot {
     }
 
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
-        let root = ctx
-            .root
-            .clone()
-            .ok_or_else(|| StageError::msg("the rootfs stage did not mount a root to switch into"))?;
-        let want = if ctx.verify { Some(identity(&root)?) } else { None };
+        let root = ctx.root.clone().ok_or_else(|| {
+            StageError::msg("the rootfs stage did not mount a root to switch into")
+        })?;
+        let want = if ctx.verify {
+            Some(identity(&root)?)
+        } else {
+            None
+        };
         call(ctx.sys.chdir(&root), &format!("chdir({root:?})"))?;
         match ctx.spec.root_switch {
             RootSwitch::Chroot => {
@@ -115,7 +120,9 @@ impl Stage for Pivot {
                     .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
                     .unwrap_or(false);
                 if !ro {
-                    return Err(StageError::no_effect("/ is still writable after the read-only remount"));
+                    return Err(StageError::no_effect(
+                        "/ is still writable after the read-only remount",
+                    ));
                 }
             }
         }
@@ -194,7 +201,10 @@ mod tests {
         let mut rec = Recorder::new();
         let (r, notes) = run(&mut rec, RootSwitch::Chroot);
         r.unwrap();
-        assert_eq!(rec.calls, vec!["chdir(\"/r\")", "chroot(\".\")", "chdir(\"/\")"]);
+        assert_eq!(
+            rec.calls,
+            vec!["chdir(\"/r\")", "chroot(\".\")", "chdir(\"/\")"]
+        );
         assert!(notes[0].contains("climb out"));
     }
 }

@@ -98,7 +98,9 @@ fn make_dev(ctx: &mut ChildCtx<'_>, dev: &Path) -> Result<(), StageError> {
                 // Without CAP_MKNOD (a user namespace) the host's node is bind-mounted instead.
                 let host = format!("/dev/{name}");
                 let _ = std::fs::File::create(&path);
-                ctx.note(format!("mknod {name} not permitted; bind-mounting the host's {host}"));
+                ctx.note(format!(
+                    "mknod {name} not permitted; bind-mounting the host's {host}"
+                ));
                 if let Err(e) = mount(ctx, &host, &path, None, MsFlags::MS_BIND, None) {
                     result = Err(e);
                     break;
@@ -197,11 +199,27 @@ impl Stage for Proc {
         mount(ctx, "proc", &proc_dir, Some("proc"), flags, None)?;
         let sys_dir = root.join("sys");
         mkdir(ctx, &sys_dir, 0o555)?;
-        if let Err(e) = mount(ctx, "sysfs", &sys_dir, Some("sysfs"), flags | MsFlags::MS_RDONLY, None) {
+        if let Err(e) = mount(
+            ctx,
+            "sysfs",
+            &sys_dir,
+            Some("sysfs"),
+            flags | MsFlags::MS_RDONLY,
+            None,
+        ) {
             // sysfs can only be mounted by the owner of the network namespace; fall back to
             // a read-only bind of the host's /sys, as runc does for rootless containers.
-            ctx.note(format!("{e}; bind-mounting the host's /sys read-only instead"));
-            mount(ctx, "/sys", &sys_dir, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            ctx.note(format!(
+                "{e}; bind-mounting the host's /sys read-only instead"
+            ));
+            mount(
+                ctx,
+                "/sys",
+                &sys_dir,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
             mount(
                 ctx,
                 "/sys",
@@ -255,9 +273,16 @@ mod tests {
         ctx.verify = false;
         ctx.root = Some("/r".into());
         Proc.apply(&mut ctx).unwrap();
-        let mounts: Vec<&String> = rec.calls.iter().filter(|c| c.starts_with("mount(")).collect();
+        let mounts: Vec<&String> = rec
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("mount("))
+            .collect();
         assert!(mounts[0].contains("\"/r/proc\", \"proc\""), "{mounts:?}");
-        assert!(mounts[1].contains("\"/r/sys\", \"sysfs\", MS_RDONLY"), "{mounts:?}");
+        assert!(
+            mounts[1].contains("\"/r/sys\", \"sysfs\", MS_RDONLY"),
+            "{mounts:?}"
+        );
         assert!(mounts[2].contains("\"/r/dev\", \"tmpfs\""), "{mounts:?}");
         assert!(rec.calls.iter().any(|c| c.contains("makedev(1, 3)")));
         assert!(rec.calls.iter().any(|c| c.contains("newinstance")));

@@ -51,17 +51,21 @@ pub fn mount_at(path: &Path) -> Result<Option<(String, String)>, StageError> {
     let infos = procfs::process::Process::myself()
         .and_then(|p| p.mountinfo())
         .map_err(|e| StageError::msg(format!("cannot read /proc/self/mountinfo: {e}")))?;
-    Ok(infos.into_iter().rev().find(|m| m.mount_point == path).map(|m| {
-        let opts: Vec<String> = m
-            .super_options
-            .iter()
-            .map(|(k, v)| match v {
-                Some(v) => format!("{k}={v}"),
-                None => k.clone(),
-            })
-            .collect();
-        (m.fs_type.clone(), opts.join(","))
-    }))
+    Ok(infos
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == path)
+        .map(|m| {
+            let opts: Vec<String> = m
+                .super_options
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => format!("{k}={v}"),
+                    None => k.clone(),
+                })
+                .collect();
+            (m.fs_type.clone(), opts.join(","))
+        }))
 }
 
 /// Is `path` a mount point in /proc/self/mountinfo?
@@ -91,15 +95,28 @@ pub const MOUNT_DATA_MAX: usize = 4095;
 /// The overlay mount's data string, no longer than `max`: when the absolute lower paths make
 /// it too long and the layers share a parent directory (STATE/layers), the lower dirs are
 /// given relative to it, and the first value says to chdir there before mounting.
-pub fn overlay_data_within(ov: &super::OverlaySpec, max: usize) -> (Option<std::path::PathBuf>, String) {
+pub fn overlay_data_within(
+    ov: &super::OverlaySpec,
+    max: usize,
+) -> (Option<std::path::PathBuf>, String) {
     let fmt = |lower: Vec<String>| {
-        format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), ov.upper.display(), ov.work.display())
+        format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            ov.upper.display(),
+            ov.work.display()
+        )
     };
     let data = fmt(ov.lower.iter().map(|p| p.display().to_string()).collect());
     let parent = ov.lower.first().and_then(|p| p.parent());
     match parent {
         Some(parent) if data.len() > max && ov.lower.iter().all(|p| p.parent() == Some(parent)) => {
-            let names = ov.lower.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+            let names = ov
+                .lower
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
             (Some(parent.to_path_buf()), fmt(names))
         }
         _ => (None, data),
@@ -122,14 +139,29 @@ impl Stage for Rootfs {
             }
             if let Some(dir) = &chdir {
                 // Many layers: short relative lowerdir names, resolved from the layers' dir.
-                ctx.sys.chdir(dir).map_err(|e| StageError::sys(&format!("chdir({dir:?})"), e))?;
+                ctx.sys
+                    .chdir(dir)
+                    .map_err(|e| StageError::sys(&format!("chdir({dir:?})"), e))?;
             }
             let mounted = ctx
                 .sys
-                .mount(Some("overlay"), &ov.merged, Some("overlay"), MsFlags::empty(), Some(&data))
-                .map_err(|e| StageError::sys(&format!("mount(\"overlay\", {:?}, \"overlay\", {data:?})", ov.merged), e));
+                .mount(
+                    Some("overlay"),
+                    &ov.merged,
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some(&data),
+                )
+                .map_err(|e| {
+                    StageError::sys(
+                        &format!("mount(\"overlay\", {:?}, \"overlay\", {data:?})", ov.merged),
+                        e,
+                    )
+                });
             if chdir.is_some() {
-                ctx.sys.chdir(Path::new("/")).map_err(|e| StageError::sys("chdir(\"/\")", e))?;
+                ctx.sys
+                    .chdir(Path::new("/"))
+                    .map_err(|e| StageError::sys("chdir(\"/\")", e))?;
             }
             mounted?;
             if ctx.verify {
@@ -147,19 +179,28 @@ impl Stage for Rootfs {
             ctx.note(format!(
                 "writes land in {} (the container's layer); {} stays untouched",
                 ov.upper.display(),
-                ov.lower.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":")
+                ov.lower
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":")
             ));
             ctx.root = Some(ov.merged);
             return Ok(());
         }
-        let dir = ctx
-            .spec
-            .rootfs
-            .clone()
-            .ok_or_else(|| StageError::msg("no rootfs directory was given to the rootfs stage"))?;
+        let dir =
+            ctx.spec.rootfs.clone().ok_or_else(|| {
+                StageError::msg("no rootfs directory was given to the rootfs stage")
+            })?;
         let s = dir.to_string_lossy().into_owned();
         ctx.sys
-            .mount(Some(&s), &dir, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+            .mount(
+                Some(&s),
+                &dir,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )
             .map_err(|e| StageError::sys(&format!("mount({s:?}, {s:?}, MS_BIND|MS_REC)"), e))?;
         if ctx.verify && !is_mount_point(&dir)? {
             return Err(StageError::no_effect(format!(
@@ -208,7 +249,9 @@ mod tests {
     #[test]
     fn long_lower_lists_become_relative_to_the_layers_dir() {
         let ov = OverlaySpec {
-            lower: (0..60).map(|i| format!("/var/lib/stagebox/layers/{i:064x}").into()).collect(),
+            lower: (0..60)
+                .map(|i| format!("/var/lib/stagebox/layers/{i:064x}").into())
+                .collect(),
             upper: "/c/upper".into(),
             work: "/c/work".into(),
             merged: "/c/merged".into(),
@@ -216,7 +259,10 @@ mod tests {
         assert!(overlay_data(&ov).len() > MOUNT_DATA_MAX);
         let (dir, data) = overlay_data_within(&ov, MOUNT_DATA_MAX);
         assert_eq!(dir.as_deref(), Some(Path::new("/var/lib/stagebox/layers")));
-        assert!(data.starts_with(&format!("lowerdir={:064x}:", 0)) && data.len() < MOUNT_DATA_MAX, "{data}");
+        assert!(
+            data.starts_with(&format!("lowerdir={:064x}:", 0)) && data.len() < MOUNT_DATA_MAX,
+            "{data}"
+        );
     }
 
     #[test]

@@ -65,6 +65,9 @@ mod tests {
         let mut ctx = ChildCtx::new(&mut rec, &spec);
         ctx.verify = false;
         Uts.apply(&mut ctx).unwrap();
-        assert_eq!(rec.calls, vec!["unshare(CLONE_NEWUTS)", "sethostname(\"box\")"]);
+        assert_eq!(
+            rec.calls,
+            vec!["unshare(CLONE_NEWUTS)", "sethostname(\"box\")"]
+        );
     }
 }

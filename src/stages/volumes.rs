@@ -23,7 +23,7 @@
 //! (the host paths must still be reachable).
 
 use super::{ChildCtx, Stage, StageError, StageId, StageInfo};
-use nix::fcntl::{OFlag, open};
+use nix::fcntl::{open, OFlag};
 use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 use std::os::fd::AsRawFd;
@@ -66,11 +66,22 @@ fn prepare_target(root: &Path, target: &str, source_is_dir: bool) -> Result<Path
         if source_is_dir {
             std::fs::create_dir_all(&path)
         } else {
-            path.parent().map(std::fs::create_dir_all).unwrap_or(Ok(())).and_then(|_| {
-                std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map(|_| ())
-            })
+            path.parent()
+                .map(std::fs::create_dir_all)
+                .unwrap_or(Ok(()))
+                .and_then(|_| {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&path)
+                        .map(|_| ())
+                })
         }
-        .map_err(|e| StageError::msg(format!("cannot create the mount point {target} in the rootfs: {e}")))?;
+        .map_err(|e| {
+            StageError::msg(format!(
+                "cannot create the mount point {target} in the rootfs: {e}"
+            ))
+        })?;
     }
     Ok(path)
 }
@@ -83,13 +94,18 @@ impl Stage for Volumes {
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
         let root = ctx.target_root();
         for v in ctx.spec.volumes.clone() {
-            let src_md = std::fs::metadata(&v.source)
-                .map_err(|e| StageError::msg(format!("volume source {}: {e}", v.source.display())))?;
+            let src_md = std::fs::metadata(&v.source).map_err(|e| {
+                StageError::msg(format!("volume source {}: {e}", v.source.display()))
+            })?;
             let path = prepare_target(&root, &v.target, src_md.is_dir())?;
             // Pin the mount point: open it without following a final symlink, check where the
             // descriptor really is, and mount onto the descriptor itself.
-            let fd = open(&path, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(|e| StageError::sys(&format!("open({path:?}, O_PATH|O_NOFOLLOW)"), e))?;
+            let fd = open(
+                &path,
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| StageError::sys(&format!("open({path:?}, O_PATH|O_NOFOLLOW)"), e))?;
             let fd_path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
             let real = std::fs::read_link(&fd_path)
                 .map_err(|e| StageError::msg(format!("readlink {}: {e}", fd_path.display())))?;
@@ -102,13 +118,28 @@ impl Stage for Volumes {
             }
             let src = v.source.to_string_lossy().into_owned();
             ctx.sys
-                .mount(Some(&src), &fd_path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
-                .map_err(|e| StageError::sys(&format!("mount({src:?}, {:?}, MS_BIND|MS_REC)", v.target), e))?;
+                .mount(
+                    Some(&src),
+                    &fd_path,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )
+                .map_err(|e| {
+                    StageError::sys(
+                        &format!("mount({src:?}, {:?}, MS_BIND|MS_REC)", v.target),
+                        e,
+                    )
+                })?;
             if v.read_only {
-                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
-                ctx.sys
-                    .mount(None, &path, None, flags, None)
-                    .map_err(|e| StageError::sys(&format!("mount(NULL, {:?}, MS_BIND|MS_REMOUNT|MS_RDONLY)", v.target), e))?;
+                let flags =
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
+                ctx.sys.mount(None, &path, None, flags, None).map_err(|e| {
+                    StageError::sys(
+                        &format!("mount(NULL, {:?}, MS_BIND|MS_REMOUNT|MS_RDONLY)", v.target),
+                        e,
+                    )
+                })?;
             }
             drop(fd);
             if ctx.verify {
@@ -121,14 +152,20 @@ impl Stage for Volumes {
                     )));
                 }
                 if !super::rootfs::is_mount_point(&path)? {
-                    return Err(StageError::no_effect(format!("{} is not a mount point", path.display())));
+                    return Err(StageError::no_effect(format!(
+                        "{} is not a mount point",
+                        path.display()
+                    )));
                 }
                 if v.read_only {
                     let ro = nix::sys::statvfs::statvfs(&path)
                         .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
                         .unwrap_or(false);
                     if !ro {
-                        return Err(StageError::no_effect(format!("{} is still writable after the :ro remount", v.target)));
+                        return Err(StageError::no_effect(format!(
+                            "{} is still writable after the :ro remount",
+                            v.target
+                        )));
                     }
                 }
                 ctx.note(format!(
@@ -164,6 +201,10 @@ mod tests {
         let p = prepare_target(root, "/up/y", false).unwrap();
         assert_eq!(p, root.join("etc/y"));
         assert!(root.join("etc/y").is_file());
-        assert!(!Path::new("/etc/y").exists() || Path::new("/etc/y").metadata().unwrap().ino() != root.join("etc/y").metadata().unwrap().ino());
+        assert!(
+            !Path::new("/etc/y").exists()
+                || Path::new("/etc/y").metadata().unwrap().ino()
+                    != root.join("etc/y").metadata().unwrap().ino()
+        );
     }
 }

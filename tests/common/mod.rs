@@ -66,7 +66,10 @@ pub fn sh(args: &[&str], script: &str) -> (i32, String, String) {
 /// Like `sh` but asserts the workload exited 0 and returns stdout.
 pub fn sh_ok(args: &[&str], script: &str) -> String {
     let (code, out, err) = sh(args, script);
-    assert_eq!(code, 0, "stagebox {args:?} -- sh -c {script:?} failed\nstdout: {out}\nstderr: {err}");
+    assert_eq!(
+        code, 0,
+        "stagebox {args:?} -- sh -c {script:?} failed\nstdout: {out}\nstderr: {err}"
+    );
     out
 }
 
@@ -85,7 +88,12 @@ pub fn host_mounts() -> Vec<String> {
         .map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             let dash = f.iter().position(|x| *x == "-").unwrap_or(f.len() - 1);
-            format!("{} {} {}", f[4], f.get(dash + 1).unwrap_or(&""), f.get(dash + 2).unwrap_or(&""))
+            format!(
+                "{} {} {}",
+                f[4],
+                f.get(dash + 1).unwrap_or(&""),
+                f.get(dash + 2).unwrap_or(&"")
+            )
         })
         .collect();
     v.sort();
@@ -94,8 +102,16 @@ pub fn host_mounts() -> Vec<String> {
 
 /// What is in `after` and not in `before`, and the other way round.
 pub fn differences<T: PartialEq + Clone>(before: &[T], after: &[T]) -> (Vec<T>, Vec<T>) {
-    let added = after.iter().filter(|x| !before.contains(x)).cloned().collect();
-    let removed = before.iter().filter(|x| !after.contains(x)).cloned().collect();
+    let added = after
+        .iter()
+        .filter(|x| !before.contains(x))
+        .cloned()
+        .collect();
+    let removed = before
+        .iter()
+        .filter(|x| !after.contains(x))
+        .cloned()
+        .collect();
     (added, removed)
 }
 
