@@ -88,24 +88,7 @@ fn clean_after_the_workload_is_killed() {
     // namespace, so the kill comes from the host, as `docker kill` does.
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mounts = host_mounts();
-    use std::io::{BufRead, BufReader};
-    let mut child = cmd(&[
-        "run",
-        "--rm",
-        "--trace",
-        "off",
-        "--",
-        "/bin/sh",
-        "-c",
-        "sleep 60 & echo ready; wait",
-    ])
-    .stdout(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
+    let (mut child, _out) = spawn_ready("sleep 60 & echo ready; wait");
     let children =
         std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
     let workload: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
@@ -161,24 +144,8 @@ fn sigterm_to_stagebox_reaches_the_workload() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    use std::io::{BufRead, BufReader};
-    let mut child = cmd(&[
-        "run",
-        "--rm",
-        "--trace",
-        "off",
-        "--",
-        "/bin/sh",
-        "-c",
-        "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.1; done",
-    ])
-    .stdout(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
+    let (mut child, mut out) =
+        spawn_ready("trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.1; done");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -156,3 +156,25 @@ pub fn my_children() -> Vec<i32> {
     }
     v
 }
+
+/// Starts `stagebox run --rm --trace off -- /bin/sh -c SCRIPT` and waits until the script
+/// printed its first line, which must be `ready`. Returns the child and the rest of stdout.
+pub fn spawn_ready(
+    script: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    use std::io::BufRead;
+    let mut child = cmd(&[
+        "run", "--rm", "--trace", "off", "--", "/bin/sh", "-c", script,
+    ])
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("start stagebox");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read the first line");
+    assert_eq!(line.trim(), "ready", "the workload did not start");
+    (child, out)
+}
