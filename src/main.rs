@@ -57,6 +57,12 @@ fn image_cmd(state: &std::path::Path, cmd: ImageCmd) -> stagebox::Result<i32> {
             no_cache,
             context,
         } => {
+            if !context.is_dir() {
+                return Err(stagebox::Error::usage(format!(
+                    "the build context {} is not a directory; give the directory the Containerfile's COPY sources are in",
+                    context.display()
+                )));
+            }
             let file = file.unwrap_or_else(|| {
                 let c = context.join("Containerfile");
                 if c.exists() {
@@ -65,6 +71,12 @@ fn image_cmd(state: &std::path::Path, cmd: ImageCmd) -> stagebox::Result<i32> {
                     context.join("Dockerfile")
                 }
             });
+            if !file.is_file() {
+                return Err(stagebox::Error::usage(format!(
+                    "there is no {}; write a Containerfile there, or name one with -f",
+                    file.display()
+                )));
+            }
             let opts = image::build::BuildOptions {
                 file,
                 tag,

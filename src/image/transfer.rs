@@ -34,8 +34,12 @@ fn base_config(created_by: &str, layer: &LayerDesc) -> ImageConfiguration {
 pub fn import(state: &Path, file: &Path, reference: &str) -> Result<Image> {
     let r = Reference::parse(reference)?;
     let store = super::open_with_default(state)?;
-    let f =
-        std::fs::File::open(file).map_err(|e| Error::io(format!("open {}", file.display()), e))?;
+    let f = std::fs::File::open(file).map_err(|e| {
+        Error::usage(format!(
+            "cannot open {}: {e}; give a rootfs tarball (docker export, a distribution's rootfs .tar or .tar.gz)",
+            file.display()
+        ))
+    })?;
     let what = file.display().to_string();
     let mut rd = layer::decompressed(f, &what)?;
     let (digest, size) = store.put_blob(&mut rd)?;
@@ -49,7 +53,24 @@ pub fn import(state: &Path, file: &Path, reference: &str) -> Result<Image> {
         if let Ok(p) = store.blob_path(&l.digest) {
             let _ = std::fs::remove_file(p);
         }
-        return Err(e);
+        return Err(match e {
+            Error::Io { source, .. } => {
+                // tar's message can quote the file's bytes; keep its first words only.
+                let why = source.to_string();
+                let why = why
+                    .split(" when ")
+                    .next()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("");
+                Error::usage(format!(
+                    "{} is not a usable tar archive ({why}); give a rootfs tarball (.tar or .tar.gz)",
+                    file.display()
+                ))
+            }
+            other => other,
+        });
     }
     let cfg = base_config(&format!("stagebox import {}", file.display()), &l);
     let m = store.write_image(&cfg, &[l])?;
@@ -277,7 +298,12 @@ fn load_docker(store: &Store, dir: &Path, rename: Option<&Reference>) -> Result<
 pub fn load(state: &Path, path: &Path, rename: Option<&str>) -> Result<Vec<String>> {
     let rename = rename.map(Reference::parse).transpose()?;
     let store = super::open_with_default(state)?;
-    let md = std::fs::metadata(path).map_err(|e| Error::io(format!("{}", path.display()), e))?;
+    let md = std::fs::metadata(path).map_err(|e| {
+        Error::usage(format!(
+            "cannot read {}: {e}; give an OCI layout directory or a `docker save` tarball",
+            path.display()
+        ))
+    })?;
     let stem = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
