@@ -120,12 +120,27 @@ fn stages_and_plan_need_no_root_and_change_nothing() {
 
 #[test]
 fn image_commands_name_what_is_wrong() {
-    fails(&["build", "-t", "x", "/nonexistent-context"], "the build context /nonexistent-context is not a directory");
+    fails(
+        &["build", "-t", "x", "/nonexistent-context"],
+        "the build context /nonexistent-context is not a directory",
+    );
     let empty = tempfile::tempdir().unwrap();
-    fails(&["build", "-t", "x", &empty.path().display().to_string()], "write a Containerfile there, or name one with -f");
-    fails(&["load", "/nonexistent-layout"], "give an OCI layout directory or a `docker save` tarball");
+    fails(
+        &["build", "-t", "x", &empty.path().display().to_string()],
+        "write a Containerfile there, or name one with -f",
+    );
+    fails(
+        &["load", "/nonexistent-layout"],
+        "give an OCI layout directory or a `docker save` tarball",
+    );
     let not_tar = empty.path().join("notes.txt");
     std::fs::write(&not_tar, "line one\nline two\n").unwrap();
-    fails(&["import", &not_tar.display().to_string(), "x"], "is not a usable tar archive");
-    fails(&["run", "no-such-image-anywhere"], "no image \"no-such-image-anywhere\"");
+    fails(
+        &["import", &not_tar.display().to_string(), "x"],
+        "is not a usable tar archive",
+    );
+    fails(
+        &["run", "no-such-image-anywhere"],
+        "no image \"no-such-image-anywhere\"",
+    );
 }
