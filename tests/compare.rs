@@ -30,13 +30,25 @@ fn matrix(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn verdict(m: &serde_json::Value, column: &str, check: &str) -> String {
-    let col = m["columns"]
+/// The matrix column with this label.
+fn column<'a>(m: &'a serde_json::Value, label: &str) -> &'a serde_json::Value {
+    m["columns"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["label"] == column)
-        .unwrap_or_else(|| panic!("no column {column}"));
+        .find(|c| c["label"] == label)
+        .unwrap_or_else(|| panic!("no column {label}"))
+}
+
+/// What the runner put on the host (marker, segment, leaked mount) is gone again.
+fn host_as_found(mounts: &[String], shm: usize) {
+    same_mounts(mounts);
+    assert_eq!(ipc_segments(), shm);
+    assert!(markers().is_empty(), "{:?}", markers());
+}
+
+fn verdict(m: &serde_json::Value, column_label: &str, check: &str) -> String {
+    let col = column(m, column_label);
     if !col["refused"].is_null() {
         return "refused".into();
     }
@@ -78,12 +90,7 @@ fn each_stage_off_leaks_what_it_protects_and_all_on_leaks_nothing() {
     let shm = ipc_segments();
     let m = matrix(&[]);
     // Everything on: every check whose stage exists is isolated.
-    let all = m["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["label"] == "all")
-        .unwrap();
+    let all = column(&m, "all");
     for c in all["checks"].as_array().unwrap() {
         assert_ne!(c["verdict"], "leaks", "with every stage on: {c}");
     }
@@ -97,20 +104,13 @@ fn each_stage_off_leaks_what_it_protects_and_all_on_leaks_nothing() {
     assert_eq!(verdict(&m, "chroot", "chroot_escape"), "leaks");
     assert_eq!(verdict(&m, "all", "chroot_escape"), "isolated");
     // Refused combinations are shown, with the reason.
-    let mount_off = m["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["label"] == "-mount")
-        .unwrap();
+    let mount_off = column(&m, "-mount");
     assert!(mount_off["refused"]
         .as_str()
         .unwrap()
         .contains("needs the mount stage"));
     // And the host is as it was.
-    same_mounts(&mounts);
-    assert_eq!(ipc_segments(), shm);
-    assert!(markers().is_empty(), "{:?}", markers());
+    host_as_found(&mounts, shm);
 }
 
 #[test]
@@ -154,19 +154,12 @@ fn a_failing_probe_still_leaves_the_host_clean() {
         "--stages",
         "uts",
     ]);
-    let all = m["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["label"] == "all")
-        .unwrap();
+    let all = column(&m, "all");
     assert!(
         all["error"].as_str().unwrap_or("").contains("proc"),
         "{all}"
     );
-    same_mounts(&mounts);
-    assert_eq!(ipc_segments(), shm);
-    assert!(markers().is_empty());
+    host_as_found(&mounts, shm);
 }
 
 #[test]
