@@ -3,7 +3,8 @@
 
 use clap::Parser;
 use stagebox::cli::{parse_source, Cli, Cmd, ImageCmd, VolumeCmd};
-use stagebox::config::{default_state_dir, RunConfig};
+use stagebox::runtime::config::RunConfig;
+use stagebox::state::dir::default_state_dir;
 use stagebox::trace::TraceMode;
 
 fn json<T: serde::Serialize>(v: &T) -> stagebox::Result<String> {
@@ -41,13 +42,13 @@ fn image_cmd(state: &std::path::Path, cmd: ImageCmd) -> stagebox::Result<i32> {
             container,
             reference,
         } => {
-            let opts = image::commit::CommitOptions {
+            let opts = stagebox::build::commit::CommitOptions {
                 message,
                 changes: change,
             };
             println!(
                 "{}",
-                image::commit::commit(state, &container, &reference, &opts)?.config_digest
+                stagebox::build::commit::commit(state, &container, &reference, &opts)?.config_digest
             );
         }
         ImageCmd::Build {
@@ -77,14 +78,14 @@ fn image_cmd(state: &std::path::Path, cmd: ImageCmd) -> stagebox::Result<i32> {
                     file.display()
                 )));
             }
-            let opts = image::build::BuildOptions {
+            let opts = stagebox::build::BuildOptions {
                 file,
                 tag,
                 context,
                 build_args: build_arg,
                 no_cache,
             };
-            println!("{}", image::build::build(state, &opts)?);
+            println!("{}", stagebox::build::build(state, &opts)?);
         }
     }
     Ok(0)
@@ -115,7 +116,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             let limits = limits.parse()?;
             let volumes = volume
                 .iter()
-                .map(|v| stagebox::volume::parse(v))
+                .map(|v| stagebox::state::volume::parse(v))
                 .collect::<stagebox::Result<Vec<_>>>()?;
             let plan = toggles.plan(!volumes.is_empty())?;
             let default_source = parse_source(&rootfs_source)?;
@@ -146,25 +147,25 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             stagebox::runtime::run(&cfg)
         }
         Cmd::Stages => {
-            print!("{}", stagebox::report::stages_table());
+            print!("{}", stagebox::cli::tables::stages_table());
             Ok(0)
         }
         Cmd::Ps { all } => {
-            print!("{}", stagebox::container::ps_table(&state, all));
+            print!("{}", stagebox::state::container::ps_table(&state, all));
             Ok(0)
         }
         Cmd::Rm { force, containers } => {
             for c in containers {
-                let removed = stagebox::container::remove(&state, &c, force)?;
+                let removed = stagebox::state::container::remove(&state, &c, force)?;
                 println!("{}", removed.id);
             }
             Ok(0)
         }
         Cmd::Diff { container } => {
-            let c = stagebox::container::find(&state, &container)?;
+            let c = stagebox::state::container::find(&state, &container)?;
             print!(
                 "{}",
-                stagebox::diff::render(&stagebox::diff::diff(&c.upper(&state), &c.lower))
+                stagebox::inspect::diff::render(&stagebox::inspect::diff::diff(&c.upper(&state), &c.lower))
             );
             Ok(0)
         }
@@ -185,7 +186,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             Ok(0)
         }
         Cmd::Volume { cmd } => {
-            use stagebox::volume;
+            use stagebox::state::volume;
             match cmd {
                 VolumeCmd::Ls => {
                     println!("{:<24}  {}", "VOLUME NAME", "MOUNTPOINT");
@@ -221,7 +222,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
                         .map_err(|e| stagebox::Error::usage(e.to_string()))?
                 );
             } else {
-                print!("{}", stagebox::report::plan_table(&plan));
+                print!("{}", stagebox::cli::tables::plan_table(&plan));
             }
             Ok(0)
         }
@@ -248,7 +249,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             marker,
             checks,
         } => {
-            stagebox::probe::run_full(json, escape.then_some(marker.as_deref()), checks.as_deref())
+            stagebox::inspect::probe::run_full(json, escape.then_some(marker.as_deref()), checks.as_deref())
         }
         Cmd::Compare {
             rootfs,
@@ -258,7 +259,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             markdown,
             evidence,
         } => {
-            use stagebox::compare::{self, CompareOpts, Format};
+            use stagebox::inspect::compare::{self, CompareOpts, Format};
             let format = if as_json {
                 Format::Json
             } else if markdown {
@@ -289,7 +290,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Doctor { json } => stagebox::doctor::run(json),
+        Cmd::Doctor { json } => stagebox::inspect::doctor::run(json),
         Cmd::Image(cmd) => image_cmd(&state, cmd),
         Cmd::Lesson {
             number,
@@ -298,23 +299,23 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             check,
             lessons,
         } => {
-            let all = stagebox::lessons::load(lessons.as_deref())?;
+            let all = stagebox::learn::lessons::load(lessons.as_deref())?;
             if list {
-                print!("{}", stagebox::lessons::list_text(&all));
+                print!("{}", stagebox::learn::lessons::list_text(&all));
                 return Ok(0);
             }
-            let lesson = stagebox::lessons::find(&all, number.as_deref().unwrap_or(""))?;
-            let env = stagebox::lessons::StepEnv::for_this_binary(&state)?;
+            let lesson = stagebox::learn::lessons::find(&all, number.as_deref().unwrap_or(""))?;
+            let env = stagebox::learn::lessons::StepEnv::for_this_binary(&state)?;
             if check {
-                stagebox::lessons::check(lesson, &env)
+                stagebox::learn::lessons::check(lesson, &env)
             } else {
-                stagebox::lessons::run(lesson, &env, !no_pause)
+                stagebox::learn::lessons::run(lesson, &env, !no_pause)
             }
         }
         Cmd::Book { out, lessons } => {
-            let all = stagebox::lessons::load(lessons.as_deref())?;
-            let env = stagebox::lessons::StepEnv::for_this_binary(&state)?;
-            let written = stagebox::book::generate(&out, &all, &env)?;
+            let all = stagebox::learn::lessons::load(lessons.as_deref())?;
+            let env = stagebox::learn::lessons::StepEnv::for_this_binary(&state)?;
+            let written = stagebox::learn::book::generate(&out, &all, &env)?;
             println!(
                 "wrote {} chapters under {}; `mdbook build {}` renders them",
                 written,

@@ -163,11 +163,11 @@ pub fn off(stage: &str, why: &str) {
     tracing::info!(target: "stagebox", stage, event = "off", message = why);
 }
 
-pub fn syscall(stage: &str, rec: &crate::sys::SyscallRecord) {
+pub fn syscall(stage: &str, rec: &crate::kernel::sys::SyscallRecord) {
     tracing::info!(target: "stagebox", stage, event = "syscall", syscall = rec.call.as_str(), result = rec.result.as_str());
 }
 
-pub fn fact(stage: &str, c: &crate::observe::Change) {
+pub fn fact(stage: &str, c: &crate::kernel::observe::Change) {
     match (&c.before, &c.after) {
         (Some(b), Some(a)) => {
             tracing::info!(target: "stagebox", stage, event = "fact", fact = c.fact.as_str(), before = b.as_str(), after = a.as_str())

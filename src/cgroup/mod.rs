@@ -22,7 +22,7 @@ pub mod v2;
 pub use limits::{human_size, LimitFlags, Limits};
 
 use crate::error::{Error, Result};
-use crate::probe::parse_mountinfo;
+use crate::kernel::mountinfo;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,7 +88,7 @@ impl Layout {
     /// Reads the layout from a /proc/PID/mountinfo text.
     pub fn from_mountinfo(text: &str) -> Layout {
         let mut layout = Layout::default();
-        for m in parse_mountinfo(text) {
+        for m in mountinfo::parse(text) {
             match m.fs_type.as_str() {
                 "cgroup2" if layout.v2.is_none() => layout.v2 = Some(PathBuf::from(&m.mount_point)),
                 "cgroup" => {

@@ -512,7 +512,7 @@ fn pack_dir<W: Write>(
         let md = std::fs::symlink_metadata(&path)
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
         let ft = md.file_type();
-        if mode == PackMode::Upper && crate::diff::is_whiteout(&md) {
+        if mode == PackMode::Upper && crate::rootfs::whiteout::is_whiteout(&md) {
             let wh = rel.join(format!("{WHITEOUT_PREFIX}{}", name.to_string_lossy()));
             let mut h = header_for(&md, tar::EntryType::Regular);
             h.set_mode(0o644);
@@ -522,7 +522,7 @@ fn pack_dir<W: Write>(
             let mut h = header_for(&md, tar::EntryType::Directory);
             b.append_data(&mut h, &relp, std::io::empty())
                 .map_err(tar_err)?;
-            if mode == PackMode::Upper && crate::diff::is_opaque(&path) {
+            if mode == PackMode::Upper && crate::rootfs::whiteout::is_opaque(&path) {
                 let mut h = header_for(&md, tar::EntryType::Regular);
                 h.set_mode(0o644);
                 b.append_data(&mut h, relp.join(OPAQUE_MARKER), std::io::empty())
@@ -619,10 +619,10 @@ mod tests {
         std::fs::create_dir(&dest).unwrap();
         let st = unpack(&tar[..], &dest, "test").unwrap();
         assert_eq!((st.whiteouts, st.opaque), (1, 1));
-        assert!(crate::diff::is_whiteout(
+        assert!(crate::rootfs::whiteout::is_whiteout(
             &std::fs::symlink_metadata(dest.join("etc/passwd")).unwrap()
         ));
-        assert!(crate::diff::is_opaque(&dest.join("home")));
+        assert!(crate::rootfs::whiteout::is_opaque(&dest.join("home")));
         assert_eq!(st.diff_id, sha256(&tar));
         // And back: the packed upper spells them the OCI way again.
         let packed = pack(&dest, PackMode::Upper, Vec::new()).unwrap();

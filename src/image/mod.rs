@@ -5,12 +5,14 @@
 //! - `store`: the OCI image layout under STATE/images, and the unpacked layers.
 //! - `layer`: tarball <-> directory, whiteouts translated, unsafe entries refused.
 //! - `run`: what `stagebox run IMAGE` takes from the config (Entrypoint, Cmd, Env, ...).
-//! - `commit`: a container's writable layer becomes a new layer on top of its image.
-//! - `build`: a Containerfile, step by step, each step a commit or a config change.
 //! - `transfer`: import of a rootfs tarball, load and save of OCI layouts and docker-save tars.
+//! - `user`: USER names resolved against the image's /etc/passwd and /etc/group.
+//!
+//! Storage only: building (`build/`) and committing a container sit above `runtime/` and use
+//! this folder; nothing here runs a container.
+//!
+//! May import: `error`, `units`, `kernel`, `state`, `rootfs`.
 
-pub mod build;
-pub mod commit;
 pub mod layer;
 pub mod run;
 pub mod store;
@@ -116,7 +118,7 @@ fn ago(created: Option<&String>) -> String {
     let Some(t) = created.and_then(|c| parse_rfc3339(c)) else {
         return "N/A".into();
     };
-    let secs = crate::container::now().saturating_sub(t);
+    let secs = crate::state::container::now().saturating_sub(t);
     match secs {
         0..=59 => format!("{secs} seconds ago"),
         60..=3599 => format!("{} minutes ago", secs / 60),
@@ -168,7 +170,7 @@ pub fn push_history(
     comment: Option<&str>,
     empty: bool,
 ) {
-    let now = rfc3339(crate::container::now());
+    let now = rfc3339(crate::state::container::now());
     let mut h = oci_spec::image::History::default();
     h.set_created(Some(now.clone()));
     h.set_created_by(Some(created_by.to_string()));
@@ -215,7 +217,7 @@ pub fn images_table(state: &Path) -> Result<String> {
 pub fn remove(state: &Path, key: &str, force: bool) -> Result<Vec<String>> {
     let store = Store::open(state)?;
     let img = store.find(key)?;
-    let users: Vec<String> = crate::container::list(state)
+    let users: Vec<String> = crate::state::container::list(state)
         .into_iter()
         .filter(|c| c.image_id.as_deref() == Some(img.config_digest.as_str()))
         .map(|c| c.name)
@@ -275,8 +277,8 @@ pub fn inspect_json(state: &Path, img: &Image) -> serde_json::Value {
 
 /// `stagebox inspect NAME`: a container by that name or id, else an image, as Docker does.
 pub fn inspect_any(state: &Path, key: &str) -> Result<serde_json::Value> {
-    if let Ok(c) = crate::container::find(state, key) {
-        return Ok(crate::container::inspect_json(state, &c));
+    if let Ok(c) = crate::state::container::find(state, key) {
+        return Ok(crate::state::container::inspect_json(state, &c));
     }
     let store = open_with_default(state)?;
     match store.find(key) {

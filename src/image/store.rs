@@ -146,7 +146,7 @@ impl Drop for Lock {
 
 /// Writes `bytes` to `path` atomically (a temp file renamed over it).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", crate::config::new_id()));
+    let tmp = path.with_extension(format!("tmp-{}", crate::state::ids::new_id()));
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("rename {}", path.display()), e))
 }
@@ -251,7 +251,7 @@ impl Store {
         f: impl FnOnce(&mut dyn std::io::Write) -> Result<()>,
     ) -> Result<(String, u64)> {
         let dir = self.root.join("blobs/sha256");
-        let tmp = dir.join(format!(".tmp-{}", crate::config::new_id()));
+        let tmp = dir.join(format!(".tmp-{}", crate::state::ids::new_id()));
         let file = std::fs::File::create(&tmp)
             .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
         let mut w = HashingWriter::new(std::io::BufWriter::new(file));
@@ -456,7 +456,7 @@ impl Store {
             .map_err(|e| Error::io(format!("open layer blob {}", blob.display()), e))?;
         let tmp = self
             .layers_dir()
-            .join(format!(".tmp-{}", crate::config::new_id()));
+            .join(format!(".tmp-{}", crate::state::ids::new_id()));
         std::fs::create_dir(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
         let what = format!("layer {}", l.digest);
         let result = layer::unpack(f, &tmp, &what).and_then(|st| {
@@ -531,7 +531,7 @@ impl Store {
                 }
             }
         }
-        for c in crate::container::list(&self.state) {
+        for c in crate::state::container::list(&self.state) {
             dirs.extend(c.lower.iter().cloned());
         }
         let young = |p: &Path| {
@@ -577,7 +577,7 @@ pub fn new_config() -> ImageConfiguration {
         other => other,
     };
     serde_json::from_value(serde_json::json!({
-        "created": rfc3339(crate::container::now()),
+        "created": rfc3339(crate::state::container::now()),
         "architecture": arch,
         "os": "linux",
         "config": {},

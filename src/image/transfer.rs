@@ -322,7 +322,7 @@ pub fn load(state: &Path, path: &Path, rename: Option<&str>) -> Result<Vec<Strin
         )));
     }
     // A tarball: unpacked (with the layer checks) into a scratch dir in the state dir.
-    let tmp = state.join(format!("tmp-load-{}", crate::config::new_id()));
+    let tmp = state.join(format!("tmp-load-{}", crate::state::ids::new_id()));
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
     let result = (|| {
         let f = std::fs::File::open(path)

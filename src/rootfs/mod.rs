@@ -2,6 +2,7 @@
 //! finding the command to run, and the default rootfs.
 
 pub mod default;
+pub mod whiteout;
 
 use crate::error::{Error, Result};
 use std::path::{Component, Path, PathBuf};
@@ -33,7 +34,7 @@ pub fn host_path(layers: &[PathBuf], rel: &[std::ffi::OsString]) -> Option<PathB
         let mut p = layer.clone();
         p.extend(rel.iter());
         if let Ok(md) = std::fs::symlink_metadata(&p) {
-            if crate::diff::is_whiteout(&md) && layers.len() > 1 {
+            if crate::rootfs::whiteout::is_whiteout(&md) && layers.len() > 1 {
                 return None;
             }
             return Some(p);
@@ -45,7 +46,7 @@ pub fn host_path(layers: &[PathBuf], rel: &[std::ffi::OsString]) -> Option<PathB
             q.push(c);
             match std::fs::symlink_metadata(&q) {
                 Ok(md) if !md.is_dir() => return None,
-                Ok(_) if crate::diff::is_opaque(&q) => return None,
+                Ok(_) if crate::rootfs::whiteout::is_opaque(&q) => return None,
                 Ok(_) => {}
                 Err(_) => break,
             }

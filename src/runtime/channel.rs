@@ -5,9 +5,9 @@
 //! close-on-exec, so once the workload is exec'd the runtime reads end-of-file: that is how it
 //! knows the exec succeeded without any extra message.
 
-use crate::observe::InsideFacts;
+use crate::kernel::observe::InsideFacts;
 use crate::stages::StageId;
-use crate::sys::SyscallRecord;
+use crate::kernel::sys::SyscallRecord;
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use serde::{Deserialize, Serialize};
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -6,10 +6,10 @@
 //! stage, and the process exits 125.
 
 use super::channel::{Channel, ToChild, ToParent};
-use crate::observe::InsideFacts;
-use crate::plan::Plan;
+use crate::kernel::observe::InsideFacts;
+use crate::stages::plan::Plan;
 use crate::stages::{self, ChildCtx, ChildSpec, StageError};
-use crate::sys::{RealSys, Sys, SyscallRecord};
+use crate::kernel::sys::{RealSys, Sys, SyscallRecord};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use std::ffi::CString;
 use std::os::fd::RawFd;
@@ -148,7 +148,7 @@ fn run(
     let mut root: Option<PathBuf> = None;
     for planned in &plan.stages {
         let name = planned.id.name();
-        let stage = stages::get(planned.id)
+        let stage = stages::registry::get(planned.id)
             .ok_or_else(|| fail(name, "this stage is not available in this build"))?;
         if planned.enabled && stage.waits_for_parent() {
             ch.send(&ToParent::Reached { stage: planned.id })

@@ -8,11 +8,13 @@
 
 pub mod channel;
 pub mod child;
+pub mod config;
 
-use crate::config::{check_hostname, new_id, RunConfig};
+use crate::state::ids::new_id;
+use config::{check_hostname, RunConfig};
 use crate::error::{Error, Result};
-use crate::observe::{diff, InsideFacts, Snapshot};
-use crate::plan::Plan;
+use crate::kernel::observe::{diff, InsideFacts, Snapshot};
+use crate::stages::plan::Plan;
 use crate::rootfs::{self, DEFAULT_PATH};
 use crate::stages::{self, ChildSpec, HostCtx, StageId, Undo};
 use crate::trace::{self, TraceMode};
@@ -78,8 +80,8 @@ fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         check_hostname(h)?;
     }
     if let Some(n) = &cfg.name {
-        crate::container::check_name(n)?;
-        if crate::container::find(&cfg.state_dir, n).is_ok_and(|c| &c.name == n) {
+        crate::state::container::check_name(n)?;
+        if crate::state::container::find(&cfg.state_dir, n).is_ok_and(|c| &c.name == n) {
             return Err(Error::usage(format!(
                 "a container named {n:?} already exists; remove it with `stagebox rm {n}` or pick another --name"
             )));
@@ -293,7 +295,7 @@ fn create_container(
     prepared: &Prepared,
     undo: &mut Undo,
     started: &std::rc::Rc<std::cell::Cell<bool>>,
-) -> Result<crate::container::Container> {
+) -> Result<crate::state::container::Container> {
     let image = match (&cfg.rootfs, &prepared.spec.rootfs) {
         _ if prepared.image.is_some() => {
             prepared.image.iter().map(|i| i.reference.clone()).collect()
@@ -313,7 +315,7 @@ fn create_container(
             .collect(),
         None => prepared.exec.argv.clone(),
     };
-    let c = crate::container::Container {
+    let c = crate::state::container::Container {
         id: id.to_string(),
         name: cfg
             .name
@@ -321,7 +323,7 @@ fn create_container(
             .unwrap_or_else(|| format!("box-{}", &id[..6])),
         image,
         command,
-        created: crate::container::now(),
+        created: crate::state::container::now(),
         status: "created".into(),
         exit_code: None,
         runtime_pid: None,
@@ -359,7 +361,7 @@ struct HostState<'a> {
 impl<'a> HostState<'a> {
     fn header(&mut self, id: StageId) {
         if self.tracing && self.headed.insert(id) {
-            if let Some(s) = stages::get(id) {
+            if let Some(s) = stages::registry::get(id) {
                 trace::stage(id.name(), s.info().summary);
             }
         }
@@ -371,14 +373,14 @@ impl<'a> HostState<'a> {
         id: StageId,
         f: impl FnOnce(&dyn stages::Stage, &mut HostCtx<'_>) -> Result<T>,
     ) -> Result<T> {
-        let Some(stage) = stages::get(id) else {
+        let Some(stage) = stages::registry::get(id) else {
             return Err(Error::Stage {
                 stage: id.name().into(),
                 message: "this stage is not available in this build".into(),
             });
         };
         let mut ctx = HostCtx {
-            cfg: self.cfg,
+            limits: &self.cfg.limits,
             id: self.id,
             undo: &mut self.undo,
             data: &mut self.data,
@@ -429,7 +431,7 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
     // outlive the run is kept by flipping these flags once the workload has started.
     let started = std::rc::Rc::new(std::cell::Cell::new(false));
     let mut container = create_container(cfg, &id, &prepared, &mut host.undo, &started)?;
-    let (mounts, created) = crate::volume::materialize(&cfg.state_dir, &cfg.volumes, &id)?;
+    let (mounts, created) = crate::state::volume::materialize(&cfg.state_dir, &cfg.volumes, &id)?;
     for name in created {
         let anonymous = mounts
             .iter()
@@ -440,7 +442,7 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
             if keep {
                 return Ok(());
             }
-            crate::volume::remove(&state, &name, true).map_err(|e| e.to_string())
+            crate::state::volume::remove(&state, &name, true).map_err(|e| e.to_string())
         });
     }
     prepared.spec.volumes = mounts.clone();
@@ -694,36 +696,10 @@ fn kill_stragglers() -> usize {
     count
 }
 
-#[derive(Debug, Clone, Copy)]
-pub enum ExitKind {
-    Exited(i32),
-    Signaled(Signal),
-}
-
-impl ExitKind {
-    pub fn code(self) -> i32 {
-        match self {
-            ExitKind::Exited(c) => c,
-            ExitKind::Signaled(s) => 128 + s as i32,
-        }
-    }
-    pub fn describe(self) -> String {
-        match self {
-            ExitKind::Exited(c) => format!("the workload exited with status {c}"),
-            ExitKind::Signaled(s) => format!(
-                "the workload was killed by signal {} ({}), exit status {}",
-                s as i32,
-                s.as_str(),
-                self.code()
-            ),
-        }
-    }
-}
-
 /// Waits for the workload, forwarding the signals the runtime receives. Signals a terminal
 /// sends to the whole foreground process group (Ctrl-C) already reached the workload, which
 /// shares that group, so those are not sent twice.
-fn wait_forwarding(workload: Pid, mask: &SigSet) -> Result<ExitKind> {
+fn wait_forwarding(workload: Pid, mask: &SigSet) -> Result<stages::ExitKind> {
     let sfd =
         SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC).map_err(|e| Error::sys("signalfd", e))?;
     loop {
@@ -731,10 +707,10 @@ fn wait_forwarding(workload: Pid, mask: &SigSet) -> Result<ExitKind> {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == workload => {
-                    return Ok(ExitKind::Exited(code))
+                    return Ok(stages::ExitKind::Exited(code))
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == workload => {
-                    return Ok(ExitKind::Signaled(sig))
+                    return Ok(stages::ExitKind::Signaled(sig))
                 }
                 Ok(WaitStatus::StillAlive) => break,
                 Ok(_) => continue,

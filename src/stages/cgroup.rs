@@ -31,7 +31,7 @@
 use super::{ChildCtx, HostCtx, Stage, StageError, StageId, StageInfo};
 use crate::cgroup::{self, human_size, stage_err, CgroupRoot, Event, Layout, Log, Manager};
 use crate::error::{Error, Result};
-use crate::runtime::ExitKind;
+use crate::stages::ExitKind;
 use std::rc::Rc;
 
 pub struct Cgroup;
@@ -59,7 +59,7 @@ fn emit(ctx: &mut HostCtx<'_>, log: Log) {
                 fact,
                 before,
                 after,
-            } => ctx.facts.push(crate::observe::Change {
+            } => ctx.facts.push(crate::kernel::observe::Change {
                 fact,
                 before,
                 after,
@@ -102,7 +102,7 @@ impl Stage for Cgroup {
     }
 
     fn prepare(&self, ctx: &mut HostCtx<'_>) -> Result<()> {
-        let limits = &ctx.cfg.limits;
+        let limits = ctx.limits;
         let layout = Layout::detect()?;
         let root = CgroupRoot::host();
         let mgr: Rc<dyn Manager> = cgroup::manager(&root, &layout, ctx.id, limits)?.into();
@@ -157,7 +157,7 @@ impl Stage for Cgroup {
                 .find(|(c, _)| c == ctls)
                 .map(|(_, p)| p.clone());
             if old.as_deref() != Some(path.as_str()) {
-                ctx.facts.push(crate::observe::Change {
+                ctx.facts.push(crate::kernel::observe::Change {
                     fact: format!("cgroup {}", hierarchy_name(ctls)),
                     before: old,
                     after: Some(path.clone()),
@@ -229,7 +229,7 @@ impl Stage for Cgroup {
         if let (Some(t), Some(p)) = (s.cpu_throttled_periods, s.cpu_periods) {
             // With a CPU quota the line is always there (a short run may see no period end);
             // without one the kernel counts no periods at all.
-            if p > 0 || ctx.cfg.limits.cpus.is_some() {
+            if p > 0 || ctx.limits.cpus.is_some() {
                 let us = s
                     .cpu_throttled_us
                     .map(|u| format!(", {} in all", secs(u)))
@@ -280,8 +280,8 @@ impl Stage for Cgroup {
     }
 }
 
-fn change(fact: &str, after: String) -> crate::observe::Change {
-    crate::observe::Change {
+fn change(fact: &str, after: String) -> crate::kernel::observe::Change {
+    crate::kernel::observe::Change {
         fact: fact.to_string(),
         before: None,
         after: Some(after),

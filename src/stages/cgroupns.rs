@@ -86,7 +86,7 @@ impl Stage for Cgroupns {
 mod tests {
     use super::*;
     use crate::stages::ChildSpec;
-    use crate::sys::Recorder;
+    use crate::kernel::recorder::Recorder;
 
     #[test]
     fn unshares_the_cgroup_namespace() {

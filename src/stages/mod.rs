@@ -1,16 +1,16 @@
 //! The stages, one file each, and the registry that puts them in pipeline order.
 //!
-//! A stage does its real syscalls in the container process (through [`crate::sys::Sys`],
+//! A stage does its real syscalls in the container process (through [`crate::kernel::sys::Sys`],
 //! so every call is traced), then reads back from /proc that the kernel did what was asked.
 //! A stage that cannot confirm its effect fails: silently doing nothing is the one bug a
 //! teaching runtime must never have.
 //!
-//! Order (see DESIGN.md): user, cgroup, uts, ipc, pid, net, cgroupns, mount, rootfs, volumes,
+//! Order (see ARCHITECTURE.md): user, cgroup, uts, ipc, pid, net, cgroupns, mount, rootfs, volumes,
 //! proc, pivot. The user and volumes stages are named here so plans and messages can talk
 //! about them; they arrive with their own issues.
 
-use crate::plan::RootSwitch;
-use crate::sys::Sys;
+use crate::kernel::sys::Sys;
+use nix::sys::signal::Signal;
 use std::path::PathBuf;
 
 pub mod cgroup;
@@ -20,7 +20,9 @@ pub mod mount;
 pub mod net;
 pub mod pid;
 pub mod pivot;
+pub mod plan;
 pub mod proc;
+pub mod registry;
 pub mod rootfs;
 pub mod uts;
 pub mod volumes;
@@ -95,6 +97,56 @@ impl std::str::FromStr for StageId {
     }
 }
 
+/// How the pivot stage switches the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RootSwitch {
+    /// pivot_root(2), then detach the old root: the host's tree is gone from the namespace.
+    Pivot,
+    /// chroot(2) only: the old root is still mounted, and a root process can climb out.
+    Chroot,
+}
+
+impl std::str::FromStr for RootSwitch {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "pivot" | "pivot_root" => Ok(RootSwitch::Pivot),
+            "chroot" => Ok(RootSwitch::Chroot),
+            other => Err(crate::Error::usage(format!(
+                "unknown --root-switch {other:?}; use pivot or chroot"
+            ))),
+        }
+    }
+}
+
+/// How the workload ended, as waitpid(2) reported it.
+#[derive(Debug, Clone, Copy)]
+pub enum ExitKind {
+    Exited(i32),
+    Signaled(Signal),
+}
+
+impl ExitKind {
+    pub fn code(self) -> i32 {
+        match self {
+            ExitKind::Exited(c) => c,
+            ExitKind::Signaled(s) => 128 + s as i32,
+        }
+    }
+    pub fn describe(self) -> String {
+        match self {
+            ExitKind::Exited(c) => format!("the workload exited with status {c}"),
+            ExitKind::Signaled(s) => format!(
+                "the workload was killed by signal {} ({}), exit status {}",
+                s as i32,
+                s.as_str(),
+                self.code()
+            ),
+        }
+    }
+}
+
 /// What a stage is, for `stagebox stages`, the plan and the book.
 pub struct StageInfo {
     pub id: StageId,
@@ -122,7 +174,7 @@ pub struct ChildSpec {
     #[serde(default)]
     pub overlay: Option<OverlaySpec>,
     #[serde(default)]
-    pub volumes: Vec<crate::container::VolumeMount>,
+    pub volumes: Vec<crate::state::container::VolumeMount>,
     /// Remount / read-only at the end of the pivot stage (`--read-only`).
     #[serde(default)]
     pub read_only: bool,
@@ -263,22 +315,23 @@ impl Drop for Undo {
 
 /// What a stage's host-side hooks work with (in the runtime process, on the host).
 pub struct HostCtx<'a> {
-    pub cfg: &'a crate::config::RunConfig,
+    /// The resource limits the user asked for (`-m`, `--cpus`, `--pids-limit` ...).
+    pub limits: &'a crate::cgroup::Limits,
     /// The container's id (12 hex digits).
     pub id: &'a str,
     pub undo: &'a mut Undo,
     /// Per-stage data kept between hooks (a cgroup's paths, from prepare to finish).
     pub data: &'a mut std::collections::HashMap<StageId, Box<dyn std::any::Any>>,
     /// Host-side calls for the trace (`mkdir(...)`, `write(... cgroup.procs, "1234")`).
-    pub records: Vec<crate::sys::SyscallRecord>,
+    pub records: Vec<crate::kernel::sys::SyscallRecord>,
     pub notes: Vec<String>,
     /// Facts only the host side can tell (a limit file and the value the kernel shows).
-    pub facts: Vec<crate::observe::Change>,
+    pub facts: Vec<crate::kernel::observe::Change>,
 }
 
 impl HostCtx<'_> {
     pub fn record(&mut self, call: impl Into<String>, result: impl Into<String>) {
-        self.records.push(crate::sys::SyscallRecord {
+        self.records.push(crate::kernel::sys::SyscallRecord {
             call: call.into(),
             result: result.into(),
         });
@@ -324,7 +377,7 @@ pub trait Stage: Sync {
     fn finish(
         &self,
         _ctx: &mut HostCtx<'_>,
-        _exit: crate::runtime::ExitKind,
+        _exit: crate::stages::ExitKind,
     ) -> Result<Option<String>, crate::Error> {
         Ok(None)
     }
@@ -338,34 +391,9 @@ pub trait Stage: Sync {
     }
 }
 
-static REGISTRY: [&dyn Stage; 11] = [
-    &cgroup::Cgroup,
-    &uts::Uts,
-    &ipc::Ipc,
-    &pid::Pid,
-    &net::Net,
-    &cgroupns::Cgroupns,
-    &mount::Mount,
-    &rootfs::Rootfs,
-    &volumes::Volumes,
-    &proc::Proc,
-    &pivot::Pivot,
-];
-
-/// Every available stage, in pipeline order.
-pub fn registry() -> &'static [&'static dyn Stage] {
-    &REGISTRY
-}
-
-pub fn get(id: StageId) -> Option<&'static dyn Stage> {
-    REGISTRY.iter().copied().find(|s| s.info().id == id)
-}
-
 /// Reads the inode of one of the process's namespaces, `/proc/self/ns/NAME`.
 pub fn ns_inode(name: &str) -> Result<String, StageError> {
-    std::fs::read_link(format!("/proc/self/ns/{name}"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .map_err(|e| StageError::msg(format!("cannot read /proc/self/ns/{name}: {e}")))
+    crate::kernel::ns::own(name).map_err(|e| StageError::msg(format!("cannot read /proc/self/ns/{name}: {e}")))
 }
 
 /// unshare(flag) and check that /proc/self/ns/NAME now names another namespace.
@@ -379,7 +407,7 @@ pub fn unshare_checked(
     } else {
         None
     };
-    let call = format!("unshare({})", crate::sys::clone_flags_str(flag));
+    let call = format!("unshare({})", crate::kernel::sys::clone_flags_str(flag));
     ctx.sys
         .unshare(flag)
         .map_err(|e| StageError::sys(&call, e))?;

@@ -36,7 +36,7 @@ impl Stage for Net {
             .link_up("lo")
             .map_err(|e| StageError::sys("ioctl(SIOCSIFFLAGS, lo, IFF_UP)", e))?;
         if ctx.verify {
-            let ifaces = crate::netif::own_interfaces();
+            let ifaces = crate::kernel::netif::own_interfaces();
             let names: Vec<&str> = ifaces.iter().map(|(n, _)| n.as_str()).collect();
             if names != ["lo"] {
                 return Err(StageError::no_effect(format!(

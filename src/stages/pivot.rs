@@ -22,7 +22,7 @@
 //! are still reachable; after it, only the container's tree exists.
 
 use super::{ChildCtx, Stage, StageError, StageId, StageInfo};
-use crate::plan::RootSwitch;
+use crate::stages::RootSwitch;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use std::os::unix::fs::MetadataExt;
@@ -143,7 +143,7 @@ impl Stage for Pivot {
 mod tests {
     use super::*;
     use crate::stages::ChildSpec;
-    use crate::sys::Recorder;
+    use crate::kernel::recorder::Recorder;
 
     fn run(rec: &mut Recorder, mode: RootSwitch) -> (Result<(), StageError>, Vec<String>) {
         let spec = ChildSpec::for_test(mode);

@@ -65,7 +65,7 @@ fn mount(
         .mount(Some(source), target, fstype, flags, data)
         .map_err(|e| {
             StageError::sys(
-                &crate::sys::describe_mount(Some(source), target, fstype, flags, data),
+                &crate::kernel::sys::describe_mount(Some(source), target, fstype, flags, data),
                 e,
             )
         })
@@ -261,9 +261,9 @@ impl Stage for Proc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::RootSwitch;
+    use crate::stages::RootSwitch;
     use crate::stages::ChildSpec;
-    use crate::sys::Recorder;
+    use crate::kernel::recorder::Recorder;
 
     #[test]
     fn mounts_proc_sys_dev_inside_the_root() {

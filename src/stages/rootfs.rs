@@ -216,9 +216,9 @@ impl Stage for Rootfs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::RootSwitch;
+    use crate::stages::RootSwitch;
     use crate::stages::{ChildSpec, OverlaySpec};
-    use crate::sys::Recorder;
+    use crate::kernel::recorder::Recorder;
 
     #[test]
     fn overlay_options_list_layers_top_first() {

@@ -56,7 +56,7 @@ impl Stage for Uts {
 mod tests {
     use super::*;
     use crate::stages::ChildSpec;
-    use crate::sys::Recorder;
+    use crate::kernel::recorder::Recorder;
 
     #[test]
     fn unshares_before_setting_the_hostname() {

@@ -1,6 +1,7 @@
 //! Tables for people: the stage list and a resolved plan. Used by the CLI and the book.
 
-use crate::plan::{Plan, RootSwitch};
+use crate::stages::plan::Plan;
+use crate::stages::RootSwitch;
 use crate::stages::{self, StageId};
 
 /// `stagebox stages`: every stage, what it does, on or off by default, its lesson.
@@ -10,7 +11,7 @@ pub fn stages_table() -> String {
         "{:<3} {:<8} {:<8} {:<22} {}\n",
         "#", "STAGE", "DEFAULT", "LESSON", "WHAT IT DOES"
     ));
-    for (i, s) in stages::registry().iter().enumerate() {
+    for (i, s) in stages::registry::all().iter().enumerate() {
         let info = s.info();
         out.push_str(&format!(
             "{:<3} {:<8} {:<8} {:<22} {}\n",
@@ -29,7 +30,7 @@ pub fn stages_table() -> String {
     }
     let coming: Vec<&str> = StageId::ORDER
         .iter()
-        .filter(|id| stages::get(**id).is_none())
+        .filter(|id| stages::registry::get(**id).is_none())
         .map(|id| id.name())
         .collect();
     if !coming.is_empty() {
@@ -46,7 +47,7 @@ pub fn plan_table(plan: &Plan) -> String {
     let mut out = String::new();
     let mut n = 0;
     for s in &plan.stages {
-        let Some(stage) = stages::get(s.id) else {
+        let Some(stage) = stages::registry::get(s.id) else {
             continue;
         };
         let info = stage.info();

@@ -7,9 +7,10 @@
 //! memory segment) and removes it again, with any mount that leaked, even when a probe fails
 //! or the user presses Ctrl-C.
 
-use crate::checks::{Check, HostFacts, Verdict, CHECKS};
+use crate::inspect::checks::{Check, HostFacts, Verdict, CHECKS};
 use crate::error::{Error, Result};
-use crate::plan::{Plan, RootSwitch, Toggles};
+use crate::stages::plan::{Plan, Toggles};
+use crate::stages::RootSwitch;
 use crate::stages::{self, StageId};
 use colored::Colorize;
 use serde::Serialize;
@@ -61,7 +62,7 @@ struct Config {
 }
 
 fn available() -> Vec<StageId> {
-    stages::registry()
+    stages::registry::all()
         .iter()
         .map(|s| s.info().id)
         .filter(|id| *id != StageId::Volumes)
@@ -153,7 +154,7 @@ struct HostSetup {
 
 impl HostSetup {
     fn new(state: &Path) -> Result<HostSetup> {
-        let token = crate::config::new_id();
+        let token = crate::state::ids::new_id();
         let marker = std::env::temp_dir().join(format!(".stagebox-marker-{token}"));
         std::fs::write(&marker, b"a file only the host has\n")
             .map_err(|e| Error::io(format!("write {}", marker.display()), e))?;
@@ -168,7 +169,7 @@ impl HostSetup {
                 marker,
                 host_pid: std::process::id() as i32,
                 host_hostname,
-                host_interfaces: crate::netif::own_interfaces()
+                host_interfaces: crate::kernel::netif::own_interfaces()
                     .into_iter()
                     .map(|(n, _)| n)
                     .collect(),
@@ -234,7 +235,7 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
         .filter(|s| s.enabled)
         .map(|s| s.id.name().to_string())
         .collect();
-    let token = crate::config::new_id();
+    let token = crate::state::ids::new_id();
     setup.facts.leak_token = token.clone();
     setup.facts.leak_dir = PathBuf::from(format!("/tmp/.stagebox-leak-{token}"));
     let cgroup_on = plan.is_on(StageId::Cgroup);

@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Namespace links of /proc/self/ns, in the order they are printed (the trace's order).
-pub const NAMESPACES: &[&str] = crate::observe::NS_NAMES;
+pub const NAMESPACES: &[&str] = crate::kernel::observe::NS_NAMES;
 
 /// How many process names the report lists.
 pub const MAX_PROCESSES: usize = 20;
@@ -332,10 +332,10 @@ pub fn collect_from(proc_dir: &Path) -> Probe {
     };
 
     let interfaces = read("interfaces", "net/dev", &mut unavailable).map(|t| {
-        crate::netif::parse_net_dev(&t)
+        crate::kernel::netif::parse_net_dev(&t)
             .into_iter()
             .map(|name| {
-                let up = crate::netif::flags(&name)
+                let up = crate::kernel::netif::flags(&name)
                     .ok()
                     .map(|f| f & libc::IFF_UP != 0);
                 Interface { name, up }
@@ -546,16 +546,16 @@ pub fn run(json: bool) -> Result<i32> {
     run_with(json, None)
 }
 
-/// Like [`run`]; with `escape`, also attempts the chroot escape (see [`crate::escape`]),
+/// Like [`run`]; with `escape`, also attempts the chroot escape (see [`crate::inspect::escape`]),
 /// looking for the given marker file (a path on the host) once out.
 pub fn run_with(json: bool, escape: Option<Option<&Path>>) -> Result<i32> {
     run_full(json, escape, None)
 }
 
-/// Like [`run_with`]; with `checks` (the runner's [`crate::checks::HostFacts`] as JSON), also
+/// Like [`run_with`]; with `checks` (the runner's [`crate::inspect::checks::HostFacts`] as JSON), also
 /// runs the isolation checks and reports them under `checks`.
 pub fn run_full(json: bool, escape: Option<Option<&Path>>, checks: Option<&str>) -> Result<i32> {
-    let facts: Option<crate::checks::HostFacts> = match checks {
+    let facts: Option<crate::inspect::checks::HostFacts> = match checks {
         Some(text) => Some(serde_json::from_str(text).map_err(|e| {
             Error::usage(format!(
                 "--checks takes the runner's host facts as JSON: {e}"
@@ -563,9 +563,9 @@ pub fn run_full(json: bool, escape: Option<Option<&Path>>, checks: Option<&str>)
         })?),
         None => None,
     };
-    let results = facts.as_ref().map(crate::checks::run_all);
+    let results = facts.as_ref().map(crate::inspect::checks::run_all);
     let p = collect();
-    let esc = escape.map(|marker| crate::escape::attempt(marker));
+    let esc = escape.map(|marker| crate::inspect::escape::attempt(marker));
     let text = if json {
         let mut v = serde_json::to_value(&p)
             .map_err(|e| Error::usage(format!("encoding the probe report: {e}")))?;

@@ -2,7 +2,7 @@
 //! and why. Everything is read from the kernel (/proc, uname, stat); nothing is changed.
 
 use crate::error::{Error, Result};
-use crate::probe::{parse_mountinfo, MountInfoLine};
+use crate::inspect::probe::{parse_mountinfo, MountInfoLine};
 use serde::Serialize;
 use std::path::Path;
 
@@ -92,7 +92,7 @@ fn read_num(path: &str) -> Option<u64> {
 pub fn collect() -> Doctor {
     let euid = nix::unistd::geteuid().as_raw();
     let root = euid == 0;
-    let kernel = crate::probe::uname().map(|u| u.release);
+    let kernel = crate::inspect::probe::uname().map(|u| u.release);
     let proc_mounted = Path::new("/proc/self").exists();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok();
     let mounts = mountinfo
@@ -126,10 +126,10 @@ pub fn collect() -> Doctor {
     };
     let busybox_static =
         crate::rootfs::default::is_static_binary(Path::new(crate::rootfs::default::BUSYBOX));
-    let root_fs_type = crate::probe::root_fs_type(&mounts);
+    let root_fs_type = crate::inspect::probe::root_fs_type(&mounts);
     let pivot_root = matches!(root_fs_type.as_deref(), Some(fs) if fs != "rootfs" && fs != "ramfs");
     let missing_namespaces: Vec<String> = if proc_mounted {
-        crate::probe::NAMESPACES
+        crate::inspect::probe::NAMESPACES
             .iter()
             .filter(|n| std::fs::symlink_metadata(format!("/proc/self/ns/{n}")).is_err())
             .map(|n| n.to_string())
@@ -191,7 +191,7 @@ pub fn collect() -> Doctor {
         add(
             "namespaces",
             Status::Ok,
-            format!("all of {} present", crate::probe::NAMESPACES.join(" ")),
+            format!("all of {} present", crate::inspect::probe::NAMESPACES.join(" ")),
             None,
         );
     } else {
@@ -461,7 +461,7 @@ mod tests {
         assert_eq!(d.root, nix::unistd::geteuid().is_root());
         assert_eq!(
             d.kernel.as_deref(),
-            Some(crate::probe::uname().unwrap().release.as_str())
+            Some(crate::inspect::probe::uname().unwrap().release.as_str())
         );
         let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert_eq!(d.cgroup_layout, cgroup_layout_from_mountinfo(&mi));

@@ -3,7 +3,7 @@
 //! The loader splits a lesson into parts (prose, steps, checks, shown-only code), the runner
 //! runs its steps one by one with the trace (`stagebox lesson N`), the checker runs its
 //! exercise checks (`--check`), and [`validate`] checks that every stage, flag and trace fact
-//! a lesson names exists in this program. The book ([`crate::book`]) reuses the parts and
+//! a lesson names exists in this program. The book ([`crate::learn::book`]) reuses the parts and
 //! [`StepEnv::capture`] to insert the real output of every step.
 //!
 //! Lessons are built into the binary (see build.rs); `--lessons DIR` reads a directory instead.
@@ -524,7 +524,7 @@ fn flush() {
 /// the exit status: 0 when every step ended as the lesson expects, 1 at the first that did not.
 /// Containers kept in the state dir now (their ids).
 pub fn kept_containers(env: &StepEnv) -> std::collections::BTreeSet<String> {
-    crate::container::list(&env.state)
+    crate::state::container::list(&env.state)
         .into_iter()
         .map(|c| c.id)
         .collect()
@@ -533,9 +533,9 @@ pub fn kept_containers(env: &StepEnv) -> std::collections::BTreeSet<String> {
 /// Removes the containers a lesson's steps left behind (kept ones, as `docker run` keeps
 /// them): a lesson leaves the host as it found it. Running ones are left alone.
 pub fn remove_new_containers(env: &StepEnv, before: &std::collections::BTreeSet<String>) {
-    for c in crate::container::list(&env.state) {
+    for c in crate::state::container::list(&env.state) {
         if !before.contains(&c.id) && !c.is_running() {
-            let _ = crate::container::remove(&env.state, &c.id, false);
+            let _ = crate::state::container::remove(&env.state, &c.id, false);
         }
     }
 }
@@ -731,7 +731,7 @@ impl Known {
             }
         }
         Known {
-            stages: crate::stages::registry()
+            stages: crate::stages::registry::all()
                 .iter()
                 .map(|s| s.info().id.name().to_string())
                 .collect(),
@@ -740,7 +740,7 @@ impl Known {
                 .map(|s| s.name().to_string())
                 .collect(),
             flags,
-            facts: crate::observe::fact_names().into_iter().collect(),
+            facts: crate::kernel::observe::fact_names().into_iter().collect(),
             valued,
         }
     }

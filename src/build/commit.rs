@@ -4,8 +4,8 @@
 //! Volumes are bind mounts over the overlay: their mount points may be in the layer, never
 //! their contents.
 
-use super::store::{LayerDesc, Store};
-use super::{layer::PackMode, Reference};
+use crate::image::store::{LayerDesc, Store};
+use crate::image::{layer::PackMode, Reference};
 use crate::error::{Error, Result};
 use oci_spec::image::ImageConfiguration;
 use std::path::Path;
@@ -23,7 +23,7 @@ pub struct CommitOptions {
 fn base_of(
     store: &Store,
     state: &Path,
-    c: &crate::container::Container,
+    c: &crate::state::container::Container,
 ) -> Result<(ImageConfiguration, Vec<LayerDesc>)> {
     if let Some(id) = &c.image_id {
         let img = store.find(id).map_err(|_| {
@@ -43,15 +43,15 @@ fn base_of(
     }
     let default = crate::rootfs::default::ensure(state, crate::rootfs::default::Source::Auto)?.path;
     if c.lower == [default] {
-        let img = super::open_with_default(state)?.find(super::DEFAULT_IMAGE)?;
+        let img = crate::image::open_with_default(state)?.find(crate::image::DEFAULT_IMAGE)?;
         let layers = img.layers()?;
         return Ok((img.config, layers));
     }
-    let mut cfg = super::store::new_config();
+    let mut cfg = crate::image::store::new_config();
     let mut layers = Vec::new();
     for dir in c.lower.iter().rev() {
         let l = store.pack_layer(dir, PackMode::Plain)?;
-        super::add_layer_to_config(
+        crate::image::add_layer_to_config(
             &mut cfg,
             &l,
             &format!("stagebox: rootfs {}", dir.display()),
@@ -67,9 +67,9 @@ pub fn commit(
     key: &str,
     reference: &str,
     opts: &CommitOptions,
-) -> Result<super::Image> {
+) -> Result<crate::image::Image> {
     let reference = Reference::parse(reference)?;
-    let c = crate::container::find(state, key)?;
+    let c = crate::state::container::find(state, key)?;
     let upper = c.upper(state);
     if !upper.is_dir() {
         return Err(Error::usage(format!(
@@ -77,7 +77,7 @@ pub fn commit(
             c.name
         )));
     }
-    let store = super::open_with_default(state)?;
+    let store = crate::image::open_with_default(state)?;
     let (mut cfg, mut layers) = base_of(&store, state, &c)?;
     let layer = store.pack_layer(&upper, PackMode::Upper)?;
     // The container's command becomes Cmd (without the image's Entrypoint in front of it).
@@ -96,7 +96,7 @@ pub fn commit(
         conf.set_cmd(Some(cmd));
     }
     cfg.set_config(Some(conf));
-    super::add_layer_to_config(
+    crate::image::add_layer_to_config(
         &mut cfg,
         &layer,
         &c.command.join(" "),
@@ -104,7 +104,7 @@ pub fn commit(
     );
     layers.push(layer);
     for change in &opts.changes {
-        super::build::apply_change(&mut cfg, change)?;
+        crate::build::config::apply_change(&mut cfg, change)?;
     }
     let m = store.write_image(&cfg, &layers)?;
     store.tag(&m, &reference)?;

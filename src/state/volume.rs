@@ -4,7 +4,7 @@
 //! The mounts themselves are made by the volumes stage inside the container's mount
 //! namespace, before the root switch, so the host never sees them.
 
-use crate::container::VolumeMount;
+use crate::state::container::VolumeMount;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
@@ -154,7 +154,7 @@ pub fn create(state: &Path, name: &str, anonymous: bool) -> Result<Volume> {
     let v = Volume {
         name: name.to_string(),
         mountpoint: data,
-        created: crate::container::now(),
+        created: crate::state::container::now(),
         anonymous,
     };
     let text = serde_json::to_vec_pretty(&v).map_err(|e| Error::usage(e.to_string()))?;
@@ -186,7 +186,7 @@ pub fn list(state: &Path) -> Vec<Volume> {
 
 /// Kept containers that mount the volume.
 pub fn users(state: &Path, name: &str) -> Vec<String> {
-    crate::container::list(state)
+    crate::state::container::list(state)
         .into_iter()
         .filter(|c| c.volumes.iter().any(|m| m.name.as_deref() == Some(name)))
         .map(|c| c.name)

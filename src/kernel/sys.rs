@@ -99,14 +99,14 @@ pub fn clone_flags_str(flags: CloneFlags) -> String {
     names.join("|")
 }
 
-fn opt(s: Option<&str>) -> String {
+pub(crate) fn opt(s: Option<&str>) -> String {
     match s {
         Some(s) => format!("{s:?}"),
         None => "NULL".to_string(),
     }
 }
 
-fn res(r: &SysResult) -> String {
+pub(crate) fn res(r: &SysResult) -> String {
     match r {
         Ok(()) => "0".to_string(),
         Err(e) => format!("-1 {e}"),
@@ -131,7 +131,7 @@ pub fn describe_mount(
     )
 }
 
-fn mntflags_str(flags: MntFlags) -> String {
+pub(crate) fn mntflags_str(flags: MntFlags) -> String {
     if flags.contains(MntFlags::MNT_DETACH) {
         "MNT_DETACH".into()
     } else {
@@ -140,28 +140,28 @@ fn mntflags_str(flags: MntFlags) -> String {
 }
 
 // One description per call, shared by the real and the recording Sys.
-fn d_unshare(flags: CloneFlags) -> String {
+pub(crate) fn d_unshare(flags: CloneFlags) -> String {
     format!("unshare({})", clone_flags_str(flags))
 }
-fn d_sethostname(name: &str) -> String {
+pub(crate) fn d_sethostname(name: &str) -> String {
     format!("sethostname({name:?})")
 }
-fn d_umount2(target: &Path, flags: MntFlags) -> String {
+pub(crate) fn d_umount2(target: &Path, flags: MntFlags) -> String {
     format!("umount2({target:?}, {})", mntflags_str(flags))
 }
-fn d_pivot_root(new_root: &Path, put_old: &Path) -> String {
+pub(crate) fn d_pivot_root(new_root: &Path, put_old: &Path) -> String {
     format!("pivot_root({new_root:?}, {put_old:?})")
 }
-fn d_chroot(path: &Path) -> String {
+pub(crate) fn d_chroot(path: &Path) -> String {
     format!("chroot({path:?})")
 }
-fn d_chdir(path: &Path) -> String {
+pub(crate) fn d_chdir(path: &Path) -> String {
     format!("chdir({path:?})")
 }
-fn d_mkdir(path: &Path, mode: u32) -> String {
+pub(crate) fn d_mkdir(path: &Path, mode: u32) -> String {
     format!("mkdir({path:?}, {mode:#o})")
 }
-fn d_mknod(path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) -> String {
+pub(crate) fn d_mknod(path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) -> String {
     let k = if kind == SFlag::S_IFCHR {
         "S_IFCHR"
     } else {
@@ -169,10 +169,10 @@ fn d_mknod(path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) -> Strin
     };
     format!("mknod({path:?}, {k}|{mode:#o}, makedev({major}, {minor}))")
 }
-fn d_symlink(target: &str, link: &Path) -> String {
+pub(crate) fn d_symlink(target: &str, link: &Path) -> String {
     format!("symlink({target:?}, {link:?})")
 }
-fn d_link_up(ifname: &str) -> String {
+pub(crate) fn d_link_up(ifname: &str) -> String {
     format!("ioctl(SIOCSIFFLAGS, {{ifr_name={ifname:?}, ifr_flags|=IFF_UP}})")
 }
 
@@ -248,91 +248,8 @@ impl Sys for RealSys {
         self.record(d_symlink(target, link), r)
     }
     fn link_up(&mut self, ifname: &str) -> SysResult {
-        let r = crate::netif::set_up(ifname);
+        let r = crate::kernel::netif::set_up(ifname);
         self.record(d_link_up(ifname), r)
-    }
-    fn take_log(&mut self) -> Vec<SyscallRecord> {
-        std::mem::take(&mut self.log)
-    }
-}
-
-/// Makes no syscall; records what would have been called. `fail` makes the first call whose
-/// description starts with the given prefix return the given errno.
-#[derive(Default)]
-pub struct Recorder {
-    pub calls: Vec<String>,
-    pub fail: Vec<(String, Errno)>,
-    log: Vec<SyscallRecord>,
-}
-
-impl Recorder {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn failing(prefix: &str, errno: Errno) -> Self {
-        Self {
-            fail: vec![(prefix.to_string(), errno)],
-            ..Self::default()
-        }
-    }
-    fn record(&mut self, call: String) -> SysResult {
-        let mut r = Ok(());
-        if let Some(i) = self
-            .fail
-            .iter()
-            .position(|(p, _)| call.starts_with(p.as_str()))
-        {
-            r = Err(self.fail.remove(i).1);
-        }
-        self.calls.push(call.clone());
-        self.log.push(SyscallRecord {
-            call,
-            result: res(&r),
-        });
-        r
-    }
-}
-
-impl Sys for Recorder {
-    fn unshare(&mut self, flags: CloneFlags) -> SysResult {
-        self.record(d_unshare(flags))
-    }
-    fn sethostname(&mut self, name: &str) -> SysResult {
-        self.record(d_sethostname(name))
-    }
-    fn mount(
-        &mut self,
-        source: Option<&str>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> SysResult {
-        self.record(describe_mount(source, target, fstype, flags, data))
-    }
-    fn umount2(&mut self, target: &Path, flags: MntFlags) -> SysResult {
-        self.record(d_umount2(target, flags))
-    }
-    fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> SysResult {
-        self.record(d_pivot_root(new_root, put_old))
-    }
-    fn chroot(&mut self, path: &Path) -> SysResult {
-        self.record(d_chroot(path))
-    }
-    fn chdir(&mut self, path: &Path) -> SysResult {
-        self.record(d_chdir(path))
-    }
-    fn mkdir(&mut self, path: &Path, mode: u32) -> SysResult {
-        self.record(d_mkdir(path, mode))
-    }
-    fn mknod(&mut self, path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) -> SysResult {
-        self.record(d_mknod(path, kind, mode, major, minor))
-    }
-    fn symlink(&mut self, target: &str, link: &Path) -> SysResult {
-        self.record(d_symlink(target, link))
-    }
-    fn link_up(&mut self, ifname: &str) -> SysResult {
-        self.record(d_link_up(ifname))
     }
     fn take_log(&mut self) -> Vec<SyscallRecord> {
         std::mem::take(&mut self.log)

@@ -7,7 +7,7 @@
 //! that only contain changes are listed as C, as Docker does. Volumes are bind mounts on top
 //! of the overlay, so only their mount points can appear here, never their contents.
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use crate::rootfs::whiteout::{is_opaque, is_whiteout};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -15,30 +15,6 @@ pub struct Entry {
     pub path: String,
     /// 'A', 'C' or 'D'.
     pub kind: char,
-}
-
-/// Is this upper-layer entry a whiteout (a 0/0 character device)?
-pub fn is_whiteout(md: &std::fs::Metadata) -> bool {
-    md.file_type().is_char_device() && md.rdev() == 0
-}
-
-/// Is this directory opaque (it hides everything the lower layers have under it)?
-pub fn is_opaque(dir: &Path) -> bool {
-    xattr_get(dir, "trusted.overlay.opaque").as_deref() == Some(b"y".as_slice())
-}
-
-fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let p = CString::new(path.as_os_str().as_bytes()).ok()?;
-    let n = CString::new(name).ok()?;
-    let mut buf = [0u8; 64];
-    // SAFETY: p and n are NUL-terminated; buf is writable for its length.
-    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return None;
-    }
-    Some(buf[..r as usize].to_vec())
 }
 
 fn in_lower(lower: &[PathBuf], rel: &Path) -> bool {

@@ -2,7 +2,10 @@
 //! the CLI reference from the same definition (`Cli::command()`); `main.rs` parses it and
 //! calls into the library.
 
-use crate::plan::{Plan, RootSwitch, Toggles};
+pub mod tables;
+
+use crate::stages::plan::{Plan, Toggles};
+use crate::stages::RootSwitch;
 use crate::rootfs::default::Source;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

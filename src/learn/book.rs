@@ -11,7 +11,7 @@
 //! src/ and src/reference/ are all regenerated.
 
 use crate::error::{Error, Result};
-use crate::lessons::{Lesson, Part, StepEnv};
+use crate::learn::lessons::{Lesson, Part, StepEnv};
 use std::path::Path;
 
 const GENERATED: &str =
@@ -111,10 +111,10 @@ pub fn chapter(lesson: &Lesson, env: &StepEnv) -> Result<String> {
 pub fn stages_chapter(lessons: &[Lesson]) -> String {
     let mut out = format!("{GENERATED}\n\n# Stages\n\n");
     out.push_str("The pipeline, in the order stagebox applies it (`stagebox stages`):\n\n");
-    out.push_str(&fenced("text", &crate::report::stages_table()));
+    out.push_str(&fenced("text", &crate::cli::tables::stages_table()));
     out.push_str("\n| # | stage | default | what it does | what the trace shows | lesson |\n");
     out.push_str("|---|-------|---------|--------------|----------------------|--------|\n");
-    for (i, s) in crate::stages::registry().iter().enumerate() {
+    for (i, s) in crate::stages::registry::all().iter().enumerate() {
         let info = s.info();
         let lesson = if lessons.iter().any(|l| l.name == info.lesson) {
             format!("[{0}](../{0}.md)", info.lesson)
@@ -131,10 +131,10 @@ pub fn stages_chapter(lessons: &[Lesson]) -> String {
             lesson
         ));
     }
-    for s in crate::stages::registry() {
+    for s in crate::stages::registry::all() {
         let info = s.info();
         out.push('\n');
-        match crate::lessons::stage_doc(info.id.name()) {
+        match crate::learn::lessons::stage_doc(info.id.name()) {
             Some(doc) => {
                 // The comment starts with "# name: ..."; it is a section here.
                 for line in doc.lines() {
@@ -252,9 +252,9 @@ pub fn generate(out: &Path, lessons: &[Lesson], env: &StepEnv) -> Result<usize> 
     // Run every step before touching the old book, so a failing step leaves it as it was.
     let mut chapters = Vec::new();
     for l in lessons {
-        let before = crate::lessons::kept_containers(env);
+        let before = crate::learn::lessons::kept_containers(env);
         let c = chapter(l, env);
-        crate::lessons::remove_new_containers(env, &before);
+        crate::learn::lessons::remove_new_containers(env, &before);
         chapters.push((format!("{}.md", l.name), c?));
     }
     chapters.push(("introduction.md".into(), introduction(lessons)));

@@ -63,7 +63,7 @@ impl InsideFacts {
             hostname: nix::sys::utsname::uname()
                 .map(|u| u.nodename().to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            interfaces: crate::netif::own_interfaces(),
+            interfaces: crate::kernel::netif::own_interfaces(),
             sysv_objects: crate::stages::ipc::visible_sysv_objects(),
         }
     }

@@ -197,7 +197,7 @@ pub fn ensure(state_dir: &Path, source: Source) -> Result<DefaultRootfs> {
     std::fs::create_dir_all(&base)
         .map_err(|e| Error::io(format!("create {}", base.display()), e))?;
     remove_stale_temps(&base);
-    let tmp = TempTree::new(base.join(format!(".tmp-{}", crate::config::new_id())))?;
+    let tmp = TempTree::new(base.join(format!(".tmp-{}", crate::state::ids::new_id())))?;
     let made_from = match source {
         Source::Busybox => build_busybox(tmp.path(), Path::new(BUSYBOX))?,
         _ => build_host(tmp.path())?,
@@ -253,7 +253,7 @@ fn write_metadata(path: &Path, source: Source, made_from: &str) -> Result<()> {
     };
     let text = serde_json::to_string_pretty(&meta)
         .map_err(|e| Error::usage(format!("encoding {}: {e}", path.display())))?;
-    let tmp = path.with_extension(format!("json.tmp-{}", crate::config::new_id()));
+    let tmp = path.with_extension(format!("json.tmp-{}", crate::state::ids::new_id()));
     std::fs::write(&tmp, text + "\n")
         .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
     std::fs::rename(&tmp, path).map_err(|e| {

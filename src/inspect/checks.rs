@@ -94,7 +94,7 @@ fn check(name: &str, leaks: bool, evidence: String) -> Check {
     let available = stage
         .parse::<crate::stages::StageId>()
         .ok()
-        .and_then(crate::stages::get)
+        .and_then(crate::stages::registry::get)
         .is_some();
     let verdict = if leaks && !available {
         Verdict::NotYet
@@ -118,7 +118,7 @@ fn check(name: &str, leaks: bool, evidence: String) -> Check {
 }
 
 fn host_processes(h: &HostFacts) -> Check {
-    let count = crate::observe::count_pids(Path::new("/proc"));
+    let count = crate::kernel::observe::count_pids(Path::new("/proc"));
     let seen = Path::new(&format!("/proc/{}", h.host_pid)).exists();
     let evidence = match count {
         Some(n) if seen => format!(
@@ -154,7 +154,7 @@ fn hostname(h: &HostFacts) -> Check {
 }
 
 fn network() -> Vec<String> {
-    crate::netif::own_interfaces()
+    crate::kernel::netif::own_interfaces()
         .into_iter()
         .map(|(n, _)| n)
         .collect()
@@ -191,7 +191,7 @@ fn host_files(h: &HostFacts) -> Check {
 }
 
 fn chroot_escape(h: &HostFacts) -> Check {
-    match crate::escape::attempt(Some(&h.marker)) {
+    match crate::inspect::escape::attempt(Some(&h.marker)) {
         Ok(r) => check("chroot_escape", r.escaped, r.evidence),
         Err(e) => check("chroot_escape", false, format!("not attempted: {e}")),
     }

@@ -1,35 +1,13 @@
 //! Stage toggles -> an ordered, validated list of stages.
 //!
-//! The order is fixed (see `StageId::ORDER` and DESIGN.md); the user only says which stages
+//! The order is fixed (see `StageId::ORDER` and ARCHITECTURE.md); the user only says which stages
 //! are on. Some combinations cannot work, and the plan refuses them before anything happens on
 //! the host, with one sentence saying why.
 
 use crate::error::{Error, Result};
-use crate::stages::{self, StageId};
+use crate::stages::registry;
+use crate::stages::{RootSwitch, StageId};
 use std::collections::BTreeSet;
-
-/// How the pivot stage switches the root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RootSwitch {
-    /// pivot_root(2), then detach the old root: the host's tree is gone from the namespace.
-    Pivot,
-    /// chroot(2) only: the old root is still mounted, and a root process can climb out.
-    Chroot,
-}
-
-impl std::str::FromStr for RootSwitch {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "pivot" | "pivot_root" => Ok(RootSwitch::Pivot),
-            "chroot" => Ok(RootSwitch::Chroot),
-            other => Err(Error::usage(format!(
-                "unknown --root-switch {other:?}; use pivot or chroot"
-            ))),
-        }
-    }
-}
 
 /// Which stages are on, as the user asked.
 #[derive(Debug, Clone, Default)]
@@ -61,7 +39,7 @@ fn parse_names(names: &[String], flag: &str) -> Result<BTreeSet<StageId>> {
     for raw in names {
         for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let id: StageId = name.parse().map_err(|_| {
-                let known: Vec<&str> = stages::registry()
+                let known: Vec<&str> = registry::all()
                     .iter()
                     .map(|s| s.info().id.name())
                     .collect();
@@ -70,7 +48,7 @@ fn parse_names(names: &[String], flag: &str) -> Result<BTreeSet<StageId>> {
                     known.join(", ")
                 ))
             })?;
-            if stages::get(id).is_none() {
+            if registry::get(id).is_none() {
                 return Err(Error::usage(format!(
                     "stage {name:?} in {flag} is not available yet in this version of stagebox; `stagebox stages` lists the ones that are"
                 )));
@@ -94,7 +72,7 @@ impl Plan {
         };
         let without = parse_names(&toggles.without, "--without")?;
         let mut planned = Vec::new();
-        for stage in stages::registry() {
+        for stage in registry::all() {
             let info = stage.info();
             let (enabled, why) = match &only {
                 _ if info.id == StageId::Volumes && !toggles.volumes_given => {
@@ -127,7 +105,7 @@ impl Plan {
     /// Refuses combinations that cannot work, naming the first problem in one sentence.
     fn validate(&self) -> Result<()> {
         for s in self.stages.iter().filter(|s| s.enabled) {
-            let Some(stage) = stages::get(s.id) else {
+            let Some(stage) = registry::get(s.id) else {
                 continue;
             };
             for (needed, reason) in stage.info().requires {

@@ -1,0 +1,16 @@
+//! Looking at containers and at the host: what a process inside can see (`probe`), the
+//! isolation checks it runs (`checks`, `escape`), the matrix of those checks with stages on
+//! and off (`compare`), whether this host can run stagebox (`doctor`), and what a container
+//! changed in its writable layer (`diff`).
+//!
+//! `probe` runs *inside* a container (the runtime fexecve's this binary), so it reads only
+//! /proc and makes no change beyond the marker files an escape probe was given.
+//!
+//! May import: everything below it (`runtime` and down). Nothing below imports it.
+
+pub mod checks;
+pub mod compare;
+pub mod diff;
+pub mod doctor;
+pub mod escape;
+pub mod probe;

@@ -1,0 +1,22 @@
+//! The kernel, as this program talks to it: the `Sys` seam every stage's syscalls go
+//! through (so each call is traced), and the readers of /proc that prove what took effect.
+//!
+//! - `sys`: the `Sys` trait, the real implementation, and how a call is described.
+//! - `recorder` (tests only): a `Sys` that records calls instead of making them.
+//! - `mountinfo`: the one /proc/PID/mountinfo parser.
+//! - `ns`: /proc/PID/ns links and their inodes.
+//! - `netif`: network interfaces (/proc/net/dev, SIOCGIFFLAGS, bringing lo up).
+//! - `sysv`: System V IPC objects the reader can see.
+//! - `observe`: a snapshot of what a process sees, read from outside, and the difference
+//!   between two snapshots (what the trace prints after each stage).
+//!
+//! May import: `error`, `units`. Nothing here knows about stages, containers or images.
+
+pub mod mountinfo;
+pub mod netif;
+pub mod ns;
+pub mod observe;
+#[cfg(test)]
+pub mod recorder;
+pub mod sys;
+pub mod sysv;

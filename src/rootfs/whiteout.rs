@@ -1,0 +1,34 @@
+//! How overlayfs marks what an upper layer removed or replaced (see the kernel's
+//! Documentation/filesystems/overlayfs.rst). A deleted file is a *whiteout*: a character
+//! device with device number 0/0 in the upper layer. A directory that replaces a lower one
+//! whole is *opaque*: the upper directory has the xattr `trusted.overlay.opaque=y`, and
+//! nothing of the lower directory shows through. OCI image layers write the same facts as
+//! `.wh.NAME` and `.wh..wh..opq` files; `image/layer.rs` converts between the two.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+/// Is this upper-layer entry a whiteout (a 0/0 character device)?
+pub fn is_whiteout(md: &std::fs::Metadata) -> bool {
+    md.file_type().is_char_device() && md.rdev() == 0
+}
+
+/// Is this directory opaque (it hides everything the lower layers have under it)?
+pub fn is_opaque(dir: &Path) -> bool {
+    xattr_get(dir, "trusted.overlay.opaque").as_deref() == Some(b"y".as_slice())
+}
+
+fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let p = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let n = CString::new(name).ok()?;
+    let mut buf = [0u8; 64];
+    // SAFETY: p and n are NUL-terminated; buf is writable for its length.
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return None;
+    }
+    Some(buf[..r as usize].to_vec())
+}
+

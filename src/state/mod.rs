@@ -1,0 +1,14 @@
+//! The state directory and what lives in it between runs: container records, volumes, ids,
+//! and the one way this program writes a file that must never be seen half-written.
+//!
+//! Layout under the state root (`STAGEBOX_STATE`, else /var/lib/stagebox as root):
+//! `containers/ID/` (config.json, upper/, work/, merged/), `volumes/NAME/`, `images/`
+//! (owned by `image/`), `rootfs/` (owned by `rootfs/`).
+//!
+//! May import: `error`, `units`, `kernel`. Must not import anything that runs a container.
+
+pub mod atomic;
+pub mod container;
+pub mod dir;
+pub mod ids;
+pub mod volume;
