@@ -294,7 +294,7 @@ fn the_classic_example_builds_caches_and_listens_on_port_80() {
         .unwrap();
     let mut listening = false;
     for _ in 0..100 {
-        if let Some(pid) = stagebox::container::find(state_dir(), name)
+        if let Some(pid) = stagebox::state::container::find(state_dir(), name)
             .ok()
             .and_then(|c| c.pid)
         {

@@ -7,7 +7,7 @@
 
 mod common;
 use common::*;
-use stagebox::lessons::{self, Known, Lesson, StepEnv};
+use stagebox::learn::lessons::{self, Known, Lesson, StepEnv};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -30,7 +30,7 @@ fn step_env() -> StepEnv {
 /// interfaces, its own mounts and the entries of its /.
 pub fn redact(text: &str) -> String {
     let state = state_dir().display().to_string();
-    let default_state = stagebox::config::default_state_dir().display().to_string();
+    let default_state = stagebox::state::dir::default_state_dir().display().to_string();
     let host = nix::sys::utsname::uname()
         .map(|u| u.nodename().to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -216,7 +216,7 @@ fn every_lesson_names_only_what_exists() {
         problems.join("\n")
     );
     // Every stage's lesson exists, and the built-in lessons are the files.
-    for s in stagebox::stages::registry() {
+    for s in stagebox::stages::registry::all() {
         let want = s.info().lesson;
         assert!(
             lessons.iter().any(|l| l.name == want),
@@ -376,7 +376,7 @@ fn committed_book_is_what_stagebox_book_writes_now() {
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().expect("temp dir");
-    let n = stagebox::book::generate(tmp.path(), &all_lessons(), &step_env())
+    let n = stagebox::learn::book::generate(tmp.path(), &all_lessons(), &step_env())
         .expect("generate the book");
     assert!(n >= 10, "{n} chapters");
     let committed = files(&repo().join("book/src"));

@@ -28,7 +28,7 @@ fn run_named(name: &str, extra: &[&str], script: &str) -> (i32, String, String) 
 }
 
 fn container_dir(name: &str) -> PathBuf {
-    stagebox::container::find(state_dir(), name)
+    stagebox::state::container::find(state_dir(), name)
         .unwrap()
         .dir(state_dir())
 }
@@ -76,10 +76,10 @@ fn writes_land_in_the_upper_layer_and_deletes_leave_whiteouts() {
         wh.file_type().is_char_device() && wh.rdev() == 0,
         "not a whiteout: {wh:?}"
     );
-    assert!(stagebox::diff::is_whiteout(&wh));
+    assert!(stagebox::rootfs::whiteout::is_whiteout(&wh));
     // A replaced directory is opaque.
     assert!(
-        stagebox::diff::is_opaque(&upper.join("home")),
+        stagebox::rootfs::whiteout::is_opaque(&upper.join("home")),
         "/home is not opaque in the upper layer"
     );
     // diff, as docker diff prints it.
@@ -131,7 +131,7 @@ fn containers_are_kept_listed_and_removed() {
     let (code, out, _) = run_named("gone-at-exit", &["--rm"], "echo x > /x; hostname");
     assert_eq!(code, 0);
     assert!(out.starts_with("stagebox-"));
-    assert!(stagebox::container::find(state_dir(), "gone-at-exit").is_err());
+    assert!(stagebox::state::container::find(state_dir(), "gone-at-exit").is_err());
 }
 
 #[test]
@@ -228,10 +228,10 @@ fn anonymous_volumes_are_made_and_removed_with_rm() {
     if !root_or_skip("anonymous volume") {
         return;
     }
-    let before = stagebox::volume::list(state_dir()).len();
+    let before = stagebox::state::volume::list(state_dir()).len();
     sh_ok(&["-v", "/scratch"], "echo x > /scratch/y && mountpoint -q /scratch || grep -q ' /scratch ' /proc/self/mountinfo");
     // sh() runs with --rm: the anonymous volume goes with the container, as with docker run --rm.
-    assert_eq!(stagebox::volume::list(state_dir()).len(), before);
+    assert_eq!(stagebox::state::volume::list(state_dir()).len(), before);
 }
 
 #[test]

@@ -112,14 +112,14 @@ fn net_has_only_loopback_and_it_is_up() {
         return;
     }
     let host: Vec<String> =
-        stagebox::netif::parse_net_dev(&std::fs::read_to_string("/proc/self/net/dev").unwrap());
+        stagebox::kernel::netif::parse_net_dev(&std::fs::read_to_string("/proc/self/net/dev").unwrap());
     let out = sh_ok(
         &[],
         "readlink /proc/self/ns/net; cat /proc/net/dev; ip link show lo",
     );
     let mut lines = out.lines();
     assert_ne!(lines.next().unwrap(), host_ns("net"));
-    let inside = stagebox::netif::parse_net_dev(
+    let inside = stagebox::kernel::netif::parse_net_dev(
         &out.lines()
             .skip(1)
             .take_while(|l| !l.starts_with("1:"))
@@ -134,7 +134,7 @@ fn net_has_only_loopback_and_it_is_up() {
     );
     assert_eq!(out.lines().next().unwrap(), host_ns("net"));
     let inside =
-        stagebox::netif::parse_net_dev(&out.lines().skip(1).collect::<Vec<_>>().join("\n"));
+        stagebox::kernel::netif::parse_net_dev(&out.lines().skip(1).collect::<Vec<_>>().join("\n"));
     let mut a = inside.clone();
     a.sort();
     let mut b = host.clone();
