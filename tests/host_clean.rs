@@ -112,7 +112,7 @@ fn clean_after_a_stage_fails_inside_the_container() {
     // already made in the container's namespace.
     let d = tempfile::tempdir().unwrap();
     let busybox_root =
-        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
+        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::RootfsSource::Auto)
             .unwrap()
             .path;
     std::fs::create_dir_all(d.path().join("bin")).unwrap();

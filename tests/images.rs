@@ -256,7 +256,7 @@ fn the_classic_example_builds_caches_and_listens_on_port_80() {
     } else {
         // No C compiler here: busybox's httpd is a small static server too.
         let bb =
-            stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
+            stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::RootfsSource::Auto)
                 .unwrap()
                 .path;
         std::fs::copy(bb.join("bin/busybox"), ctx.path().join("httpd")).unwrap();
@@ -363,7 +363,7 @@ fn import_of_a_rootfs_tarball_and_a_docker_save_archive() {
     }
     let d = tempfile::tempdir().unwrap();
     let rootfs =
-        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
+        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::RootfsSource::Auto)
             .unwrap()
             .path;
     // A gzip'd rootfs tarball, as a distribution ships one.
@@ -505,7 +505,7 @@ fn skopeo_and_umoci_read_what_stagebox_writes_and_the_other_way_round() {
         &ub.display().to_string(),
     ]);
     let rootfs =
-        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
+        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::RootfsSource::Auto)
             .unwrap()
             .path;
     std::fs::create_dir_all(ub.join("rootfs/bin")).unwrap();

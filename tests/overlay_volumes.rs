@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 fn default_rootfs() -> PathBuf {
-    stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
+    stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::RootfsSource::Auto)
         .unwrap()
         .path
 }

@@ -243,7 +243,7 @@ fn pivot_detaches_the_host_tree_and_chroot_does_not() {
         return;
     }
     let rootfs =
-        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
+        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::RootfsSource::Auto)
             .unwrap()
             .path;
     let r = rootfs.display().to_string();
@@ -344,7 +344,7 @@ fn when_pivot_root_is_impossible_the_pivot_stage_falls_back_to_chroot_and_says_w
     }
     std::fs::copy(bin(), o.join("stagebox")).unwrap();
     let busybox =
-        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::Source::Auto)
+        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::RootfsSource::Auto)
             .unwrap()
             .path
             .join("bin/busybox");

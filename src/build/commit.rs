@@ -41,7 +41,7 @@ fn base_of(
             c.name
         )));
     }
-    let default = crate::rootfs::default::ensure(state, crate::rootfs::default::Source::Auto)?.path;
+    let default = crate::rootfs::default::ensure(state, crate::rootfs::default::RootfsSource::Auto)?.path;
     if c.lower == [default] {
         let img = crate::image::open_with_default(state)?.find(crate::image::DEFAULT_IMAGE)?;
         let layers = img.layers()?;

@@ -148,7 +148,7 @@ fn parent_header(layers: &[PathBuf], inside: &Path) -> tar::Header {
         }
         None => {
             h.set_mode(0o755);
-            h.set_mtime(crate::state::container::now());
+            h.set_mtime(crate::units::now_secs());
         }
     }
     h

@@ -217,7 +217,7 @@ pub fn build(state: &Path, opts: &BuildOptions) -> Result<String> {
         say(format_args!(
             "--> layer {} ({})",
             layer.digest,
-            crate::image::human_size(layer.size)
+            crate::units::size_decimal(layer.size)
         ));
         crate::image::add_layer_to_config(&mut s.config, &layer, &l.text, None);
         s.layers.push(layer);
@@ -253,7 +253,7 @@ fn run_step(
     let cfg = crate::runtime::config::RunConfig {
         command: argv.to_vec(),
         rootfs: None,
-        default_source: crate::rootfs::default::Source::Auto,
+        default_source: crate::rootfs::default::RootfsSource::Auto,
         hostname: None,
         plan,
         probe: None,

@@ -296,20 +296,6 @@ pub fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
     Some(out)
 }
 
-/// Bytes for people: exact with a unit when it divides ("32M"), else one decimal ("31.9M").
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 3] = [(1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
-    for (size, unit) in UNITS {
-        if bytes >= size {
-            return if bytes.is_multiple_of(size) {
-                format!("{}{unit}", bytes / size)
-            } else {
-                format!("{:.1}{unit}", bytes as f64 / size as f64)
-            };
-        }
-    }
-    format!("{bytes}B")
-}
 
 #[cfg(test)]
 mod tests {
@@ -437,11 +423,4 @@ mod tests {
         assert!(flags(|_| {}).unwrap().is_empty());
     }
 
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_size(32 << 20), "32M");
-        assert_eq!(human_size((32 << 20) - 100_000), "31.9M");
-        assert_eq!(human_size(1 << 30), "1G");
-        assert_eq!(human_size(512), "512B");
-    }
 }

@@ -19,7 +19,7 @@ pub mod limits;
 pub mod v1;
 pub mod v2;
 
-pub use limits::{human_size, LimitFlags, Limits};
+pub use limits::{LimitFlags, Limits};
 
 use crate::error::{Error, Result};
 use crate::kernel::mountinfo;

@@ -6,7 +6,7 @@ pub mod tables;
 
 use crate::stages::plan::{Plan, Toggles};
 use crate::stages::RootSwitch;
-use crate::rootfs::default::Source;
+use crate::rootfs::default::RootfsSource;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -388,11 +388,11 @@ pub enum VolumeCmd {
     },
 }
 
-pub fn parse_source(s: &str) -> crate::Result<Source> {
+pub fn parse_source(s: &str) -> crate::Result<RootfsSource> {
     match s {
-        "auto" => Ok(Source::Auto),
-        "busybox" => Ok(Source::Busybox),
-        "host" => Ok(Source::Host),
+        "auto" => Ok(RootfsSource::Auto),
+        "busybox" => Ok(RootfsSource::Busybox),
+        "host" => Ok(RootfsSource::Host),
         other => Err(crate::Error::usage(format!(
             "unknown rootfs source {other:?}; use auto, busybox or host"
         ))),

@@ -105,26 +105,12 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     u64::try_from(days * 86400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
-pub fn human_size(n: u64) -> String {
-    match n {
-        0..=999 => format!("{n}B"),
-        1000..=999_999 => format!("{:.1}kB", n as f64 / 1e3),
-        1_000_000..=999_999_999 => format!("{:.1}MB", n as f64 / 1e6),
-        _ => format!("{:.2}GB", n as f64 / 1e9),
-    }
-}
 
 fn ago(created: Option<&String>) -> String {
     let Some(t) = created.and_then(|c| parse_rfc3339(c)) else {
         return "N/A".into();
     };
-    let secs = crate::state::container::now().saturating_sub(t);
-    match secs {
-        0..=59 => format!("{secs} seconds ago"),
-        60..=3599 => format!("{} minutes ago", secs / 60),
-        3600..=86399 => format!("{} hours ago", secs / 3600),
-        _ => format!("{} days ago", secs / 86400),
-    }
+    crate::units::ago(crate::units::now_secs().saturating_sub(t))
 }
 
 pub const DEFAULT_IMAGE: &str = "default:latest";
@@ -134,7 +120,7 @@ pub const DEFAULT_IMAGE: &str = "default:latest";
 pub fn open_with_default(state: &Path) -> Result<Store> {
     let store = Store::open(state)?;
     if store.find(DEFAULT_IMAGE).is_err() {
-        let r = crate::rootfs::default::ensure(state, crate::rootfs::default::Source::Auto)?;
+        let r = crate::rootfs::default::ensure(state, crate::rootfs::default::RootfsSource::Auto)?;
         let layer = store.pack_layer(&r.path, layer::PackMode::Plain)?;
         let mut cfg = store::new_config();
         let mut c = cfg.config().clone().unwrap_or_default();
@@ -170,7 +156,7 @@ pub fn push_history(
     comment: Option<&str>,
     empty: bool,
 ) {
-    let now = rfc3339(crate::state::container::now());
+    let now = rfc3339(crate::units::now_secs());
     let mut h = oci_spec::image::History::default();
     h.set_created(Some(now.clone()));
     h.set_created_by(Some(created_by.to_string()));
@@ -205,7 +191,7 @@ pub fn images_table(state: &Path) -> Result<String> {
             tag,
             i.short_id(),
             ago(i.config.created().as_ref()),
-            human_size(i.size())
+            crate::units::size_decimal(i.size())
         ));
     }
     Ok(out)
@@ -331,7 +317,7 @@ pub fn history_table(state: &Path, key: &str) -> Result<String> {
             id,
             ago(created.as_ref()),
             by,
-            human_size(*size),
+            crate::units::size_decimal(*size),
             comment
         ));
     }

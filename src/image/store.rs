@@ -144,12 +144,7 @@ impl Drop for Lock {
     }
 }
 
-/// Writes `bytes` to `path` atomically (a temp file renamed over it).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", crate::state::ids::new_id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("rename {}", path.display()), e))
-}
+use crate::state::atomic::write_atomic;
 
 pub fn new_index(manifests: Vec<Descriptor>) -> ImageIndex {
     let mut idx: ImageIndex =
@@ -577,7 +572,7 @@ pub fn new_config() -> ImageConfiguration {
         other => other,
     };
     serde_json::from_value(serde_json::json!({
-        "created": rfc3339(crate::state::container::now()),
+        "created": rfc3339(crate::units::now_secs()),
         "architecture": arch,
         "os": "linux",
         "config": {},

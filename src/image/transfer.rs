@@ -388,7 +388,7 @@ pub fn save(state: &Path, key: &str, dir: &Path) -> Result<String> {
     idx.set_manifests(ms);
     let text = serde_json::to_vec_pretty(&idx)
         .map_err(|e| Error::usage(format!("encode index.json: {e}")))?;
-    store::write_atomic(&dir.join("index.json"), &text)?;
+    crate::state::atomic::write_atomic(&dir.join("index.json"), &text)?;
     Ok(tag)
 }
 

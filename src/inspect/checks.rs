@@ -40,7 +40,7 @@ pub enum Verdict {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Check {
+pub struct IsolationCheck {
     pub name: String,
     /// The question, in words.
     pub question: String,
@@ -85,7 +85,7 @@ pub const CHECKS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-fn check(name: &str, leaks: bool, evidence: String) -> Check {
+fn check(name: &str, leaks: bool, evidence: String) -> IsolationCheck {
     let (question, stage) = CHECKS
         .iter()
         .find(|c| c.0 == name)
@@ -108,7 +108,7 @@ fn check(name: &str, leaks: bool, evidence: String) -> Check {
     } else {
         evidence
     };
-    Check {
+    IsolationCheck {
         name: name.into(),
         question: question.into(),
         stage: stage.into(),
@@ -117,7 +117,7 @@ fn check(name: &str, leaks: bool, evidence: String) -> Check {
     }
 }
 
-fn host_processes(h: &HostFacts) -> Check {
+fn host_processes(h: &HostFacts) -> IsolationCheck {
     let count = crate::kernel::observe::count_pids(Path::new("/proc"));
     let seen = Path::new(&format!("/proc/{}", h.host_pid)).exists();
     let evidence = match count {
@@ -134,7 +134,7 @@ fn host_processes(h: &HostFacts) -> Check {
     check("host_processes", seen, evidence)
 }
 
-fn hostname(h: &HostFacts) -> Check {
+fn hostname(h: &HostFacts) -> IsolationCheck {
     let name = nix::sys::utsname::uname()
         .map(|u| u.nodename().to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -160,7 +160,7 @@ fn network() -> Vec<String> {
         .collect()
 }
 
-fn network_check(h: &HostFacts) -> Check {
+fn network_check(h: &HostFacts) -> IsolationCheck {
     let inside = network();
     let shared: Vec<&String> = inside
         .iter()
@@ -177,7 +177,7 @@ fn network_check(h: &HostFacts) -> Check {
     )
 }
 
-fn host_files(h: &HostFacts) -> Check {
+fn host_files(h: &HostFacts) -> IsolationCheck {
     let seen = h.marker.exists();
     check(
         "host_files",
@@ -190,14 +190,14 @@ fn host_files(h: &HostFacts) -> Check {
     )
 }
 
-fn chroot_escape(h: &HostFacts) -> Check {
+fn chroot_escape(h: &HostFacts) -> IsolationCheck {
     match crate::inspect::escape::attempt(Some(&h.marker)) {
         Ok(r) => check("chroot_escape", r.escaped, r.evidence),
         Err(e) => check("chroot_escape", false, format!("not attempted: {e}")),
     }
 }
 
-fn sysv_ipc(h: &HostFacts) -> Check {
+fn sysv_ipc(h: &HostFacts) -> IsolationCheck {
     let text = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
     let id = h.shm_id.to_string();
     let seen = text
@@ -219,7 +219,7 @@ fn sysv_ipc(h: &HostFacts) -> Check {
     )
 }
 
-fn mount_leak(h: &HostFacts) -> Check {
+fn mount_leak(h: &HostFacts) -> IsolationCheck {
     // The verdict is the runner's (it looks from the host after the run); here only the mount.
     let src = format!("stagebox-leak-{}", h.leak_token);
     let r = std::fs::create_dir_all(&h.leak_dir)
@@ -247,7 +247,7 @@ fn mount_leak(h: &HostFacts) -> Check {
     )
 }
 
-fn cgroup_path(h: &HostFacts) -> Check {
+fn cgroup_path(h: &HostFacts) -> IsolationCheck {
     // In the host's cgroup namespace, /proc/self/cgroup names paths of the host's tree.
     let own = std::fs::read_link("/proc/self/ns/cgroup")
         .map(|p| p.to_string_lossy().into_owned())
@@ -299,7 +299,7 @@ fn alloc_killed(mib: usize) -> Option<bool> {
     }
 }
 
-fn memory_limit(h: &HostFacts) -> Check {
+fn memory_limit(h: &HostFacts) -> IsolationCheck {
     const MIB: usize = 256;
     match alloc_killed(MIB) {
         Some(true) => check(
@@ -327,7 +327,7 @@ fn memory_limit(h: &HostFacts) -> Check {
     }
 }
 
-fn pids_limit() -> Check {
+fn pids_limit() -> IsolationCheck {
     const MAX: usize = 128;
     let mut children = Vec::new();
     let mut failure = None;
@@ -365,7 +365,7 @@ fn pids_limit() -> Check {
     }
 }
 
-fn host_root() -> Check {
+fn host_root() -> IsolationCheck {
     let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
     let first = map
         .lines()
@@ -392,7 +392,7 @@ fn host_root() -> Check {
 }
 
 /// Runs every check.
-pub fn run_all(h: &HostFacts) -> Vec<Check> {
+pub fn run_all(h: &HostFacts) -> Vec<IsolationCheck> {
     vec![
         host_processes(h),
         hostname(h),

@@ -7,7 +7,7 @@
 //! memory segment) and removes it again, with any mount that leaked, even when a probe fails
 //! or the user presses Ctrl-C.
 
-use crate::inspect::checks::{Check, HostFacts, Verdict, CHECKS};
+use crate::inspect::checks::{IsolationCheck, HostFacts, Verdict, CHECKS};
 use crate::error::{Error, Result};
 use crate::stages::plan::{Plan, Toggles};
 use crate::stages::RootSwitch;
@@ -47,7 +47,7 @@ pub struct Column {
     pub refused: Option<String>,
     /// Why the probe could not run, if it could not.
     pub error: Option<String>,
-    pub checks: Vec<Check>,
+    pub checks: Vec<IsolationCheck>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -198,13 +198,12 @@ impl Drop for HostSetup {
 /// Host mounts whose source is the leak check's tmpfs.
 fn leaked_mounts(token: &str) -> Vec<PathBuf> {
     let want = format!("stagebox-leak-{token}");
-    procfs::process::Process::myself()
-        .and_then(|p| p.mountinfo())
+    crate::kernel::mountinfo::read_self()
         .map(|infos| {
             infos
                 .into_iter()
-                .filter(|m| m.mount_source.as_deref() == Some(want.as_str()))
-                .map(|m| m.mount_point)
+                .filter(|m| m.source == want)
+                .map(|m| PathBuf::from(m.mount_point))
                 .collect()
         })
         .unwrap_or_default()
@@ -301,7 +300,7 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
             return col;
         }
     };
-    let mut checks: Vec<Check> = serde_json::from_value(v["checks"].clone()).unwrap_or_default();
+    let mut checks: Vec<IsolationCheck> = serde_json::from_value(v["checks"].clone()).unwrap_or_default();
     for c in checks.iter_mut().filter(|c| c.name == "mount_leak") {
         if leaked.is_empty() {
             c.verdict = Verdict::Isolated;

@@ -2,7 +2,7 @@
 //! and why. Everything is read from the kernel (/proc, uname, stat); nothing is changed.
 
 use crate::error::{Error, Result};
-use crate::inspect::probe::{parse_mountinfo, MountInfoLine};
+use crate::kernel::mountinfo::{self, Mount};
 use serde::Serialize;
 use std::path::Path;
 
@@ -15,7 +15,7 @@ pub fn cgroup_layout_from_mountinfo(text: &str) -> CgroupLayout {
 }
 
 /// Where cgroup2 is mounted (the first cgroup2 line), if anywhere.
-pub fn cgroup2_mount_point(mounts: &[MountInfoLine]) -> Option<String> {
+pub fn cgroup2_mount_point(mounts: &[Mount]) -> Option<String> {
     mounts
         .iter()
         .find(|m| m.fs_type == "cgroup2")
@@ -42,7 +42,7 @@ impl Status {
 
 /// One line of the report.
 #[derive(Debug, Clone, Serialize)]
-pub struct Check {
+pub struct DoctorCheck {
     /// Stable name: root, kernel, proc, namespaces, cgroups, overlayfs, user_namespaces,
     /// busybox, pivot_root.
     pub name: &'static str,
@@ -81,7 +81,7 @@ pub struct Doctor {
     pub busybox_static: bool,
     pub root_fs_type: Option<String>,
     pub pivot_root: bool,
-    pub checks: Vec<Check>,
+    pub checks: Vec<DoctorCheck>,
 }
 
 fn read_num(path: &str) -> Option<u64> {
@@ -97,7 +97,7 @@ pub fn collect() -> Doctor {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok();
     let mounts = mountinfo
         .as_deref()
-        .map(parse_mountinfo)
+        .map(mountinfo::parse)
         .unwrap_or_default();
     let cgroup_layout = mountinfo
         .as_deref()
@@ -140,7 +140,7 @@ pub fn collect() -> Doctor {
 
     let mut checks = Vec::new();
     let mut add = |name, status, found: String, problem: Option<String>| {
-        checks.push(Check {
+        checks.push(DoctorCheck {
             name,
             status,
             found,
@@ -375,7 +375,7 @@ pub fn render_text(d: &Doctor) -> String {
             c.found
         ));
     }
-    let problems: Vec<&Check> = d.checks.iter().filter(|c| c.problem.is_some()).collect();
+    let problems: Vec<&DoctorCheck> = d.checks.iter().filter(|c| c.problem.is_some()).collect();
     if problems.is_empty() {
         out.push_str("\nEverything stagebox needs is here.\n");
     } else {
@@ -446,7 +446,7 @@ mod tests {
         );
         assert_eq!(cgroup_layout_from_mountinfo(""), CgroupLayout::None);
         assert_eq!(
-            cgroup2_mount_point(&parse_mountinfo(HYBRID)).as_deref(),
+            cgroup2_mount_point(&mountinfo::parse(HYBRID)).as_deref(),
             Some("/sys/fs/cgroup/unified")
         );
         assert_eq!(

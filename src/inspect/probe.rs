@@ -5,6 +5,7 @@
 //! it says so, and the rest is still reported. Nothing here needs any file of the rootfs:
 //! the binary is static and is exec'd with fexecve.
 
+use crate::kernel::mountinfo::{self, Mount};
 use crate::error::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -52,69 +53,9 @@ pub fn uname() -> Option<Uname> {
     })
 }
 
-/// One line of /proc/PID/mountinfo, the fields this crate reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MountInfoLine {
-    pub mount_id: u64,
-    pub parent_id: u64,
-    /// major:minor of the filesystem.
-    pub dev: String,
-    pub mount_point: String,
-    pub fs_type: String,
-    pub source: String,
-    /// Per-superblock options (for cgroup v1: the controllers, e.g. `rw,cpu,cpuacct`).
-    pub super_opts: String,
-}
-
-/// Parses one mountinfo line: `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw`.
-/// Octal escapes (`\040` for a space) in paths are decoded.
-pub fn parse_mountinfo_line(line: &str) -> Option<MountInfoLine> {
-    let (left, right) = line.split_once(" - ")?;
-    let l: Vec<&str> = left.split_whitespace().collect();
-    let r: Vec<&str> = right.split_whitespace().collect();
-    if l.len() < 6 || r.is_empty() {
-        return None;
-    }
-    Some(MountInfoLine {
-        mount_id: l[0].parse().ok()?,
-        parent_id: l[1].parse().ok()?,
-        dev: l[2].to_string(),
-        mount_point: unescape_octal(l[4]),
-        fs_type: r[0].to_string(),
-        source: r.get(1).map(|s| unescape_octal(s)).unwrap_or_default(),
-        super_opts: r.get(2).map(|s| s.to_string()).unwrap_or_default(),
-    })
-}
-
-/// Every parsable line of a mountinfo text.
-pub fn parse_mountinfo(text: &str) -> Vec<MountInfoLine> {
-    text.lines().filter_map(parse_mountinfo_line).collect()
-}
-
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// The filesystem type of the topmost mount at "/" (the last mountinfo line for "/").
-pub fn root_fs_type(mounts: &[MountInfoLine]) -> Option<String> {
+pub fn root_fs_type(mounts: &[Mount]) -> Option<String> {
     mounts
         .iter()
         .rev()
@@ -205,10 +146,6 @@ pub fn status_field(status: &str, key: &str) -> Option<String> {
     })
 }
 
-/// The inode number in a namespace link, `uts:[4026531838]` -> 4026531838.
-pub fn ns_inode(link: &str) -> Option<u64> {
-    link.rsplit_once('[')?.1.strip_suffix(']')?.parse().ok()
-}
 
 /// Reads everything the probe reports, from `proc_dir` (normally "/proc").
 pub fn collect_from(proc_dir: &Path) -> Probe {
@@ -241,7 +178,7 @@ pub fn collect_from(proc_dir: &Path) -> Probe {
         match std::fs::read_link(selfdir.join("ns").join(name)) {
             Ok(l) => {
                 let link = l.to_string_lossy().into_owned();
-                let inode = ns_inode(&link).unwrap_or(0);
+                let inode = crate::kernel::ns::inode(&link).unwrap_or(0);
                 namespaces.insert(name.to_string(), NsLink { link, inode });
             }
             Err(e) => {
@@ -280,7 +217,7 @@ pub fn collect_from(proc_dir: &Path) -> Probe {
 
     let (mount_count, root_fs_type) = match read("mount_count", "mountinfo", &mut unavailable) {
         Some(t) => {
-            let m = parse_mountinfo(&t);
+            let m = mountinfo::parse(&t);
             let fs = root_fs_type(&m);
             if fs.is_none() {
                 unavailable.insert("root_fs_type".into(), "no mount at / in mountinfo".into());
@@ -711,19 +648,11 @@ mod tests {
     }
 
     #[test]
-    fn mountinfo_lines_are_parsed() {
-        let l = parse_mountinfo_line(
-            "36 35 98:0 /mnt1 /mnt\\040two rw,noatime master:1 - ext3 /dev/root rw,errors=continue",
-        )
-        .unwrap();
-        assert_eq!(l.mount_point, "/mnt two");
-        assert_eq!(l.fs_type, "ext3");
-        assert_eq!(l.source, "/dev/root");
-        let m = parse_mountinfo(
+    fn root_fs_type_and_id_maps() {
+        let m = mountinfo::parse(
             "1 0 0:1 / / rw - rootfs rootfs rw\n27 1 254:0 / / rw - ext4 /dev/vda rw\n",
         );
         assert_eq!(root_fs_type(&m).as_deref(), Some("ext4"));
-        assert_eq!(ns_inode("uts:[4026531838]"), Some(4026531838));
         assert_eq!(
             parse_id_map("         0          0 4294967295\n"),
             vec!["0 0 4294967295"]

@@ -98,24 +98,6 @@ pub struct Snapshot {
     pub inside: InsideFacts,
 }
 
-fn propagation(m: &procfs::process::MountInfo) -> String {
-    use procfs::process::MountOptFields as F;
-    let tags: Vec<String> = m
-        .opt_fields
-        .iter()
-        .filter_map(|f| match f {
-            F::Shared(n) => Some(format!("shared:{n}")),
-            F::Master(n) => Some(format!("master:{n}")),
-            F::PropagateFrom(n) => Some(format!("propagate_from:{n}")),
-            F::Unbindable => Some("unbindable".to_string()),
-        })
-        .collect();
-    if tags.is_empty() {
-        "private".to_string()
-    } else {
-        tags.join(" ")
-    }
-}
 
 /// Counts the numeric entries of a /proc directory.
 pub fn count_pids(proc_dir: &Path) -> Option<usize> {
@@ -162,16 +144,16 @@ impl Snapshot {
             .unwrap_or_else(|e| format!("unreadable ({e})"));
         let mut mounts = Vec::new();
         let mut root_propagation = String::new();
-        if let Ok(infos) = procfs::process::Process::new(pid).and_then(|p| p.mountinfo()) {
+        if let Ok(infos) = super::mountinfo::read_pid(pid) {
             for m in infos.into_iter() {
-                if m.mount_point == Path::new("/") {
-                    root_propagation = propagation(&m);
+                if m.mount_point == "/" {
+                    root_propagation = m.propagation_str();
                 }
                 mounts.push(MountLine {
-                    id: m.mnt_id,
-                    mount_point: m.mount_point.to_string_lossy().into_owned(),
-                    fs_type: m.fs_type.clone(),
-                    source: m.mount_source.clone().unwrap_or_else(|| "none".into()),
+                    id: m.mount_id,
+                    mount_point: m.mount_point,
+                    fs_type: m.fs_type,
+                    source: m.source,
                 });
             }
         }

@@ -65,7 +65,7 @@ pub struct Step {
 
 /// A `stagebox-check` block: exits 0 when the learner's answer is right.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
+pub struct ExerciseCheck {
     pub command: String,
     pub line: usize,
 }
@@ -95,7 +95,7 @@ pub struct Lesson {
     pub sections: Vec<String>,
     pub parts: Vec<Part>,
     pub steps: Vec<Step>,
-    pub checks: Vec<Check>,
+    pub checks: Vec<ExerciseCheck>,
 }
 
 fn bad(name: &str, line: usize, msg: impl std::fmt::Display) -> Error {
@@ -274,7 +274,7 @@ pub fn parse(name: &str, text: &str) -> Result<Lesson> {
                 if words.len() > 1 {
                     return Err(bad(name, i + 1, "a stagebox-check block takes no options"));
                 }
-                lesson.checks.push(Check {
+                lesson.checks.push(ExerciseCheck {
                     command: body.trim().to_string(),
                     line: i + 1,
                 });

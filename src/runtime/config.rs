@@ -1,7 +1,7 @@
 //! What to run: the command, its root filesystem, the stage toggles and the trace format.
 
 use crate::stages::plan::Plan;
-use crate::rootfs::default::Source;
+use crate::rootfs::default::RootfsSource;
 use crate::trace::TraceMode;
 use std::path::PathBuf;
 
@@ -11,7 +11,7 @@ pub struct RunConfig {
     pub command: Vec<String>,
     /// `--rootfs DIR`; None means the default rootfs.
     pub rootfs: Option<PathBuf>,
-    pub default_source: Source,
+    pub default_source: RootfsSource,
     pub hostname: Option<String>,
     pub plan: Plan,
     /// Run stagebox's own `probe` inside instead of a command, with these extra arguments.

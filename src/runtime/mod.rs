@@ -323,7 +323,7 @@ fn create_container(
             .unwrap_or_else(|| format!("box-{}", &id[..6])),
         image,
         command,
-        created: crate::state::container::now(),
+        created: crate::units::now_secs(),
         status: "created".into(),
         exit_code: None,
         runtime_pid: None,

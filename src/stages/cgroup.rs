@@ -29,7 +29,8 @@
 //! unshares.
 
 use super::{ChildCtx, HostCtx, Stage, StageError, StageId, StageInfo};
-use crate::cgroup::{self, human_size, stage_err, CgroupRoot, Event, Layout, Log, Manager};
+use crate::units::size_binary;
+use crate::cgroup::{self, stage_err, CgroupRoot, Event, Layout, Log, Manager};
 use crate::error::{Error, Result};
 use crate::stages::ExitKind;
 use std::rc::Rc;
@@ -186,7 +187,7 @@ impl Stage for Cgroup {
         if let Some(peak) = s.memory_peak {
             let of = s
                 .memory_limit
-                .map(|l| format!(" of {}", human_size(l)))
+                .map(|l| format!(" of {}", size_binary(l)))
                 .unwrap_or_default();
             let src = s
                 .sources
@@ -196,7 +197,7 @@ impl Stage for Cgroup {
                 .unwrap_or_default();
             ctx.facts.push(change(
                 "memory peak",
-                format!("{}{of}{}", human_size(peak), from(&src)),
+                format!("{}{of}{}", size_binary(peak), from(&src)),
             ));
         }
         if let Some(n) = s.oom_kills {
@@ -240,14 +241,14 @@ impl Stage for Cgroup {
                 ));
             }
         }
-        let limit = s.memory_limit.map(human_size);
+        let limit = s.memory_limit.map(size_binary);
         if let Some(n) = s.oom_kills.filter(|n| *n > 0) {
             let limit = limit
                 .map(|l| format!("memory limit {l}"))
                 .unwrap_or_else(|| "memory limit".into());
             let peak = s
                 .memory_peak
-                .map(|p| format!("peak {}, ", human_size(p)))
+                .map(|p| format!("peak {}, ", size_binary(p)))
                 .unwrap_or_default();
             let what = if matches!(exit, ExitKind::Signaled(nix::sys::signal::Signal::SIGKILL)) {
                 format!(

@@ -15,6 +15,7 @@
 //! belong to those namespaces; before rootfs, proc and pivot, which all mount things that
 //! must stay inside this namespace.
 
+use crate::kernel::mountinfo;
 use super::{unshare_checked, ChildCtx, Stage, StageError, StageId, StageInfo};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
@@ -33,17 +34,12 @@ static INFO: StageInfo = StageInfo {
 
 /// Mounts in /proc/self/mountinfo still tagged shared:N.
 pub fn shared_mounts() -> Result<Vec<String>, StageError> {
-    let infos = procfs::process::Process::myself()
-        .and_then(|p| p.mountinfo())
+    let infos = mountinfo::read_self()
         .map_err(|e| StageError::msg(format!("cannot read /proc/self/mountinfo: {e}")))?;
     Ok(infos
         .into_iter()
-        .filter(|m| {
-            m.opt_fields
-                .iter()
-                .any(|f| matches!(f, procfs::process::MountOptFields::Shared(_)))
-        })
-        .map(|m| m.mount_point.display().to_string())
+        .filter(|m| m.is_shared())
+        .map(|m| m.mount_point)
         .collect())
 }
 
@@ -62,9 +58,8 @@ impl Stage for Mount {
             // that can be seen private, and say what that leaves.
             Err(nix::errno::Errno::EINVAL) => {
                 ctx.note("mount(NULL, \"/\", MS_REC|MS_PRIVATE) returned EINVAL: / is not a mount point (stagebox runs in a chroot or from an initramfs); making each visible mount private instead; the mount holding / keeps its propagation");
-                let points: Vec<std::path::PathBuf> = procfs::process::Process::myself()
-                    .and_then(|p| p.mountinfo())
-                    .map(|m| m.into_iter().map(|m| m.mount_point).collect())
+                let points: Vec<std::path::PathBuf> = mountinfo::read_self()
+                    .map(|m| m.into_iter().map(|m| m.mount_point.into()).collect())
                     .unwrap_or_default();
                 for p in points {
                     ctx.sys.mount(None, &p, None, flags, None).map_err(|e| {

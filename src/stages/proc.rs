@@ -151,12 +151,11 @@ fn make_dev(ctx: &mut ChildCtx<'_>, dev: &Path) -> Result<(), StageError> {
 fn verify(root: &Path) -> Result<(), StageError> {
     use std::os::unix::fs::FileTypeExt;
     use std::os::unix::fs::MetadataExt;
-    let infos = procfs::process::Process::myself()
-        .and_then(|p| p.mountinfo())
+    let infos = crate::kernel::mountinfo::read_self()
         .map_err(|e| StageError::msg(format!("cannot read /proc/self/mountinfo: {e}")))?;
     for (dir, fstype) in [("proc", "proc"), ("sys", "sysfs"), ("dev", "tmpfs")] {
         let want = root.join(dir);
-        let top = infos.iter().rev().find(|m| m.mount_point == want);
+        let top = crate::kernel::mountinfo::top_at(&infos, &want);
         match top {
             Some(m) if m.fs_type == fstype => {}
             Some(m) => {

@@ -48,24 +48,9 @@ static INFO: StageInfo = StageInfo {
 
 /// The top mount at `path` in /proc/self/mountinfo, if any: (fs type, super options).
 pub fn mount_at(path: &Path) -> Result<Option<(String, String)>, StageError> {
-    let infos = procfs::process::Process::myself()
-        .and_then(|p| p.mountinfo())
+    let infos = crate::kernel::mountinfo::read_self()
         .map_err(|e| StageError::msg(format!("cannot read /proc/self/mountinfo: {e}")))?;
-    Ok(infos
-        .into_iter()
-        .rev()
-        .find(|m| m.mount_point == path)
-        .map(|m| {
-            let opts: Vec<String> = m
-                .super_options
-                .iter()
-                .map(|(k, v)| match v {
-                    Some(v) => format!("{k}={v}"),
-                    None => k.clone(),
-                })
-                .collect();
-            (m.fs_type.clone(), opts.join(","))
-        }))
+    Ok(crate::kernel::mountinfo::top_at(&infos, path).map(|m| (m.fs_type.clone(), m.super_opts.clone())))
 }
 
 /// Is `path` a mount point in /proc/self/mountinfo?

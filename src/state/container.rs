@@ -47,12 +47,6 @@ pub struct Container {
     pub image_id: Option<String>,
 }
 
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 pub fn containers_dir(state: &Path) -> PathBuf {
     state.join("containers")
@@ -77,12 +71,7 @@ impl Container {
         let dir = self.dir(state);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        let tmp = dir.join("config.json.tmp");
-        let text = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::usage(format!("encoding container record: {e}")))?;
-        std::fs::write(&tmp, text).map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, dir.join("config.json"))
-            .map_err(|e| Error::io(format!("rename into {}", dir.display()), e))
+        super::atomic::write_json_atomic(&dir.join("config.json"), self)
     }
 
     pub fn load(dir: &Path) -> Result<Container> {
@@ -217,7 +206,7 @@ pub fn ps_table(state: &Path, all: bool) -> String {
         "{:<12}  {:<16}  {:<24}  {:<24}  {:<18}  {}\n",
         "CONTAINER ID", "NAME", "IMAGE", "COMMAND", "STATUS", "CREATED"
     );
-    let now = now();
+    let now = crate::units::now_secs();
     for c in list(state) {
         if !all && !c.is_running() {
             continue;
@@ -247,20 +236,12 @@ pub fn ps_table(state: &Path, all: bool) -> String {
             image,
             format!("\"{cmd}\""),
             c.status_text(),
-            ago(now.saturating_sub(c.created))
+            crate::units::ago(now.saturating_sub(c.created))
         ));
     }
     out
 }
 
-fn ago(secs: u64) -> String {
-    match secs {
-        0..=59 => format!("{secs} seconds ago"),
-        60..=3599 => format!("{} minutes ago", secs / 60),
-        3600..=86399 => format!("{} hours ago", secs / 3600),
-        _ => format!("{} days ago", secs / 86400),
-    }
-}
 
 #[cfg(test)]
 mod tests {

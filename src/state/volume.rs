@@ -154,11 +154,10 @@ pub fn create(state: &Path, name: &str, anonymous: bool) -> Result<Volume> {
     let v = Volume {
         name: name.to_string(),
         mountpoint: data,
-        created: crate::state::container::now(),
+        created: crate::units::now_secs(),
         anonymous,
     };
-    let text = serde_json::to_vec_pretty(&v).map_err(|e| Error::usage(e.to_string()))?;
-    std::fs::write(&meta, text).map_err(|e| Error::io(format!("write {}", meta.display()), e))?;
+    super::atomic::write_json_atomic(&meta, &v)?;
     Ok(v)
 }
 

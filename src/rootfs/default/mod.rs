@@ -36,7 +36,7 @@ const TOOL_DIRS: &[&str] = &["/bin", "/usr/bin", "/sbin", "/usr/sbin"];
 
 /// Where the default rootfs comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub enum RootfsSource {
     /// busybox-static when /bin/busybox is a static binary, else the host's tools.
     Auto,
     /// A static busybox and its applet links.
@@ -45,13 +45,13 @@ pub enum Source {
     Host,
 }
 
-impl Source {
+impl RootfsSource {
     /// The directory name under STATE/rootfs/ (Auto has none: resolve it with [`choose`]).
     pub fn dir_name(self) -> &'static str {
         match self {
-            Source::Auto => "auto",
-            Source::Busybox => "busybox",
-            Source::Host => "host",
+            RootfsSource::Auto => "auto",
+            RootfsSource::Busybox => "busybox",
+            RootfsSource::Host => "host",
         }
     }
 }
@@ -170,16 +170,16 @@ pub fn is_static_binary(path: &Path) -> bool {
 }
 
 /// What `Auto` means on this host: Busybox when /bin/busybox is static, else Host.
-pub fn choose(source: Source) -> Source {
+pub fn choose(source: RootfsSource) -> RootfsSource {
     match source {
-        Source::Auto if is_static_binary(Path::new(BUSYBOX)) => Source::Busybox,
-        Source::Auto => Source::Host,
+        RootfsSource::Auto if is_static_binary(Path::new(BUSYBOX)) => RootfsSource::Busybox,
+        RootfsSource::Auto => RootfsSource::Host,
         s => s,
     }
 }
 
 /// Returns the default rootfs for `source`, creating it under STATE/rootfs/ if needed.
-pub fn ensure(state_dir: &Path, source: Source) -> Result<DefaultRootfs> {
+pub fn ensure(state_dir: &Path, source: RootfsSource) -> Result<DefaultRootfs> {
     let source = choose(source);
     let base = state_dir.join("rootfs");
     let name = source.dir_name();
@@ -199,7 +199,7 @@ pub fn ensure(state_dir: &Path, source: Source) -> Result<DefaultRootfs> {
     remove_stale_temps(&base);
     let tmp = TempTree::new(base.join(format!(".tmp-{}", crate::state::ids::new_id())))?;
     let made_from = match source {
-        Source::Busybox => build_busybox(tmp.path(), Path::new(BUSYBOX))?,
+        RootfsSource::Busybox => build_busybox(tmp.path(), Path::new(BUSYBOX))?,
         _ => build_host(tmp.path())?,
     };
     std::fs::write(tmp.path().join(MARKER), format!("{made_from}\n"))
@@ -241,25 +241,14 @@ fn read_metadata(path: &Path) -> Option<Metadata> {
     serde_json::from_str(&text).ok()
 }
 
-fn write_metadata(path: &Path, source: Source, made_from: &str) -> Result<()> {
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+fn write_metadata(path: &Path, source: RootfsSource, made_from: &str) -> Result<()> {
+    let created = crate::units::now_secs();
     let meta = Metadata {
         source: source.dir_name().to_string(),
         made_from: made_from.to_string(),
         created,
     };
-    let text = serde_json::to_string_pretty(&meta)
-        .map_err(|e| Error::usage(format!("encoding {}: {e}", path.display())))?;
-    let tmp = path.with_extension(format!("json.tmp-{}", crate::state::ids::new_id()));
-    std::fs::write(&tmp, text + "\n")
-        .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(format!("rename {} to {}", tmp.display(), path.display()), e)
-    })
+    crate::state::atomic::write_json_atomic(path, &meta)
 }
 
 /// rename(2) that fails with EEXIST instead of replacing an existing (empty) directory.
@@ -783,13 +772,13 @@ mod tests {
     #[test]
     fn auto_picks_busybox_only_when_static() {
         let want = if busybox_here() {
-            Source::Busybox
+            RootfsSource::Busybox
         } else {
-            Source::Host
+            RootfsSource::Host
         };
-        assert_eq!(choose(Source::Auto), want);
-        assert_eq!(choose(Source::Host), Source::Host);
-        assert_eq!(choose(Source::Busybox), Source::Busybox);
+        assert_eq!(choose(RootfsSource::Auto), want);
+        assert_eq!(choose(RootfsSource::Host), RootfsSource::Host);
+        assert_eq!(choose(RootfsSource::Busybox), RootfsSource::Busybox);
     }
 
     #[test]
@@ -799,7 +788,7 @@ mod tests {
             return;
         }
         let state = tempfile::tempdir().unwrap();
-        let r = ensure(state.path(), Source::Busybox).unwrap();
+        let r = ensure(state.path(), RootfsSource::Busybox).unwrap();
         assert!(r.created_now);
         assert_eq!(r.path, state.path().join("rootfs/busybox"));
         assert_eq!(
@@ -846,7 +835,7 @@ mod tests {
     #[test]
     fn host_rootfs_has_an_executable_sh_and_its_libc() {
         let state = tempfile::tempdir().unwrap();
-        let r = ensure(state.path(), Source::Host).unwrap();
+        let r = ensure(state.path(), RootfsSource::Host).unwrap();
         assert!(r.created_now);
         assert_eq!(r.path, state.path().join("rootfs/host"));
         let sh = crate::rootfs::resolve_in_root(&r.path, Path::new("/bin/sh")).unwrap();
@@ -881,9 +870,9 @@ mod tests {
     #[test]
     fn building_twice_reuses_the_first() {
         let state = tempfile::tempdir().unwrap();
-        let a = ensure(state.path(), Source::Host).unwrap();
+        let a = ensure(state.path(), RootfsSource::Host).unwrap();
         std::fs::write(a.path.join("tmp/mine"), b"x").unwrap();
-        let b = ensure(state.path(), Source::Host).unwrap();
+        let b = ensure(state.path(), RootfsSource::Host).unwrap();
         assert!(a.created_now && !b.created_now);
         assert_eq!(a.path, b.path);
         assert_eq!(a.made_from, b.made_from);
@@ -893,10 +882,10 @@ mod tests {
     #[test]
     fn a_tree_without_its_json_is_kept_and_described() {
         let state = tempfile::tempdir().unwrap();
-        let a = ensure(state.path(), Source::Host).unwrap();
+        let a = ensure(state.path(), RootfsSource::Host).unwrap();
         std::fs::write(a.path.join("tmp/mine"), b"x").unwrap();
         std::fs::remove_file(state.path().join("rootfs/host.json")).unwrap();
-        let b = ensure(state.path(), Source::Host).unwrap();
+        let b = ensure(state.path(), RootfsSource::Host).unwrap();
         assert!(!b.created_now);
         assert!(b.path.join("tmp/mine").exists());
         assert!(state.path().join("rootfs/host.json").is_file());
@@ -933,9 +922,9 @@ mod tests {
             return;
         };
         let state = tempfile::tempdir().unwrap();
-        let mut sources = vec![Source::Host];
+        let mut sources = vec![RootfsSource::Host];
         if busybox_here() {
-            sources.push(Source::Busybox);
+            sources.push(RootfsSource::Busybox);
         }
         for s in sources {
             let r = ensure(state.path(), s).unwrap();
