@@ -48,7 +48,8 @@ fn image_cmd(state: &std::path::Path, cmd: ImageCmd) -> stagebox::Result<i32> {
             };
             println!(
                 "{}",
-                stagebox::build::commit::commit(state, &container, &reference, &opts)?.config_digest
+                stagebox::build::commit::commit(state, &container, &reference, &opts)?
+                    .config_digest
             );
         }
         ImageCmd::Build {
@@ -165,7 +166,10 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             let c = stagebox::state::container::find(&state, &container)?;
             print!(
                 "{}",
-                stagebox::inspect::diff::render(&stagebox::inspect::diff::diff(&c.upper(&state), &c.lower))
+                stagebox::inspect::diff::render(&stagebox::inspect::diff::diff(
+                    &c.upper(&state),
+                    &c.lower
+                ))
             );
             Ok(0)
         }
@@ -248,9 +252,11 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             escape,
             marker,
             checks,
-        } => {
-            stagebox::inspect::probe::run_full(json, escape.then_some(marker.as_deref()), checks.as_deref())
-        }
+        } => stagebox::inspect::probe::run_full(
+            json,
+            escape.then_some(marker.as_deref()),
+            checks.as_deref(),
+        ),
         Cmd::Compare {
             rootfs,
             stages,

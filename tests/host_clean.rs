@@ -111,10 +111,12 @@ fn clean_after_a_stage_fails_inside_the_container() {
     // A rootfs whose /proc is a file: the proc stage's mount fails after several mounts were
     // already made in the container's namespace.
     let d = tempfile::tempdir().unwrap();
-    let busybox_root =
-        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::RootfsSource::Auto)
-            .unwrap()
-            .path;
+    let busybox_root = stagebox::rootfs::default::ensure(
+        state_dir(),
+        stagebox::rootfs::default::RootfsSource::Auto,
+    )
+    .unwrap()
+    .path;
     std::fs::create_dir_all(d.path().join("bin")).unwrap();
     std::fs::copy(busybox_root.join("bin/busybox"), d.path().join("bin/sh")).ok();
     if !d.path().join("bin/sh").exists() {

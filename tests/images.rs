@@ -255,10 +255,12 @@ fn the_classic_example_builds_caches_and_listens_on_port_80() {
         "FROM default\nWORKDIR /app\nCOPY server /app/\nEXPOSE 80\nCMD [\"/app/server\"]\n"
     } else {
         // No C compiler here: busybox's httpd is a small static server too.
-        let bb =
-            stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::RootfsSource::Auto)
-                .unwrap()
-                .path;
+        let bb = stagebox::rootfs::default::ensure(
+            state_dir(),
+            stagebox::rootfs::default::RootfsSource::Auto,
+        )
+        .unwrap()
+        .path;
         std::fs::copy(bb.join("bin/busybox"), ctx.path().join("httpd")).unwrap();
         "FROM default\nWORKDIR /app\nCOPY httpd /app/\nEXPOSE 80\nCMD [\"/app/httpd\", \"-f\", \"-p\", \"80\"]\n"
     };
@@ -362,10 +364,12 @@ fn import_of_a_rootfs_tarball_and_a_docker_save_archive() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let rootfs =
-        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::RootfsSource::Auto)
-            .unwrap()
-            .path;
+    let rootfs = stagebox::rootfs::default::ensure(
+        state_dir(),
+        stagebox::rootfs::default::RootfsSource::Auto,
+    )
+    .unwrap()
+    .path;
     // A gzip'd rootfs tarball, as a distribution ships one.
     let tgz = d.path().join("rootfs.tar.gz");
     {
@@ -504,10 +508,12 @@ fn skopeo_and_umoci_read_what_stagebox_writes_and_the_other_way_round() {
         &format!("{us}:v1"),
         &ub.display().to_string(),
     ]);
-    let rootfs =
-        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::RootfsSource::Auto)
-            .unwrap()
-            .path;
+    let rootfs = stagebox::rootfs::default::ensure(
+        state_dir(),
+        stagebox::rootfs::default::RootfsSource::Auto,
+    )
+    .unwrap()
+    .path;
     std::fs::create_dir_all(ub.join("rootfs/bin")).unwrap();
     std::fs::copy(rootfs.join("bin/busybox"), ub.join("rootfs/bin/busybox")).unwrap();
     umoci(&[

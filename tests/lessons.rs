@@ -30,7 +30,9 @@ fn step_env() -> StepEnv {
 /// interfaces, its own mounts and the entries of its /.
 pub fn redact(text: &str) -> String {
     let state = state_dir().display().to_string();
-    let default_state = stagebox::state::dir::default_state_dir().display().to_string();
+    let default_state = stagebox::state::dir::default_state_dir()
+        .display()
+        .to_string();
     let host = nix::sys::utsname::uname()
         .map(|u| u.nodename().to_string_lossy().into_owned())
         .unwrap_or_default();

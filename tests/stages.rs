@@ -111,8 +111,9 @@ fn net_has_only_loopback_and_it_is_up() {
     if !root_or_skip("net") {
         return;
     }
-    let host: Vec<String> =
-        stagebox::kernel::netif::parse_net_dev(&std::fs::read_to_string("/proc/self/net/dev").unwrap());
+    let host: Vec<String> = stagebox::kernel::netif::parse_net_dev(
+        &std::fs::read_to_string("/proc/self/net/dev").unwrap(),
+    );
     let out = sh_ok(
         &[],
         "readlink /proc/self/ns/net; cat /proc/net/dev; ip link show lo",
@@ -242,10 +243,12 @@ fn pivot_detaches_the_host_tree_and_chroot_does_not() {
     if !root_or_skip("pivot") {
         return;
     }
-    let rootfs =
-        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::RootfsSource::Auto)
-            .unwrap()
-            .path;
+    let rootfs = stagebox::rootfs::default::ensure(
+        state_dir(),
+        stagebox::rootfs::default::RootfsSource::Auto,
+    )
+    .unwrap()
+    .path;
     let r = rootfs.display().to_string();
     let script = "cat /proc/self/mountinfo";
     let pivot = sh_ok(&[], script);
@@ -343,11 +346,13 @@ fn when_pivot_root_is_impossible_the_pivot_stage_falls_back_to_chroot_and_says_w
         std::fs::create_dir_all(o.join(d)).unwrap();
     }
     std::fs::copy(bin(), o.join("stagebox")).unwrap();
-    let busybox =
-        stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::RootfsSource::Auto)
-            .unwrap()
-            .path
-            .join("bin/busybox");
+    let busybox = stagebox::rootfs::default::ensure(
+        state_dir(),
+        stagebox::rootfs::default::RootfsSource::Auto,
+    )
+    .unwrap()
+    .path
+    .join("bin/busybox");
     if std::fs::copy(&busybox, o.join("rootfs/bin/busybox")).is_err() {
         std::fs::copy("/bin/busybox", o.join("rootfs/bin/busybox")).unwrap();
     }

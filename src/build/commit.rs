@@ -4,9 +4,9 @@
 //! Volumes are bind mounts over the overlay: their mount points may be in the layer, never
 //! their contents.
 
+use crate::error::{Error, Result};
 use crate::image::store::{LayerDesc, Store};
 use crate::image::{layer::PackMode, Reference};
-use crate::error::{Error, Result};
 use oci_spec::image::ImageConfiguration;
 use std::path::Path;
 
@@ -41,7 +41,8 @@ fn base_of(
             c.name
         )));
     }
-    let default = crate::rootfs::default::ensure(state, crate::rootfs::default::RootfsSource::Auto)?.path;
+    let default =
+        crate::rootfs::default::ensure(state, crate::rootfs::default::RootfsSource::Auto)?.path;
     if c.lower == [default] {
         let img = crate::image::open_with_default(state)?.find(crate::image::DEFAULT_IMAGE)?;
         let layers = img.layers()?;

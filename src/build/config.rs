@@ -99,7 +99,10 @@ pub fn apply_change(cfg: &mut ImageConfiguration, change: &str) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn env_vars(env: &[String], args: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub(super) fn env_vars(
+    env: &[String],
+    args: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut m = args.clone();
     for e in env {
         if let Some((k, v)) = e.split_once('=') {
@@ -108,4 +111,3 @@ pub(super) fn env_vars(env: &[String], args: &BTreeMap<String, String>) -> BTree
     }
     m
 }
-

@@ -288,7 +288,6 @@ pub fn substitute(s: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-
 /// A path made absolute and without `.` or `..` (never above `/`).
 pub(super) fn normalize(p: &Path) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -303,4 +302,3 @@ pub(super) fn normalize(p: &Path) -> String {
     }
     format!("/{}", parts.join("/"))
 }
-

@@ -345,4 +345,3 @@ fn add_archive<W: Write>(b: &mut tar::Builder<W>, archive: &Path, dest: &Path) -
     }
     Ok(())
 }
-

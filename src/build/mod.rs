@@ -9,23 +9,28 @@
 //! A step that makes a layer is cached under a key of its parent (the layers and the config
 //! so far), the instruction and, for COPY/ADD, a hash of the copied files: the same step on
 //! the same parent reuses its layer ("using cache").
+//!
+//! - `containerfile`: the parser; `config`: instructions that change only the config;
+//!   `copy`: COPY/ADD layers from the context; `commit`: a container's writable layer
+//!   becomes a layer of a new image. This file drives a build.
+//!
+//! May import: everything from `runtime` down (a RUN step is a real `stagebox run`).
 
 pub mod commit;
 pub mod config;
 pub mod containerfile;
 pub mod copy;
 
-use config::{apply_config, env_vars};
-use containerfile::{parse, perr, substitute, Step};
-use copy::{collect_sources, copy_step};
+use crate::error::{Error, Result};
 use crate::image::layer::{self, sha256};
 use crate::image::run::{Built, ImageSource, RunImage};
 use crate::image::store::{LayerDesc, Store};
 use crate::image::Reference;
-use crate::error::{Error, Result};
+use config::{apply_config, env_vars};
+use containerfile::{parse, perr, substitute, Step};
+use copy::{collect_sources, copy_step};
 use oci_spec::image::ImageConfiguration;
 use std::collections::BTreeMap;
-
 
 use std::path::{Path, PathBuf};
 
@@ -184,15 +189,21 @@ pub fn build(state: &Path, opts: &BuildOptions) -> Result<String> {
                 (
                     key,
                     Box::new(move |store: &Store, s: &State| {
-                        {
-                            let workdir = s
-                                .config
-                                .config()
-                                .as_ref()
-                                .and_then(|c| c.working_dir().clone())
-                                .unwrap_or_else(|| "/".into());
-                            copy_step(store, &s.layers, &workdir, &files, &dest, chown.as_deref(), line)
-                        }
+                        let workdir = s
+                            .config
+                            .config()
+                            .as_ref()
+                            .and_then(|c| c.working_dir().clone())
+                            .unwrap_or_else(|| "/".into());
+                        copy_step(
+                            store,
+                            &s.layers,
+                            &workdir,
+                            &files,
+                            &dest,
+                            chown.as_deref(),
+                            line,
+                        )
                     }),
                 )
             }

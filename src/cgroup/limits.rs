@@ -296,7 +296,6 @@ pub fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
     Some(out)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,5 +421,4 @@ mod tests {
         assert_eq!(l.needed_controllers(), vec![("cpuset", "--cpuset-cpus")]);
         assert!(flags(|_| {}).unwrap().is_empty());
     }
-
 }

@@ -14,8 +14,15 @@
 //! - **hybrid**: the v1 trees hold the controllers, and a cgroup2 tree (often
 //!   /sys/fs/cgroup/unified) with no controllers tracks processes. stagebox uses v1 for the
 //!   limits and also makes a cgroup in the unified tree, for its `cgroup.kill`.
+//!
+//! `mod.rs` holds the layout, the root, the event log and the helpers v1.rs and v2.rs share;
+//! `manager.rs` picks one of them for the host; `limits.rs` parses Docker's flags.
+//!
+//! May import: `error`, `units`, `kernel` (the mountinfo reader). It knows nothing of stages
+//! or containers: the cgroup stage drives it.
 
 pub mod limits;
+pub mod manager;
 pub mod v1;
 pub mod v2;
 
@@ -408,26 +415,6 @@ pub trait Manager {
     /// Kills what is left inside, then removes the directories (and the parent when empty).
     /// Safe to call on a half-made cgroup: what does not exist is skipped.
     fn destroy(&self) -> Result<(), String>;
-}
-
-/// The manager for this layout: v2 on a pure v2 host, v1 (plus a unified cgroup for
-/// cgroup.kill on a hybrid host) otherwise.
-pub fn manager(
-    root: &CgroupRoot,
-    layout: &Layout,
-    id: &str,
-    limits: &Limits,
-) -> Result<Box<dyn Manager>> {
-    match layout.kind() {
-        LayoutKind::V2 => {
-            let mount = layout.v2.clone().unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"));
-            Ok(Box::new(v2::V2::new(root.clone(), &mount, id, limits, true)))
-        }
-        LayoutKind::V1 | LayoutKind::Hybrid => Ok(Box::new(v1::V1::new(root.clone(), layout, id, limits))),
-        LayoutKind::None => Err(Error::usage(
-            "no cgroup filesystem is mounted on this host, so the cgroup stage cannot make a cgroup; mount one (see `stagebox doctor`) or run with --without cgroup",
-        )),
-    }
 }
 
 /// Kills every process in a cgroup directory, by pid (v1, or a v2 kernel without

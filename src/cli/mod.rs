@@ -1,12 +1,18 @@
 //! The command line, as clap sees it. It lives in the library so that the book can render
 //! the CLI reference from the same definition (`Cli::command()`); `main.rs` parses it and
 //! calls into the library.
+//!
+//! `tables.rs` renders what people read in a terminal: the stage list, a plan, `ps`, `images`
+//! and `history`.
+//!
+//! May import: everything from `inspect` down. Only `learn` (the book renders the CLI
+//! reference) and `main.rs` import it.
 
 pub mod tables;
 
+use crate::rootfs::default::RootfsSource;
 use crate::stages::plan::{Plan, Toggles};
 use crate::stages::RootSwitch;
-use crate::rootfs::default::RootfsSource;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 

@@ -14,100 +14,19 @@
 //! May import: `error`, `units`, `kernel`, `state`, `rootfs`.
 
 pub mod layer;
+pub mod reference;
 pub mod run;
 pub mod store;
 pub mod transfer;
 pub mod user;
 
 use crate::error::{Error, Result};
+pub use reference::Reference;
 use std::path::Path;
 pub use store::{Image, LayerDesc, Store};
 
-/// NAME[:TAG], TAG defaulting to `latest`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reference {
-    pub name: String,
-    pub tag: String,
-}
-
-impl Reference {
-    pub fn parse(s: &str) -> Result<Reference> {
-        let (name, tag) = match s.rfind(':') {
-            Some(i) if !s[i..].contains('/') => (&s[..i], &s[i + 1..]),
-            _ => (s, "latest"),
-        };
-        let name_ok = !name.is_empty()
-            && name.len() <= 255
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b))
-            && name
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphanumeric());
-        let tag_ok = !tag.is_empty()
-            && tag.len() <= 128
-            && tag
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !name_ok || !tag_ok {
-            return Err(Error::usage(format!(
-                "{s:?} is not a valid image name; write NAME[:TAG] with lowercase letters, digits, '.', '_', '-' and '/' in NAME"
-            )));
-        }
-        Ok(Reference {
-            name: name.to_string(),
-            tag: tag.to_string(),
-        })
-    }
-}
-
-impl std::fmt::Display for Reference {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.name, self.tag)
-    }
-}
-
-/// Unix seconds as RFC 3339 UTC ("2024-05-01T12:00:00Z"), the format OCI configs use.
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// The seconds of an RFC 3339 time (fractions and zone offsets ignored; good enough for "ago").
-pub fn parse_rfc3339(s: &str) -> Option<u64> {
-    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<i64>().ok());
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    u64::try_from(days * 86400 + hh * 3600 + mm * 60 + ss).ok()
-}
-
-
 fn ago(created: Option<&String>) -> String {
-    let Some(t) = created.and_then(|c| parse_rfc3339(c)) else {
+    let Some(t) = created.and_then(|c| crate::units::parse_rfc3339(c)) else {
         return "N/A".into();
     };
     crate::units::ago(crate::units::now_secs().saturating_sub(t))
@@ -156,7 +75,7 @@ pub fn push_history(
     comment: Option<&str>,
     empty: bool,
 ) {
-    let now = rfc3339(crate::units::now_secs());
+    let now = crate::units::rfc3339(crate::units::now_secs());
     let mut h = oci_spec::image::History::default();
     h.set_created(Some(now.clone()));
     h.set_created_by(Some(created_by.to_string()));
@@ -342,8 +261,11 @@ mod tests {
 
     #[test]
     fn times_round_trip() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1714564800), "2024-05-01T12:00:00Z");
-        assert_eq!(parse_rfc3339("2024-05-01T12:00:00.123Z"), Some(1714564800));
+        assert_eq!(crate::units::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(crate::units::rfc3339(1714564800), "2024-05-01T12:00:00Z");
+        assert_eq!(
+            crate::units::parse_rfc3339("2024-05-01T12:00:00.123Z"),
+            Some(1714564800)
+        );
     }
 }

@@ -13,8 +13,9 @@
 //! images that share a layer share its blob and its unpacked directory.
 
 use super::layer::{self, HashingWriter};
-use super::{rfc3339, Reference};
+use super::reference::Reference;
 use crate::error::{Error, Result};
+use crate::units::rfc3339;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};

@@ -7,8 +7,8 @@
 //! memory segment) and removes it again, with any mount that leaked, even when a probe fails
 //! or the user presses Ctrl-C.
 
-use crate::inspect::checks::{IsolationCheck, HostFacts, Verdict, CHECKS};
 use crate::error::{Error, Result};
+use crate::inspect::checks::{HostFacts, IsolationCheck, Verdict, CHECKS};
 use crate::stages::plan::{Plan, Toggles};
 use crate::stages::RootSwitch;
 use crate::stages::{self, StageId};
@@ -300,7 +300,8 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
             return col;
         }
     };
-    let mut checks: Vec<IsolationCheck> = serde_json::from_value(v["checks"].clone()).unwrap_or_default();
+    let mut checks: Vec<IsolationCheck> =
+        serde_json::from_value(v["checks"].clone()).unwrap_or_default();
     for c in checks.iter_mut().filter(|c| c.name == "mount_leak") {
         if leaked.is_empty() {
             c.verdict = Verdict::Isolated;

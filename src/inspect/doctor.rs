@@ -191,7 +191,10 @@ pub fn collect() -> Doctor {
         add(
             "namespaces",
             Status::Ok,
-            format!("all of {} present", crate::inspect::probe::NAMESPACES.join(" ")),
+            format!(
+                "all of {} present",
+                crate::inspect::probe::NAMESPACES.join(" ")
+            ),
             None,
         );
     } else {

@@ -5,8 +5,8 @@
 //! it says so, and the rest is still reported. Nothing here needs any file of the rootfs:
 //! the binary is static and is exec'd with fexecve.
 
-use crate::kernel::mountinfo::{self, Mount};
 use crate::error::{Error, Result};
+use crate::kernel::mountinfo::{self, Mount};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -52,7 +52,6 @@ pub fn uname() -> Option<Uname> {
         machine: s(&u.machine),
     })
 }
-
 
 /// The filesystem type of the topmost mount at "/" (the last mountinfo line for "/").
 pub fn root_fs_type(mounts: &[Mount]) -> Option<String> {
@@ -145,7 +144,6 @@ pub fn status_field(status: &str, key: &str) -> Option<String> {
         (k == key).then(|| v.trim().to_string())
     })
 }
-
 
 /// Reads everything the probe reports, from `proc_dir` (normally "/proc").
 pub fn collect_from(proc_dir: &Path) -> Probe {

@@ -140,7 +140,10 @@ mod tests {
         assert!(l.is_shared());
         assert_eq!(l.propagation_str(), "master:1 shared:4");
         let m = parse("1 0 0:1 / / rw - rootfs rootfs rw\n27 1 254:0 / / rw - ext4 /dev/vda rw\n");
-        assert_eq!(top_at(&m, Path::new("/")).map(|m| m.fs_type.as_str()), Some("ext4"));
+        assert_eq!(
+            top_at(&m, Path::new("/")).map(|m| m.fs_type.as_str()),
+            Some("ext4")
+        );
         assert_eq!(m[1].propagation_str(), "private");
         assert!(parse_line("not a mountinfo line").is_none());
     }

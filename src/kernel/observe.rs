@@ -64,7 +64,7 @@ impl InsideFacts {
                 .map(|u| u.nodename().to_string_lossy().into_owned())
                 .unwrap_or_default(),
             interfaces: crate::kernel::netif::own_interfaces(),
-            sysv_objects: crate::stages::ipc::visible_sysv_objects(),
+            sysv_objects: super::sysv::visible_objects(),
         }
     }
 }
@@ -97,7 +97,6 @@ pub struct Snapshot {
     pub pid_inside: String,
     pub inside: InsideFacts,
 }
-
 
 /// Counts the numeric entries of a /proc directory.
 pub fn count_pids(proc_dir: &Path) -> Option<usize> {

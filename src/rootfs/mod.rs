@@ -1,5 +1,11 @@
 //! Root filesystems on the host side: finding paths inside a rootfs without ever leaving it,
 //! finding the command to run, and the default rootfs.
+//!
+//! - `default/`: the default rootfs, made once per state dir from busybox-static or host tools.
+//! - `whiteout`: how overlayfs marks deletions and replaced directories in an upper layer.
+//!
+//! May import: `error`, `units`, `kernel`, `state`. Nothing here mounts: mounting is the
+//! rootfs stage's job, inside the container's mount namespace.
 
 pub mod default;
 pub mod whiteout;

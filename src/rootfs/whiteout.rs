@@ -31,4 +31,3 @@ fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
     }
     Some(buf[..r as usize].to_vec())
 }
-

@@ -6,8 +6,8 @@
 //! knows the exec succeeded without any extra message.
 
 use crate::kernel::observe::InsideFacts;
-use crate::stages::StageId;
 use crate::kernel::sys::SyscallRecord;
+use crate::stages::StageId;
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use serde::{Deserialize, Serialize};
 use std::os::fd::{AsRawFd, OwnedFd};

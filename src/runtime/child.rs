@@ -7,9 +7,9 @@
 
 use super::channel::{Channel, ToChild, ToParent};
 use crate::kernel::observe::InsideFacts;
+use crate::kernel::sys::{RealSys, Sys, SyscallRecord};
 use crate::stages::plan::Plan;
 use crate::stages::{self, ChildCtx, ChildSpec, StageError};
-use crate::kernel::sys::{RealSys, Sys, SyscallRecord};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use std::ffi::CString;
 use std::os::fd::RawFd;

@@ -1,7 +1,7 @@
 //! What to run: the command, its root filesystem, the stage toggles and the trace format.
 
-use crate::stages::plan::Plan;
 use crate::rootfs::default::RootfsSource;
+use crate::stages::plan::Plan;
 use crate::trace::TraceMode;
 use std::path::PathBuf;
 

@@ -29,10 +29,10 @@
 //! unshares.
 
 use super::{ChildCtx, HostCtx, Stage, StageError, StageId, StageInfo};
-use crate::units::size_binary;
 use crate::cgroup::{self, stage_err, CgroupRoot, Event, Layout, Log, Manager};
 use crate::error::{Error, Result};
 use crate::stages::ExitKind;
+use crate::units::size_binary;
 use std::rc::Rc;
 
 pub struct Cgroup;
@@ -106,7 +106,8 @@ impl Stage for Cgroup {
         let limits = ctx.limits;
         let layout = Layout::detect()?;
         let root = CgroupRoot::host();
-        let mgr: Rc<dyn Manager> = cgroup::manager(&root, &layout, ctx.id, limits)?.into();
+        let mgr: Rc<dyn Manager> =
+            cgroup::manager::for_layout(&root, &layout, ctx.id, limits)?.into();
         // Everything that can be refused is refused here, before the first mkdir.
         mgr.check(limits)?;
         ctx.note(format!("cgroup layout: {}", layout.kind().name()));

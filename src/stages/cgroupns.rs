@@ -85,8 +85,8 @@ impl Stage for Cgroupns {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::ChildSpec;
     use crate::kernel::recorder::Recorder;
+    use crate::stages::ChildSpec;
 
     #[test]
     fn unshares_the_cgroup_namespace() {

@@ -23,18 +23,6 @@ static INFO: StageInfo = StageInfo {
     requires: &[],
 };
 
-/// How many System V IPC objects (shm, sem, msg) the calling process can see.
-pub fn visible_sysv_objects() -> usize {
-    ["shm", "sem", "msg"]
-        .iter()
-        .map(|k| {
-            std::fs::read_to_string(format!("/proc/sysvipc/{k}"))
-                .map(|t| t.lines().skip(1).filter(|l| !l.trim().is_empty()).count())
-                .unwrap_or(0)
-        })
-        .sum()
-}
-
 impl Stage for Ipc {
     fn info(&self) -> &'static StageInfo {
         &INFO
@@ -43,7 +31,7 @@ impl Stage for Ipc {
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
         unshare_checked(ctx, CloneFlags::CLONE_NEWIPC, "ipc")?;
         if ctx.verify {
-            let n = visible_sysv_objects();
+            let n = crate::kernel::sysv::visible_objects();
             if n != 0 {
                 return Err(StageError::no_effect(format!(
                     "{n} System V IPC objects are still visible in the new IPC namespace"

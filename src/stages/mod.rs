@@ -8,6 +8,15 @@
 //! Order (see ARCHITECTURE.md): user, cgroup, uts, ipc, pid, net, cgroupns, mount, rootfs, volumes,
 //! proc, pivot. The user and volumes stages are named here so plans and messages can talk
 //! about them; they arrive with their own issues.
+//!
+//! This file holds what every stage shares: [`StageId`], [`RootSwitch`], [`ExitKind`], the
+//! contexts ([`ChildCtx`] in the container process, [`HostCtx`] in the runtime), the
+//! [`Stage`] trait and the [`Undo`] list. `registry.rs` lists the stages in order; `plan.rs`
+//! turns `--only`/`--without` into the pipeline. A stage sees the resource limits
+//! (`&Limits`), never the whole run configuration.
+//!
+//! May import: `error`, `units`, `kernel`, `trace`, `state`, `cgroup`, `rootfs`. Must not
+//! import `runtime`: the runtime drives the stages, not the other way round.
 
 use crate::kernel::sys::Sys;
 use nix::sys::signal::Signal;
@@ -393,7 +402,8 @@ pub trait Stage: Sync {
 
 /// Reads the inode of one of the process's namespaces, `/proc/self/ns/NAME`.
 pub fn ns_inode(name: &str) -> Result<String, StageError> {
-    crate::kernel::ns::own(name).map_err(|e| StageError::msg(format!("cannot read /proc/self/ns/{name}: {e}")))
+    crate::kernel::ns::own(name)
+        .map_err(|e| StageError::msg(format!("cannot read /proc/self/ns/{name}: {e}")))
 }
 
 /// unshare(flag) and check that /proc/self/ns/NAME now names another namespace.

@@ -15,8 +15,8 @@
 //! belong to those namespaces; before rootfs, proc and pivot, which all mount things that
 //! must stay inside this namespace.
 
-use crate::kernel::mountinfo;
 use super::{unshare_checked, ChildCtx, Stage, StageError, StageId, StageInfo};
+use crate::kernel::mountinfo;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use std::path::Path;

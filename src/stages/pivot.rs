@@ -142,8 +142,8 @@ impl Stage for Pivot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::ChildSpec;
     use crate::kernel::recorder::Recorder;
+    use crate::stages::ChildSpec;
 
     fn run(rec: &mut Recorder, mode: RootSwitch) -> (Result<(), StageError>, Vec<String>) {
         let spec = ChildSpec::for_test(mode);

@@ -39,10 +39,7 @@ fn parse_names(names: &[String], flag: &str) -> Result<BTreeSet<StageId>> {
     for raw in names {
         for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let id: StageId = name.parse().map_err(|_| {
-                let known: Vec<&str> = registry::all()
-                    .iter()
-                    .map(|s| s.info().id.name())
-                    .collect();
+                let known: Vec<&str> = registry::all().iter().map(|s| s.info().id.name()).collect();
                 Error::usage(format!(
                     "unknown stage {name:?} in {flag}; the stages are: {}",
                     known.join(", ")
@@ -96,6 +93,15 @@ impl Plan {
         };
         plan.validate()?;
         Ok(plan)
+    }
+
+    /// The stages that are on, in pipeline order.
+    pub fn enabled(&self) -> Vec<StageId> {
+        self.stages
+            .iter()
+            .filter(|s| s.enabled)
+            .map(|s| s.id)
+            .collect()
     }
 
     pub fn is_on(&self, id: StageId) -> bool {

@@ -260,9 +260,9 @@ impl Stage for Proc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::RootSwitch;
-    use crate::stages::ChildSpec;
     use crate::kernel::recorder::Recorder;
+    use crate::stages::ChildSpec;
+    use crate::stages::RootSwitch;
 
     #[test]
     fn mounts_proc_sys_dev_inside_the_root() {

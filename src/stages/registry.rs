@@ -28,4 +28,3 @@ pub fn all() -> &'static [&'static dyn Stage] {
 pub fn get(id: StageId) -> Option<&'static dyn Stage> {
     REGISTRY.iter().copied().find(|s| s.info().id == id)
 }
-

@@ -50,7 +50,8 @@ static INFO: StageInfo = StageInfo {
 pub fn mount_at(path: &Path) -> Result<Option<(String, String)>, StageError> {
     let infos = crate::kernel::mountinfo::read_self()
         .map_err(|e| StageError::msg(format!("cannot read /proc/self/mountinfo: {e}")))?;
-    Ok(crate::kernel::mountinfo::top_at(&infos, path).map(|m| (m.fs_type.clone(), m.super_opts.clone())))
+    Ok(crate::kernel::mountinfo::top_at(&infos, path)
+        .map(|m| (m.fs_type.clone(), m.super_opts.clone())))
 }
 
 /// Is `path` a mount point in /proc/self/mountinfo?
@@ -201,9 +202,9 @@ impl Stage for Rootfs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::recorder::Recorder;
     use crate::stages::RootSwitch;
     use crate::stages::{ChildSpec, OverlaySpec};
-    use crate::kernel::recorder::Recorder;
 
     #[test]
     fn overlay_options_list_layers_top_first() {

@@ -55,8 +55,8 @@ impl Stage for Uts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::ChildSpec;
     use crate::kernel::recorder::Recorder;
+    use crate::stages::ChildSpec;
 
     #[test]
     fn unshares_before_setting_the_hostname() {

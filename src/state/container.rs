@@ -47,7 +47,6 @@ pub struct Container {
     pub image_id: Option<String>,
 }
 
-
 pub fn containers_dir(state: &Path) -> PathBuf {
     state.join("containers")
 }
@@ -241,7 +240,6 @@ pub fn ps_table(state: &Path, all: bool) -> String {
     }
     out
 }
-
 
 #[cfg(test)]
 mod tests {

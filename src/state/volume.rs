@@ -4,8 +4,8 @@
 //! The mounts themselves are made by the volumes stage inside the container's mount
 //! namespace, before the root switch, so the host never sees them.
 
-use crate::state::container::VolumeMount;
 use crate::error::{Error, Result};
+use crate::state::container::VolumeMount;
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 

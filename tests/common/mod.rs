@@ -31,7 +31,8 @@ pub fn state_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("state");
         std::fs::create_dir_all(&d).expect("state dir");
-        let _ = stagebox::rootfs::default::ensure(&d, stagebox::rootfs::default::RootfsSource::Auto);
+        let _ =
+            stagebox::rootfs::default::ensure(&d, stagebox::rootfs::default::RootfsSource::Auto);
         d
     })
 }

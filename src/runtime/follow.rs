@@ -1,0 +1,154 @@
+//! Following the container process through its stages. The container process reports each
+//! stage (`Reached` before, `Done` after) and waits; meanwhile the runtime runs the stage's
+//! host-side hook and reads from outside, in /proc, what the kernel now shows, and prints
+//! the difference. When the channel reaches end of file the container process has exec'd
+//! the workload (the channel was close-on-exec).
+
+use super::channel::{self, Channel, ToChild, ToParent};
+use super::host::HostState;
+use super::prepare::Prepared;
+use super::wait::Reaper;
+use crate::error::{Error, Result};
+use crate::kernel::observe::{diff, InsideFacts, Snapshot};
+use crate::stages::plan::Plan;
+use crate::stages::StageId;
+use crate::trace;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+
+/// What the trace compares the first stage with: the runtime's own view, before the fork.
+pub fn first_snapshot(tracing: bool) -> Option<Snapshot> {
+    tracing.then(|| {
+        Snapshot::of(
+            std::process::id() as i32,
+            InsideFacts::read(),
+            Path::new("/"),
+        )
+    })
+}
+
+fn chan_err(e: channel::ChannelError) -> Error {
+    Error::Stage {
+        stage: "run".into(),
+        message: e.to_string(),
+    }
+}
+
+fn reason_off(plan: &Plan, id: StageId) -> String {
+    plan.stages
+        .iter()
+        .find(|s| s.id == id)
+        .map(|s| s.why.clone())
+        .unwrap_or_default()
+}
+
+/// Answers the container process's messages until it execs the workload; returns the
+/// workload's pid (after the pid stage's fork, not the process first forked).
+pub fn follow_stages(
+    host: &mut HostState<'_>,
+    plan: &Plan,
+    prepared: &Prepared,
+    mut ch: Channel,
+    first: Pid,
+    reaper: &mut Reaper,
+    mut prev: Option<Snapshot>,
+) -> Result<Pid> {
+    let tracing = host.tracing;
+    let mut current = first;
+    // Where the workload's future root is, as seen from the container process right now.
+    let mut view = PathBuf::from("/");
+    let mut pending_notes: Vec<String> = Vec::new();
+    while let Some(msg) = ch.recv::<ToParent>().map_err(chan_err)? {
+        match msg {
+            ToParent::Handover { pid } => {
+                let pid = Pid::from_raw(pid);
+                reaper.pids.push(pid);
+                ch.send(&ToChild::Continue).map_err(chan_err)?;
+                let _ = waitpid(current, None);
+                reaper.pids.retain(|p| *p != current);
+                pending_notes.push(format!(
+                    "forked: host pid {pid} is PID 1 in the new namespace; the intermediate process {current} exited"
+                ));
+                current = pid;
+            }
+            ToParent::Exec => {
+                if tracing {
+                    trace::note(
+                        "exec",
+                        &format!(
+                            "execve({:?}, {:?}) as host pid {current}",
+                            prepared.exec.path, prepared.exec.argv
+                        ),
+                    );
+                }
+                ch.send(&ToChild::Continue).map_err(chan_err)?;
+            }
+            ToParent::Reached { stage } => {
+                host.header(stage);
+                host.hook(stage, |s, ctx| s.parent_before(ctx, current))?;
+                ch.send(&ToChild::Continue).map_err(chan_err)?;
+            }
+            ToParent::Done {
+                stage,
+                enabled,
+                syscalls,
+                notes,
+                inside,
+            } => {
+                let name = stage.name();
+                if tracing {
+                    if enabled {
+                        host.header(stage);
+                    } else {
+                        trace::off(name, &reason_off(plan, stage));
+                    }
+                    for rec in &syscalls {
+                        trace::syscall(name, rec);
+                    }
+                    for n in notes.into_iter().chain(pending_notes.drain(..)) {
+                        trace::note(name, &n);
+                    }
+                }
+                if enabled {
+                    host.hook(stage, |s, ctx| s.parent_after(ctx, current))?;
+                }
+                if tracing {
+                    if stage == StageId::Rootfs && enabled {
+                        if let Some(ov) = &prepared.spec.overlay {
+                            view = ov.merged.clone();
+                        } else if let Some(r) = &prepared.spec.rootfs {
+                            view = r.clone();
+                        }
+                    }
+                    if stage == StageId::Pivot && enabled {
+                        view = PathBuf::from("/");
+                    }
+                    let snap = Snapshot::of(current.as_raw(), inside.unwrap_or_default(), &view);
+                    if let Some(p) = &prev {
+                        for c in diff(p, &snap) {
+                            trace::fact(name, &c);
+                        }
+                    }
+                    prev = Some(snap);
+                }
+                ch.send(&ToChild::Continue).map_err(chan_err)?;
+            }
+            ToParent::Error {
+                stage,
+                message,
+                syscalls,
+            } => {
+                if tracing {
+                    for rec in &syscalls {
+                        trace::syscall(&stage, rec);
+                    }
+                    trace::error(&stage, &message);
+                }
+                reaper.kill_all();
+                return Err(Error::Stage { stage, message });
+            }
+        }
+    }
+    Ok(current)
+}

@@ -1,0 +1,204 @@
+//! The host side of one run: the container's record and directories, its volumes, and the
+//! stages' host-side hooks (a cgroup is made, written and removed here), each traced, each
+//! change to the host on the undo list.
+
+use super::config::RunConfig;
+use super::prepare::Prepared;
+use crate::error::{Error, Result};
+use crate::stages::{self, registry, HostCtx, StageId, Undo};
+use crate::state::container::Container;
+use crate::trace::{self, TraceMode};
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+/// The container's record and directory, registered for removal unless the workload starts
+/// (and `--rm` was not given).
+pub fn create_container(
+    cfg: &RunConfig,
+    id: &str,
+    prepared: &Prepared,
+    undo: &mut Undo,
+    started: &Rc<Cell<bool>>,
+) -> Result<Container> {
+    let image = match (&cfg.rootfs, &prepared.spec.rootfs) {
+        _ if prepared.image.is_some() => {
+            prepared.image.iter().map(|i| i.reference.clone()).collect()
+        }
+        (Some(dir), _) => dir.display().to_string(),
+        (None, Some(r)) => format!(
+            "default ({})",
+            r.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ),
+        (None, None) => "(host filesystem)".into(),
+    };
+    let command = match &cfg.probe {
+        Some(args) => std::iter::once("stagebox probe".to_string())
+            .chain(args.iter().cloned())
+            .collect(),
+        None => prepared.exec.argv.clone(),
+    };
+    let c = Container {
+        id: id.to_string(),
+        name: cfg
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("box-{}", &id[..6])),
+        image,
+        command,
+        created: crate::units::now_secs(),
+        status: "created".into(),
+        exit_code: None,
+        runtime_pid: None,
+        pid: None,
+        volumes: Vec::new(),
+        lower: match &prepared.image {
+            Some(i) => i.lower.clone(),
+            None => prepared.spec.rootfs.iter().cloned().collect(),
+        },
+        remove_on_exit: cfg.remove,
+        image_id: prepared.image.as_ref().and_then(|i| i.image_id.clone()),
+    };
+    let dir = c.dir(&cfg.state_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    let (started, remove) = (started.clone(), cfg.remove);
+    undo.push(format!("remove container {}", dir.display()), move || {
+        if started.get() && !remove {
+            return Ok(());
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())
+    });
+    Ok(c)
+}
+
+/// Makes the named and anonymous volumes `-v` asks for; those made now are removed again
+/// unless the workload starts (anonymous ones also then, with `--rm`).
+pub fn attach_volumes(
+    cfg: &RunConfig,
+    id: &str,
+    prepared: &mut Prepared,
+    container: &mut Container,
+    undo: &mut Undo,
+    started: &Rc<Cell<bool>>,
+) -> Result<()> {
+    let (mounts, created) = crate::state::volume::materialize(&cfg.state_dir, &cfg.volumes, id)?;
+    for name in created {
+        let anonymous = mounts
+            .iter()
+            .any(|m| m.kind == "anonymous" && m.name.as_deref() == Some(name.as_str()));
+        let (state, started, remove) = (cfg.state_dir.clone(), started.clone(), cfg.remove);
+        undo.push(format!("remove volume {name}"), move || {
+            let keep = started.get() && !(anonymous && remove);
+            if keep {
+                return Ok(());
+            }
+            crate::state::volume::remove(&state, &name, true).map_err(|e| e.to_string())
+        });
+    }
+    prepared.spec.volumes = mounts.clone();
+    container.volumes = mounts;
+    Ok(())
+}
+
+/// The overlay's upper, work and merged directories under the container's state directory
+/// (removed with it); the rootfs stage mounts them.
+pub fn make_overlay_dirs(
+    cfg: &RunConfig,
+    prepared: &mut Prepared,
+    container: &Container,
+) -> Result<()> {
+    if prepared.spec.rootfs.is_none() {
+        return Ok(());
+    }
+    let ov = crate::stages::OverlaySpec {
+        lower: container.lower.clone(),
+        upper: container.upper(&cfg.state_dir),
+        work: container.work(&cfg.state_dir),
+        merged: container.merged(&cfg.state_dir),
+    };
+    for d in [&ov.upper, &ov.work, &ov.merged] {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+    }
+    prepared.spec.overlay = Some(ov);
+    Ok(())
+}
+
+/// Host-side state of one run: the undo list and what stages keep between their hooks.
+pub struct HostState<'a> {
+    cfg: &'a RunConfig,
+    id: &'a str,
+    pub undo: Undo,
+    data: HashMap<StageId, Box<dyn std::any::Any>>,
+    /// Stages whose header line is printed already.
+    pub headed: HashSet<StageId>,
+    pub tracing: bool,
+}
+
+impl<'a> HostState<'a> {
+    pub fn new(cfg: &'a RunConfig, id: &'a str) -> Self {
+        HostState {
+            cfg,
+            id,
+            undo: Undo::default(),
+            data: HashMap::new(),
+            headed: HashSet::new(),
+            tracing: cfg.trace != TraceMode::Off,
+        }
+    }
+
+    pub fn header(&mut self, id: StageId) {
+        if self.tracing && self.headed.insert(id) {
+            if let Some(s) = registry::get(id) {
+                trace::stage(id.name(), s.info().summary);
+            }
+        }
+    }
+
+    /// Runs one host-side hook of a stage and traces what it did.
+    pub fn hook<T>(
+        &mut self,
+        id: StageId,
+        f: impl FnOnce(&dyn stages::Stage, &mut HostCtx<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let Some(stage) = registry::get(id) else {
+            return Err(Error::Stage {
+                stage: id.name().into(),
+                message: "this stage is not available in this build".into(),
+            });
+        };
+        let mut ctx = HostCtx {
+            limits: &self.cfg.limits,
+            id: self.id,
+            undo: &mut self.undo,
+            data: &mut self.data,
+            records: Vec::new(),
+            notes: Vec::new(),
+            facts: Vec::new(),
+        };
+        let r = f(stage, &mut ctx);
+        let (records, notes, facts) = (ctx.records, ctx.notes, ctx.facts);
+        if self.tracing {
+            if !records.is_empty() || !notes.is_empty() || !facts.is_empty() {
+                self.header(id);
+            }
+            for rec in &records {
+                trace::syscall(id.name(), rec);
+            }
+            for n in &notes {
+                trace::note(id.name(), n);
+            }
+            for c in &facts {
+                trace::fact(id.name(), c);
+            }
+        }
+        r.map_err(|e| match e {
+            Error::Stage { .. } | Error::Usage(_) | Error::Plan(_) | Error::NotRoot { .. } => e,
+            other => Error::Stage {
+                stage: id.name().into(),
+                message: other.to_string(),
+            },
+        })
+    }
+}

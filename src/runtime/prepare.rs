@@ -1,0 +1,229 @@
+//! Everything a run checks and resolves before its first change to the host: flags that
+//! cannot work together, the rootfs (a directory, the default one, or an image's layers),
+//! the user, the environment, the working directory and the command's path inside the
+//! rootfs. A mistake found here is one sentence and exit status 125, with nothing made.
+
+use super::child::ExecSpec;
+use super::config::{check_hostname, RunConfig};
+use crate::error::{Error, Result};
+use crate::rootfs::{self, DEFAULT_PATH};
+use crate::stages::{ChildSpec, StageId};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+/// Everything checked and resolved before the first change to the host.
+pub struct Prepared {
+    pub spec: ChildSpec,
+    pub exec: ExecSpec,
+    _exe: Option<OwnedFd>,
+    /// The image run, if any (its layers are the overlay's lower dirs).
+    pub image: Option<crate::image::run::Resolved>,
+}
+
+pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::NotRoot {
+            what: "namespaces and mounts need CAP_SYS_ADMIN until the user stage exists".into(),
+        });
+    }
+    let plan = &cfg.plan;
+    if !plan.is_on(StageId::Cgroup) && !cfg.limits.is_empty() {
+        return Err(Error::usage(
+            "resource limits were given but the cgroup stage is off, and only a cgroup can enforce them; switch the cgroup stage on or drop the limits",
+        ));
+    }
+    if let Some(h) = &cfg.hostname {
+        check_hostname(h)?;
+    }
+    if let Some(n) = &cfg.name {
+        crate::state::container::check_name(n)?;
+        if crate::state::container::find(&cfg.state_dir, n).is_ok_and(|c| &c.name == n) {
+            return Err(Error::usage(format!(
+                "a container named {n:?} already exists; remove it with `stagebox rm {n}` or pick another --name"
+            )));
+        }
+    }
+    if !cfg.volumes.is_empty() && !plan.is_on(StageId::Volumes) {
+        return Err(Error::usage(
+            "-v was given but the volumes stage is off; switch it on or drop -v",
+        ));
+    }
+    if cfg.read_only && !plan.is_on(StageId::Pivot) {
+        return Err(Error::usage(
+            "--read-only remounts the container's root, which needs the pivot stage; switch it on or drop --read-only",
+        ));
+    }
+    let image = crate::image::run::resolve(&cfg.state_dir, &cfg.image, &cfg.command)?;
+    if image.is_some() && (cfg.rootfs.is_some() || !plan.is_on(StageId::Rootfs)) {
+        return Err(Error::usage(
+            "an image was given together with --rootfs or without the rootfs stage; an image is the rootfs, so drop one of them",
+        ));
+    }
+    let rootfs = if plan.is_on(StageId::Rootfs) {
+        Some(match &cfg.rootfs {
+            _ if image.is_some() => image
+                .iter()
+                .flat_map(|i| i.lower.first())
+                .cloned()
+                .next()
+                .unwrap_or_default(),
+            Some(dir) => {
+                let canon = std::fs::canonicalize(dir).map_err(|_| {
+                    Error::usage(format!(
+                        "--rootfs {} does not exist; give a directory that holds a root filesystem (bin/, etc/ ...)",
+                        dir.display()
+                    ))
+                })?;
+                if !canon.is_dir() {
+                    return Err(Error::usage(format!(
+                        "--rootfs {} is not a directory; give a directory that holds a root filesystem",
+                        dir.display()
+                    )));
+                }
+                if canon == std::path::Path::new("/") {
+                    return Err(Error::usage(
+                        "--rootfs / is the host's own root; give a separate directory",
+                    ));
+                }
+                canon
+            }
+            None => rootfs::default::ensure(&cfg.state_dir, cfg.default_source)?.path,
+        })
+    } else {
+        if cfg.rootfs.is_some() {
+            return Err(Error::usage(
+                "--rootfs was given but the rootfs stage is off; switch the rootfs stage on or drop --rootfs",
+            ));
+        }
+        None
+    };
+    let lookup: Vec<PathBuf> = match (&image, &rootfs, plan.switches_root()) {
+        (Some(i), _, _) => i.lower.clone(),
+        (None, Some(r), true) => vec![r.clone()],
+        _ => vec![PathBuf::from("/")],
+    };
+    let user = match image
+        .as_ref()
+        .and_then(|i| i.user.clone())
+        .or_else(|| cfg.image.user.clone())
+    {
+        Some(u) => Some(crate::image::user::resolve(&lookup, &u)?),
+        None => None,
+    };
+    let mut env = vec![format!("PATH={DEFAULT_PATH}")];
+    let hostname = cfg
+        .hostname
+        .clone()
+        .unwrap_or_else(|| format!("stagebox-{}", &id[..6]));
+    env.push(format!("HOSTNAME={hostname}"));
+    env.push("HOME=/root".into());
+    env.push("container=stagebox".into());
+    if let Ok(term) = std::env::var("TERM") {
+        env.push(format!("TERM={term}"));
+    }
+    if let Some(home) = user.as_ref().and_then(|u| u.home.clone()) {
+        env.retain(|e| !e.starts_with("HOME="));
+        env.push(format!("HOME={home}"));
+    }
+    for kv in image.iter().flat_map(|i| i.env.iter()).chain(&cfg.env) {
+        if !kv.contains('=') || kv.starts_with('=') {
+            return Err(Error::usage(format!(
+                "--env {kv:?} is not KEY=VALUE; write it as NAME=value"
+            )));
+        }
+        let key = kv.split('=').next().unwrap_or_default();
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    let path_var = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    let workdir = cfg
+        .workdir
+        .clone()
+        .or_else(|| image.as_ref().and_then(|i| i.workdir.clone()));
+    if let Some(w) = &workdir {
+        if !w.starts_with('/') {
+            return Err(Error::usage(format!(
+                "--workdir {w:?} must be an absolute path inside the container"
+            )));
+        }
+        let host = rootfs::resolve_in_layers(&lookup, std::path::Path::new(w));
+        // With an image, a missing working directory is made, as Docker does.
+        let ok = match &host {
+            Ok(h) => h.is_dir() || (image.is_some() && !h.exists()),
+            Err(_) => image.is_some(),
+        };
+        if !ok {
+            return Err(Error::usage(format!(
+                "--workdir {w} is not a directory in the container's root filesystem"
+            )));
+        }
+    }
+    let (exec, exe) = match &cfg.probe {
+        Some(args) => {
+            let exe = std::fs::File::open("/proc/self/exe")
+                .map_err(|e| Error::io("open /proc/self/exe", e))?;
+            let exe: OwnedFd = exe.into();
+            let mut argv = vec!["stagebox".to_string(), "probe".to_string()];
+            argv.extend(args.iter().cloned());
+            (
+                ExecSpec {
+                    path: "/proc/self/exe".into(),
+                    argv,
+                    env,
+                    workdir: workdir.clone(),
+                    exe_fd: Some(exe.as_raw_fd()),
+                    user: user.clone(),
+                    make_workdir: image.is_some(),
+                },
+                Some(exe),
+            )
+        }
+        None => {
+            let argv = image
+                .as_ref()
+                .map(|i| i.argv.clone())
+                .unwrap_or_else(|| cfg.command.clone());
+            let Some(cmd) = argv.first() else {
+                return Err(Error::usage(
+                    "no command given; write it after --, for example: stagebox run -- /bin/sh",
+                ));
+            };
+            let path = rootfs::resolve_command(&lookup, cmd, &path_var)?;
+            (
+                ExecSpec {
+                    path,
+                    argv,
+                    env,
+                    workdir,
+                    exe_fd: None,
+                    user,
+                    make_workdir: image.is_some(),
+                },
+                None,
+            )
+        }
+    };
+    if rootfs.is_some() {
+        crate::stages::rootfs::check_overlay_path(&cfg.state_dir).map_err(Error::Usage)?;
+        if let Some(r) = &rootfs {
+            crate::stages::rootfs::check_overlay_path(r).map_err(Error::Usage)?;
+        }
+    }
+    Ok(Prepared {
+        spec: ChildSpec {
+            hostname,
+            rootfs,
+            root_switch: plan.root_switch,
+            overlay: None,
+            volumes: Vec::new(),
+            read_only: cfg.read_only,
+        },
+        exec,
+        _exe: exe,
+        image,
+    })
+}
