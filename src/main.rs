@@ -3,9 +3,7 @@
 
 use clap::Parser;
 use stagebox::cli::{parse_source, Cli, Cmd, ImageCmd, VolumeCmd};
-use stagebox::runtime::config::RunConfig;
 use stagebox::state::dir::default_state_dir;
-use stagebox::trace::TraceMode;
 
 fn json<T: serde::Serialize>(v: &T) -> stagebox::Result<String> {
     serde_json::to_string_pretty(v).map_err(|e| stagebox::Error::usage(e.to_string()))
@@ -92,59 +90,69 @@ fn image_cmd(state: &std::path::Path, cmd: ImageCmd) -> stagebox::Result<i32> {
     Ok(0)
 }
 
+fn volume_cmd(state: &std::path::Path, cmd: VolumeCmd) -> stagebox::Result<i32> {
+    use stagebox::state::volume;
+    match cmd {
+        VolumeCmd::Ls => {
+            println!("{:<24}  {}", "VOLUME NAME", "MOUNTPOINT");
+            for v in volume::list(state) {
+                println!("{:<24}  {}", v.name, v.mountpoint.display());
+            }
+        }
+        VolumeCmd::Create { name } => {
+            println!("{}", volume::create(state, &name, false)?.name)
+        }
+        VolumeCmd::Inspect { name } => {
+            let v = volume::inspect(state, &name)?;
+            let mut val =
+                serde_json::to_value(&v).map_err(|e| stagebox::Error::usage(e.to_string()))?;
+            val["used_by"] = serde_json::json!(volume::users(state, &name));
+            println!("{}", json(&val)?);
+        }
+        VolumeCmd::Rm { force, names } => {
+            for n in names {
+                volume::remove(state, &n, force)?;
+                println!("{n}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn compare_format(as_json: bool, markdown: bool) -> stagebox::inspect::compare::Format {
+    use stagebox::inspect::compare::Format;
+    if as_json {
+        Format::Json
+    } else if markdown {
+        Format::Markdown
+    } else {
+        Format::Table
+    }
+}
+
+fn compare_cmd(opts: &stagebox::inspect::compare::CompareOpts) -> stagebox::Result<i32> {
+    use stagebox::inspect::compare::{self, Format};
+    {
+        use std::io::IsTerminal;
+        colored::control::set_override(
+            std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal(),
+        );
+    }
+    let m = compare::compare(opts)?;
+    match opts.format {
+        Format::Json => println!("{}", json(&m)?),
+        Format::Markdown => print!("{}", compare::render_markdown(&m)),
+        Format::Table => print!("{}", compare::render_table(&m, opts.evidence)),
+    }
+    Ok(0)
+}
+
 fn real_main(cli: Cli) -> stagebox::Result<i32> {
     let state = cli.state.unwrap_or_else(default_state_dir);
     match cli.cmd {
-        Cmd::Run {
-            toggles,
-            rootfs,
-            rootfs_source,
-            hostname,
-            trace,
-            probe,
-            env,
-            workdir,
-            name,
-            rm,
-            read_only,
-            volume,
-            limits,
-            image,
-            command,
-        } => {
-            let (image, command) = image.split(command);
-            let trace: TraceMode = trace.parse()?;
-            let limits = limits.parse()?;
-            let volumes = volume
-                .iter()
-                .map(|v| stagebox::state::volume::parse(v))
-                .collect::<stagebox::Result<Vec<_>>>()?;
-            let plan = toggles.plan(!volumes.is_empty())?;
-            let default_source = parse_source(&rootfs_source)?;
-            let (probe, command) = if probe {
-                (Some(command), Vec::new())
-            } else {
-                (None, command)
-            };
-            stagebox::trace::init(trace);
-            let cfg = RunConfig {
-                command,
-                rootfs,
-                default_source,
-                hostname,
-                plan,
-                probe,
-                state_dir: state,
-                env,
-                workdir,
-                trace,
-                name,
-                remove: rm,
-                read_only,
-                volumes,
-                limits,
-                image,
-            };
+        Cmd::Run(args) => {
+            let cfg = args.into_config(state)?;
+            stagebox::trace::init(cfg.trace);
             stagebox::runtime::run(&cfg)
         }
         Cmd::Stages => {
@@ -189,34 +197,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Volume { cmd } => {
-            use stagebox::state::volume;
-            match cmd {
-                VolumeCmd::Ls => {
-                    println!("{:<24}  {}", "VOLUME NAME", "MOUNTPOINT");
-                    for v in volume::list(&state) {
-                        println!("{:<24}  {}", v.name, v.mountpoint.display());
-                    }
-                }
-                VolumeCmd::Create { name } => {
-                    println!("{}", volume::create(&state, &name, false)?.name)
-                }
-                VolumeCmd::Inspect { name } => {
-                    let v = volume::inspect(&state, &name)?;
-                    let mut val = serde_json::to_value(&v)
-                        .map_err(|e| stagebox::Error::usage(e.to_string()))?;
-                    val["used_by"] = serde_json::json!(volume::users(&state, &name));
-                    println!("{}", json(&val)?);
-                }
-                VolumeCmd::Rm { force, names } => {
-                    for n in names {
-                        volume::remove(&state, &n, force)?;
-                        println!("{n}");
-                    }
-                }
-            }
-            Ok(0)
-        }
+        Cmd::Volume { cmd } => volume_cmd(&state, cmd),
         Cmd::Plan { toggles, json } => {
             let plan = toggles.plan(false)?;
             if json {
@@ -265,36 +246,16 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             markdown,
             evidence,
         } => {
-            use stagebox::inspect::compare::{self, CompareOpts, Format};
-            let format = if as_json {
-                Format::Json
-            } else if markdown {
-                Format::Markdown
-            } else {
-                Format::Table
-            };
-            {
-                use std::io::IsTerminal;
-                colored::control::set_override(
-                    std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal(),
-                );
-            }
-            let opts = CompareOpts {
+            let opts = stagebox::inspect::compare::CompareOpts {
                 rootfs,
                 run_args: Vec::new(),
                 stages,
                 build_up,
-                format,
+                format: compare_format(as_json, markdown),
                 evidence,
                 state: state.clone(),
             };
-            let m = compare::compare(&opts)?;
-            match format {
-                Format::Json => println!("{}", json(&m)?),
-                Format::Markdown => print!("{}", compare::render_markdown(&m)),
-                Format::Table => print!("{}", compare::render_table(&m, evidence)),
-            }
-            Ok(0)
+            compare_cmd(&opts)
         }
         Cmd::Doctor { json } => stagebox::inspect::doctor::run(json),
         Cmd::Image(cmd) => image_cmd(&state, cmd),

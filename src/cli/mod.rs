@@ -98,59 +98,103 @@ impl LimitArgs {
     }
 }
 
+/// `stagebox run`'s flags.
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub toggles: StageToggles,
+    /// Root filesystem directory (default: the default rootfs, made on first use).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// What to make the default rootfs from: auto, busybox or host.
+    #[arg(long, value_name = "SOURCE", default_value = "auto")]
+    pub rootfs_source: String,
+    /// The container's hostname (default: stagebox-<short id>).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Trace format on stderr: pretty, json or off.
+    #[arg(
+        long,
+        env = "STAGEBOX_TRACE",
+        default_value = "pretty",
+        value_name = "FORMAT"
+    )]
+    pub trace: String,
+    /// Run `stagebox probe` inside (exec'd from stagebox's own file, nothing copied into the
+    /// rootfs); arguments after -- go to the probe (for example: --probe -- --escape).
+    #[arg(long)]
+    pub probe: bool,
+    /// Set an environment variable in the container (KEY=VALUE).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Name the container (default box-<short id>).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Remove the container and its anonymous volumes when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Mount the container's root filesystem read-only (volumes stay writable).
+    #[arg(long)]
+    pub read_only: bool,
+    /// A volume: /host/path:/container/path[:ro], name:/container/path[:ro], or /container/path.
+    #[arg(short = 'v', long = "volume", value_name = "VOLUME")]
+    pub volume: Vec<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub image: ImageRunArgs,
+    /// The command and its arguments.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+impl RunArgs {
+    /// Every flag parsed and checked: what `runtime::run` takes.
+    pub fn into_config(self, state: PathBuf) -> crate::Result<crate::runtime::config::RunConfig> {
+        let (image, command) = self.image.split(self.command);
+        // Parsed in the order the flags are documented, so the first mistake is the one named.
+        let trace: crate::trace::TraceMode = self.trace.parse()?;
+        let limits = self.limits.parse()?;
+        let volumes = self
+            .volume
+            .iter()
+            .map(|v| crate::state::volume::parse(v))
+            .collect::<crate::Result<Vec<_>>>()?;
+        let plan = self.toggles.plan(!volumes.is_empty())?;
+        let default_source = parse_source(&self.rootfs_source)?;
+        let (probe, command) = if self.probe {
+            (Some(command), Vec::new())
+        } else {
+            (None, command)
+        };
+        Ok(crate::runtime::config::RunConfig {
+            command,
+            rootfs: self.rootfs,
+            default_source,
+            hostname: self.hostname,
+            plan,
+            probe,
+            state_dir: state,
+            env: self.env,
+            workdir: self.workdir,
+            trace,
+            name: self.name,
+            remove: self.rm,
+            read_only: self.read_only,
+            volumes,
+            limits,
+            image,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Run a command in a container built from the stages.
-    Run {
-        #[command(flatten)]
-        toggles: StageToggles,
-        /// Root filesystem directory (default: the default rootfs, made on first use).
-        #[arg(long, value_name = "DIR")]
-        rootfs: Option<PathBuf>,
-        /// What to make the default rootfs from: auto, busybox or host.
-        #[arg(long, value_name = "SOURCE", default_value = "auto")]
-        rootfs_source: String,
-        /// The container's hostname (default: stagebox-<short id>).
-        #[arg(long, value_name = "NAME")]
-        hostname: Option<String>,
-        /// Trace format on stderr: pretty, json or off.
-        #[arg(
-            long,
-            env = "STAGEBOX_TRACE",
-            default_value = "pretty",
-            value_name = "FORMAT"
-        )]
-        trace: String,
-        /// Run `stagebox probe` inside (exec'd from stagebox's own file, nothing copied into the
-        /// rootfs); arguments after -- go to the probe (for example: --probe -- --escape).
-        #[arg(long)]
-        probe: bool,
-        /// Set an environment variable in the container (KEY=VALUE).
-        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-        env: Vec<String>,
-        /// Working directory inside the container.
-        #[arg(short = 'w', long, value_name = "DIR")]
-        workdir: Option<String>,
-        /// Name the container (default box-<short id>).
-        #[arg(long, value_name = "NAME")]
-        name: Option<String>,
-        /// Remove the container and its anonymous volumes when it exits.
-        #[arg(long)]
-        rm: bool,
-        /// Mount the container's root filesystem read-only (volumes stay writable).
-        #[arg(long)]
-        read_only: bool,
-        /// A volume: /host/path:/container/path[:ro], name:/container/path[:ro], or /container/path.
-        #[arg(short = 'v', long = "volume", value_name = "VOLUME")]
-        volume: Vec<String>,
-        #[command(flatten)]
-        limits: LimitArgs,
-        #[command(flatten)]
-        image: ImageRunArgs,
-        /// The command and its arguments.
-        #[arg(last = true, value_name = "COMMAND")]
-        command: Vec<String>,
-    },
+    Run(RunArgs),
     /// List every stage: what it does, on or off by default, the lesson that teaches it.
     Stages,
     /// List containers (running ones; -a: all kept ones).

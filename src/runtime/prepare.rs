@@ -21,82 +21,15 @@ pub struct Prepared {
 }
 
 pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err(Error::NotRoot {
-            what: "namespaces and mounts need CAP_SYS_ADMIN until the user stage exists".into(),
-        });
-    }
+    check_flags(cfg)?;
     let plan = &cfg.plan;
-    if !plan.is_on(StageId::Cgroup) && !cfg.limits.is_empty() {
-        return Err(Error::usage(
-            "resource limits were given but the cgroup stage is off, and only a cgroup can enforce them; switch the cgroup stage on or drop the limits",
-        ));
-    }
-    if let Some(h) = &cfg.hostname {
-        check_hostname(h)?;
-    }
-    if let Some(n) = &cfg.name {
-        crate::state::container::check_name(n)?;
-        if crate::state::container::find(&cfg.state_dir, n).is_ok_and(|c| &c.name == n) {
-            return Err(Error::usage(format!(
-                "a container named {n:?} already exists; remove it with `stagebox rm {n}` or pick another --name"
-            )));
-        }
-    }
-    if !cfg.volumes.is_empty() && !plan.is_on(StageId::Volumes) {
-        return Err(Error::usage(
-            "-v was given but the volumes stage is off; switch it on or drop -v",
-        ));
-    }
-    if cfg.read_only && !plan.is_on(StageId::Pivot) {
-        return Err(Error::usage(
-            "--read-only remounts the container's root, which needs the pivot stage; switch it on or drop --read-only",
-        ));
-    }
     let image = crate::image::run::resolve(&cfg.state_dir, &cfg.image, &cfg.command)?;
     if image.is_some() && (cfg.rootfs.is_some() || !plan.is_on(StageId::Rootfs)) {
         return Err(Error::usage(
             "an image was given together with --rootfs or without the rootfs stage; an image is the rootfs, so drop one of them",
         ));
     }
-    let rootfs = if plan.is_on(StageId::Rootfs) {
-        Some(match &cfg.rootfs {
-            _ if image.is_some() => image
-                .iter()
-                .flat_map(|i| i.lower.first())
-                .cloned()
-                .next()
-                .unwrap_or_default(),
-            Some(dir) => {
-                let canon = std::fs::canonicalize(dir).map_err(|_| {
-                    Error::usage(format!(
-                        "--rootfs {} does not exist; give a directory that holds a root filesystem (bin/, etc/ ...)",
-                        dir.display()
-                    ))
-                })?;
-                if !canon.is_dir() {
-                    return Err(Error::usage(format!(
-                        "--rootfs {} is not a directory; give a directory that holds a root filesystem",
-                        dir.display()
-                    )));
-                }
-                if canon == std::path::Path::new("/") {
-                    return Err(Error::usage(
-                        "--rootfs / is the host's own root; give a separate directory",
-                    ));
-                }
-                canon
-            }
-            None => rootfs::default::ensure(&cfg.state_dir, cfg.default_source)?.path,
-        })
-    } else {
-        if cfg.rootfs.is_some() {
-            return Err(Error::usage(
-                "--rootfs was given but the rootfs stage is off; switch the rootfs stage on or drop --rootfs",
-            ));
-        }
-        None
-    };
+    let rootfs = choose_rootfs(cfg, &image)?;
     let lookup: Vec<PathBuf> = match (&image, &rootfs, plan.switches_root()) {
         (Some(i), _, _) => i.lower.clone(),
         (None, Some(r), true) => vec![r.clone()],
@@ -110,58 +43,13 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         Some(u) => Some(crate::image::user::resolve(&lookup, &u)?),
         None => None,
     };
-    let mut env = vec![format!("PATH={DEFAULT_PATH}")];
-    let hostname = cfg
-        .hostname
-        .clone()
-        .unwrap_or_else(|| format!("stagebox-{}", &id[..6]));
-    env.push(format!("HOSTNAME={hostname}"));
-    env.push("HOME=/root".into());
-    env.push("container=stagebox".into());
-    if let Ok(term) = std::env::var("TERM") {
-        env.push(format!("TERM={term}"));
-    }
-    if let Some(home) = user.as_ref().and_then(|u| u.home.clone()) {
-        env.retain(|e| !e.starts_with("HOME="));
-        env.push(format!("HOME={home}"));
-    }
-    for kv in image.iter().flat_map(|i| i.env.iter()).chain(&cfg.env) {
-        if !kv.contains('=') || kv.starts_with('=') {
-            return Err(Error::usage(format!(
-                "--env {kv:?} is not KEY=VALUE; write it as NAME=value"
-            )));
-        }
-        let key = kv.split('=').next().unwrap_or_default();
-        env.retain(|e| e.split('=').next() != Some(key));
-        env.push(kv.clone());
-    }
+    let (env, hostname) = environment(cfg, id, &image, &user)?;
     let path_var = env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH)
         .to_string();
-    let workdir = cfg
-        .workdir
-        .clone()
-        .or_else(|| image.as_ref().and_then(|i| i.workdir.clone()));
-    if let Some(w) = &workdir {
-        if !w.starts_with('/') {
-            return Err(Error::usage(format!(
-                "--workdir {w:?} must be an absolute path inside the container"
-            )));
-        }
-        let host = rootfs::resolve_in_layers(&lookup, std::path::Path::new(w));
-        // With an image, a missing working directory is made, as Docker does.
-        let ok = match &host {
-            Ok(h) => h.is_dir() || (image.is_some() && !h.exists()),
-            Err(_) => image.is_some(),
-        };
-        if !ok {
-            return Err(Error::usage(format!(
-                "--workdir {w} is not a directory in the container's root filesystem"
-            )));
-        }
-    }
+    let workdir = working_dir(cfg, &image, &lookup)?;
     let (exec, exe) = match &cfg.probe {
         Some(args) => {
             let exe = std::fs::File::open("/proc/self/exe")
@@ -226,4 +114,156 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         _exe: exe,
         image,
     })
+}
+
+/// Flags that cannot work with the plan, or with each other.
+fn check_flags(cfg: &RunConfig) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::NotRoot {
+            what: "namespaces and mounts need CAP_SYS_ADMIN until the user stage exists".into(),
+        });
+    }
+    let plan = &cfg.plan;
+    if !plan.is_on(StageId::Cgroup) && !cfg.limits.is_empty() {
+        return Err(Error::usage(
+            "resource limits were given but the cgroup stage is off, and only a cgroup can enforce them; switch the cgroup stage on or drop the limits",
+        ));
+    }
+    if let Some(h) = &cfg.hostname {
+        check_hostname(h)?;
+    }
+    if let Some(n) = &cfg.name {
+        crate::state::container::check_name(n)?;
+        if crate::state::container::find(&cfg.state_dir, n).is_ok_and(|c| &c.name == n) {
+            return Err(Error::usage(format!(
+                "a container named {n:?} already exists; remove it with `stagebox rm {n}` or pick another --name"
+            )));
+        }
+    }
+    if !cfg.volumes.is_empty() && !plan.is_on(StageId::Volumes) {
+        return Err(Error::usage(
+            "-v was given but the volumes stage is off; switch it on or drop -v",
+        ));
+    }
+    if cfg.read_only && !plan.is_on(StageId::Pivot) {
+        return Err(Error::usage(
+            "--read-only remounts the container's root, which needs the pivot stage; switch it on or drop --read-only",
+        ));
+    }
+    Ok(())
+}
+
+/// The lowest layer of the container's root: the image's, `--rootfs DIR`, or the default
+/// rootfs (made on first use); None without the rootfs stage.
+fn choose_rootfs(
+    cfg: &RunConfig,
+    image: &Option<crate::image::run::Resolved>,
+) -> Result<Option<PathBuf>> {
+    let plan = &cfg.plan;
+    Ok(if plan.is_on(StageId::Rootfs) {
+        Some(match &cfg.rootfs {
+            _ if image.is_some() => image
+                .iter()
+                .flat_map(|i| i.lower.first())
+                .cloned()
+                .next()
+                .unwrap_or_default(),
+            Some(dir) => {
+                let canon = std::fs::canonicalize(dir).map_err(|_| {
+                    Error::usage(format!(
+                        "--rootfs {} does not exist; give a directory that holds a root filesystem (bin/, etc/ ...)",
+                        dir.display()
+                    ))
+                })?;
+                if !canon.is_dir() {
+                    return Err(Error::usage(format!(
+                        "--rootfs {} is not a directory; give a directory that holds a root filesystem",
+                        dir.display()
+                    )));
+                }
+                if canon == std::path::Path::new("/") {
+                    return Err(Error::usage(
+                        "--rootfs / is the host's own root; give a separate directory",
+                    ));
+                }
+                canon
+            }
+            None => rootfs::default::ensure(&cfg.state_dir, cfg.default_source)?.path,
+        })
+    } else {
+        if cfg.rootfs.is_some() {
+            return Err(Error::usage(
+                "--rootfs was given but the rootfs stage is off; switch the rootfs stage on or drop --rootfs",
+            ));
+        }
+        None
+    })
+}
+
+/// The workload's environment, as Docker sets it: PATH, HOSTNAME, HOME (the user's),
+/// `container`, TERM, then the image's ENV, then `--env`. Returns it with the hostname.
+fn environment(
+    cfg: &RunConfig,
+    id: &str,
+    image: &Option<crate::image::run::Resolved>,
+    user: &Option<crate::image::user::Ids>,
+) -> Result<(Vec<String>, String)> {
+    let mut env = vec![format!("PATH={DEFAULT_PATH}")];
+    let hostname = cfg
+        .hostname
+        .clone()
+        .unwrap_or_else(|| format!("stagebox-{}", &id[..6]));
+    env.push(format!("HOSTNAME={hostname}"));
+    env.push("HOME=/root".into());
+    env.push("container=stagebox".into());
+    if let Ok(term) = std::env::var("TERM") {
+        env.push(format!("TERM={term}"));
+    }
+    if let Some(home) = user.as_ref().and_then(|u| u.home.clone()) {
+        env.retain(|e| !e.starts_with("HOME="));
+        env.push(format!("HOME={home}"));
+    }
+    for kv in image.iter().flat_map(|i| i.env.iter()).chain(&cfg.env) {
+        if !kv.contains('=') || kv.starts_with('=') {
+            return Err(Error::usage(format!(
+                "--env {kv:?} is not KEY=VALUE; write it as NAME=value"
+            )));
+        }
+        let key = kv.split('=').next().unwrap_or_default();
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    Ok((env, hostname))
+}
+
+/// `--workdir`, else the image's WORKDIR; checked to be a directory in the rootfs (with an
+/// image, a missing one is made, as Docker does).
+fn working_dir(
+    cfg: &RunConfig,
+    image: &Option<crate::image::run::Resolved>,
+    lookup: &[PathBuf],
+) -> Result<Option<String>> {
+    let workdir = cfg
+        .workdir
+        .clone()
+        .or_else(|| image.as_ref().and_then(|i| i.workdir.clone()));
+    if let Some(w) = &workdir {
+        if !w.starts_with('/') {
+            return Err(Error::usage(format!(
+                "--workdir {w:?} must be an absolute path inside the container"
+            )));
+        }
+        let host = rootfs::resolve_in_layers(&lookup, std::path::Path::new(w));
+        // With an image, a missing working directory is made, as Docker does.
+        let ok = match &host {
+            Ok(h) => h.is_dir() || (image.is_some() && !h.exists()),
+            Err(_) => image.is_some(),
+        };
+        if !ok {
+            return Err(Error::usage(format!(
+                "--workdir {w} is not a directory in the container's root filesystem"
+            )));
+        }
+    }
+    Ok(workdir)
 }
