@@ -12,17 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Namespace links in /proc/PID/ns, in the order the trace prints them.
-pub const NS_NAMES: &[&str] = &[
-    "user",
-    "uts",
-    "ipc",
-    "pid",
-    "pid_for_children",
-    "net",
-    "cgroup",
-    "mnt",
-    "time",
-];
+pub use super::ns::NAMES as NS_NAMES;
 
 /// The names of the facts [`diff`] reports besides `ns/<name>` (one per namespace in
 /// [`NS_NAMES`]), in the order the trace prints them. Lessons may only name these (a test
