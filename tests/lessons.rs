@@ -290,7 +290,7 @@ const MODEL_ANSWERS: &[(&str, &str)] = &[
     ("08", "--name exercise-08"),
     ("09", "-v exercise-09:/v"),
     ("10", "FROM default\nCMD [\"echo\", \"hello from 10\"]\n"),
-    ("12", "--without ipc"),
+    ("11", "--without ipc"),
 ];
 
 fn check(n: &str, answers: &Path) -> (i32, String) {

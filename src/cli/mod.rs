@@ -42,11 +42,16 @@ pub struct StageToggles {
     /// How the pivot stage switches the root: pivot (pivot_root) or chroot.
     #[arg(long, value_name = "MODE", default_value = "pivot")]
     pub root_switch: String,
+    /// What the mount stage makes of mount propagation: private (nothing crosses), slave
+    /// (host mounts come in, none go out) or shared (a workload's mounts reach the host).
+    #[arg(long, value_name = "MODE", default_value = "private")]
+    pub root_propagation: String,
 }
 
 impl StageToggles {
     pub fn plan(&self, volumes_given: bool) -> crate::Result<Plan> {
         let rs: RootSwitch = self.root_switch.parse()?;
+        let propagation: crate::stages::Propagation = self.root_propagation.parse()?;
         Plan::resolve(
             &Toggles {
                 only: self.only.clone(),
@@ -54,7 +59,8 @@ impl StageToggles {
                 volumes_given,
             },
             rs,
-        )
+        )?
+        .with_propagation(propagation)
     }
 }
 

@@ -106,6 +106,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
             hostname,
             rootfs,
             root_switch: plan.root_switch,
+            root_propagation: plan.root_propagation,
             overlay: None,
             volumes: Vec::new(),
             read_only: cfg.read_only,

@@ -106,6 +106,44 @@ impl std::str::FromStr for StageId {
     }
 }
 
+/// What the mount stage makes of the propagation of every mount in the container's copy of
+/// the mount table (OCI's `linux.rootfsPropagation`, always recursive).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagation {
+    /// MS_PRIVATE: nothing propagates in or out (stagebox's default).
+    #[default]
+    Private,
+    /// MS_SLAVE: the host's new mounts still reach the container, none go out (runc's default).
+    Slave,
+    /// Left shared: mounts made inside reach the host's peers. Only for showing the leak.
+    Shared,
+}
+
+impl Propagation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Propagation::Private => "private",
+            Propagation::Slave => "slave",
+            Propagation::Shared => "shared",
+        }
+    }
+}
+
+impl std::str::FromStr for Propagation {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "private" | "rprivate" => Ok(Propagation::Private),
+            "slave" | "rslave" => Ok(Propagation::Slave),
+            "shared" | "rshared" => Ok(Propagation::Shared),
+            other => Err(crate::Error::usage(format!(
+                "unknown --root-propagation {other:?}; use private, slave or shared"
+            ))),
+        }
+    }
+}
+
 /// How the pivot stage switches the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -178,6 +216,9 @@ pub struct ChildSpec {
     /// read-only layer.
     pub rootfs: Option<PathBuf>,
     pub root_switch: RootSwitch,
+    /// What the mount stage does to the propagation of the container's mounts.
+    #[serde(default)]
+    pub root_propagation: Propagation,
     /// The copy-on-write layers: when set, the rootfs stage mounts an overlay instead of a
     /// plain bind.
     #[serde(default)]
@@ -197,6 +238,7 @@ impl ChildSpec {
             hostname: "h".into(),
             rootfs: Some("/r".into()),
             root_switch,
+            root_propagation: Propagation::Private,
             overlay: None,
             volumes: vec![],
             read_only: false,

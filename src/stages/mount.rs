@@ -15,7 +15,7 @@
 //! belong to those namespaces; before rootfs, proc and pivot, which all mount things that
 //! must stay inside this namespace.
 
-use super::{unshare_checked, ChildCtx, Stage, StageError, StageId, StageInfo};
+use super::{unshare_checked, ChildCtx, Propagation, Stage, StageError, StageId, StageInfo};
 use crate::kernel::mountinfo;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
@@ -50,7 +50,16 @@ impl Stage for Mount {
 
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
         unshare_checked(ctx, CloneFlags::CLONE_NEWNS, "mnt")?;
-        let flags = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
+        let mode = ctx.spec.root_propagation;
+        let flags = MsFlags::MS_REC
+            | match mode {
+                Propagation::Private => MsFlags::MS_PRIVATE,
+                Propagation::Slave => MsFlags::MS_SLAVE,
+                Propagation::Shared => MsFlags::MS_SHARED,
+            };
+        if mode == Propagation::Shared {
+            ctx.note("--root-propagation shared: the container's mounts stay in the host's peer groups, so a mount made inside appears on the host");
+        }
         match ctx.sys.mount(None, Path::new("/"), None, flags, None) {
             Ok(()) => {}
             // "/" is not a mount point: the runtime itself runs in a chroot (or from an
@@ -76,11 +85,20 @@ impl Stage for Mount {
         }
         if ctx.verify {
             let shared = shared_mounts()?;
-            if !shared.is_empty() {
-                return Err(StageError::no_effect(format!(
-                    "these mounts are still shared after MS_REC|MS_PRIVATE: {}",
-                    shared.join(", ")
-                )));
+            match mode {
+                Propagation::Shared if !shared.iter().any(|m| m == "/") => {
+                    return Err(StageError::no_effect(
+                        "/ is not shared after MS_REC|MS_SHARED",
+                    ))
+                }
+                Propagation::Private | Propagation::Slave if !shared.is_empty() => {
+                    return Err(StageError::no_effect(format!(
+                        "these mounts are still shared after {}: {}",
+                        crate::kernel::sys::ms_flags_str(flags),
+                        shared.join(", ")
+                    )));
+                }
+                _ => {}
             }
         }
         Ok(())

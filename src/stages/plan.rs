@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::stages::registry;
-use crate::stages::{RootSwitch, StageId};
+use crate::stages::{Propagation, RootSwitch, StageId};
 use std::collections::BTreeSet;
 
 /// Which stages are on, as the user asked.
@@ -32,6 +32,13 @@ pub struct PlannedStage {
 pub struct Plan {
     pub stages: Vec<PlannedStage>,
     pub root_switch: RootSwitch,
+    /// The mount stage's propagation mode (`--root-propagation`).
+    #[serde(skip_serializing_if = "is_private")]
+    pub root_propagation: Propagation,
+}
+
+fn is_private(p: &Propagation) -> bool {
+    *p == Propagation::Private
 }
 
 fn parse_names(names: &[String], flag: &str) -> Result<BTreeSet<StageId>> {
@@ -90,9 +97,17 @@ impl Plan {
         let plan = Plan {
             stages: planned,
             root_switch,
+            root_propagation: Propagation::Private,
         };
         plan.validate()?;
         Ok(plan)
+    }
+
+    /// The same plan with the mount stage's propagation mode, checked.
+    pub fn with_propagation(mut self, p: Propagation) -> Result<Plan> {
+        self.root_propagation = p;
+        self.validate()?;
+        Ok(self)
     }
 
     /// The stages that are on, in pipeline order.
@@ -123,6 +138,24 @@ impl Plan {
                         reason
                     )));
                 }
+            }
+        }
+        if self.root_propagation != Propagation::Private && !self.is_on(StageId::Mount) {
+            return Err(Error::Plan(
+                "--root-propagation is a mode of the mount stage, which is off; switch mount on or drop --root-propagation".into(),
+            ));
+        }
+        if self.root_propagation == Propagation::Shared {
+            let mounting: Vec<&str> = [StageId::Rootfs, StageId::Volumes, StageId::Proc, StageId::Pivot]
+                .into_iter()
+                .filter(|id| self.is_on(*id))
+                .map(|id| id.name())
+                .collect();
+            if !mounting.is_empty() {
+                return Err(Error::Plan(format!(
+                    "--root-propagation shared would carry the mounts of the {} stage(s) onto the host (and pivot_root refuses shared mounts); use it only with those stages off, to watch a workload's own mount leak",
+                    mounting.join(", ")
+                )));
             }
         }
         if self.root_switch == RootSwitch::Chroot && !self.is_on(StageId::Pivot) {

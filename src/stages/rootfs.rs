@@ -212,6 +212,7 @@ mod tests {
             hostname: "h".into(),
             rootfs: Some("/img".into()),
             root_switch: RootSwitch::Pivot,
+            root_propagation: Default::default(),
             overlay: Some(OverlaySpec {
                 lower: vec!["/l2".into(), "/l1".into()],
                 upper: "/c/upper".into(),

@@ -46,15 +46,86 @@ pub struct Step {
     pub exit: i32,
     /// STAGEBOX_TRACE for the step: pretty, json or off.
     pub trace: String,
+    /// Text the step's output must hold (`# expect stdout: ...` lines in the block).
+    pub expect: Vec<Expectation>,
     /// Line of the opening fence, for messages.
     pub line: usize,
+}
+
+/// Which output an expectation looks in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    Either,
+}
+
+/// `# expect stdout: TEXT` in a step: the step passes only when TEXT is in that output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expectation {
+    pub stream: Stream,
+    pub text: String,
+}
+
+impl Step {
+    /// What is wrong with how the step ended, in one sentence; None when it ended as the
+    /// lesson says: the exit status, every expected text, and no usage message (a program
+    /// that printed how to call it did not do what the lesson shows, whatever its status).
+    pub fn judge(&self, status: i32, stdout: &str, stderr: &str) -> Option<String> {
+        if status != self.exit {
+            return Some(format!(
+                "the step ended with exit status {status}, and the lesson expects {}",
+                self.exit
+            ));
+        }
+        let usage = |t: &str| {
+            t.lines().any(|l| {
+                let l = l.trim_start();
+                l.starts_with("Usage:") || l.starts_with("usage:")
+            })
+        };
+        if usage(stdout) || usage(stderr) {
+            return Some("the step printed a usage message: a command in it was called wrongly".into());
+        }
+        for e in &self.expect {
+            let found = match e.stream {
+                Stream::Stdout => stdout.contains(&e.text),
+                Stream::Stderr => stderr.contains(&e.text),
+                Stream::Either => stdout.contains(&e.text) || stderr.contains(&e.text),
+            };
+            if !found {
+                let where_ = match e.stream {
+                    Stream::Stdout => "stdout",
+                    Stream::Stderr => "stderr",
+                    Stream::Either => "the output",
+                };
+                return Some(format!("{where_} does not hold {:?}, which the lesson expects", e.text));
+            }
+        }
+        None
+    }
 }
 
 /// A `stagebox-check` block: exits 0 when the learner's answer is right.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExerciseCheck {
     pub command: String,
+    /// What the learner writes: flags for `stagebox run` (checked before the check runs) or
+    /// a file (a Containerfile).
+    pub answer: AnswerKind,
+    /// The check's workload deletes or writes files (`workload=writes`): it then runs only
+    /// on a disposable copy of the rootfs with the root switch on.
+    pub writes: bool,
     pub line: usize,
+}
+
+/// What goes in a lesson's answer file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// Flags to put after `stagebox run`, and nothing else (`answer=flags`, the default).
+    Flags,
+    /// A file the check reads as it is (`answer=file`).
+    File,
 }
 
 /// A lesson in document order: prose, steps, checks and shown-only code blocks.

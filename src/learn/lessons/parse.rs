@@ -58,6 +58,45 @@ fn parse_options(name: &str, line: usize, words: &[&str]) -> Result<(Keep, i32, 
 }
 
 /// One command line: a single line, or lines joined by a trailing backslash.
+/// Splits a step's block into its command line and its `# expect` lines:
+/// `# expect stdout: TEXT`, `# expect stderr: TEXT`, or `# expect: TEXT` (either output).
+pub(super) fn split_expectations(
+    name: &str,
+    line: usize,
+    body: &str,
+) -> Result<(String, Vec<Expectation>)> {
+    let mut command = Vec::new();
+    let mut expect = Vec::new();
+    for l in body.lines() {
+        let Some(rest) = l.trim_start().strip_prefix("# expect") else {
+            command.push(l);
+            continue;
+        };
+        let (stream, text) = if let Some(t) = rest.strip_prefix(" stdout:") {
+            (Stream::Stdout, t)
+        } else if let Some(t) = rest.strip_prefix(" stderr:") {
+            (Stream::Stderr, t)
+        } else if let Some(t) = rest.strip_prefix(':') {
+            (Stream::Either, t)
+        } else {
+            return Err(bad(
+                name,
+                line,
+                "write an expectation as `# expect stdout: TEXT`, `# expect stderr: TEXT` or `# expect: TEXT`",
+            ));
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(bad(name, line, "an `# expect` line names no text"));
+        }
+        expect.push(Expectation {
+            stream,
+            text: text.to_string(),
+        });
+    }
+    Ok((one_command(name, line, &command.join("\n"))?, expect))
+}
+
 fn one_command(name: &str, line: usize, body: &str) -> Result<String> {
     let cmd = body.trim().to_string();
     if cmd.is_empty() {
@@ -166,23 +205,40 @@ pub fn parse(name: &str, text: &str) -> Result<Lesson> {
         match words.first().copied() {
             Some("stagebox") => {
                 let (keep, exit, trace) = parse_options(name, i + 1, &words[1..])?;
+                let (command, expect) = split_expectations(name, i + 1, &body)?;
                 lesson.steps.push(Step {
                     section: section.clone(),
                     lead,
-                    command: one_command(name, i + 1, &body)?,
+                    command,
                     keep,
                     exit,
                     trace,
+                    expect,
                     line: i + 1,
                 });
                 lesson.parts.push(Part::Step(lesson.steps.len() - 1));
             }
             Some("stagebox-check") => {
-                if words.len() > 1 {
-                    return Err(bad(name, i + 1, "a stagebox-check block takes no options"));
+                let (mut answer, mut writes) = (AnswerKind::Flags, false);
+                for w in &words[1..] {
+                    match *w {
+                        "answer=flags" => answer = AnswerKind::Flags,
+                        "answer=file" => answer = AnswerKind::File,
+                        "workload=reads" => writes = false,
+                        "workload=writes" => writes = true,
+                        other => {
+                            return Err(bad(
+                                name,
+                                i + 1,
+                                format!("unknown stagebox-check option {other:?}; use answer=flags|file and workload=reads|writes"),
+                            ))
+                        }
+                    }
                 }
                 lesson.checks.push(ExerciseCheck {
                     command: body.trim().to_string(),
+                    answer,
+                    writes,
                     line: i + 1,
                 });
                 lesson.parts.push(Part::Check(lesson.checks.len() - 1));

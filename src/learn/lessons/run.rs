@@ -14,6 +14,9 @@ pub struct Captured {
     /// As chosen by `keep=`, without ANSI colors.
     pub output: String,
     pub status: i32,
+    /// What is wrong with how the step ended ([`Step::judge`]); None when it ended as the
+    /// lesson says.
+    pub problem: Option<String>,
 }
 
 /// Removes ANSI escape sequences (colors).
@@ -134,6 +137,8 @@ impl StepEnv {
             .map_err(|e| Error::io(format!("running /bin/sh -c {:?}", step.command), e))?;
         let stdout = strip_ansi(&String::from_utf8_lossy(&out.stdout));
         let stderr = strip_ansi(&String::from_utf8_lossy(&out.stderr));
+        let status = exit_status(out.status);
+        let problem = step.judge(status, &stdout, &stderr);
         let output = match step.keep {
             Keep::Stdout => stdout,
             Keep::Stderr => stderr,
@@ -141,7 +146,8 @@ impl StepEnv {
         };
         Ok(Captured {
             output,
-            status: exit_status(out.status),
+            status,
+            problem,
         })
     }
 
@@ -201,21 +207,14 @@ fn run_steps(lesson: &Lesson, env: &StepEnv, pause: bool) -> Result<i32> {
         }
         println!("{} {}", "$".dimmed(), step.command.yellow());
         flush();
-        let status = env
-            .command(&step.command, &step.trace, color)
-            .status()
+        let (code, stdout, stderr) = tee(env.command(&step.command, &step.trace, color))
             .map_err(|e| Error::io(format!("running /bin/sh -c {:?}", step.command), e))?;
-        let code = exit_status(status);
-        if code != step.exit {
+        if let Some(problem) = step.judge(code, &strip_ansi(&stdout), &strip_ansi(&stderr)) {
             println!(
                 "{}",
-                format!(
-                    "✗ step {} ended with exit status {code}, and the lesson expects {}: stopping here",
-                    i + 1,
-                    step.exit
-                )
-                .red()
-                .bold()
+                format!("✗ step {}: {problem}: stopping here", i + 1)
+                    .red()
+                    .bold()
             );
             return Ok(1);
         }
@@ -259,9 +258,120 @@ fn run_steps(lesson: &Lesson, env: &StepEnv, pause: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// Runs a command with its stdout and stderr shown as they come and also kept; returns the
+/// exit status and both outputs.
+fn tee(mut cmd: Command) -> std::io::Result<(i32, String, String)> {
+    use std::io::Read;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let copy = |mut from: Box<dyn Read + Send>, to_err: bool| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                kept.extend_from_slice(&buf[..n]);
+                let _ = if to_err {
+                    std::io::stderr().write_all(&buf[..n])
+                } else {
+                    std::io::stdout().write_all(&buf[..n]).and_then(|_| std::io::stdout().flush())
+                };
+            }
+            String::from_utf8_lossy(&kept).into_owned()
+        })
+    };
+    let out = child.stdout.take().map(|o| copy(Box::new(o), false));
+    let err = child.stderr.take().map(|e| copy(Box::new(e), true));
+    let status = child.wait()?;
+    let out = out.and_then(|h| h.join().ok()).unwrap_or_default();
+    let err = err.and_then(|h| h.join().ok()).unwrap_or_default();
+    Ok((exit_status(status), out, err))
+}
+
+/// Why a check must not run the learner's answer, in one sentence; None when it may.
+///
+/// An answer of flags is pasted after `stagebox run` by the check's shell (`$flags`, split at
+/// white space and expanded as a glob). So it must be flags only: no command, image or probe,
+/// no glob characters. When the check's workload deletes or writes files, the answer must
+/// also keep the rootfs and pivot stages on (the workload then writes into the container's
+/// own overlay layer, a disposable copy) and bind no host directory in.
+pub fn refuse_answer(check: &ExerciseCheck, answer: &str) -> Option<String> {
+    if check.answer != AnswerKind::Flags {
+        return None;
+    }
+    if answer.contains(['*', '?', '[', '$', '`', ';', '|', '&', '<', '>', '(', ')']) {
+        return Some(
+            "the answer holds shell characters (* ? [ $ ` ; | & < > ( )): write only the flags for `stagebox run`".into(),
+        );
+    }
+    let mut argv = vec!["stagebox", "run"];
+    argv.extend(answer.split_whitespace());
+    if argv.contains(&"--") {
+        return Some(
+            "the answer holds `--` and a command: write only the flags for `stagebox run`; the check supplies the command".into(),
+        );
+    }
+    let cli = match <crate::cli::Cli as clap::Parser>::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("").trim_start_matches("error: ");
+            return Some(format!("`stagebox run {answer}` is refused: {first}"));
+        }
+    };
+    let crate::cli::Cmd::Run(args) = cli.cmd else {
+        return Some("the answer is not flags for `stagebox run`".into());
+    };
+    if !args.image.positional.is_empty() || args.image.image.is_some() || !args.command.is_empty() {
+        return Some(
+            "the answer names an image or a command: write only the flags for `stagebox run`; the check supplies the command".into(),
+        );
+    }
+    if args.probe || args.image.entrypoint.is_some() {
+        return Some(
+            "--probe and --entrypoint change what runs: the check chooses the workload, so leave them out".into(),
+        );
+    }
+    let volumes: Vec<String> = args.volume.clone();
+    let plan = match args.toggles.plan(!volumes.is_empty()) {
+        Ok(p) => p,
+        Err(e) => return Some(format!("`stagebox run {answer}` is refused: {e}")),
+    };
+    if check.writes {
+        use crate::stages::StageId;
+        if !plan.is_on(StageId::Rootfs) || !plan.is_on(StageId::Pivot) {
+            return Some(
+                "this check's workload deletes and writes files, so it runs only on a disposable copy of the rootfs with the root switch on; keep the rootfs and pivot stages on".into(),
+            );
+        }
+        for v in &volumes {
+            match crate::state::volume::parse(v) {
+                Ok(crate::state::volume::VolumeSpec::Bind { source, .. }) => {
+                    return Some(format!(
+                        "this check's workload deletes and writes files, and -v {v} would let it write into {} on the host; use a named volume (NAME:/path)",
+                        source.display()
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Some(format!("`stagebox run {answer}` is refused: {e}")),
+            }
+        }
+    }
+    None
+}
+
 /// `stagebox lesson N --check`: runs the exercise's checks with $ANSWER set to the learner's
 /// answer file. 0 when all pass; 1 with what is still wrong.
 pub fn check(lesson: &Lesson, env: &StepEnv) -> Result<i32> {
+    // A check leaves the host as it found it: containers its runs kept are removed after.
+    let before = kept_containers(env);
+    let r = run_checks(lesson, env);
+    remove_new_containers(env, &before);
+    r
+}
+
+fn run_checks(lesson: &Lesson, env: &StepEnv) -> Result<i32> {
     if lesson.checks.is_empty() {
         println!(
             "lesson {:02} has no checked exercise: its answer is in words",
@@ -277,6 +387,13 @@ pub fn check(lesson: &Lesson, env: &StepEnv) -> Result<i32> {
             lesson.number
         );
         return Ok(1);
+    }
+    let answer_text = std::fs::read_to_string(&answer).unwrap_or_default();
+    for c in &lesson.checks {
+        if let Some(why) = refuse_answer(c, &answer_text) {
+            println!("✗ the answer in {} is not run: {why}", answer.display());
+            return Ok(1);
+        }
     }
     for (i, c) in lesson.checks.iter().enumerate() {
         let out = env
