@@ -35,7 +35,12 @@ fn tree_hash(dir: &Path) -> String {
         h.update(rel.to_string_lossy().as_bytes());
         h.update(md.mode().to_le_bytes());
         if md.file_type().is_symlink() {
-            h.update(std::fs::read_link(&p).unwrap_or_default().to_string_lossy().as_bytes());
+            h.update(
+                std::fs::read_link(&p)
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
         } else if md.is_file() {
             h.update(std::fs::read(&p).unwrap_or_default());
         }
@@ -43,13 +48,14 @@ fn tree_hash(dir: &Path) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `stagebox ps -a`: the id and name of every container kept.
 fn ps_all() -> Vec<String> {
     let out = stagebox(&["ps", "-a"]);
     assert!(out.status.success(), "ps -a failed");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .skip(1)
-        .map(str::to_string)
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
         .collect()
 }
 
@@ -123,15 +129,22 @@ fn hostile_answers_change_nothing_on_the_host() {
         // The destructive checks refuse what would reach the host, in one sentence.
         if check.writes && check.answer == stagebox::learn::lessons::AnswerKind::Flags {
             for answer in ["--without rootfs,pivot", &format!("-v {m}:/etc")] {
-                std::fs::write(answers.path().join(format!("{:02}.txt", lesson.number)), answer)
-                    .unwrap();
+                std::fs::write(
+                    answers.path().join(format!("{:02}.txt", lesson.number)),
+                    answer,
+                )
+                .unwrap();
                 let out = cmd(&["lesson", &lesson.number.to_string(), "--check"])
                     .env("STAGEBOX_ANSWERS", answers.path())
                     .output()
                     .expect("run the check");
                 let text = String::from_utf8_lossy(&out.stdout);
                 assert_eq!(out.status.code(), Some(1), "{text}");
-                assert!(text.contains("is not run:"), "{} {answer}: {text}", lesson.name);
+                assert!(
+                    text.contains("is not run:"),
+                    "{} {answer}: {text}",
+                    lesson.name
+                );
             }
         }
     }
@@ -166,9 +179,19 @@ fn every_lesson_runs_as_written_and_leaves_no_container() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let before = ps_all();
+    // A state dir of its own, so that `ps -a` must be empty, not merely unchanged.
+    let state = tempfile::Builder::new()
+        .prefix("lesson-state.")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("state dir");
+    let run = |args: &[&str]| {
+        cmd(args)
+            .env("STAGEBOX_STATE", state.path())
+            .output()
+            .expect("run stagebox")
+    };
     for lesson in lessons() {
-        let out = stagebox(&["lesson", &lesson.number.to_string(), "--no-pause"]);
+        let out = run(&["lesson", &lesson.number.to_string(), "--no-pause"]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             out.status.code(),
@@ -178,7 +201,20 @@ fn every_lesson_runs_as_written_and_leaves_no_container() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(text.contains("steps ended as expected"), "{text}");
-        assert_eq!(ps_all(), before, "lesson {} left containers", lesson.name);
+        let ps = run(&["ps", "-a"]);
+        let listed: Vec<String> = String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .skip(1)
+            .map(str::to_string)
+            .collect();
+        assert!(
+            ps.status.success() && listed.is_empty(),
+            "lesson {} left containers: {listed:?}",
+            lesson.name
+        );
+        let vols = run(&["volume", "ls"]);
+        let listed = String::from_utf8_lossy(&vols.stdout).lines().count();
+        assert_eq!(listed, 1, "lesson {} left volumes", lesson.name);
     }
 }
 
