@@ -146,11 +146,16 @@ impl Plan {
             ));
         }
         if self.root_propagation == Propagation::Shared {
-            let mounting: Vec<&str> = [StageId::Rootfs, StageId::Volumes, StageId::Proc, StageId::Pivot]
-                .into_iter()
-                .filter(|id| self.is_on(*id))
-                .map(|id| id.name())
-                .collect();
+            let mounting: Vec<&str> = [
+                StageId::Rootfs,
+                StageId::Volumes,
+                StageId::Proc,
+                StageId::Pivot,
+            ]
+            .into_iter()
+            .filter(|id| self.is_on(*id))
+            .map(|id| id.name())
+            .collect();
             if !mounting.is_empty() {
                 return Err(Error::Plan(format!(
                     "--root-propagation shared would carry the mounts of the {} stage(s) onto the host (and pivot_root refuses shared mounts); use it only with those stages off, to watch a workload's own mount leak",

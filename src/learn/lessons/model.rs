@@ -85,7 +85,9 @@ impl Step {
             })
         };
         if usage(stdout) || usage(stderr) {
-            return Some("the step printed a usage message: a command in it was called wrongly".into());
+            return Some(
+                "the step printed a usage message: a command in it was called wrongly".into(),
+            );
         }
         for e in &self.expect {
             let found = match e.stream {
@@ -99,7 +101,10 @@ impl Step {
                     Stream::Stderr => "stderr",
                     Stream::Either => "the output",
                 };
-                return Some(format!("{where_} does not hold {:?}, which the lesson expects", e.text));
+                return Some(format!(
+                    "{where_} does not hold {:?}, which the lesson expects",
+                    e.text
+                ));
             }
         }
         None

@@ -275,7 +275,9 @@ fn tee(mut cmd: Command) -> std::io::Result<(i32, String, String)> {
                 let _ = if to_err {
                     std::io::stderr().write_all(&buf[..n])
                 } else {
-                    std::io::stdout().write_all(&buf[..n]).and_then(|_| std::io::stdout().flush())
+                    std::io::stdout()
+                        .write_all(&buf[..n])
+                        .and_then(|_| std::io::stdout().flush())
                 };
             }
             String::from_utf8_lossy(&kept).into_owned()
@@ -316,7 +318,11 @@ pub fn refuse_answer(check: &ExerciseCheck, answer: &str) -> Option<String> {
         Ok(c) => c,
         Err(e) => {
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("").trim_start_matches("error: ");
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ");
             return Some(format!("`stagebox run {answer}` is refused: {first}"));
         }
     };
