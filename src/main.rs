@@ -152,7 +152,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
     match cli.cmd {
         Cmd::Run(args) => {
             let cfg = args.into_config(state)?;
-            stagebox::trace::init(cfg.trace);
+            stagebox::trace::init(cfg.trace, cfg.trace_focus.clone());
             stagebox::runtime::run(&cfg)
         }
         Cmd::Stages => {

@@ -53,6 +53,15 @@ pub fn redact_trace(s: &str, state: &str) -> String {
         if t.starts_with("mount ") && t.contains(" - ") && !t.contains(state) {
             continue;
         }
+        // How many host mounts the root switch takes out of view differs too (even below 10).
+        if t.starts_with("mount ") && t.contains(" gone from view") {
+            let indent = &line[..line.len() - t.len()];
+            let rest = t["mount".len()..].trim_start();
+            let what = rest.split_once(' ').map(|(_, w)| w).unwrap_or(rest);
+            let what = what.replacen("host mount gone", "host mounts gone", 1);
+            out.push_str(&format!("{indent}{:<18} [N] {what}\n", "mount"));
+            continue;
+        }
         // Which cgroups the runtime itself sits in differs from host to host.
         if t.starts_with("· /proc/self/cgroup") {
             out.push_str("    · /proc/self/cgroup [HOST CGROUP PATHS]\n");

@@ -272,6 +272,7 @@ fn run_step(
         env,
         workdir: None,
         trace: crate::trace::TraceMode::Off,
+        trace_focus: crate::trace::Focus::all(),
         name: Some(name.clone()),
         remove: false,
         read_only: false,

@@ -118,7 +118,8 @@ pub struct RunArgs {
     /// The container's hostname (default: stagebox-<short id>).
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
-    /// Trace format on stderr: pretty, json or off.
+    /// Trace format on stderr: pretty, verbose (pretty, with each host mount the root switch
+    /// takes out of view on a line of its own), json or off.
     #[arg(
         long,
         env = "STAGEBOX_TRACE",
@@ -126,6 +127,15 @@ pub struct RunArgs {
         value_name = "FORMAT"
     )]
     pub trace: String,
+    /// Trace only these stages (comma-separated), plus the exec and exit lines; every stage
+    /// still runs.
+    #[arg(
+        long,
+        env = "STAGEBOX_TRACE_STAGES",
+        value_name = "STAGES",
+        value_delimiter = ','
+    )]
+    pub trace_stages: Option<Vec<String>>,
     /// Run `stagebox probe` inside (exec'd from stagebox's own file, nothing copied into the
     /// rootfs); arguments after -- go to the probe (for example: --probe -- --escape).
     #[arg(long)]
@@ -163,6 +173,14 @@ impl RunArgs {
         let (image, command) = self.image.split(self.command);
         // Parsed in the order the flags are documented, so the first mistake is the one named.
         let trace: crate::trace::TraceMode = self.trace.parse()?;
+        let trace_focus = match &self.trace_stages {
+            Some(names) => crate::trace::Focus::stages(
+                crate::stages::plan::parse_names(names, "--trace-stages")?
+                    .into_iter()
+                    .map(|id| id.name()),
+            ),
+            None => crate::trace::Focus::all(),
+        };
         let limits = self.limits.parse()?;
         let volumes = self
             .volume
@@ -187,6 +205,7 @@ impl RunArgs {
             env: self.env,
             workdir: self.workdir,
             trace,
+            trace_focus,
             name: self.name,
             remove: self.rm,
             read_only: self.read_only,

@@ -182,6 +182,17 @@ pub struct Change {
     pub after: Option<String>,
 }
 
+impl Change {
+    /// A host mount the process no longer sees: a `mount` line with a `before` and no
+    /// `after`. Only the root switch takes mounts out of a process's view here: pivot_root
+    /// and `umount2(MNT_DETACH)` detach the host's whole tree, chroot leaves it outside the
+    /// new root. The container's own mounts are added (`+`) or moved (`old -> new`), never
+    /// this. The one definition of the idea: the pretty trace folds these into one line.
+    pub fn is_host_mount_gone(&self) -> bool {
+        self.fact == "mount" && self.before.is_some() && self.after.is_none()
+    }
+}
+
 fn change(out: &mut Vec<Change>, fact: &str, before: String, after: String) {
     if before != after {
         out.push(Change {
@@ -334,6 +345,30 @@ mod tests {
         assert_eq!(facts, vec!["ns/uts", "hostname", "mount count", "mount"]);
         assert_eq!(d[3].before, None);
         assert_eq!(d[3].after.as_deref(), Some("/proc proc proc"));
+    }
+
+    #[test]
+    fn host_mounts_gone_are_the_removed_lines_not_the_moved_or_added_ones() {
+        let line = |id, at: &str| MountLine {
+            id,
+            mount_point: at.into(),
+            fs_type: "tmpfs".into(),
+            source: "tmpfs".into(),
+        };
+        let mut a = Snapshot::default();
+        a.ns.insert("mnt".into(), "mnt:[1]".into());
+        a.mounts = vec![line(1, "/"), line(2, "/box"), line(3, "/host/dir")];
+        let mut b = a.clone();
+        b.mounts = vec![line(2, "/"), line(4, "/proc")];
+        let d = diff(&a, &b);
+        let gone: Vec<&str> = d
+            .iter()
+            .filter(|c| c.is_host_mount_gone())
+            .filter_map(|c| c.before.as_deref())
+            .collect();
+        assert_eq!(gone, vec!["/ tmpfs tmpfs", "/host/dir tmpfs tmpfs"]);
+        // The move (/box -> /) and the new /proc are not folded.
+        assert_eq!(d.iter().filter(|c| c.fact == "mount").count(), 4, "{d:?}");
     }
 
     #[test]

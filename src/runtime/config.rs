@@ -2,7 +2,7 @@
 
 use crate::rootfs::default::RootfsSource;
 use crate::stages::plan::Plan;
-use crate::trace::TraceMode;
+use crate::trace::{Focus, TraceMode};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone)]
@@ -21,6 +21,8 @@ pub struct RunConfig {
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub trace: TraceMode,
+    /// `--trace-stages`: whose lines the trace shows (every stage still runs).
+    pub trace_focus: Focus,
     /// `--name`; default `box-<short id>`.
     pub name: Option<String>,
     /// `--rm`: remove the container (and its anonymous volumes) when it exits.

@@ -74,13 +74,10 @@ pub fn follow_stages(
             }
             ToParent::Exec => {
                 if tracing {
-                    trace::note(
-                        "exec",
-                        &format!(
-                            "execve({:?}, {:?}) as host pid {current}",
-                            prepared.exec.path, prepared.exec.argv
-                        ),
-                    );
+                    trace::exec(&format!(
+                        "execve({:?}, {:?}) as host pid {current}",
+                        prepared.exec.path, prepared.exec.argv
+                    ));
                 }
                 ch.send(&ToChild::Continue).map_err(chan_err)?;
             }
@@ -126,9 +123,7 @@ pub fn follow_stages(
                     }
                     let snap = Snapshot::of(current.as_raw(), inside.unwrap_or_default(), &view);
                     if let Some(p) = &prev {
-                        for c in diff(p, &snap) {
-                            trace::fact(name, &c);
-                        }
+                        trace::facts(name, &diff(p, &snap));
                     }
                     prev = Some(snap);
                 }

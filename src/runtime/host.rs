@@ -189,9 +189,7 @@ impl<'a> HostState<'a> {
             for n in &notes {
                 trace::note(id.name(), n);
             }
-            for c in &facts {
-                trace::fact(id.name(), c);
-            }
+            trace::facts(id.name(), &facts);
         }
         r.map_err(|e| match e {
             Error::Stage { .. } | Error::Usage(_) | Error::Plan(_) | Error::NotRoot { .. } => e,

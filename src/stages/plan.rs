@@ -41,7 +41,9 @@ fn is_private(p: &Propagation) -> bool {
     *p == Propagation::Private
 }
 
-fn parse_names(names: &[String], flag: &str) -> Result<BTreeSet<StageId>> {
+/// Stage names as a flag takes them (comma-separated, any order, repeatable), each checked:
+/// an unknown or unavailable one is refused with one sentence naming `flag` and the stages.
+pub fn parse_names(names: &[String], flag: &str) -> Result<BTreeSet<StageId>> {
     let mut out = BTreeSet::new();
     for raw in names {
         for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
