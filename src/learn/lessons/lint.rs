@@ -211,7 +211,7 @@ fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>,
         if name == "probe" {
             probe = true;
         }
-        if name == "only" || name == "without" {
+        if name == "only" || name == "without" || name == "trace-stages" {
             match value {
                 Some(v) => check_toggle_value(&v, known, problems, at),
                 None => toggles_next = true,

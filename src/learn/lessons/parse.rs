@@ -36,11 +36,11 @@ fn parse_options(name: &str, line: usize, words: &[&str]) -> Result<(Keep, i32, 
                     .map_err(|_| bad(name, line, format!("exit={v}: not a number")))?
             }
             "trace" => {
-                if !["pretty", "json", "off"].contains(&v) {
+                if !["pretty", "verbose", "json", "off"].contains(&v) {
                     return Err(bad(
                         name,
                         line,
-                        format!("trace={v}: use pretty, json or off"),
+                        format!("trace={v}: use pretty, verbose, json or off"),
                     ));
                 }
                 trace = v.to_string();
