@@ -7,3 +7,4 @@
 
 pub mod book;
 pub mod lessons;
+pub mod pictures;
