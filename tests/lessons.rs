@@ -1,6 +1,7 @@
 //! The lessons: every one matches the program (stages, flags, trace facts), runs, and its
 //! transcript is a reviewed snapshot; model answers pass the exercise checks; the committed
-//! book is what `stagebox book` writes now; mdbook renders every chapter.
+//! book (chapters and pictures) is what `stagebox book` writes now; mdbook renders every
+//! chapter.
 //!
 //! Tests that run lesson steps take a lock: steps make System V segments and mounts on the
 //! host for a moment, and another lesson's trace would count them.
@@ -390,15 +391,27 @@ fn committed_book_is_what_stagebox_book_writes_now() {
     let n = stagebox::learn::book::generate(tmp.path(), &all_lessons(), &step_env())
         .expect("generate the book");
     assert!(n >= 10, "{n} chapters");
+    // Chapters (.md) and pictures (images/*.svg) alike: the pictures hold inodes and ids
+    // as text only, never in a coordinate, so the same redaction makes two runs comparable.
     let committed = files(&repo().join("book/src"));
     let fresh = files(&tmp.path().join("src"));
     let names = |v: &[(PathBuf, String)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    let svgs = |v: &[(PathBuf, String)]| {
+        v.iter()
+            .filter(|(p, _)| p.starts_with("images") && p.extension().is_some_and(|x| x == "svg"))
+            .count()
+    };
+    assert!(
+        svgs(&fresh) >= 4,
+        "stagebox book drew {} pictures into src/images",
+        svgs(&fresh)
+    );
     let stale =
         "book/src is stale: run `stagebox book` as root in the repository, then commit book/src";
     assert_eq!(
         names(&committed),
         names(&fresh),
-        "{stale} (the chapter files differ)"
+        "{stale} (the chapter and picture files differ)"
     );
     for ((path, old), (_, new)) in committed.iter().zip(&fresh) {
         let (old, new) = (redact(old), redact(new));

@@ -13,7 +13,7 @@ use crate::stages::plan::{Plan, Toggles};
 use crate::stages::RootSwitch;
 use crate::stages::{self, StageId};
 use colored::Colorize;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -37,7 +37,7 @@ pub struct CompareOpts {
     pub state: PathBuf,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Column {
     pub label: String,
     /// The stages on in this configuration, in pipeline order.
@@ -50,7 +50,7 @@ pub struct Column {
     pub checks: Vec<IsolationCheck>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Matrix {
     pub columns: Vec<Column>,
 }

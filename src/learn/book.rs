@@ -7,11 +7,25 @@
 //! subcommand). So the book cannot drift from what stagebox does: a test regenerates it and
 //! compares it with the committed one.
 //!
+//! Pages that show a pipeline, namespaces, an overlay or the compare matrix also get a
+//! picture of it (SVG from [`crate::learn::pictures`]), drawn from real data too: a resolved
+//! plan, a real run's `--trace json`, a container the book makes, inspects and removes, and
+//! `stagebox compare --json`. Which lesson shows which picture is the table
+//! [`LESSON_PICTURES`], by the lesson's slug (its name without the number).
+//!
 //! book.toml is written only when it is missing (it is the author's file); the .md files of
-//! src/ and src/reference/ are all regenerated.
+//! src/ and src/reference/ and the .svg files of src/images/ are all regenerated.
 
 use crate::error::{Error, Result};
+use crate::inspect::checks::{Verdict, CHECKS};
+use crate::inspect::compare::{self, Matrix};
 use crate::learn::lessons::{Lesson, Part, StepEnv};
+use crate::learn::pictures::{
+    self, Cell, ChangeKind, GridRow, NamespaceRow, PipelineStage, StageState,
+};
+use crate::stages::plan::{Plan, Toggles};
+use crate::stages::{registry, RootSwitch, StageId};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 const GENERATED: &str =
@@ -30,14 +44,14 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
-/// Removes the generated .md files of `dir` (not recursive), so a removed lesson goes too.
-fn clear_markdown(dir: &Path) -> Result<()> {
+/// Removes the generated `.EXT` files of `dir` (not recursive), so a removed lesson goes too.
+fn clear(dir: &Path, ext: &str) -> Result<()> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Ok(());
     };
     for e in rd.flatten() {
         let p = e.path();
-        if p.extension().is_some_and(|x| x == "md") {
+        if p.extension().is_some_and(|x| x == ext) {
             std::fs::remove_file(&p)
                 .map_err(|er| Error::io(format!("removing {}", p.display()), er))?;
         }
@@ -108,10 +122,16 @@ pub fn chapter(lesson: &Lesson, env: &StepEnv) -> Result<String> {
 }
 
 /// The stage reference: the table of `stagebox stages`, then each stage's teaching text.
-pub fn stages_chapter(lessons: &[Lesson]) -> String {
+/// `pictures` is the Markdown of the pipeline's picture, shown under the table.
+pub fn stages_chapter(lessons: &[Lesson], pictures: &str) -> String {
     let mut out = format!("{GENERATED}\n\n# Stages\n\n");
     out.push_str("The pipeline, in the order stagebox applies it (`stagebox stages`):\n\n");
     out.push_str(&fenced("text", &crate::cli::tables::stages_table()));
+    if !pictures.is_empty() {
+        out.push('\n');
+        out.push_str(pictures.trim_end());
+        out.push('\n');
+    }
     out.push_str("\n| # | stage | default | what it does | what the trace shows | lesson |\n");
     out.push_str("|---|-------|---------|--------------|----------------------|--------|\n");
     for (i, s) in crate::stages::registry::all().iter().enumerate() {
@@ -199,39 +219,498 @@ To run a lesson yourself, as root: `stagebox lesson --list`, then `stagebox less
     out
 }
 
-/// Runs `stagebox compare ARGS --markdown` with the book's binary and state.
-fn compare_markdown(env: &StepEnv, args: &[&str]) -> Result<String> {
-    let out = std::process::Command::new(&env.exe)
-        .arg("compare")
-        .args(args)
-        .arg("--markdown")
-        .env("STAGEBOX_STATE", &env.state)
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| Error::io("running stagebox compare", e))?;
-    if !out.status.success() {
-        return Err(Error::usage(format!(
-            "stagebox compare {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The isolation matrix, measured now by `stagebox compare` (the lesson comparing isolation explains it).
-pub fn isolation_chapter(env: &StepEnv) -> Result<String> {
+/// The isolation matrix, measured by `stagebox compare` (the lesson comparing isolation explains it): under each
+/// heading its picture, then the table.
+pub fn isolation_chapter(each_off: &Matrix, build_up: &Matrix, pictures: [&str; 2]) -> String {
     let mut out = format!("{GENERATED}\n\n# Isolation, measured\n\n");
     out.push_str(
         "Every cell below was measured while this book was generated: stagebox's own probe ran \
          inside a real container and tried each thing (see the lesson on comparing isolation and `stagebox compare`).\n\n\
          ## Every stage on, then each stage off in turn\n\n",
     );
-    out.push_str(&compare_markdown(env, &[])?);
+    out.push_str(pictures[0]);
+    out.push_str(&compare::render_markdown(each_off));
     out.push_str("\n## Building up, one stage at a time\n\n");
-    out.push_str(&compare_markdown(env, &["--build-up"])?);
+    out.push_str(pictures[1]);
+    out.push_str(&compare::render_markdown(build_up));
+    out
+}
+
+/// Runs this book's stagebox with ARGS and its state; fails unless it exits 0.
+fn stagebox(env: &StepEnv, args: &[&str]) -> Result<std::process::Output> {
+    let out = std::process::Command::new(&env.exe)
+        .args(args)
+        .env("STAGEBOX_STATE", &env.state)
+        .env("NO_COLOR", "1")
+        .env_remove("STAGEBOX_TRACE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::io(format!("running stagebox {}", args.join(" ")), e))?;
+    if !out.status.success() {
+        return Err(Error::usage(format!(
+            "stagebox {} failed while writing the book: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
     Ok(out)
+}
+
+/// `stagebox compare --json [--build-up]`, parsed.
+fn compare_matrix(env: &StepEnv, build_up: bool) -> Result<Matrix> {
+    let mut args = vec!["compare", "--json"];
+    if build_up {
+        args.push("--build-up");
+    }
+    let out = stagebox(env, &args)?;
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::usage(format!("stagebox compare --json printed no matrix: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------
+// Pictures: which page shows which, and the real data each is drawn from.
+
+/// Stage toggles, as a learner types them after `stagebox run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flags {
+    /// `--only LIST` (comma-separated; empty: no stage at all).
+    pub only: Option<&'static str>,
+    /// `--without LIST`.
+    pub without: &'static str,
+}
+
+const DEFAULTS: Flags = Flags {
+    only: None,
+    without: "",
+};
+
+const fn only(list: &'static str) -> Flags {
+    Flags {
+        only: Some(list),
+        without: "",
+    }
+}
+
+impl Flags {
+    fn args(self) -> Vec<&'static str> {
+        match self.only {
+            Some(list) => vec!["--only", list],
+            None if !self.without.is_empty() => vec!["--without", self.without],
+            None => vec![],
+        }
+    }
+
+    /// `stagebox run --only uts`, as a shell would take it.
+    fn command(self) -> String {
+        match self.only {
+            Some("") => "stagebox run --only ''".to_string(),
+            Some(list) => format!("stagebox run --only {list}"),
+            None if !self.without.is_empty() => format!("stagebox run --without {}", self.without),
+            None => "stagebox run".to_string(),
+        }
+    }
+
+    /// A file-name part: `default`, `only-none`, `only-uts-mount`, `without-pid`.
+    fn slug(self) -> String {
+        match self.only {
+            Some("") => "only-none".to_string(),
+            Some(list) => format!("only-{}", list.replace(',', "-")),
+            None if !self.without.is_empty() => {
+                format!("without-{}", self.without.replace(',', "-"))
+            }
+            None => "default".to_string(),
+        }
+    }
+
+    fn toggles(self) -> Toggles {
+        let list = |l: &str| -> Vec<String> {
+            l.split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        Toggles {
+            only: self.only.map(list),
+            without: list(self.without),
+            volumes_given: false,
+        }
+    }
+}
+
+/// One picture a page can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Picture {
+    /// Every stage of the plan these toggles resolve to.
+    Pipeline(Flags),
+    /// The host's and the container's namespaces in a real run with these toggles.
+    Namespaces(Flags),
+    /// The overlay of a container the book makes with [`OVERLAY_SCRIPT`].
+    Overlay,
+    /// `stagebox compare`: every stage on, then each off in turn.
+    CompareEachOff,
+    /// `stagebox compare --build-up`.
+    CompareBuildUp,
+}
+
+/// Which lessons show which pictures, by slug: the lesson's name without its number, which
+/// changes when lessons are renumbered.
+pub const LESSON_PICTURES: &[(&str, &[Picture])] = &[
+    (
+        "a-process-is-a-process",
+        &[Picture::Pipeline(only("")), Picture::Pipeline(DEFAULTS)],
+    ),
+    ("uts-hostname", &[Picture::Namespaces(only("uts"))]),
+    ("pid-namespace", &[Picture::Namespaces(only("pid"))]),
+    ("ipc-and-net", &[Picture::Namespaces(only("ipc,net"))]),
+    ("layers-and-whiteouts", &[Picture::Overlay]),
+    (
+        "comparing-isolation",
+        &[
+            Picture::CompareEachOff,
+            Picture::CompareBuildUp,
+            Picture::Pipeline(only("uts,mount")),
+        ],
+    ),
+];
+
+/// What the overlay picture's container does: the changes of the layers lesson's
+/// `layers-demo` (a file added, one changed, one deleted, a directory replaced).
+pub const OVERLAY_SCRIPT: &str =
+    "echo hello > /hello.txt; echo \"# mine\" >> /etc/hosts; rm /etc/passwd; rm -rf /home; mkdir /home";
+
+/// A lesson's name without its number: `12-comparing-isolation` -> `comparing-isolation`.
+pub fn slug(name: &str) -> &str {
+    match name.split_once('-') {
+        Some((n, rest)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => rest,
+        _ => name,
+    }
+}
+
+/// The pictures of a lesson, by its name.
+pub fn lesson_pictures(name: &str) -> &'static [Picture] {
+    LESSON_PICTURES
+        .iter()
+        .find(|(s, _)| *s == slug(name))
+        .map(|(_, p)| *p)
+        .unwrap_or(&[])
+}
+
+/// The pictures drawn so far (each once, however many pages show it: file name -> SVG) and
+/// the compare matrices (measured once, for the lesson and the reference chapter).
+pub struct Gallery<'a> {
+    env: &'a StepEnv,
+    pub svgs: BTreeMap<String, String>,
+    each_off: Option<Matrix>,
+    build_up: Option<Matrix>,
+}
+
+impl<'a> Gallery<'a> {
+    pub fn new(env: &'a StepEnv) -> Self {
+        Gallery {
+            env,
+            svgs: BTreeMap::new(),
+            each_off: None,
+            build_up: None,
+        }
+    }
+
+    /// `stagebox compare --json` (`build_up`: `--build-up`), run once.
+    pub fn matrix(&mut self, build_up: bool) -> Result<Matrix> {
+        let slot = if build_up {
+            &mut self.build_up
+        } else {
+            &mut self.each_off
+        };
+        if let Some(m) = slot {
+            return Ok(m.clone());
+        }
+        let m = compare_matrix(self.env, build_up)?;
+        *slot = Some(m.clone());
+        Ok(m)
+    }
+
+    /// Draws `p` (once) and returns its Markdown: the image with its alt text, then a
+    /// caption. `prefix` leads from the page to src/ (`../` for reference pages).
+    pub fn show(&mut self, p: Picture, prefix: &str) -> Result<String> {
+        let (file, alt, caption) = match p {
+            Picture::Pipeline(f) => (
+                format!("pipeline-{}.svg", f.slug()),
+                format!("The pipeline of {}: every stage in order, on or off", f.command()),
+                format!(
+                    "The plan of `{}`, resolved by stagebox: every stage in pipeline order, the ones that are on in green, the ones that are off in grey with the reason, and the ones not in this version yet dashed.",
+                    f.command()
+                ),
+            ),
+            Picture::Namespaces(f) => (
+                format!("namespaces-{}.svg", f.slug()),
+                format!("The namespaces of the host and of the container in {}", f.command()),
+                format!(
+                    "The namespace links of the host and of the container, read from a real run of `{} --trace json -- true` when this book was generated: the highlighted rows are the namespaces the container got of its own.",
+                    f.command()
+                ),
+            ),
+            Picture::Overlay => (
+                "overlay-layers.svg".to_string(),
+                "The overlay of a container: merged, upper with the changed files, lower, work"
+                    .to_string(),
+                "The overlay of a container that made the same changes as `layers-demo`, made by the book, read with `stagebox inspect` and `stagebox diff`, then removed. A deleted file is a whiteout in the upper layer; the lower layer never changes.".to_string(),
+            ),
+            Picture::CompareEachOff => (
+                "compare-each-off.svg".to_string(),
+                "The compare matrix: every stage on, then each stage off in turn".to_string(),
+                "`stagebox compare`, measured when this book was generated: green is isolated, red LEAKS.".to_string(),
+            ),
+            Picture::CompareBuildUp => (
+                "compare-build-up.svg".to_string(),
+                "The compare matrix: isolation building up one stage at a time".to_string(),
+                "`stagebox compare --build-up`, measured when this book was generated: read it from left to right to see the red go away.".to_string(),
+            ),
+        };
+        if !self.svgs.contains_key(&file) {
+            let svg = match p {
+                Picture::Pipeline(f) => pipeline_svg(f)?,
+                Picture::Namespaces(f) => namespaces_svg(self.env, f)?,
+                Picture::Overlay => overlay_svg(self.env)?,
+                Picture::CompareEachOff => grid_svg(
+                    "Every stage on, then each stage off in turn",
+                    &self.matrix(false)?,
+                ),
+                Picture::CompareBuildUp => {
+                    grid_svg("Building up, one stage at a time", &self.matrix(true)?)
+                }
+            };
+            self.svgs.insert(file.clone(), svg);
+        }
+        Ok(format!(
+            "![{alt}]({prefix}images/{file})\n\n*{caption}*\n\n"
+        ))
+    }
+
+    /// The Markdown of several pictures, one after the other.
+    pub fn show_all(&mut self, pictures: &[Picture], prefix: &str) -> Result<String> {
+        let mut out = String::new();
+        for p in pictures {
+            out.push_str(&self.show(*p, prefix)?);
+        }
+        Ok(out)
+    }
+}
+
+/// The pipeline of the plan `flags` resolve to, with the stages still to come.
+fn pipeline_svg(flags: Flags) -> Result<String> {
+    let plan = Plan::resolve(&flags.toggles(), RootSwitch::Pivot)?;
+    let stages: Vec<PipelineStage> = StageId::ORDER
+        .iter()
+        .map(|id| {
+            let planned = plan.stages.iter().find(|s| s.id == *id);
+            let summary = registry::get(*id)
+                .map(|s| s.info().summary.to_string())
+                .unwrap_or_else(|| "planned for a later version".to_string());
+            PipelineStage {
+                name: id.name().to_string(),
+                state: match planned {
+                    Some(p) if p.enabled => StageState::On,
+                    Some(_) => StageState::Off,
+                    None => StageState::Coming,
+                },
+                why: planned.map(|p| p.why.clone()).unwrap_or_default(),
+                summary,
+            }
+        })
+        .collect();
+    Ok(pictures::pipeline(&flags.command(), &stages))
+}
+
+/// The host's and the container's namespace links from a real run's `--trace json`: a
+/// namespace the trace does not report changed is the host's.
+fn namespaces_svg(env: &StepEnv, flags: Flags) -> Result<String> {
+    let mut args = vec!["run", "--rm", "--trace", "json"];
+    args.extend(flags.args());
+    args.extend(["--", "true"]);
+    let out = stagebox(env, &args)?;
+    let mut changed: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["event"] != "fact" {
+            continue;
+        }
+        let Some(name) = v["fact"].as_str().and_then(|f| f.strip_prefix("ns/")) else {
+            continue;
+        };
+        let before = v["before"].as_str().unwrap_or_default().to_string();
+        let after = v["after"].as_str().unwrap_or_default().to_string();
+        changed
+            .entry(name.to_string())
+            .and_modify(|e| e.1 = after.clone())
+            .or_insert((before, after));
+    }
+    let mut rows = Vec::new();
+    for name in crate::kernel::ns::NAMES {
+        let (host, container) = match changed.get(*name) {
+            Some((b, a)) => (b.clone(), a.clone()),
+            None => {
+                let own = crate::kernel::ns::own(name).unwrap_or_default();
+                (own.clone(), own)
+            }
+        };
+        if host.is_empty() && container.is_empty() {
+            continue;
+        }
+        rows.push(NamespaceRow {
+            name: name.to_string(),
+            host,
+            container,
+        });
+    }
+    if changed.is_empty() && flags != only("") {
+        return Err(Error::usage(format!(
+            "{} --trace json reported no namespace change",
+            flags.command()
+        )));
+    }
+    Ok(pictures::namespaces(
+        &format!("{} -- true", flags.command()),
+        &rows,
+    ))
+}
+
+/// `path` with the state directory shown as `$STAGEBOX_STATE`, the same on every machine.
+fn in_state(env: &StepEnv, path: &str) -> String {
+    let mut states = vec![env.state.clone()];
+    if let Ok(c) = env.state.canonicalize() {
+        states.push(c);
+    }
+    for s in states {
+        if let Ok(rest) = Path::new(path).strip_prefix(&s) {
+            return format!("$STAGEBOX_STATE/{}", rest.display());
+        }
+    }
+    path.to_string()
+}
+
+/// The overlay of a container the book makes now, reads and removes again.
+fn overlay_svg(env: &StepEnv) -> Result<String> {
+    let before = crate::learn::lessons::kept_containers(env);
+    let made = stagebox(
+        env,
+        &["run", "--trace", "off", "--", "sh", "-c", OVERLAY_SCRIPT],
+    );
+    let new: Vec<String> = crate::learn::lessons::kept_containers(env)
+        .difference(&before)
+        .cloned()
+        .collect();
+    let drawn = match (made, new.as_slice()) {
+        (Ok(_), [id]) => overlay_of(env, id),
+        (Err(e), _) => Err(e),
+        (Ok(_), _) => Err(Error::usage(format!(
+            "the overlay picture's run kept {} containers, not one",
+            new.len()
+        ))),
+    };
+    for id in &new {
+        // `stagebox rm`, as a learner would; whatever it leaves, the lesson helper removes.
+        let _ = stagebox(env, &["rm", id]);
+    }
+    crate::learn::lessons::remove_new_containers(env, &before);
+    drawn
+}
+
+fn overlay_of(env: &StepEnv, id: &str) -> Result<String> {
+    let out = stagebox(env, &["inspect", id])?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::usage(format!("stagebox inspect {id} printed no JSON: {e}")))?;
+    let field = |name: &str| -> Result<String> {
+        v[name]
+            .as_str()
+            .map(|p| in_state(env, p))
+            .ok_or_else(|| Error::usage(format!("stagebox inspect {id} has no {name}")))
+    };
+    let lower = v["lower"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l.as_str())
+                .map(|l| in_state(env, l))
+                .collect()
+        })
+        .unwrap_or_default();
+    let diff = stagebox(env, &["diff", id])?;
+    let upper = v["upper_dir"].as_str().unwrap_or_default();
+    let changes = String::from_utf8_lossy(&diff.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (kind, path) = l.split_once(' ')?;
+            let in_upper = Path::new(upper).join(path.trim_start_matches('/'));
+            let kind = match kind {
+                "A" => ChangeKind::Added,
+                "D" => ChangeKind::Deleted,
+                _ if crate::rootfs::whiteout::is_opaque(&in_upper) => ChangeKind::Opaque,
+                _ if in_upper.is_dir() => ChangeKind::Directory,
+                _ => ChangeKind::Changed,
+            };
+            Some(pictures::Change {
+                kind,
+                path: path.to_string(),
+            })
+        })
+        .collect();
+    Ok(pictures::overlay(&pictures::OverlayStack {
+        container: format!("container {id}"),
+        command: format!("stagebox run -- sh -c '{OVERLAY_SCRIPT}'"),
+        lower,
+        upper: field("upper_dir")?,
+        work: field("work_dir")?,
+        merged: field("merged_dir")?,
+        changes,
+    }))
+}
+
+/// The compare matrix as a grid: the checks in the order `compare` prints them.
+fn grid_svg(title: &str, m: &Matrix) -> String {
+    let columns: Vec<String> = m.columns.iter().map(|c| c.label.clone()).collect();
+    let rows: Vec<GridRow> = CHECKS
+        .iter()
+        .map(|(name, question, stage)| GridRow {
+            question: question.to_string(),
+            stage: stage.to_string(),
+            cells: m
+                .columns
+                .iter()
+                .map(|c| {
+                    if c.refused.is_some() {
+                        return Cell::Refused;
+                    }
+                    match c
+                        .checks
+                        .iter()
+                        .find(|k| k.name == *name)
+                        .map(|k| &k.verdict)
+                    {
+                        _ if c.error.is_some() => Cell::Error,
+                        Some(Verdict::Isolated) => Cell::Isolated,
+                        Some(Verdict::Leaks) => Cell::Leaks,
+                        Some(Verdict::NotYet) => Cell::NotYet,
+                        None => Cell::Error,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    pictures::compare_grid(title, &columns, &rows)
+}
+
+/// `md` with `pictures` in a section of their own, before the exercise (or at the end).
+fn with_pictures(md: &str, pictures: &str) -> String {
+    if pictures.is_empty() {
+        return md.to_string();
+    }
+    let section = format!("## In pictures\n\n{pictures}");
+    match md.find("\n## Exercise\n") {
+        Some(i) => format!("{}{section}{}", &md[..=i], &md[i + 1..]),
+        None => format!("{}\n\n{}\n", md.trim_end(), section.trim_end()),
+    }
 }
 
 fn summary(lessons: &[Lesson]) -> String {
@@ -247,29 +726,51 @@ fn summary(lessons: &[Lesson]) -> String {
 pub fn generate(out: &Path, lessons: &[Lesson], env: &StepEnv) -> Result<usize> {
     let src = out.join("src");
     let reference = src.join("reference");
-    std::fs::create_dir_all(&reference)
-        .map_err(|e| Error::io(format!("creating {}", reference.display()), e))?;
-    // Run every step before touching the old book, so a failing step leaves it as it was.
+    let images = src.join("images");
+    for dir in [&reference, &images] {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    // Run every step and draw every picture before touching the old book, so a failing step
+    // leaves it as it was.
+    let mut gallery = Gallery::new(env);
     let mut chapters = Vec::new();
     for l in lessons {
         let before = crate::learn::lessons::kept_containers(env);
         let c = chapter(l, env);
         crate::learn::lessons::remove_new_containers(env, &before);
-        chapters.push((format!("{}.md", l.name), c?));
+        let pictures = gallery.show_all(lesson_pictures(&l.name), "")?;
+        chapters.push((format!("{}.md", l.name), with_pictures(&c?, &pictures)));
     }
     chapters.push(("introduction.md".into(), introduction(lessons)));
     chapters.push(("SUMMARY.md".into(), summary(lessons)));
-    chapters.push(("reference/stages.md".into(), stages_chapter(lessons)));
-    chapters.push(("reference/isolation.md".into(), isolation_chapter(env)?));
+    let pipeline = gallery.show(Picture::Pipeline(DEFAULTS), "../")?;
+    chapters.push((
+        "reference/stages.md".into(),
+        stages_chapter(lessons, &pipeline),
+    ));
+    let grids = [
+        gallery.show(Picture::CompareEachOff, "../")?,
+        gallery.show(Picture::CompareBuildUp, "../")?,
+    ];
+    let (each_off, build_up) = (gallery.matrix(false)?, gallery.matrix(true)?);
+    chapters.push((
+        "reference/isolation.md".into(),
+        isolation_chapter(&each_off, &build_up, [&grids[0], &grids[1]]),
+    ));
     chapters.push(("reference/cli.md".into(), cli_chapter()));
-    clear_markdown(&src)?;
-    clear_markdown(&reference)?;
+    clear(&src, "md")?;
+    clear(&reference, "md")?;
+    clear(&images, "svg")?;
     let toml = out.join("book.toml");
     if !toml.exists() {
         write(&toml, BOOK_TOML)?;
     }
     for (name, text) in &chapters {
         write(&src.join(name), text)?;
+    }
+    for (name, svg) in &gallery.svgs {
+        write(&images.join(name), svg)?;
     }
     Ok(chapters.len() - 1)
 }
@@ -296,8 +797,63 @@ mod tests {
 
     #[test]
     fn stages_reference_has_the_teaching_text() {
-        let s = stages_chapter(&[]);
+        let s = stages_chapter(&[], "");
         assert!(s.contains("## uts: a hostname of its own"), "{s}");
         assert!(s.contains("| 2 | `uts` | on |"), "{s}");
+    }
+
+    #[test]
+    fn pictures_go_by_slug_not_number() {
+        assert_eq!(slug("12-comparing-isolation"), "comparing-isolation");
+        assert_eq!(slug("comparing-isolation"), "comparing-isolation");
+        assert_eq!(
+            lesson_pictures("11-comparing-isolation"),
+            lesson_pictures("12-comparing-isolation")
+        );
+        assert!(lesson_pictures("08-layers-and-whiteouts").contains(&Picture::Overlay));
+        assert!(lesson_pictures("99-no-such-lesson").is_empty());
+        for (slug, _) in LESSON_PICTURES {
+            assert!(
+                crate::learn::lessons::load(None)
+                    .unwrap()
+                    .iter()
+                    .any(|l| super::slug(&l.name) == *slug),
+                "no lesson has the slug {slug}"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_name_their_files_and_commands() {
+        assert_eq!(only("").slug(), "only-none");
+        assert_eq!(only("").command(), "stagebox run --only ''");
+        assert_eq!(only("uts,mount").slug(), "only-uts-mount");
+        assert_eq!(DEFAULTS.slug(), "default");
+        assert_eq!(only("").toggles().only, Some(vec![]));
+        assert_eq!(only("ipc,net").args(), vec!["--only", "ipc,net"]);
+    }
+
+    #[test]
+    fn the_pipeline_picture_comes_from_the_plan() {
+        let svg = pipeline_svg(only("uts")).unwrap();
+        assert!(svg.contains("on · --only") && svg.contains("off · not in --only"));
+        for id in StageId::ORDER {
+            assert!(svg.contains(&format!(">{}</text>", id.name())), "{id}");
+        }
+    }
+
+    #[test]
+    fn pictures_sit_before_the_exercise() {
+        let md = "# T\n\ntext\n\n## Exercise\n\ndo it\n";
+        let got = with_pictures(md, "![a](images/a.svg)\n\n");
+        assert_eq!(
+            got,
+            "# T\n\ntext\n\n## In pictures\n\n![a](images/a.svg)\n\n## Exercise\n\ndo it\n"
+        );
+        assert_eq!(
+            with_pictures("# T\n", "![a](images/a.svg)\n\n"),
+            "# T\n\n## In pictures\n\n![a](images/a.svg)\n"
+        );
+        assert_eq!(with_pictures("# T\n", ""), "# T\n");
     }
 }
