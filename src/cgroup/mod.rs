@@ -42,15 +42,26 @@ pub(crate) fn stage_err(message: String) -> Error {
     }
 }
 
-/// The parent directory of every container's cgroup in each hierarchy: `<mount>/stagebox/<id>`,
+/// The parent directory of every container's cgroup in each hierarchy: `<mount>/<parent>/<id>`,
 /// at the top of the hierarchy as Docker's cgroupfs driver does (`/docker/<id>`), not below
 /// the runtime's own cgroup: on v2 a cgroup with processes in it cannot hand controllers down
-/// (the "no internal processes" rule), and the runtime's cgroup has the runtime in it.
+/// (the "no internal processes" rule), and the runtime's cgroup has the runtime in it. The
+/// caller names the parent: `stagebox` for the default state directory, `stagebox-<hash>` for
+/// any other (`state::dir::cgroup_parent`), so that two installs never see each other's
+/// cgroups.
 ///
 /// Decision: the parent is removed again when the last container's cgroup in it is gone, so
 /// the host's tree is left as it was found; a run that finds the parent vanished under it
-/// (another run removed it in between) simply makes it again.
-pub const PARENT: &str = "stagebox";
+/// (another run removed it in between) simply makes it again. A parent name must be one
+/// plain directory name: it is joined to each hierarchy's mount.
+pub fn check_parent(parent: &str) -> Result<()> {
+    if parent.is_empty() || parent == "." || parent == ".." || parent.contains('/') {
+        return Err(stage_err(format!(
+            "{parent:?} cannot be the parent of a cgroup: it must be one directory name"
+        )));
+    }
+    Ok(())
+}
 
 /// How cgroups are mounted on a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
