@@ -286,6 +286,37 @@ impl CgroupRoot {
     }
 }
 
+/// Every file [`Log::write_limit`] writes, v2 and v1: each becomes a trace fact of that name.
+/// A unit test of each layout checks that its facts are all listed here or are
+/// [`SUBTREE_CONTROL_FACT`].
+pub const LIMIT_FILES: &[&str] = &[
+    "memory.max",
+    "memory.swap.max",
+    "cpu.max",
+    "cpu.weight",
+    "pids.max",
+    "cpuset.cpus",
+    "cpuset.mems",
+    "memory.limit_in_bytes",
+    "memory.memsw.limit_in_bytes",
+    "cpu.cfs_period_us",
+    "cpu.cfs_quota_us",
+    "cpu.shares",
+];
+
+/// The fact v2 reports as it switches controllers on for a cgroup's children, named by the
+/// file's path: `/sys/fs/cgroup/cgroup.subtree_control`, `/sys/fs/cgroup/stagebox/...`.
+pub const SUBTREE_CONTROL_FACT: &str = "<cgroup>/cgroup.subtree_control";
+
+/// Every fact name the library reports: the limit files and [`SUBTREE_CONTROL_FACT`].
+pub fn fact_names() -> Vec<String> {
+    LIMIT_FILES
+        .iter()
+        .chain(std::iter::once(&SUBTREE_CONTROL_FACT))
+        .map(|f| f.to_string())
+        .collect()
+}
+
 /// What the library did, for the trace: a call with its result, a value the kernel shows
 /// (before and after), or a remark.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -566,6 +597,22 @@ pub(crate) mod testing {
 
     pub fn content(root: &CgroupRoot, p: &str) -> String {
         std::fs::read_to_string(root.real(Path::new(p))).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    /// Fails unless every fact of the log is one of [`fact_names`].
+    pub fn facts_are_limit_files(log: &Log) {
+        let mut seen = 0;
+        for e in &log.events {
+            if let Event::Fact { fact, .. } = e {
+                seen += 1;
+                assert!(
+                    LIMIT_FILES.contains(&fact.as_str())
+                        || fact.ends_with("/cgroup.subtree_control"),
+                    "{fact} is not in cgroup::fact_names()"
+                );
+            }
+        }
+        assert!(seen > 0, "no fact at all");
     }
 
     /// The calls of a log, as "mkdir(...) = 0" lines.

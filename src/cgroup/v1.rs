@@ -342,7 +342,7 @@ impl Manager for V1 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{calls, content, touch};
+    use super::super::testing::{calls, content, facts_are_limit_files, touch};
     use super::super::LimitFlags;
     use super::*;
 
@@ -389,6 +389,7 @@ mod tests {
         m.check(&l).unwrap();
         let mut log = Log::default();
         m.create(&l, &mut log).unwrap();
+        facts_are_limit_files(&log);
         let at = |p: &str| content(&root, &format!("/sys/fs/cgroup/{p}"));
         assert_eq!(at("memory/stagebox/abc/memory.limit_in_bytes"), "33554432");
         assert_eq!(

@@ -297,7 +297,7 @@ impl Manager for V2 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{calls, content, touch};
+    use super::super::testing::{calls, content, facts_are_limit_files, touch};
     use super::super::{Event, LimitFlags};
     use super::*;
 
@@ -343,6 +343,7 @@ mod tests {
         m.check(&l).unwrap();
         let mut log = Log::default();
         m.create(&l, &mut log).unwrap();
+        facts_are_limit_files(&log);
         let cg = "/sys/fs/cgroup/stagebox/abc";
         assert_eq!(content(&root, &format!("{cg}/memory.max")), "33554432");
         assert_eq!(

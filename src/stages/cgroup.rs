@@ -47,6 +47,27 @@ static INFO: StageInfo = StageInfo {
     requires: &[],
 };
 
+/// The facts this stage reports from the host side, besides those of the cgroup library
+/// ([`cgroup::fact_names`]: one per limit file): `cgroup <hierarchy>` as the process moves in, one per hierarchy
+/// (`cgroup memory`, `cgroup cpu,cpuacct`, `cgroup v2` ...), then what the kernel enforced.
+pub const HOST_FACTS: &[&str] = &[
+    "cgroup <hierarchy>",
+    "memory peak",
+    "oom kills",
+    "forks refused",
+    "cpu time",
+    "cpu throttled",
+];
+
+/// Every fact name this stage can print: [`HOST_FACTS`] and the library's.
+pub fn fact_names() -> Vec<String> {
+    HOST_FACTS
+        .iter()
+        .map(|f| f.to_string())
+        .chain(cgroup::fact_names())
+        .collect()
+}
+
 /// Kept from prepare to finish.
 struct Data {
     mgr: Rc<dyn Manager>,
