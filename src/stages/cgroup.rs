@@ -11,8 +11,8 @@
 //! CPU quota the cgroup is throttled until the next period.
 //!
 //! On the host, before the container process exists, this stage makes `stagebox/<id>` in
-//! each hierarchy it uses (`stagebox-<hash>/<id>` for a state directory other than the
-//! default one) ([`crate::cgroup`] finds v2, v1 or hybrid), writes the limits and
+//! each hierarchy it uses ([`crate::cgroup`] finds v2, v1 or hybrid; the parent is
+//! `stagebox-<hash>` for a state directory other than the default one), writes the limits and
 //! reads each one back. The container process then stops just before this stage and waits
 //! while the runtime writes its pid into `cgroup.procs`; /proc/PID/cgroup shows it moved.
 //! After the workload exits, the cgroup's own counters say what the kernel enforced (peak
@@ -48,8 +48,9 @@ static INFO: StageInfo = StageInfo {
 };
 
 /// The facts this stage reports from the host side, besides those of the cgroup library
-/// ([`cgroup::fact_names`]: one per limit file): `cgroup <hierarchy>` as the process moves in, one per hierarchy
-/// (`cgroup memory`, `cgroup cpu,cpuacct`, `cgroup v2` ...), then what the kernel enforced.
+/// ([`cgroup::fact_names`]: one per limit file): `cgroup <hierarchy>` as the process moves
+/// in, one per hierarchy (`cgroup memory`, `cgroup cpu,cpuacct`, `cgroup v2` ...), then what
+/// the kernel enforced.
 pub const HOST_FACTS: &[&str] = &[
     "cgroup <hierarchy>",
     "memory peak",
