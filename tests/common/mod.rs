@@ -2,6 +2,8 @@
 //! root, read what the kernel shows from the outside.
 #![allow(dead_code)]
 
+pub mod redact;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,13 +26,19 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
+/// Where the tests' state dir is: under target/tmp (cargo's CARGO_TARGET_TMPDIR), not /tmp:
+/// the default rootfs there is a cache kept between runs, and /tmp stays exactly as the
+/// tests found it. The tests pass it to every stagebox they start, whether STAGEBOX_STATE
+/// is exported or not.
+pub fn state_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("state")
+}
+
 /// One state dir for the whole test binary, so the default rootfs is made once.
 pub fn state_dir() -> &'static Path {
-    // Under target/tmp (cargo's CARGO_TARGET_TMPDIR), not /tmp: the default rootfs there is
-    // a cache kept between runs, and /tmp stays exactly as the tests found it.
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("state");
+        let d = state_path();
         std::fs::create_dir_all(&d).expect("state dir");
         let _ =
             stagebox::rootfs::default::ensure(&d, stagebox::rootfs::default::RootfsSource::Auto);
