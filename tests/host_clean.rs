@@ -32,7 +32,7 @@ fn check_clean(what: &str, args: &[&str], script: &str, want_code: i32) {
         code, want_code,
         "{what}: exit code\nstdout: {out}\nstderr: {err}"
     );
-    let d = differences(&mounts, &host_mounts());
+    let d = lasting_differences(&mounts, host_mounts);
     assert!(
         d.0.is_empty() && d.1.is_empty(),
         "{what}: the host's mount table changed: {d:?}"
@@ -42,8 +42,7 @@ fn check_clean(what: &str, args: &[&str], script: &str, want_code: i32) {
         d.0.is_empty() && d.1.is_empty(),
         "{what}: the state dir changed: {d:?}"
     );
-    let tmp_after = top_level("/tmp");
-    let new: Vec<_> = tmp_after.iter().filter(|p| !tmp.contains(p)).collect();
+    let (new, _) = lasting_differences(&tmp, || top_level("/tmp"));
     assert!(new.is_empty(), "{what}: left in /tmp: {new:?}");
     assert_none_left(&marker, what);
 }
@@ -144,7 +143,7 @@ fn clean_after_the_workload_is_killed() {
     .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(137));
-    assert_eq!(host_mounts(), mounts);
+    assert_eq!(lasting_differences(&mounts, host_mounts), (vec![], vec![]));
     assert_none_left(&marker, "workload killed from the host");
 }
 
@@ -182,7 +181,7 @@ fn clean_after_a_stage_fails_inside_the_container() {
         !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
         "{err}"
     );
-    assert_eq!(host_mounts(), mounts);
+    assert_eq!(lasting_differences(&mounts, host_mounts), (vec![], vec![]));
     assert_none_left(&marker, "stage error");
 }
 
