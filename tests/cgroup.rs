@@ -1,7 +1,8 @@
 //! The cgroup and cgroupns stages, measured on this host's real kernel: the OOM killer
 //! under -m, a fork loop stopped by --pids-limit, CPU throttling under --cpus, "/" inside a
-//! cgroup namespace, bad values refused with nothing created, and the host's cgroup tree
-//! left as it was found. Needs root (skips loudly without it).
+//! cgroup namespace, bad values refused with nothing created, the host's cgroup tree left as
+//! it was found, and one cgroup parent per state directory. Needs root (skips loudly
+//! without it).
 //!
 //! The tests run one at a time (a lock): the tree comparison must not see another test's
 //! container.
@@ -17,9 +18,14 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Every hierarchy's `stagebox` directory with everything under it, recursively:
-/// `/sys/fs/cgroup/memory/stagebox/<id>/memory.max ...`, sorted.
-fn stagebox_cgroups() -> Vec<PathBuf> {
+/// The cgroup parent of the tests' state directory (`stagebox-<hash>`).
+fn parent() -> String {
+    stagebox::state::dir::cgroup_parent(state_dir())
+}
+
+/// Every hierarchy's directory for `parent`, with what is under it, recursively:
+/// `/sys/fs/cgroup/memory/<parent>/<id>/memory.max ...`, sorted.
+fn cgroups_under(parent: &str) -> Vec<PathBuf> {
     let mut roots: Vec<PathBuf> = vec![PathBuf::from("/sys/fs/cgroup")];
     if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
         for e in rd.flatten() {
@@ -30,7 +36,7 @@ fn stagebox_cgroups() -> Vec<PathBuf> {
     }
     let mut out = Vec::new();
     for r in roots {
-        let dir = r.join("stagebox");
+        let dir = r.join(parent);
         if dir.is_dir() {
             out.push(dir.clone());
             out.extend(tree(&dir).into_iter().map(|p| dir.join(p)));
@@ -39,6 +45,15 @@ fn stagebox_cgroups() -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// The cgroups of the tests' state directory. Other state directories (another checkout's
+/// tests, an install) have parents of their own, so their runs do not show here.
+fn stagebox_cgroups() -> Vec<PathBuf> {
+    cgroups_under(&parent())
+}
+
+/// A background loop that keeps the marker (`$0`) in its command line.
+const MARKED_LOOP: &str = "sh -c 'while :; do sleep 1; done' \"$0\" &";
 
 fn assert_tree_unchanged(what: &str, before: &[PathBuf]) {
     let after = stagebox_cgroups();
@@ -117,20 +132,20 @@ fn a_fork_loop_stops_at_the_pid_limit() {
     }
     let _g = serial();
     let before = stagebox_cgroups();
-    let script = "i=0; while [ $i -lt 50 ]; do sleep 5 & i=$((i+1)); done; echo all-started";
-    let (code, out, err) = sh(&["--pids-limit", "10"], script);
+    let script =
+        format!("i=0; while [ $i -lt 50 ]; do {MARKED_LOOP} i=$((i+1)); done; echo all-started");
+    let (code, out, err, marker) = sh_marked(&["--pids-limit", "10"], &script);
     assert_ne!(code, 0, "{out}{err}");
     assert!(!out.contains("all-started"), "{out}");
     assert!(err.contains("can't fork"), "{err}");
     assert!(err.contains("the pid limit 10 refused"), "{err}");
-    // The sleeps left behind were killed with the cgroup: nothing remains.
-    assert!(my_children().is_empty());
-    // Without the limit all 50 start.
-    let out = sh_ok(
-        &[],
-        "i=0; while [ $i -lt 50 ]; do sleep 1 & i=$((i+1)); done; echo all-started",
-    );
-    assert!(out.contains("all-started"));
+    // The loops left behind were killed with the cgroup: nothing remains.
+    assert_none_left(&marker, "fork loop under --pids-limit");
+    // Without the limit all 50 start (and end with the container).
+    let (code, out, err, marker) = sh_marked(&[], &script);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("all-started"), "{out}");
+    assert_none_left(&marker, "fork loop without a limit");
     assert_tree_unchanged("pids", &before);
 }
 
@@ -182,7 +197,8 @@ fn cgroupns_shows_slash_inside() {
     }
     // Without the namespace the container sees where it sits on the host.
     let out = sh_ok(&["--without", "cgroupns"], "cat /proc/self/cgroup");
-    assert!(out.lines().any(|l| l.contains(":/stagebox/")), "{out}");
+    let want = format!(":/{}/", parent());
+    assert!(out.lines().any(|l| l.contains(&want)), "{want} in {out}");
     // Without the cgroup stage, "/" is the runtime's own cgroup: still "/" inside.
     let out = sh_ok(&["--without", "cgroup"], "cat /proc/self/cgroup");
     assert!(out.lines().all(|l| l.ends_with(":/")), "{out}");
@@ -243,8 +259,12 @@ fn the_host_cgroup_tree_is_left_as_found() {
     assert_eq!(code, 3);
     assert_tree_unchanged("failing workload", &before);
     // Processes left running inside (no PID namespace to end them) are killed first.
-    let (code, ..) = sh(&["--without", "pid"], "sleep 30 & sleep 30 & exit 0");
-    assert_eq!(code, 0);
+    let (code, _, err, marker) = sh_marked(
+        &["--without", "pid"],
+        &format!("{MARKED_LOOP} {MARKED_LOOP} exit 0"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_none_left(&marker, "stragglers");
     assert_tree_unchanged("stragglers", &before);
     let (code, _, err) = sh(&["-m", "64m", "--without", "pid"], "kill -9 $$");
     assert_eq!(code, 137, "{err}");
@@ -260,9 +280,108 @@ fn the_host_cgroup_tree_is_left_as_found() {
             .unwrap();
     }
     let rootfs = bad.display().to_string();
-    let (code, _, err) = sh(&["-m", "64m", "--rootfs", &rootfs], "true");
+    let (code, _, err, marker) = sh_marked(&["-m", "64m", "--rootfs", &rootfs], "true");
     assert_eq!(code, 125, "{err}");
     assert!(err.contains("exec"), "{err}");
     assert_tree_unchanged("stage error", &before);
-    assert!(my_children().is_empty());
+    assert_none_left(&marker, "stage error");
+}
+
+/// The host cgroups of a running process, from /proc/PID/cgroup: (hierarchy, path).
+fn cgroups_of(pid: u32) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    stagebox::cgroup::proc_cgroup_lines(&text)
+}
+
+#[test]
+fn each_state_directory_has_a_cgroup_parent_of_its_own() {
+    if !root_or_skip("cgroup parent per state dir") {
+        return;
+    }
+    let _g = serial();
+    let tmp = env!("CARGO_TARGET_TMPDIR");
+    let states = [
+        tempfile::tempdir_in(tmp).unwrap(),
+        tempfile::tempdir_in(tmp).unwrap(),
+    ];
+    let parents: Vec<String> = states
+        .iter()
+        .map(|d| stagebox::state::dir::cgroup_parent(d.path()))
+        .collect();
+    assert_ne!(parents[0], parents[1]);
+    assert!(parents
+        .iter()
+        .all(|p| p.starts_with("stagebox-") && p != &parent()));
+    // Both containers run at once, each in its own state directory; the cgroups are read
+    // from outside, from /proc/PID/cgroup of each workload.
+    let mut running = Vec::new();
+    for (dir, parent) in states.iter().zip(&parents) {
+        use std::io::BufRead;
+        let m = marker();
+        let mut child = cmd(&[
+            "run",
+            "--rm",
+            "--trace",
+            "off",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo ready; while :; do sleep 1; done",
+            &m,
+        ])
+        .env("STAGEBOX_STATE", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+        let workload: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+        let lines = cgroups_of(workload);
+        let own = format!("/{parent}/");
+        assert!(
+            lines.iter().any(|(_, p)| p.starts_with(&own)),
+            "the workload is not under {own}: {lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .all(|(_, p)| p.starts_with(&own) || !p.starts_with("/stagebox")),
+            "the workload is under another stagebox parent: {lines:?}"
+        );
+        assert!(
+            !cgroups_under(parent).is_empty(),
+            "no /sys/fs/cgroup/.../{parent} directory"
+        );
+        running.push((child, m, workload));
+    }
+    // Neither sees the other: the first workload's cgroups are not under the second parent.
+    let first = cgroups_of(running[0].2);
+    assert!(
+        first
+            .iter()
+            .all(|(_, p)| !p.starts_with(&format!("/{}/", parents[1]))),
+        "{first:?}"
+    );
+    for (mut child, m, workload) in running {
+        // PID 1 of its namespace: only SIGKILL from the host ends it.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(workload as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(137));
+        assert_none_left(&m, "a run in its own state directory");
+    }
+    // The last container of each parent took the empty parent with it.
+    for parent in &parents {
+        assert_eq!(
+            cgroups_under(parent),
+            Vec::<PathBuf>::new(),
+            "{parent} is left"
+        );
+    }
 }

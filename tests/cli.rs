@@ -3,6 +3,13 @@
 mod common;
 use common::*;
 
+/// The tests compare the host before and after a command: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn fails(args: &[&str], needle: &str) {
     let mounts = host_mounts();
     let out = stagebox(args);
@@ -18,11 +25,12 @@ fn fails(args: &[&str], needle: &str) {
     );
     assert_eq!(err.trim().lines().count(), 1, "more than one line: {err}");
     assert!(out.stdout.is_empty());
-    assert_eq!(host_mounts(), mounts);
+    assert_eq!(lasting_differences(&mounts, host_mounts), (vec![], vec![]));
 }
 
 #[test]
 fn unknown_stage() {
+    let _g = serial();
     fails(
         &["run", "--without", "pdi", "--", "true"],
         "unknown stage \"pdi\"",
@@ -32,6 +40,7 @@ fn unknown_stage() {
 
 #[test]
 fn refused_combinations_say_why() {
+    let _g = serial();
     fails(
         &["run", "--without", "mount", "--", "true"],
         "needs the mount stage",
@@ -48,6 +57,7 @@ fn refused_combinations_say_why() {
 
 #[test]
 fn unknown_flag_and_bad_values() {
+    let _g = serial();
     fails(&["run", "--frobnicate", "--", "true"], "--frobnicate");
     fails(
         &["run", "--trace", "loud", "--", "true"],
@@ -61,6 +71,7 @@ fn unknown_flag_and_bad_values() {
 
 #[test]
 fn missing_rootfs_and_missing_command() {
+    let _g = serial();
     if !root_or_skip("missing rootfs") {
         return;
     }
@@ -81,6 +92,7 @@ fn missing_rootfs_and_missing_command() {
 
 #[test]
 fn not_root_is_one_sentence() {
+    let _g = serial();
     if !nix::unistd::geteuid().is_root() {
         fails(&["run", "--", "true"], "needs root");
         return;
@@ -108,18 +120,142 @@ fn not_root_is_one_sentence() {
     assert!(err.contains("needs root"), "{err}");
 }
 
+/// The entries directly in a directory, sorted (none when it cannot be read).
+fn top_level(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// What `stages` and `plan` could change: the state dir (the tests' own, and root's default
+/// one), /tmp, the host's mounts, and a home of their own (where a user's default state dir
+/// would be made).
+#[derive(Debug, PartialEq)]
+struct Host {
+    state: Vec<std::path::PathBuf>,
+    root_default_state: Option<Vec<std::path::PathBuf>>,
+    tmp: Vec<std::path::PathBuf>,
+    mounts: Vec<String>,
+    home: Vec<std::path::PathBuf>,
+}
+
+fn host(home: &std::path::Path) -> Host {
+    Host {
+        state: tree(state_dir()),
+        root_default_state: {
+            let d = std::path::Path::new(stagebox::state::dir::ROOT_DEFAULT);
+            d.exists().then(|| tree(d))
+        },
+        tmp: top_level(std::path::Path::new("/tmp")),
+        mounts: host_mounts(),
+        home: tree(home),
+    }
+}
+
+/// Runs `stages` and `plan --without pid`, each as the user `as_user` gives (root when
+/// None), with STAGEBOX_STATE set and without, and checks their output and that nothing
+/// changed.
+fn stages_and_plan(as_user: Option<&[&str]>, home: &std::path::Path) {
+    let who = if as_user.is_some() { "nobody" } else { "root" };
+    let commands = [&["stages"][..], &["plan", "--without", "pid"][..]];
+    for (args, exported) in commands.iter().flat_map(|a| [(*a, true), (*a, false)]) {
+        let before = host(home);
+        let mut c = match as_user {
+            Some(setpriv) => {
+                let mut c = std::process::Command::new(setpriv[0]);
+                c.args(&setpriv[1..]).arg(bin()).args(args);
+                c
+            }
+            None => cmd(args),
+        };
+        // Without STAGEBOX_STATE, a user's default state dir is under HOME (root's is
+        // /var/lib/stagebox): it would appear there if stagebox made one.
+        if exported {
+            c.env("STAGEBOX_STATE", state_dir());
+        } else {
+            c.env_remove("STAGEBOX_STATE");
+        }
+        let out = c
+            .env_remove("XDG_DATA_HOME")
+            .env("HOME", home)
+            .env("TMPDIR", home.join("tmp"))
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run stagebox");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        let who = format!("{who}, STAGEBOX_STATE exported: {exported}");
+        assert_eq!(out.status.code(), Some(0), "{who}: {args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{who}: {args:?}: {stderr}");
+        if args[0] == "plan" {
+            assert!(stdout.contains("pid      off  (--without)"), "{stdout}");
+        } else {
+            assert!(
+                stdout.contains("cgroup") && stdout.contains("pivot"),
+                "{stdout}"
+            );
+        }
+        // Lasting 2 s: another program's mount or /tmp entry comes and goes.
+        let mut after = host(home);
+        for _ in 0..20 {
+            if after == before {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            after = host(home);
+        }
+        assert_eq!(after, before, "{who}: {args:?} changed the host");
+    }
+}
+
 #[test]
 fn stages_and_plan_need_no_root_and_change_nothing() {
-    let out = stagebox(&["stages"]);
-    assert!(out.status.success());
-    let out = stagebox(&["plan", "--without", "pid"]);
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("pid      off  (--without)"), "{text}");
+    let _g = serial();
+    let _ = state_dir();
+    // A home nobody may write to, with an empty TMPDIR in it: both must stay empty.
+    let home = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::create_dir(home.path().join("tmp")).unwrap();
+    stages_and_plan(None, home.path());
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    // And as nobody, which needs no root at all.
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    let group = nix::unistd::Gid::from_raw(65534);
+    for p in [home.path().to_path_buf(), home.path().join("tmp")] {
+        nix::unistd::chown(&p, Some(nobody), Some(group)).unwrap();
+    }
+    let setpriv = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    if std::process::Command::new(setpriv[0])
+        .args(&setpriv[1..])
+        .arg("true")
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        if std::env::var("STAGEBOX_REQUIRE_ROOT").as_deref() == Ok("1") {
+            panic!(
+                "setpriv cannot drop to nobody here, and STAGEBOX_REQUIRE_ROOT=1 forbids skipping"
+            );
+        }
+        eprintln!("SKIP stages and plan as nobody: setpriv cannot drop to nobody here");
+        return;
+    }
+    stages_and_plan(Some(&setpriv), home.path());
 }
 
 #[test]
 fn image_commands_name_what_is_wrong() {
+    let _g = serial();
     fails(
         &["build", "-t", "x", "/nonexistent-context"],
         "the build context /nonexistent-context is not a directory",

@@ -1,7 +1,13 @@
 //! The stage matrix matches the kernel, and the runner leaves the host as it found it.
+//!
+//! What the runner puts on the host is found precisely, so that another program using the
+//! host at the same time cannot make these tests pass or fail: the marker file goes into a
+//! TMPDIR of the test's own, the SysV segment is the one whose creator is the runner's pid,
+//! and the leak check's mounts are named by the tokens in the matrix's evidence.
 
 mod common;
 use common::*;
+use std::path::{Path, PathBuf};
 
 /// These tests look at host-wide state (mounts, SysV segments, /tmp): one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -10,24 +16,47 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn same_mounts(before: &[String]) {
-    let d = differences(before, &host_mounts());
-    assert!(
-        d.0.is_empty() && d.1.is_empty(),
-        "the host's mount table changed: {d:?}"
-    );
+/// One `stagebox compare` run: its exit status must be 0.
+struct Run {
+    stdout: String,
+    /// The runner's pid: the creator of the SysV segment it makes.
+    pid: u32,
+    /// The TMPDIR it was given (where its marker file goes).
+    tmpdir: tempfile::TempDir,
 }
 
-fn matrix(args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["compare", "--json"];
+fn compare(args: &[&str]) -> Run {
+    let tmpdir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut all = vec!["compare"];
     all.extend_from_slice(args);
-    let out = stagebox(&all);
-    assert!(
-        out.status.success(),
-        "{}",
+    let child = cmd(&all)
+        .env("TMPDIR", tmpdir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start stagebox compare");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("run stagebox compare");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stagebox {all:?}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        pid,
+        tmpdir,
+    }
+}
+
+fn matrix(args: &[&str]) -> (serde_json::Value, Run) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let run = compare(&all);
+    let m = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    (m, run)
 }
 
 /// The matrix column with this label.
@@ -40,44 +69,82 @@ fn column<'a>(m: &'a serde_json::Value, label: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no column {label}"))
 }
 
-/// What the runner put on the host (marker, segment, leaked mount) is gone again.
-fn host_as_found(mounts: &[String], shm: usize) {
-    same_mounts(mounts);
-    assert_eq!(ipc_segments(), shm);
-    assert!(markers().is_empty(), "{:?}", markers());
-}
-
+/// The check's verdict in a column that ran; a column that was refused or failed fails.
 fn verdict(m: &serde_json::Value, column_label: &str, check: &str) -> String {
     let col = column(m, column_label);
-    if !col["refused"].is_null() {
-        return "refused".into();
-    }
+    assert!(
+        col["refused"].is_null(),
+        "{column_label} was refused: {col}"
+    );
+    assert!(col["error"].is_null(), "{column_label} failed: {col}");
     col["checks"]
         .as_array()
         .unwrap()
         .iter()
         .find(|c| c["name"] == check)
-        .unwrap()["verdict"]
+        .unwrap_or_else(|| panic!("no check {check} in {column_label}: {col}"))["verdict"]
         .as_str()
         .unwrap()
         .to_string()
 }
 
-fn ipc_segments() -> usize {
+/// The SysV segments the runner (pid) created that still exist.
+fn segments_made_by(pid: u32) -> Vec<String> {
     std::fs::read_to_string("/proc/sysvipc/shm")
         .unwrap()
         .lines()
         .skip(1)
-        .count()
+        .filter(|l| l.split_whitespace().nth(4) == Some(pid.to_string().as_str()))
+        .map(str::to_string)
+        .collect()
 }
 
-fn markers() -> Vec<String> {
-    std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".stagebox-marker-") || n.starts_with(".stagebox-leak-"))
+/// The tokens of the mount-leak checks, from the evidence (`stagebox-leak-TOKEN`).
+fn leak_tokens(m: &serde_json::Value) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for col in m["columns"].as_array().unwrap() {
+        for c in col["checks"].as_array().into_iter().flatten() {
+            if c["name"] == "mount_leak" {
+                let ev = c["evidence"].as_str().unwrap_or_default();
+                if let Some(rest) = ev.split("stagebox-leak-").nth(1) {
+                    tokens.push(rest.chars().take(12).collect());
+                }
+            }
+        }
+    }
+    tokens
+}
+
+/// Host mounts under the tests' state dir (overlays of the runner's containers).
+fn state_mounts() -> Vec<String> {
+    let state = state_dir().display().to_string();
+    host_mounts()
+        .into_iter()
+        .filter(|m| m.starts_with(&state))
         .collect()
+}
+
+/// What the runner put on the host (marker, segment, leaked mount, its containers' mounts)
+/// is gone again.
+fn host_as_found(run: &Run, m: Option<&serde_json::Value>, state_mounts_before: &[String]) {
+    let left: Vec<PathBuf> = tree(run.tmpdir.path());
+    assert!(left.is_empty(), "left in the runner's TMPDIR: {left:?}");
+    assert_eq!(segments_made_by(run.pid), Vec::<String>::new());
+    assert_eq!(
+        state_mounts(),
+        state_mounts_before,
+        "mounts under the state dir"
+    );
+    for token in m.map(leak_tokens).unwrap_or_default() {
+        let dir = format!("/tmp/.stagebox-leak-{token}");
+        assert!(!Path::new(&dir).exists(), "{dir} is left");
+        let source = format!("stagebox-leak-{token}");
+        let leaked: Vec<String> = host_mounts()
+            .into_iter()
+            .filter(|l| l.ends_with(&format!(" {source}")))
+            .collect();
+        assert!(leaked.is_empty(), "leaked mounts: {leaked:?}");
+    }
 }
 
 #[test]
@@ -86,13 +153,19 @@ fn each_stage_off_leaks_what_it_protects_and_all_on_leaks_nothing() {
         return;
     }
     let _g = serial();
-    let mounts = host_mounts();
-    let shm = ipc_segments();
-    let m = matrix(&[]);
+    let mounts = state_mounts();
+    let (m, run) = matrix(&[]);
     // Everything on: every check whose stage exists is isolated.
     let all = column(&m, "all");
-    for c in all["checks"].as_array().unwrap() {
-        assert_ne!(c["verdict"], "leaks", "with every stage on: {c}");
+    assert!(all["error"].is_null() && all["refused"].is_null(), "{all}");
+    let checks = all["checks"].as_array().unwrap();
+    assert!(checks.len() >= 10, "{all}");
+    for c in checks {
+        let stage_exists = stagebox::stages::registry::all()
+            .iter()
+            .any(|s| c["stage"] == s.info().id.name());
+        let want = if stage_exists { "isolated" } else { "notyet" };
+        assert_eq!(c["verdict"], want, "with every stage on: {c}");
     }
     assert_eq!(verdict(&m, "-pid", "host_processes"), "leaks");
     assert_eq!(verdict(&m, "-proc", "host_processes"), "leaks");
@@ -105,12 +178,14 @@ fn each_stage_off_leaks_what_it_protects_and_all_on_leaks_nothing() {
     assert_eq!(verdict(&m, "all", "chroot_escape"), "isolated");
     // Refused combinations are shown, with the reason.
     let mount_off = column(&m, "-mount");
-    assert!(mount_off["refused"]
-        .as_str()
-        .unwrap()
-        .contains("needs the mount stage"));
+    assert!(
+        mount_off["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("needs the mount stage")),
+        "{mount_off}"
+    );
     // And the host is as it was.
-    host_as_found(&mounts, shm);
+    host_as_found(&run, Some(&m), &mounts);
 }
 
 #[test]
@@ -119,8 +194,8 @@ fn build_up_shows_the_mount_leak_and_cleans_it_up() {
         return;
     }
     let _g = serial();
-    let mounts = host_mounts();
-    let m = matrix(&["--build-up", "--stages", "uts,mount"]);
+    let mounts = state_mounts();
+    let (m, run) = matrix(&["--build-up", "--stages", "uts,mount"]);
     let labels: Vec<&str> = m["columns"]
         .as_array()
         .unwrap()
@@ -134,8 +209,8 @@ fn build_up_shows_the_mount_leak_and_cleans_it_up() {
     assert_eq!(verdict(&m, "+uts", "mount_leak"), "leaks");
     assert_eq!(verdict(&m, "+mount", "mount_leak"), "isolated");
     // ...and removed again.
-    same_mounts(&mounts);
-    assert!(markers().is_empty());
+    assert_eq!(leak_tokens(&m).len(), 3, "{m}");
+    host_as_found(&run, Some(&m), &mounts);
 }
 
 #[test]
@@ -144,22 +219,23 @@ fn a_failing_probe_still_leaves_the_host_clean() {
         return;
     }
     let _g = serial();
-    let bad = tempfile::tempdir().unwrap();
+    let bad = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     std::fs::write(bad.path().join("proc"), b"a file where /proc should be").unwrap();
-    let mounts = host_mounts();
-    let shm = ipc_segments();
-    let m = matrix(&[
+    let mounts = state_mounts();
+    let (m, run) = matrix(&[
         "--rootfs",
         &bad.path().display().to_string(),
         "--stages",
         "uts",
     ]);
-    let all = column(&m, "all");
-    assert!(
-        all["error"].as_str().unwrap_or("").contains("proc"),
-        "{all}"
-    );
-    host_as_found(&mounts, shm);
+    for label in ["all", "-uts"] {
+        let col = column(&m, label);
+        assert!(
+            col["error"].as_str().is_some_and(|e| e.contains("proc")),
+            "{col}"
+        );
+    }
+    host_as_found(&run, Some(&m), &mounts);
 }
 
 #[test]
@@ -168,15 +244,37 @@ fn the_table_and_markdown_render() {
         return;
     }
     let _g = serial();
-    let out = stagebox(&["compare", "--stages", "uts", "--markdown"]);
-    let text = String::from_utf8_lossy(&out.stdout);
+    // Only uts is switched off: no chroot column (that one comes with the pivot stage).
+    let run = compare(&["--stages", "uts", "--markdown"]);
+    let text = &run.stdout;
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("| check | `all` | `-uts` |"), "{text}");
+    assert_eq!(lines.next(), Some("|---|---|---|"), "{text}");
     assert!(
-        text.starts_with("| check | `all` | `-uts` | `chroot` |")
-            || text.starts_with("| check | `all` | `-uts` |"),
+        text.lines()
+            .any(|l| l == "| shares the host's hostname (uts) | isolated | **LEAKS** |"),
         "{text}"
     );
+    assert!(!text.contains("_error_"), "{text}");
+    let run = compare(&["--stages", "uts"]);
+    let text = &run.stdout;
+    let header: Vec<&str> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["check", "all", "-uts"], "{text}");
+    let hostname = text
+        .lines()
+        .find(|l| l.starts_with("shares the host's hostname"))
+        .unwrap_or_else(|| panic!("no hostname row: {text}"));
     assert!(
-        text.contains("| shares the host's hostname (uts) | isolated | **LEAKS** |"),
-        "{text}"
+        hostname
+            .split_whitespace()
+            .rev()
+            .take(2)
+            .eq(["LEAKS", "isolated"]),
+        "{hostname}"
     );
 }

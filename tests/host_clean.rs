@@ -1,5 +1,6 @@
 //! After any run (success, failing workload, stagebox error, workload killed) the host is as
-//! it was: same mount table, same state dir contents, no process left behind.
+//! it was: same mount table, same state dir contents, no process left behind (found by the
+//! marker in its command line, wherever it was reparented to).
 //! These tests run one at a time (a lock), so that no other container's host-side activity
 //! can blur the comparison.
 
@@ -26,12 +27,12 @@ fn check_clean(what: &str, args: &[&str], script: &str, want_code: i32) {
     let mounts = host_mounts();
     let state = tree(state_dir());
     let tmp = top_level("/tmp");
-    let (code, out, err) = sh(args, script);
+    let (code, out, err, marker) = sh_marked(args, script);
     assert_eq!(
         code, want_code,
         "{what}: exit code\nstdout: {out}\nstderr: {err}"
     );
-    let d = differences(&mounts, &host_mounts());
+    let d = lasting_differences(&mounts, host_mounts);
     assert!(
         d.0.is_empty() && d.1.is_empty(),
         "{what}: the host's mount table changed: {d:?}"
@@ -41,14 +42,50 @@ fn check_clean(what: &str, args: &[&str], script: &str, want_code: i32) {
         d.0.is_empty() && d.1.is_empty(),
         "{what}: the state dir changed: {d:?}"
     );
-    let tmp_after = top_level("/tmp");
-    let new: Vec<_> = tmp_after.iter().filter(|p| !tmp.contains(p)).collect();
+    let (new, _) = lasting_differences(&tmp, || top_level("/tmp"));
     assert!(new.is_empty(), "{what}: left in /tmp: {new:?}");
+    assert_none_left(&marker, what);
+}
+
+/// A loop in the background that keeps the marker (`$0`) in its command line. A plain
+/// `sleep 60 &` would carry no marker, and `sh -c 'sleep 60'` may exec sleep.
+const MARKED_LOOP: &str = "sh -c 'while :; do sleep 1; done' \"$0\" &";
+
+#[test]
+fn the_leak_detector_finds_a_marked_process_wherever_it_was_reparented() {
+    let m = marker();
+    // A child of this test...
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", "while :; do sleep 1; done", &m])
+        .spawn()
+        .unwrap();
+    let found = marked_processes(&m);
+    assert_eq!(found.len(), 1, "{found:?}");
     assert!(
-        my_children().is_empty(),
-        "{what}: processes left: {:?}",
-        my_children()
+        found[0].starts_with(&format!("{}: ", child.id())),
+        "{found:?}"
     );
+    // ...and an orphan, reparented to init or a subreaper: not among our children.
+    let status = std::process::Command::new("/bin/sh")
+        .args(["-c", MARKED_LOOP, &m])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let found = marked_processes(&m);
+    assert_eq!(found.len(), 2, "{found:?}");
+    let detector = std::panic::catch_unwind(|| assert_none_left(&m, "the detector's own test"));
+    assert!(detector.is_err(), "assert_none_left saw nothing: {found:?}");
+    for p in &found {
+        let pid: i32 = p.split(':').next().unwrap().parse().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    child.wait().unwrap();
+    assert_none_left(&m, "after SIGKILL");
+    assert!(marked_processes(&m).is_empty());
 }
 
 #[test]
@@ -77,18 +114,25 @@ fn clean_after_the_workload_is_killed() {
     if !root_or_skip("clean after SIGKILL") {
         return;
     }
-    // Without a PID namespace the workload can SIGKILL itself...
+    // Without a PID namespace the workload can SIGKILL itself; what it left running is
+    // killed by stagebox...
     check_clean(
         "SIGKILL",
         &["--without", "pid"],
-        "sleep 60 & kill -9 $$",
+        &format!("{MARKED_LOOP} kill -9 $$"),
         137,
     );
     // ...with one it is PID 1, which the kernel protects from signals sent inside its own
     // namespace, so the kill comes from the host, as `docker kill` does.
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mounts = host_mounts();
-    let (mut child, _out) = spawn_ready("sleep 60 & echo ready; wait");
+    let (mut child, _out, marker) = spawn_ready(&format!("{MARKED_LOOP} echo ready; wait"));
+    assert_eq!(
+        marked_processes(&marker).len(),
+        3,
+        "stagebox, the workload and its loop: {:?}",
+        marked_processes(&marker)
+    );
     let children =
         std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
     let workload: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
@@ -99,8 +143,8 @@ fn clean_after_the_workload_is_killed() {
     .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(137));
-    assert_eq!(host_mounts(), mounts);
-    assert!(my_children().is_empty());
+    assert_eq!(lasting_differences(&mounts, host_mounts), (vec![], vec![]));
+    assert_none_left(&marker, "workload killed from the host");
 }
 
 #[test]
@@ -126,8 +170,9 @@ fn clean_after_a_stage_fails_inside_the_container() {
     let r = d.path().display().to_string();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mounts = host_mounts();
+    let marker = marker();
     let out = stagebox(&[
-        "run", "--trace", "off", "--rootfs", &r, "--", "/bin/sh", "-c", "true",
+        "run", "--trace", "off", "--rootfs", &r, "--", "/bin/sh", "-c", "true", &marker,
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{err}");
@@ -136,8 +181,8 @@ fn clean_after_a_stage_fails_inside_the_container() {
         !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
         "{err}"
     );
-    assert_eq!(host_mounts(), mounts);
-    assert!(my_children().is_empty());
+    assert_eq!(lasting_differences(&mounts, host_mounts), (vec![], vec![]));
+    assert_none_left(&marker, "stage error");
 }
 
 #[test]
@@ -146,7 +191,7 @@ fn sigterm_to_stagebox_reaches_the_workload() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (mut child, mut out) =
+    let (mut child, mut out, marker) =
         spawn_ready("trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.1; done");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -158,4 +203,5 @@ fn sigterm_to_stagebox_reaches_the_workload() {
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     assert!(rest.contains("got-term"), "{rest}");
     assert_eq!(status.code(), Some(3));
+    assert_none_left(&marker, "SIGTERM");
 }

@@ -1,12 +1,13 @@
 //! The lessons: every one matches the program (stages, flags, trace facts), runs, and its
-//! transcript is a reviewed snapshot; model answers pass the exercise checks; the committed
-//! book (chapters and pictures) is what `stagebox book` writes now; mdbook renders every
-//! chapter.
+//! transcript is a reviewed snapshot (one test per lesson, redacted by `common::redact`); model
+//! answers pass the exercise checks; the committed book (chapters and pictures) is what
+//! `stagebox book` writes now; mdbook renders every chapter.
 //!
 //! Tests that run lesson steps take a lock: steps make System V segments and mounts on the
 //! host for a moment, and another lesson's trace would count them.
 
 mod common;
+use common::redact::redact;
 use common::*;
 use stagebox::learn::lessons::{self, Known, Lesson, StepEnv};
 use std::path::{Path, PathBuf};
@@ -24,193 +25,6 @@ fn all_lessons() -> Vec<Lesson> {
 
 fn step_env() -> StepEnv {
     StepEnv::new(PathBuf::from(bin()), state_dir().to_path_buf())
-}
-
-/// What changes from run to run or from host to host: state paths, temp names, ids,
-/// namespace inodes and every other number of two digits or more, the host's name, its
-/// interfaces, its own mounts and the entries of its /.
-pub fn redact(text: &str) -> String {
-    let state = state_dir().display().to_string();
-    let default_state = stagebox::state::dir::default_state_dir()
-        .display()
-        .to_string();
-    let host = nix::sys::utsname::uname()
-        .map(|u| u.nodename().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let quoted_host = format!("\"{host}\"");
-    let mut out = String::new();
-    for line in text.lines() {
-        let replaced = line
-            .replace(&state, "[STATE]")
-            .replace(&default_state, "[STATE]")
-            .replace(&quoted_host, "\"[HOST]\"");
-        let t = replaced.trim_start();
-        let mut l = replaced.clone();
-        // The shared `stagebox` parent cgroup is made by whichever run finds it missing, and
-        // the host's own SysV objects come and go: neither belongs to the lesson.
-        if (t.starts_with("$ mkdir(\"/sys/fs/cgroup/") && t.ends_with("/stagebox\") = 0"))
-            || t.starts_with("sysv ipc objects")
-        {
-            continue;
-        }
-        // The host's own mounts, listed as they go away at the root switch.
-        if t.starts_with("mount ") && !t.contains("[STATE]") && !t.contains("->") {
-            continue;
-        }
-        if let Some(rest) = t.strip_prefix("hostname ") {
-            if let Some((_, after)) = rest.split_once(" -> ") {
-                l = format!("    hostname           [HOST] -> {after}");
-            }
-        }
-        if let Some(rest) = t.strip_prefix("interfaces ") {
-            if let Some((_, after)) = rest.split_once(" -> ") {
-                l = format!("    interfaces         [HOST INTERFACES] -> {after}");
-            }
-        }
-        // Measurements of the kernel's accounting vary from run to run.
-        for fact in ["memory peak", "cpu time", "cpu throttled"] {
-            if let Some(rest) = t.strip_prefix(fact) {
-                let file = rest.rfind(" (").map(|i| &rest[i..]).unwrap_or("");
-                l = format!("    {fact:<18} + [MEASURED]{file}");
-            }
-        }
-        // The cgroup the runner itself sits in differs from session to session.
-        if let Some(rest) = t.strip_prefix("cgroup ") {
-            if let Some((name_before, after)) = rest.split_once(" -> ") {
-                let name = name_before.split_whitespace().next().unwrap_or("");
-                l = format!("    cgroup {name:<11} [HOST CGROUP] -> {after}");
-            }
-        }
-        // The host's own shared memory segment made for the SysV check: its id is whatever
-        // the kernel's counter gives, one digit on a fresh machine.
-        if let Some(i) = l.find("the host's shared memory segment ") {
-            let start = i + "the host's shared memory segment ".len();
-            let len = l[start..].chars().take_while(char::is_ascii_digit).count();
-            if len > 0 {
-                l.replace_range(start..start + len, "[N]");
-            }
-        }
-        if t.starts_with("top of the tree:") {
-            l = "  top of the tree:   [THE HOST'S / ENTRIES]".into();
-        }
-        out.push_str(&redact_words(&l));
-        out.push('\n');
-    }
-    out
-}
-
-/// Digests (64 hex digits: layer directories, sha256:...), then "N seconds ago" ages.
-fn redact_digests_and_ages(l: &str) -> String {
-    let chars: Vec<char> = l.chars().collect();
-    let is_hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
-    let mut out = String::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let boundary = i == 0 || !chars[i - 1].is_ascii_alphanumeric();
-        if boundary && i + 64 <= chars.len() && chars[i..i + 64].iter().all(|c| is_hex(*c)) {
-            out.push_str("[DIGEST]");
-            i += 64;
-            continue;
-        }
-        out.push(chars[i]);
-        i += 1;
-    }
-    let mut words: Vec<String> = out.split(' ').map(str::to_string).collect();
-    for k in 0..words.len().saturating_sub(2) {
-        if words[k].chars().all(|c| c.is_ascii_digit())
-            && !words[k].is_empty()
-            && [
-                "second", "seconds", "minute", "minutes", "hour", "hours", "day", "days",
-            ]
-            .contains(&words[k + 1].as_str())
-            && words[k + 2] == "ago"
-        {
-            words[k] = "[AGO]".into();
-            words[k + 1] = String::new();
-            words[k + 2] = String::new();
-        }
-    }
-    let mut joined = words.join(" ");
-    while joined.contains("[AGO]  ") {
-        joined = joined.replace("[AGO]  ", "[AGO] ");
-    }
-    joined
-}
-
-/// Container ids: runs of exactly 12 lowercase hex digits standing alone (in paths, in the
-/// output of `stagebox rm`, in anonymous volume names).
-fn redact_ids(l: &str) -> String {
-    let chars: Vec<char> = l.chars().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    let is_hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
-    while i < chars.len() {
-        let boundary_before = i == 0 || !chars[i - 1].is_ascii_alphanumeric();
-        if boundary_before && i + 12 <= chars.len() && chars[i..i + 12].iter().all(|c| is_hex(*c)) {
-            let after = chars.get(i + 12).copied();
-            if !after.is_some_and(|c| c.is_ascii_alphanumeric()) {
-                out.push_str("[ID]");
-                i += 12;
-                continue;
-            }
-        }
-        out.push(chars[i]);
-        i += 1;
-    }
-    out
-}
-
-fn redact_words(l: &str) -> String {
-    let mut s = redact_ids(&redact_digests_and_ages(l));
-    for (prefix, n, with) in [
-        ("stagebox-lesson.", 6, "[TMP]"),
-        ("stagebox-check.", 6, "[TMP]"),
-        ("stagebox-", 6, "[ID]"),
-    ] {
-        let mut res = String::new();
-        let mut rest = s.as_str();
-        while let Some(i) = rest.find(prefix) {
-            let tail = &rest[i + prefix.len()..];
-            let id: String = tail.chars().take(n).collect();
-            let ok = id.len() == n
-                && id.chars().all(|c| c.is_ascii_alphanumeric())
-                && (prefix != "stagebox-" || id.chars().all(|c| c.is_ascii_hexdigit()))
-                && !tail[n..].starts_with(|c: char| c.is_ascii_alphanumeric());
-            res.push_str(&rest[..i + prefix.len()]);
-            if ok {
-                res.push_str(with);
-                rest = &tail[n..];
-            } else {
-                rest = tail;
-            }
-        }
-        res.push_str(rest);
-        s = res;
-    }
-    // Every other run of two or more digits: inodes, pids, counts of host things, device
-    // numbers; not file modes (0o555, mode=755) nor a lesson's number in its title.
-    let title = s
-        .split_once(" · ")
-        .is_some_and(|(a, _)| !a.is_empty() && a.chars().all(|c| c.is_ascii_digit()));
-    let mut res = String::new();
-    let mut digits = String::new();
-    for c in s.chars().chain(std::iter::once('\0')) {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let kept = res.ends_with("0o") || res.ends_with("mode=") || (res.is_empty() && title);
-        if digits.len() >= 2 && !kept {
-            res.push_str("[N]");
-        } else {
-            res.push_str(&digits);
-        }
-        digits.clear();
-        if c != '\0' {
-            res.push(c);
-        }
-    }
-    res
 }
 
 #[test]
@@ -248,35 +62,75 @@ fn every_lesson_names_only_what_exists() {
     );
 }
 
-#[test]
-fn every_lesson_runs_and_matches_its_snapshot() {
-    if !root_or_skip("lesson transcripts") {
+/// Runs one lesson's steps and compares the transcript with its reviewed snapshot.
+fn lesson_matches_its_snapshot(name: &str) {
+    if !root_or_skip(&format!("lesson {name} transcript")) {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = all_lessons()
+        .into_iter()
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| panic!("lessons/{name}.md is missing"));
     let env = step_env();
-    for l in all_lessons() {
-        let before = lessons::kept_containers(&env);
-        let mut text = format!("{}\n", l.title);
-        for (i, s) in l.steps.iter().enumerate() {
-            let got = env.capture(s).expect("run the step");
-            assert_eq!(
-                got.status, s.exit,
-                "{}.md line {}: exit status\n{}",
-                l.name, s.line, got.output
-            );
-            text.push_str(&format!(
-                "\n## step {} ({}), exit {}\n$ {}\n{}",
-                i + 1,
-                s.section,
-                got.status,
-                s.command,
-                got.output
-            ));
-        }
-        lessons::remove_new_containers(&env, &before);
-        insta::assert_snapshot!(format!("lesson_{}", l.name), redact(&text));
+    let before = lessons::kept_containers(&env);
+    let mut text = format!("{}\n", l.title);
+    for (i, s) in l.steps.iter().enumerate() {
+        let got = env.capture(s).expect("run the step");
+        assert_eq!(
+            got.status, s.exit,
+            "{}.md line {}: exit status\n{}",
+            l.name, s.line, got.output
+        );
+        text.push_str(&format!(
+            "\n## step {} ({}), exit {}\n$ {}\n{}",
+            i + 1,
+            s.section,
+            got.status,
+            s.command,
+            got.output
+        ));
     }
+    lessons::remove_new_containers(&env, &before);
+    insta::assert_snapshot!(format!("lesson_{}", l.name), redact(&text));
+}
+
+/// One test per lesson, so that one lesson's mismatch does not hide another's.
+macro_rules! lesson_tests {
+    ($($test:ident => $name:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                lesson_matches_its_snapshot($name);
+            }
+        )*
+        /// The lessons with a test of their own, in order.
+        const LESSONS_WITH_A_TEST: &[&str] = &[$($name),*];
+    };
+}
+
+lesson_tests! {
+    lesson_00_a_process_is_a_process => "00-a-process-is-a-process",
+    lesson_01_uts_hostname => "01-uts-hostname",
+    lesson_02_pid_namespace => "02-pid-namespace",
+    lesson_03_mount_namespace => "03-mount-namespace",
+    lesson_04_rootfs_and_chroot => "04-rootfs-and-chroot",
+    lesson_05_pivot_root => "05-pivot-root",
+    lesson_06_ipc_and_net => "06-ipc-and-net",
+    lesson_07_cgroups => "07-cgroups",
+    lesson_08_layers_and_whiteouts => "08-layers-and-whiteouts",
+    lesson_09_volumes => "09-volumes",
+    lesson_10_images => "10-images",
+    lesson_11_comparing_isolation => "11-comparing-isolation",
+}
+
+#[test]
+fn every_lesson_file_has_a_test() {
+    let files: Vec<String> = all_lessons().into_iter().map(|l| l.name).collect();
+    assert_eq!(
+        LESSONS_WITH_A_TEST, files,
+        "lesson_tests! in tests/lessons.rs must list every file in lessons/"
+    );
 }
 
 /// The answers a learner could give; each must pass its lesson's checks.

@@ -42,15 +42,26 @@ pub(crate) fn stage_err(message: String) -> Error {
     }
 }
 
-/// The parent directory of every container's cgroup in each hierarchy: `<mount>/stagebox/<id>`,
+/// The parent directory of every container's cgroup in each hierarchy: `<mount>/<parent>/<id>`,
 /// at the top of the hierarchy as Docker's cgroupfs driver does (`/docker/<id>`), not below
 /// the runtime's own cgroup: on v2 a cgroup with processes in it cannot hand controllers down
-/// (the "no internal processes" rule), and the runtime's cgroup has the runtime in it.
+/// (the "no internal processes" rule), and the runtime's cgroup has the runtime in it. The
+/// caller names the parent: `stagebox` for the default state directory, `stagebox-<hash>` for
+/// any other (`state::dir::cgroup_parent`), so that two installs never see each other's
+/// cgroups.
 ///
 /// Decision: the parent is removed again when the last container's cgroup in it is gone, so
 /// the host's tree is left as it was found; a run that finds the parent vanished under it
-/// (another run removed it in between) simply makes it again.
-pub const PARENT: &str = "stagebox";
+/// (another run removed it in between) simply makes it again. A parent name must be one
+/// plain directory name: it is joined to each hierarchy's mount.
+pub fn check_parent(parent: &str) -> Result<()> {
+    if parent.is_empty() || parent == "." || parent == ".." || parent.contains('/') {
+        return Err(stage_err(format!(
+            "{parent:?} cannot be the parent of a cgroup: it must be one directory name"
+        )));
+    }
+    Ok(())
+}
 
 /// How cgroups are mounted on a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -273,6 +284,37 @@ impl CgroupRoot {
             })
             .unwrap_or_default()
     }
+}
+
+/// Every file [`Log::write_limit`] writes, v2 and v1: each becomes a trace fact of that name.
+/// A unit test of each layout checks that its facts are all listed here or are
+/// [`SUBTREE_CONTROL_FACT`].
+pub const LIMIT_FILES: &[&str] = &[
+    "memory.max",
+    "memory.swap.max",
+    "cpu.max",
+    "cpu.weight",
+    "pids.max",
+    "cpuset.cpus",
+    "cpuset.mems",
+    "memory.limit_in_bytes",
+    "memory.memsw.limit_in_bytes",
+    "cpu.cfs_period_us",
+    "cpu.cfs_quota_us",
+    "cpu.shares",
+];
+
+/// The fact v2 reports as it switches controllers on for a cgroup's children, named by the
+/// file's path: `/sys/fs/cgroup/cgroup.subtree_control`, `/sys/fs/cgroup/stagebox/...`.
+pub const SUBTREE_CONTROL_FACT: &str = "<cgroup>/cgroup.subtree_control";
+
+/// Every fact name the library reports: the limit files and [`SUBTREE_CONTROL_FACT`].
+pub fn fact_names() -> Vec<String> {
+    LIMIT_FILES
+        .iter()
+        .chain(std::iter::once(&SUBTREE_CONTROL_FACT))
+        .map(|f| f.to_string())
+        .collect()
 }
 
 /// What the library did, for the trace: a call with its result, a value the kernel shows
@@ -555,6 +597,22 @@ pub(crate) mod testing {
 
     pub fn content(root: &CgroupRoot, p: &str) -> String {
         std::fs::read_to_string(root.real(Path::new(p))).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    /// Fails unless every fact of the log is one of [`fact_names`].
+    pub fn facts_are_limit_files(log: &Log) {
+        let mut seen = 0;
+        for e in &log.events {
+            if let Event::Fact { fact, .. } = e {
+                seen += 1;
+                assert!(
+                    LIMIT_FILES.contains(&fact.as_str())
+                        || fact.ends_with("/cgroup.subtree_control"),
+                    "{fact} is not in cgroup::fact_names()"
+                );
+            }
+        }
+        assert!(seen > 0, "no fact at all");
     }
 
     /// The calls of a log, as "mkdir(...) = 0" lines.

@@ -20,7 +20,7 @@
 use super::v2::V2;
 use super::{
     check_common, keyed, kill_all_by_pid, number, rmdir_parent_if_empty, rmdir_retry, stage_err,
-    CgroupRoot, Layout, LayoutKind, Limits, Log, Manager, Stats, PARENT,
+    CgroupRoot, Layout, LayoutKind, Limits, Log, Manager, Stats,
 };
 use crate::error::{Error, Result};
 use std::cell::Cell;
@@ -58,7 +58,7 @@ pub struct V1 {
 }
 
 impl V1 {
-    pub fn new(root: CgroupRoot, layout: &Layout, id: &str, limits: &Limits) -> V1 {
+    pub fn new(root: CgroupRoot, layout: &Layout, parent: &str, id: &str, limits: &Limits) -> V1 {
         let needed: Vec<&str> = limits
             .needed_controllers()
             .iter()
@@ -73,7 +73,7 @@ impl V1 {
                 })
             })
             .map(|(controllers, mount)| {
-                let parent = mount.join(PARENT);
+                let parent = mount.join(parent);
                 let dir = parent.join(id);
                 Hierarchy {
                     controllers,
@@ -86,7 +86,7 @@ impl V1 {
         let unified = layout
             .v2
             .as_ref()
-            .map(|m| V2::new(root.clone(), m, id, limits, false));
+            .map(|m| V2::new(root.clone(), m, parent, id, limits, false));
         V1 {
             root,
             kind: layout.kind(),
@@ -342,7 +342,7 @@ impl Manager for V1 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{calls, content, touch};
+    use super::super::testing::{calls, content, facts_are_limit_files, touch};
     use super::super::LimitFlags;
     use super::*;
 
@@ -384,11 +384,12 @@ mod tests {
         f.pids_limit = Some("10".into());
         f.cpuset_cpus = Some("1".into());
         let l = Limits::from_flags(&f).unwrap();
-        let m = V1::new(root.clone(), &layout, "abc", &l);
+        let m = V1::new(root.clone(), &layout, "stagebox", "abc", &l);
         assert_eq!(m.layout(), LayoutKind::Hybrid);
         m.check(&l).unwrap();
         let mut log = Log::default();
         m.create(&l, &mut log).unwrap();
+        facts_are_limit_files(&log);
         let at = |p: &str| content(&root, &format!("/sys/fs/cgroup/{p}"));
         assert_eq!(at("memory/stagebox/abc/memory.limit_in_bytes"), "33554432");
         assert_eq!(
@@ -434,7 +435,7 @@ mod tests {
     fn no_cpuset_without_cpuset_cpus_and_stats_from_v1_files() {
         let (_d, root, layout) = fake_hybrid();
         let l = Limits::default();
-        let m = V1::new(root.clone(), &layout, "abc", &l);
+        let m = V1::new(root.clone(), &layout, "stagebox", "abc", &l);
         let mut log = Log::default();
         m.create(&l, &mut log).unwrap();
         assert!(!root.exists(Path::new("/sys/fs/cgroup/cpuset/stagebox")));
@@ -487,7 +488,7 @@ mod tests {
         let mut f = LimitFlags::default();
         f.pids_limit = Some("10".into());
         let l = Limits::from_flags(&f).unwrap();
-        let e = V1::new(root, &layout, "abc", &l)
+        let e = V1::new(root, &layout, "stagebox", "abc", &l)
             .check(&l)
             .unwrap_err()
             .to_string();

@@ -14,7 +14,7 @@
 
 use super::{
     check_common, controller_list, keyed, kill_all_by_pid, number, rmdir_parent_if_empty,
-    rmdir_retry, stage_err, CgroupRoot, LayoutKind, Limits, Log, Manager, Stats, PARENT,
+    rmdir_retry, stage_err, CgroupRoot, LayoutKind, Limits, Log, Manager, Stats,
 };
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -40,11 +40,12 @@ impl V2 {
     pub fn new(
         root: CgroupRoot,
         mount: &Path,
+        parent: &str,
         id: &str,
         limits: &Limits,
         with_controllers: bool,
     ) -> V2 {
-        let parent = mount.join(PARENT);
+        let parent = mount.join(parent);
         let dir = parent.join(id);
         let mut wanted: Vec<String> = Vec::new();
         if with_controllers {
@@ -296,7 +297,7 @@ impl Manager for V2 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{calls, content, touch};
+    use super::super::testing::{calls, content, facts_are_limit_files, touch};
     use super::super::{Event, LimitFlags};
     use super::*;
 
@@ -331,10 +332,18 @@ mod tests {
             f.pids_limit = Some("10".into());
             f.cpuset_cpus = Some("0-1".into());
         });
-        let m = V2::new(root.clone(), Path::new("/sys/fs/cgroup"), "abc", &l, true);
+        let m = V2::new(
+            root.clone(),
+            Path::new("/sys/fs/cgroup"),
+            "stagebox",
+            "abc",
+            &l,
+            true,
+        );
         m.check(&l).unwrap();
         let mut log = Log::default();
         m.create(&l, &mut log).unwrap();
+        facts_are_limit_files(&log);
         let cg = "/sys/fs/cgroup/stagebox/abc";
         assert_eq!(content(&root, &format!("{cg}/memory.max")), "33554432");
         assert_eq!(
@@ -384,7 +393,14 @@ mod tests {
         let (_d, root) = fake_v2();
         touch(&root, "/sys/fs/cgroup/cgroup.controllers", "cpu io\n");
         let l = limits(|f| f.memory = Some("64m".into()));
-        let m = V2::new(root.clone(), Path::new("/sys/fs/cgroup"), "abc", &l, true);
+        let m = V2::new(
+            root.clone(),
+            Path::new("/sys/fs/cgroup"),
+            "stagebox",
+            "abc",
+            &l,
+            true,
+        );
         let e = m.check(&l).unwrap_err().to_string();
         assert!(
             e.contains("--memory needs the memory controller") && e.contains("not delegated"),
@@ -399,7 +415,14 @@ mod tests {
         // A delegated subtree (cgroup.type exists: not the real root) with a process in it.
         touch(&root, "/sys/fs/cgroup/cgroup.type", "domain\n");
         let l = limits(|f| f.pids_limit = Some("10".into()));
-        let m = V2::new(root.clone(), Path::new("/sys/fs/cgroup"), "abc", &l, true);
+        let m = V2::new(
+            root.clone(),
+            Path::new("/sys/fs/cgroup"),
+            "stagebox",
+            "abc",
+            &l,
+            true,
+        );
         let e = m.check(&l).unwrap_err().to_string();
         assert!(e.contains("no internal processes"), "{e}");
     }
@@ -408,7 +431,14 @@ mod tests {
     fn stats_and_destroy() {
         let (_d, root) = fake_v2();
         let l = Limits::default();
-        let m = V2::new(root.clone(), Path::new("/sys/fs/cgroup"), "abc", &l, true);
+        let m = V2::new(
+            root.clone(),
+            Path::new("/sys/fs/cgroup"),
+            "stagebox",
+            "abc",
+            &l,
+            true,
+        );
         let mut log = Log::default();
         m.create(&l, &mut log).unwrap();
         let cg = "/sys/fs/cgroup/stagebox/abc";

@@ -129,6 +129,8 @@ pub fn make_overlay_dirs(
 pub struct HostState<'a> {
     cfg: &'a RunConfig,
     id: &'a str,
+    /// The cgroup parent of the state directory (`stagebox`, or `stagebox-<hash>`).
+    cgroup_parent: String,
     pub undo: Undo,
     data: HashMap<StageId, Box<dyn std::any::Any>>,
     /// Stages whose header line is printed already.
@@ -141,6 +143,7 @@ impl<'a> HostState<'a> {
         HostState {
             cfg,
             id,
+            cgroup_parent: crate::state::dir::cgroup_parent(&cfg.state_dir),
             undo: Undo::default(),
             data: HashMap::new(),
             headed: HashSet::new(),
@@ -170,6 +173,7 @@ impl<'a> HostState<'a> {
         };
         let mut ctx = HostCtx {
             limits: &self.cfg.limits,
+            cgroup_parent: &self.cgroup_parent,
             id: self.id,
             undo: &mut self.undo,
             data: &mut self.data,

@@ -11,7 +11,8 @@
 //! CPU quota the cgroup is throttled until the next period.
 //!
 //! On the host, before the container process exists, this stage makes `stagebox/<id>` in
-//! each hierarchy it uses ([`crate::cgroup`] finds v2, v1 or hybrid), writes the limits and
+//! each hierarchy it uses ([`crate::cgroup`] finds v2, v1 or hybrid; the parent is
+//! `stagebox-<hash>` for a state directory other than the default one), writes the limits and
 //! reads each one back. The container process then stops just before this stage and waits
 //! while the runtime writes its pid into `cgroup.procs`; /proc/PID/cgroup shows it moved.
 //! After the workload exits, the cgroup's own counters say what the kernel enforced (peak
@@ -45,6 +46,28 @@ static INFO: StageInfo = StageInfo {
     lesson: "07-cgroups",
     requires: &[],
 };
+
+/// The facts this stage reports from the host side, besides those of the cgroup library
+/// ([`cgroup::fact_names`]: one per limit file): `cgroup <hierarchy>` as the process moves
+/// in, one per hierarchy (`cgroup memory`, `cgroup cpu,cpuacct`, `cgroup v2` ...), then what
+/// the kernel enforced.
+pub const HOST_FACTS: &[&str] = &[
+    "cgroup <hierarchy>",
+    "memory peak",
+    "oom kills",
+    "forks refused",
+    "cpu time",
+    "cpu throttled",
+];
+
+/// Every fact name this stage can print: [`HOST_FACTS`] and the library's.
+pub fn fact_names() -> Vec<String> {
+    HOST_FACTS
+        .iter()
+        .map(|f| f.to_string())
+        .chain(cgroup::fact_names())
+        .collect()
+}
 
 /// Kept from prepare to finish.
 struct Data {
@@ -107,13 +130,13 @@ impl Stage for Cgroup {
         let layout = Layout::detect()?;
         let root = CgroupRoot::host();
         let mgr: Rc<dyn Manager> =
-            cgroup::manager::for_layout(&root, &layout, ctx.id, limits)?.into();
+            cgroup::manager::for_layout(&root, &layout, ctx.cgroup_parent, ctx.id, limits)?.into();
         // Everything that can be refused is refused here, before the first mkdir.
         mgr.check(limits)?;
         ctx.note(format!("cgroup layout: {}", layout.kind().name()));
         let undo_mgr = mgr.clone();
         ctx.undo.push(
-            format!("remove the cgroup stagebox/{}", ctx.id),
+            format!("remove the cgroup {}/{}", ctx.cgroup_parent, ctx.id),
             move || undo_mgr.destroy(),
         );
         let mut log = Log::default();
@@ -167,7 +190,7 @@ impl Stage for Cgroup {
             }
         }
         // Read back: one line of /proc/PID/cgroup per directory, naming the new cgroup.
-        let want = format!("/{}/{}", cgroup::PARENT, ctx.id);
+        let want = format!("/{}/{}", ctx.cgroup_parent, ctx.id);
         let moved = after.iter().filter(|(_, p)| *p == want).count();
         if moved < mgr.dirs().len() {
             return Err(stage_err(format!(

@@ -13,7 +13,8 @@
 //! contexts ([`ChildCtx`] in the container process, [`HostCtx`] in the runtime), the
 //! [`Stage`] trait and the [`Undo`] list. `registry.rs` lists the stages in order; `plan.rs`
 //! turns `--only`/`--without` into the pipeline. A stage sees the resource limits
-//! (`&Limits`), never the whole run configuration.
+//! (`&Limits`) and the name of its state directory's cgroup parent, never the whole run
+//! configuration.
 //!
 //! May import: `error`, `units`, `kernel`, `trace`, `state`, `cgroup`, `rootfs`. Must not
 //! import `runtime`: the runtime drives the stages, not the other way round.
@@ -368,6 +369,9 @@ impl Drop for Undo {
 pub struct HostCtx<'a> {
     /// The resource limits the user asked for (`-m`, `--cpus`, `--pids-limit` ...).
     pub limits: &'a crate::cgroup::Limits,
+    /// The directory the container's cgroup goes in, in every hierarchy: one per state
+    /// directory (`state::dir::cgroup_parent`), so that two installs never meet.
+    pub cgroup_parent: &'a str,
     /// The container's id (12 hex digits).
     pub id: &'a str,
     pub undo: &'a mut Undo,

@@ -2,8 +2,11 @@
 //! root, read what the kernel shows from the outside.
 #![allow(dead_code)]
 
+pub mod redact;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 pub fn bin() -> &'static str {
@@ -23,13 +26,19 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
+/// Where the tests' state dir is: under target/tmp (cargo's CARGO_TARGET_TMPDIR), not /tmp:
+/// the default rootfs there is a cache kept between runs, and /tmp stays exactly as the
+/// tests found it. The tests pass it to every stagebox they start, whether STAGEBOX_STATE
+/// is exported or not.
+pub fn state_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("state")
+}
+
 /// One state dir for the whole test binary, so the default rootfs is made once.
 pub fn state_dir() -> &'static Path {
-    // Under target/tmp (cargo's CARGO_TARGET_TMPDIR), not /tmp: the default rootfs there is
-    // a cache kept between runs, and /tmp stays exactly as the tests found it.
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("state");
+        let d = state_path();
         std::fs::create_dir_all(&d).expect("state dir");
         let _ =
             stagebox::rootfs::default::ensure(&d, stagebox::rootfs::default::RootfsSource::Auto);
@@ -51,17 +60,29 @@ pub fn stagebox(args: &[&str]) -> Output {
     cmd(args).output().expect("run stagebox")
 }
 
-/// `stagebox run --trace off ARGS -- sh -c SCRIPT`; returns (exit code, stdout, stderr).
-pub fn sh(args: &[&str], script: &str) -> (i32, String, String) {
+/// `stagebox run --rm --trace off ARGS -- /bin/sh -c SCRIPT MARKER`, with a fresh marker as
+/// the script's `$0`; returns (exit code, stdout, stderr, the marker). A process the script
+/// leaves in the background keeps the marker in its command line when it is started as
+/// `sh -c 'while :; do sleep 1; done' "$0" &`.
+pub fn sh_marked(args: &[&str], script: &str) -> (i32, String, String, String) {
+    let m = marker();
     let mut all: Vec<&str> = vec!["run", "--rm", "--trace", "off"];
     all.extend_from_slice(args);
-    all.extend_from_slice(&["--", "/bin/sh", "-c", script]);
+    all.extend_from_slice(&["--", "/bin/sh", "-c", script, &m]);
     let out = stagebox(&all);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
+        m,
     )
+}
+
+/// `sh_marked` without the marker, after checking that no process of the run is left.
+pub fn sh(args: &[&str], script: &str) -> (i32, String, String) {
+    let (code, out, err, m) = sh_marked(args, script);
+    assert_none_left(&m, &format!("stagebox {args:?} -- sh -c {script:?}"));
+    (code, out, err)
 }
 
 /// Like `sh` but asserts the workload exited 0 and returns stdout.
@@ -116,6 +137,25 @@ pub fn differences<T: PartialEq + Clone>(before: &[T], after: &[T]) -> (Vec<T>, 
     (added, removed)
 }
 
+/// What is in `now()` and not in `before`, and the other way round, once the difference has
+/// lasted 2 s. Other programs on a shared host (another checkout's tests) make and remove
+/// mounts and /tmp entries of their own for a moment; what a finished stagebox run left
+/// stays.
+pub fn lasting_differences<T: PartialEq + Clone>(
+    before: &[T],
+    now: impl Fn() -> Vec<T>,
+) -> (Vec<T>, Vec<T>) {
+    let mut d = differences(before, &now());
+    for _ in 0..20 {
+        if d.0.is_empty() && d.1.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        d = differences(before, &now());
+    }
+    d
+}
+
 /// Every file and directory under `dir`, relative, sorted.
 pub fn tree(dir: &Path) -> Vec<PathBuf> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
@@ -135,40 +175,79 @@ pub fn tree(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Processes whose parent is this test process (a leaked container would show up here).
-pub fn my_children() -> Vec<i32> {
-    let me = std::process::id().to_string();
-    let mut v = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Ok(pid) = name.parse::<i32>() {
-                if let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                    // field 4 is the ppid; the comm (field 2) may hold spaces, so split after ')'
-                    if let Some(rest) = st.rsplit(')').next() {
-                        let f: Vec<&str> = rest.split_whitespace().collect();
-                        if f.get(1) == Some(&me.as_str()) {
-                            v.push(pid);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    v
+/// A marker for one workload: `sbtest-<test pid>-<n>`, unique on this host while the test
+/// runs. It goes into the command line of every process the workload starts, so that a
+/// process left behind is found wherever it was reparented to (see [`marked_processes`]).
+pub fn marker() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "sbtest-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
-/// Starts `stagebox run --rm --trace off -- /bin/sh -c SCRIPT` and waits until the script
-/// printed its first line, which must be `ready`. Returns the child and the rest of stdout.
+/// Every live process with `marker` as one of its arguments, as "PID: command line". A leaked
+/// process is reparented to a subreaper or to init, so it is looked for by what it runs, in
+/// all of /proc, not among this test's children. Zombies have no command line: they are
+/// not counted (they hold no resources but their pid).
+pub fn marked_processes(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a == marker) {
+            found.push(format!("{name}: {}", args.join(" ")));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Fails when a process carrying `marker` is still alive: after up to 2 s, for a process
+/// killed a moment ago to be gone.
+pub fn assert_none_left(marker: &str, what: &str) {
+    let mut left = marked_processes(marker);
+    for _ in 0..100 {
+        if left.is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        left = marked_processes(marker);
+    }
+    panic!(
+        "{what}: processes left behind (marker {marker}):\n{}",
+        left.join("\n")
+    );
+}
+
+/// Starts `stagebox run --rm --trace off -- /bin/sh -c SCRIPT MARKER` and waits until the
+/// script printed its first line, which must be `ready`. Returns the child, the rest of
+/// stdout and the marker (the script's `$0`).
 pub fn spawn_ready(
     script: &str,
 ) -> (
     std::process::Child,
     std::io::BufReader<std::process::ChildStdout>,
+    String,
 ) {
     use std::io::BufRead;
+    let m = marker();
     let mut child = cmd(&[
-        "run", "--rm", "--trace", "off", "--", "/bin/sh", "-c", script,
+        "run", "--rm", "--trace", "off", "--", "/bin/sh", "-c", script, &m,
     ])
     .stdout(Stdio::piped())
     .spawn()
@@ -177,5 +256,5 @@ pub fn spawn_ready(
     let mut line = String::new();
     out.read_line(&mut line).expect("read the first line");
     assert_eq!(line.trim(), "ready", "the workload did not start");
-    (child, out)
+    (child, out, m)
 }
