@@ -60,7 +60,7 @@ exec 3<&-
 if [ "${UPDATE:-0}" = 1 ]; then # what the tests wrote into the repository's snapshots
     n=0
     for f in $(find "$REPO" -path "$REPO/target" -prune -o -type f -newer /tmp/layout-tests.stamp \
-        \( -name '*.snap' -o -name '*.snap.new' \) -print); do
+        \( -name '*.snap' -o -name '*.snap.new' -o -path "$REPO/book/src/*.md" \) -print); do
         rel=${f#"$REPO"/}
         mkdir -p "/out/$(dirname "$rel")"
         cp "$f" "/out/$rel"

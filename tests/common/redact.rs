@@ -209,6 +209,9 @@ pub fn redact(text: &str) -> String {
 }
 
 /// One line; None when the line is left out.
+/// Marks a stage name in `redact_line`'s state as a stage that is off.
+const OFF: &str = "off:";
+
 fn redact_line(line: &str, stage: &mut Option<String>) -> Option<String> {
     if line.starts_with('{') {
         if let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(line) {
@@ -220,7 +223,14 @@ fn redact_line(line: &str, stage: &mut Option<String>) -> Option<String> {
     let l = everywhere(line);
     for (mark, keeps_stage) in [("▶ ", true), ("▷ ", true), ("■ ", false), ("✗ ", false)] {
         if let Some(rest) = l.strip_prefix(mark) {
-            *stage = keeps_stage.then(|| rest.split(' ').next().unwrap_or("").to_string());
+            let name = rest.split(' ').next().unwrap_or("");
+            // An off stage (▷) did nothing: remember it, see below.
+            let name = if mark == "▷ " {
+                format!("{OFF}{name}")
+            } else {
+                name.to_string()
+            };
+            *stage = keeps_stage.then_some(name);
             return Some(numbers_in_text(&l));
         }
     }
@@ -230,6 +240,17 @@ fn redact_line(line: &str, stage: &mut Option<String>) -> Option<String> {
     }
     let Some(current) = stage.clone() else {
         return Some(text_line(&l));
+    };
+    let current = match current.strip_prefix(OFF) {
+        Some(name) => {
+            // A stage that is off changed nothing, so a mount that comes or goes while it is
+            // traced is another process's, in the host's mount table the container shares.
+            if parse_fact(&l).is_some_and(|(f, ..)| f == "mount" || f == "mount count") {
+                return None;
+            }
+            name.to_string()
+        }
+        None => current,
     };
     if let Some(call) = l.strip_prefix("    $ ") {
         let (call, result) = call.rsplit_once(" = ").unwrap_or((call, ""));

@@ -160,3 +160,17 @@ pub struct Lesson {
     pub steps: Vec<Step>,
     pub checks: Vec<ExerciseCheck>,
 }
+
+/// The line a lesson holds when what its steps print depends on how the host mounts cgroups
+/// (v1, v2 or hybrid): its transcript is then kept per layout, and its book chapter says
+/// which layout made it.
+pub const LAYOUT_MARK: &str = "<!-- output depends on the cgroup layout -->";
+
+impl Lesson {
+    /// Does its output depend on the host's cgroup layout ([`LAYOUT_MARK`])?
+    pub fn depends_on_cgroup_layout(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Text(t) if t.contains(LAYOUT_MARK)))
+    }
+}
