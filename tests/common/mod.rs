@@ -46,10 +46,23 @@ pub fn state_dir() -> &'static Path {
     })
 }
 
+/// A TMPDIR of this test binary's own, given to every stagebox it starts: whatever stagebox
+/// puts in the temp dir lands here, where no other program on the host writes.
+pub fn private_tmp() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("tmpdir-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("private TMPDIR");
+        d
+    })
+}
+
 pub fn cmd(args: &[&str]) -> Command {
     let mut c = Command::new(bin());
     c.args(args)
         .env("STAGEBOX_STATE", state_dir())
+        .env("TMPDIR", private_tmp())
         .env("NO_COLOR", "1")
         .env_remove("STAGEBOX_TRACE")
         .stdin(Stdio::null());
@@ -215,6 +228,60 @@ pub fn marked_processes(marker: &str) -> Vec<String> {
     }
     found.sort();
     found
+}
+
+/// The pids of [`marked_processes`]. A shell carrying the marker shows twice for a moment
+/// each time it forks a command (the child has its command line until it execs).
+pub fn marked_pids(marker: &str) -> Vec<i32> {
+    marked_processes(marker)
+        .iter()
+        .filter_map(|p| p.split(':').next()?.parse().ok())
+        .collect()
+}
+
+/// A process's parent, from /proc/PID/stat (None once it is gone).
+pub fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: the fields after it follow the last ')'.
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Polls `found` until it returns Some, for up to 2 s (a process being exec'd shows an
+/// empty command line for a moment).
+pub fn within_2s<T>(found: impl Fn() -> Option<T>) -> Option<T> {
+    for _ in 0..100 {
+        if let Some(t) = found() {
+            return Some(t);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    found()
+}
+
+/// Kills every process carrying the marker when dropped, also when a test panics.
+pub struct KillMarked(pub String);
+
+impl Drop for KillMarked {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let pids = marked_pids(&self.0);
+            if pids.is_empty() {
+                return;
+            }
+            for p in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 /// Fails when a process carrying `marker` is still alive: after up to 2 s, for a process
