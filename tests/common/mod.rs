@@ -51,8 +51,7 @@ pub fn state_dir() -> &'static Path {
 pub fn private_tmp() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("tmpdir-{}", std::process::id()));
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tmpdir");
         std::fs::create_dir_all(&d).expect("private TMPDIR");
         d
     })
