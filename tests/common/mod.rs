@@ -149,23 +149,25 @@ pub fn differences<T: PartialEq + Clone>(before: &[T], after: &[T]) -> (Vec<T>, 
     (added, removed)
 }
 
-/// What is in `now()` and not in `before`, and the other way round, once the difference has
-/// lasted 2 s. Other programs on a shared host (another checkout's tests) make and remove
-/// mounts and /tmp entries of their own for a moment; what a finished stagebox run left
-/// stays.
+/// What is in `now()` and not in `before`, and the other way round, counting only what is
+/// still so after 2 s, in every look. Other programs on a shared host (another checkout's
+/// tests) make and remove mounts and /tmp entries of their own for a moment, one after the
+/// other; what a finished stagebox run left stays.
 pub fn lasting_differences<T: PartialEq + Clone>(
     before: &[T],
     now: impl Fn() -> Vec<T>,
 ) -> (Vec<T>, Vec<T>) {
-    let mut d = differences(before, &now());
+    let (mut added, mut removed) = differences(before, &now());
     for _ in 0..20 {
-        if d.0.is_empty() && d.1.is_empty() {
+        if added.is_empty() && removed.is_empty() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
-        d = differences(before, &now());
+        let (a, r) = differences(before, &now());
+        added.retain(|x| a.contains(x));
+        removed.retain(|x| r.contains(x));
     }
-    d
+    (added, removed)
 }
 
 /// Every file and directory under `dir`, relative, sorted.
