@@ -134,6 +134,15 @@ pub fn host_mounts() -> Vec<String> {
     v
 }
 
+/// The host's mounts without the leak-check tmpfs of `stagebox compare` runs: another test
+/// binary or checkout may be running one (tests/compare.rs checks its own, by their tokens).
+pub fn host_mounts_but_compare_leaks() -> Vec<String> {
+    host_mounts()
+        .into_iter()
+        .filter(|m| !m.contains(" stagebox-leak-"))
+        .collect()
+}
+
 /// What is in `after` and not in `before`, and the other way round.
 pub fn differences<T: PartialEq + Clone>(before: &[T], after: &[T]) -> (Vec<T>, Vec<T>) {
     let added = after
