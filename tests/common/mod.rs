@@ -46,10 +46,22 @@ pub fn state_dir() -> &'static Path {
     })
 }
 
+/// A TMPDIR of this test binary's own, given to every stagebox it starts: whatever stagebox
+/// puts in the temp dir lands here, where no other program on the host writes.
+pub fn private_tmp() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tmpdir");
+        std::fs::create_dir_all(&d).expect("private TMPDIR");
+        d
+    })
+}
+
 pub fn cmd(args: &[&str]) -> Command {
     let mut c = Command::new(bin());
     c.args(args)
         .env("STAGEBOX_STATE", state_dir())
+        .env("TMPDIR", private_tmp())
         .env("NO_COLOR", "1")
         .env_remove("STAGEBOX_TRACE")
         .stdin(Stdio::null());
@@ -122,6 +134,15 @@ pub fn host_mounts() -> Vec<String> {
     v
 }
 
+/// The host's mounts without the leak-check tmpfs of `stagebox compare` runs: another test
+/// binary or checkout may be running one (tests/compare.rs checks its own, by their tokens).
+pub fn host_mounts_but_compare_leaks() -> Vec<String> {
+    host_mounts()
+        .into_iter()
+        .filter(|m| !m.contains(" stagebox-leak-"))
+        .collect()
+}
+
 /// What is in `after` and not in `before`, and the other way round.
 pub fn differences<T: PartialEq + Clone>(before: &[T], after: &[T]) -> (Vec<T>, Vec<T>) {
     let added = after
@@ -137,23 +158,25 @@ pub fn differences<T: PartialEq + Clone>(before: &[T], after: &[T]) -> (Vec<T>, 
     (added, removed)
 }
 
-/// What is in `now()` and not in `before`, and the other way round, once the difference has
-/// lasted 2 s. Other programs on a shared host (another checkout's tests) make and remove
-/// mounts and /tmp entries of their own for a moment; what a finished stagebox run left
-/// stays.
+/// What is in `now()` and not in `before`, and the other way round, counting only what is
+/// still so after 2 s, in every look. Other programs on a shared host (another checkout's
+/// tests) make and remove mounts and /tmp entries of their own for a moment, one after the
+/// other; what a finished stagebox run left stays.
 pub fn lasting_differences<T: PartialEq + Clone>(
     before: &[T],
     now: impl Fn() -> Vec<T>,
 ) -> (Vec<T>, Vec<T>) {
-    let mut d = differences(before, &now());
+    let (mut added, mut removed) = differences(before, &now());
     for _ in 0..20 {
-        if d.0.is_empty() && d.1.is_empty() {
+        if added.is_empty() && removed.is_empty() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
-        d = differences(before, &now());
+        let (a, r) = differences(before, &now());
+        added.retain(|x| a.contains(x));
+        removed.retain(|x| r.contains(x));
     }
-    d
+    (added, removed)
 }
 
 /// Every file and directory under `dir`, relative, sorted.
@@ -215,6 +238,60 @@ pub fn marked_processes(marker: &str) -> Vec<String> {
     }
     found.sort();
     found
+}
+
+/// The pids of [`marked_processes`]. A shell carrying the marker shows twice for a moment
+/// each time it forks a command (the child has its command line until it execs).
+pub fn marked_pids(marker: &str) -> Vec<i32> {
+    marked_processes(marker)
+        .iter()
+        .filter_map(|p| p.split(':').next()?.parse().ok())
+        .collect()
+}
+
+/// A process's parent, from /proc/PID/stat (None once it is gone).
+pub fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: the fields after it follow the last ')'.
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Polls `found` until it returns Some, for up to 2 s (a process being exec'd shows an
+/// empty command line for a moment).
+pub fn within_2s<T>(found: impl Fn() -> Option<T>) -> Option<T> {
+    for _ in 0..100 {
+        if let Some(t) = found() {
+            return Some(t);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    found()
+}
+
+/// Kills every process carrying the marker when dropped, also when a test panics.
+pub struct KillMarked(pub String);
+
+impl Drop for KillMarked {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let pids = marked_pids(&self.0);
+            if pids.is_empty() {
+                return;
+            }
+            for p in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 /// Fails when a process carrying `marker` is still alive: after up to 2 s, for a process
