@@ -149,6 +149,9 @@ fn compare_cmd(opts: &stagebox::inspect::compare::CompareOpts) -> stagebox::Resu
 
 fn real_main(cli: Cli) -> stagebox::Result<i32> {
     let state = cli.state.unwrap_or_else(default_state_dir);
+    // A relative state dir (`--state x`, STAGEBOX_STATE=x) means x under the current
+    // directory, wherever the container process later looks at it from.
+    let state = std::path::absolute(&state).unwrap_or(state);
     match cli.cmd {
         Cmd::Run(args) => {
             let cfg = args.into_config(state)?;

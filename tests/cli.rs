@@ -299,3 +299,27 @@ fn image_commands_name_what_is_wrong() {
         "no image \"no-such-image-anywhere\"",
     );
 }
+
+/// `STAGEBOX_STATE=relative/dir` is taken from the current directory, as `--state` is.
+#[test]
+fn a_relative_state_dir_works() {
+    if !root_or_skip("relative state dir") {
+        return;
+    }
+    let cwd = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let out = std::process::Command::new(bin())
+        .args(["run", "--rm", "--trace", "off", "--", "/bin/true"])
+        .current_dir(cwd.path())
+        .env("STAGEBOX_STATE", "state")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run stagebox");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cwd.path().join("state/containers").is_dir());
+}
