@@ -36,7 +36,9 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm /sys/fs/cgroup /tmp /run
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /tmp
+# /tmp is not a mount of its own: the root is a tmpfs already, and the trees copied in may
+# live under /tmp (a CI checkout can), which a fresh mount would hide.
+chmod 1777 /tmp
 mount -t tmpfs tmpfs /run
 . /v2vm/config # V2VM_SCRIPT_TIMEOUT, V2VM_MODULES (file names, in load order), V2VM_LAYOUT, V2VM_OUT
 case "$V2VM_LAYOUT" in
