@@ -8,6 +8,8 @@
 //! turns that skip into a failure. Nothing goes to the network: every page is a file:// URL
 //! and mdbook's pages load only files of the book.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -219,18 +221,7 @@ fn every_chapter_renders_in_chromium_with_its_pictures_and_links() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let html = tmp.path().join("html");
     let profile = tmp.path().join("profile");
-    let run = Command::new(mdbook)
-        .arg("build")
-        .arg(&book)
-        .arg("--dest-dir")
-        .arg(&html)
-        .output()
-        .expect("run mdbook");
-    assert!(
-        run.status.success(),
-        "mdbook build failed:\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    common::mdbook_build(&mdbook, &book, &html);
 
     let chapters = chapters(&book);
     assert!(chapters.len() >= 10, "only {} chapters", chapters.len());

@@ -392,18 +392,7 @@ fn mdbook_renders_every_chapter() {
     };
     let book = repo().join("book");
     let out = tempfile::tempdir().expect("temp dir");
-    let run = std::process::Command::new(mdbook)
-        .arg("build")
-        .arg(&book)
-        .arg("--dest-dir")
-        .arg(out.path())
-        .output()
-        .expect("run mdbook");
-    assert!(
-        run.status.success(),
-        "mdbook build failed:\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    mdbook_build(&mdbook, &book, out.path());
     let summary = std::fs::read_to_string(book.join("src/SUMMARY.md")).expect("SUMMARY.md");
     let mut chapters = 0;
     for line in summary.lines() {

@@ -335,3 +335,20 @@ pub fn spawn_ready(
     assert_eq!(line.trim(), "ready", "the workload did not start");
     (child, out, m)
 }
+
+/// `mdbook build BOOK --dest-dir DEST`, asserting it succeeds: the one way the tests render
+/// the book (a test of chapters, a test in a browser).
+pub fn mdbook_build(mdbook: &Path, book: &Path, dest: &Path) {
+    let run = Command::new(mdbook)
+        .arg("build")
+        .arg(book)
+        .arg("--dest-dir")
+        .arg(dest)
+        .output()
+        .expect("run mdbook");
+    assert!(
+        run.status.success(),
+        "mdbook build failed:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
