@@ -383,3 +383,48 @@ fn when_pivot_root_is_impossible_the_pivot_stage_falls_back_to_chroot_and_says_w
     assert!(stderr.contains(r#""syscall":"chroot(\".\")""#), "{stderr}");
     assert_eq!(host_mounts(), mounts);
 }
+
+/// stagebox itself in a cgroup namespace rooted below the cgroup filesystem it sees mounted
+/// (`unshare -C` without a remount, as in some nested setups): /proc/PID/cgroup then names
+/// the container's cgroup as `/../stagebox.../ID`, and the cgroup stage must still confirm it.
+#[test]
+fn the_cgroup_stage_confirms_its_cgroup_from_inside_a_cgroup_namespace() {
+    if !root_or_skip("cgroup stage inside a cgroup namespace") {
+        return;
+    }
+    // The pids hierarchy on v1 and hybrid hosts, the one tree on v2.
+    let layout = stagebox::cgroup::Layout::detect().expect("cgroup layout");
+    let tree = match layout.kind().name() {
+        "v2" => std::path::PathBuf::from("/sys/fs/cgroup"),
+        _ => std::path::PathBuf::from("/sys/fs/cgroup/pids"),
+    };
+    let outer = tree.join(format!("sbtest-outer-{}", std::process::id()));
+    std::fs::create_dir(&outer).expect("make the outer cgroup");
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec unshare -C {} run --rm --trace off -- /bin/true",
+        outer.display(),
+        bin()
+    );
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-c", &script])
+        .env("STAGEBOX_STATE", state_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sh");
+    // The outer cgroup is empty once the shell (now stagebox) has exited.
+    let mut removed = false;
+    for _ in 0..50 {
+        if std::fs::remove_dir(&outer).is_ok() {
+            removed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(removed, "{} could not be removed", outer.display());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -120,6 +120,22 @@ fn secs(us: u64) -> String {
     format!("{:.2}s", us as f64 / 1e6)
 }
 
+/// Does a path of /proc/PID/cgroup name the cgroup `want` (a path from the cgroup
+/// filesystem's root)? /proc/PID/cgroup paths are relative to the *reader's* cgroup
+/// namespace root. When stagebox itself runs in a cgroup namespace rooted below the
+/// filesystem's root that it sees mounted (`unshare -C` without a remount), the kernel writes
+/// the same cgroup as `/../stagebox/<id>`: climbing out of the namespace root, then down.
+fn names_cgroup(path: &str, want: &str) -> bool {
+    let mut p = path;
+    while let Some(rest) = p.strip_prefix("/..") {
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            break;
+        }
+        p = rest;
+    }
+    p == want
+}
+
 impl Stage for Cgroup {
     fn info(&self) -> &'static StageInfo {
         &INFO
@@ -191,7 +207,7 @@ impl Stage for Cgroup {
         }
         // Read back: one line of /proc/PID/cgroup per directory, naming the new cgroup.
         let want = format!("/{}/{}", ctx.cgroup_parent, ctx.id);
-        let moved = after.iter().filter(|(_, p)| *p == want).count();
+        let moved = after.iter().filter(|(_, p)| names_cgroup(p, &want)).count();
         if moved < mgr.dirs().len() {
             return Err(stage_err(format!(
                 "the kernel does not show the expected effect: /proc/{pid}/cgroup names {want} in {moved} hierarchies, not {}",
@@ -310,5 +326,20 @@ fn change(fact: &str, after: String) -> crate::kernel::observe::Change {
         fact: fact.to_string(),
         before: None,
         after: Some(after),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cgroup_path_seen_from_another_namespace_root_still_names_it() {
+        assert!(names_cgroup("/stagebox/abc", "/stagebox/abc"));
+        assert!(names_cgroup("/../stagebox/abc", "/stagebox/abc"));
+        assert!(names_cgroup("/../../stagebox/abc", "/stagebox/abc"));
+        assert!(!names_cgroup("/other/stagebox/abc", "/stagebox/abc"));
+        assert!(!names_cgroup("/..x/stagebox/abc", "/stagebox/abc"));
+        assert!(!names_cgroup("/", "/stagebox/abc"));
     }
 }
