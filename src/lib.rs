@@ -13,6 +13,7 @@
 //! | 2     | `trace`   | printing what happened: pretty, JSON or off |
 //! | 3     | `state`   | ids, the state directory, container records, volumes, atomic writes |
 //! | 4     | `cgroup`  | a small cgroup v1/v2 library |
+//! | 5     | `confine` | what confinement enforces: capability sets, masked paths, device rules, seccomp profiles compiled to BPF |
 //! | 5     | `rootfs`  | paths inside a rootfs, the default rootfs, overlay whiteouts |
 //! | 6     | `image`   | the OCI image store (storage only) |
 //! | 7     | `stages`  | one file per stage, the registry, the plan |
@@ -32,6 +33,8 @@ pub mod trace;
 pub mod state;
 
 pub mod cgroup;
+
+pub mod confine;
 
 pub mod rootfs;
 

@@ -21,6 +21,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("trace", 2),
     ("state", 3),
     ("cgroup", 4),
+    ("confine", 5),
     ("rootfs", 5),
     ("image", 6),
     ("stages", 7),

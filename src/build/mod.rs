@@ -257,6 +257,7 @@ fn run_step(
             only: None,
             without: Vec::new(),
             volumes_given: false,
+            confine: Default::default(),
         },
         crate::stages::RootSwitch::Pivot,
     )?;
@@ -278,6 +279,7 @@ fn run_step(
         read_only: false,
         volumes: Vec::new(),
         limits: Default::default(),
+        security: Default::default(),
         image: RunImage {
             source: Some(ImageSource::Built(Box::new(Built {
                 label: format!("(build of {})", s.label),

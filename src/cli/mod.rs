@@ -50,6 +50,15 @@ pub struct StageToggles {
 
 impl StageToggles {
     pub fn plan(&self, volumes_given: bool) -> crate::Result<Plan> {
+        self.plan_confined(volumes_given, Default::default())
+    }
+
+    /// The plan, with what `--privileged` and `--security-opt` say about confinement.
+    pub fn plan_confined(
+        &self,
+        volumes_given: bool,
+        confine: crate::stages::plan::ConfineToggles,
+    ) -> crate::Result<Plan> {
         let rs: RootSwitch = self.root_switch.parse()?;
         let propagation: crate::stages::Propagation = self.root_propagation.parse()?;
         Plan::resolve(
@@ -57,6 +66,7 @@ impl StageToggles {
                 only: self.only.clone(),
                 without: self.without.clone(),
                 volumes_given,
+                confine,
             },
             rs,
         )?
@@ -101,6 +111,79 @@ impl LimitArgs {
             pids_limit: self.pids_limit,
             cpuset_cpus: self.cpuset_cpus,
         })
+    }
+}
+
+/// Confinement, as `docker run` names it (the devices, paths, nnp, caps and seccomp stages).
+#[derive(Args, Clone, Default)]
+pub struct SecurityArgs {
+    /// Add a capability to Docker's default 14 (NET_ADMIN or CAP_NET_ADMIN; ALL for every one).
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from the default set (ALL for every one).
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Switch the devices, paths, caps and seccomp stages off, as Docker's flag does.
+    #[arg(long)]
+    pub privileged: bool,
+    /// no-new-privileges[:true|false], seccomp=unconfined or seccomp=PROFILE.json (Docker's format).
+    #[arg(long, value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Give the container a host device: HOST[:CONTAINER][:PERMISSIONS], permissions from rwm.
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Vec<String>,
+    /// Pass this many descriptors above 2 (3 .. 3+N-1) to the workload; every other one is closed.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preserve_fds: u32,
+}
+
+impl SecurityArgs {
+    /// Every flag checked: the plan's confinement toggles and what the stages enforce.
+    pub fn parse(
+        &self,
+    ) -> crate::Result<(
+        crate::stages::plan::ConfineToggles,
+        crate::runtime::config::Security,
+    )> {
+        let caps = crate::confine::caps::tweak(&self.cap_add, &self.cap_drop)?;
+        let mut toggles = crate::stages::plan::ConfineToggles {
+            privileged: self.privileged,
+            ..Default::default()
+        };
+        let mut seccomp_profile = None;
+        for opt in &self.security_opt {
+            let (key, value) = match opt.split_once(['=', ':']) {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt.as_str(), None),
+            };
+            match (key, value) {
+                ("no-new-privileges", None | Some("true")) => toggles.no_new_privileges = true,
+                ("no-new-privileges", Some("false")) => toggles.no_new_privileges = false,
+                ("seccomp", Some("unconfined")) => toggles.seccomp_unconfined = true,
+                ("seccomp", Some(path)) if !path.is_empty() => {
+                    seccomp_profile = Some(PathBuf::from(path))
+                }
+                _ => {
+                    return Err(crate::Error::usage(format!(
+                        "unknown --security-opt {opt:?}; use no-new-privileges, seccomp=unconfined or seccomp=PROFILE.json"
+                    )))
+                }
+            }
+        }
+        let devices = self
+            .device
+            .iter()
+            .map(|d| crate::confine::devices::parse_flag(d))
+            .collect::<crate::Result<Vec<_>>>()?;
+        Ok((
+            toggles,
+            crate::runtime::config::Security {
+                caps,
+                seccomp_profile,
+                devices,
+                preserve_fds: self.preserve_fds,
+            },
+        ))
     }
 }
 
@@ -161,6 +244,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
+    pub security: SecurityArgs,
+    #[command(flatten)]
     pub image: ImageRunArgs,
     /// The command and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
@@ -187,7 +272,8 @@ impl RunArgs {
             .iter()
             .map(|v| crate::state::volume::parse(v))
             .collect::<crate::Result<Vec<_>>>()?;
-        let plan = self.toggles.plan(!volumes.is_empty())?;
+        let (confine, security) = self.security.parse()?;
+        let plan = self.toggles.plan_confined(!volumes.is_empty(), confine)?;
         let default_source = parse_source(&self.rootfs_source)?;
         let (probe, command) = if self.probe {
             (Some(command), Vec::new())
@@ -211,6 +297,7 @@ impl RunArgs {
             read_only: self.read_only,
             volumes,
             limits,
+            security,
             image,
         })
     }

@@ -100,6 +100,7 @@ fn configs(opts: &CompareOpts) -> Result<Vec<Config>> {
         only,
         without,
         volumes_given: false,
+        confine: Default::default(),
     };
     let mut out = Vec::new();
     if opts.build_up {

@@ -6,6 +6,7 @@
 //! - `mountinfo`: the one /proc/PID/mountinfo parser.
 //! - `ns`: /proc/PID/ns links and their inodes.
 //! - `netif`: network interfaces (/proc/net/dev, SIOCGIFFLAGS, bringing lo up).
+//! - `status`: the capability sets, no_new_privs and seccomp mode from /proc/PID/status.
 //! - `sysv`: System V IPC objects the reader can see.
 //! - `observe`: a snapshot of what a process sees, read from outside, and the difference
 //!   between two snapshots (what the trace prints after each stage).
@@ -18,5 +19,6 @@ pub mod ns;
 pub mod observe;
 #[cfg(test)]
 pub mod recorder;
+pub mod status;
 pub mod sys;
 pub mod sysv;

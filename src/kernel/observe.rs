@@ -22,6 +22,10 @@ pub const FACT_NAMES: &[&str] = &[
     "hostname",
     "interfaces",
     "sysv ipc objects",
+    "CapBnd",
+    "CapEff",
+    "NoNewPrivs",
+    "Seccomp",
     "visible pids",
     "root",
     "propagation of /",
@@ -85,6 +89,8 @@ pub struct Snapshot {
     pub proc_dev: Option<u64>,
     /// The process's pid in its own PID namespace (last field of NSpid in /proc/PID/status).
     pub pid_inside: String,
+    /// Capability sets, no_new_privs and seccomp mode from /proc/PID/status.
+    pub privileges: Option<super::status::Privileges>,
     pub inside: InsideFacts,
 }
 
@@ -162,6 +168,7 @@ impl Snapshot {
             })
             .unwrap_or_default();
         Snapshot {
+            privileges: super::status::Privileges::read(Some(pid)).ok(),
             pid_inside,
             ns,
             root,
@@ -247,6 +254,23 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Vec<Change> {
         a.inside.sysv_objects.to_string(),
         b.inside.sysv_objects.to_string(),
     );
+    if let (Some(p), Some(q)) = (&a.privileges, &b.privileges) {
+        let hex = |v: u64| format!("{v:016x}");
+        change(&mut out, "CapBnd", hex(p.cap_bnd), hex(q.cap_bnd));
+        change(&mut out, "CapEff", hex(p.cap_eff), hex(q.cap_eff));
+        change(
+            &mut out,
+            "NoNewPrivs",
+            p.no_new_privs.to_string(),
+            q.no_new_privs.to_string(),
+        );
+        let seccomp = |p: &super::status::Privileges| match p.seccomp {
+            0 => "0 (none)".to_string(),
+            1 => "1 (strict)".to_string(),
+            m => format!("{m} (filter, {} loaded)", p.seccomp_filters),
+        };
+        change(&mut out, "Seccomp", seccomp(p), seccomp(q));
+    }
     // The host's process count moves all the time; what matters is whether the process now
     // looks at another /proc (a new procfs mount is a new device number).
     if a.proc_dev != b.proc_dev {

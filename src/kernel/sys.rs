@@ -48,6 +48,10 @@ pub trait Sys {
     fn symlink(&mut self, target: &str, link: &Path) -> SysResult;
     /// Bring a network interface up (ioctl SIOCSIFFLAGS with IFF_UP).
     fn link_up(&mut self, ifname: &str) -> SysResult;
+    /// Any other call a stage makes by hand (prctl, capset, seccomp, bpf): `call` is how the
+    /// trace shows it; `f` makes it and returns the kernel's non-negative result. A recorder
+    /// only records the description and returns 0.
+    fn raw(&mut self, call: String, f: &mut dyn FnMut() -> SysResult<i64>) -> SysResult<i64>;
     /// Every call made so far, oldest first; drains the log.
     fn take_log(&mut self) -> Vec<SyscallRecord>;
 }
@@ -109,6 +113,13 @@ pub(crate) fn opt(s: Option<&str>) -> String {
 pub(crate) fn res(r: &SysResult) -> String {
     match r {
         Ok(()) => "0".to_string(),
+        Err(e) => format!("-1 {e}"),
+    }
+}
+
+pub(crate) fn res_value(r: &SysResult<i64>) -> String {
+    match r {
+        Ok(v) => v.to_string(),
         Err(e) => format!("-1 {e}"),
     }
 }
@@ -250,6 +261,14 @@ impl Sys for RealSys {
     fn link_up(&mut self, ifname: &str) -> SysResult {
         let r = crate::kernel::netif::set_up(ifname);
         self.record(d_link_up(ifname), r)
+    }
+    fn raw(&mut self, call: String, f: &mut dyn FnMut() -> SysResult<i64>) -> SysResult<i64> {
+        let r = f();
+        self.log.push(SyscallRecord {
+            call,
+            result: res_value(&r),
+        });
+        r
     }
     fn take_log(&mut self) -> Vec<SyscallRecord> {
         std::mem::take(&mut self.log)

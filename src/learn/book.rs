@@ -341,6 +341,7 @@ impl Flags {
             only: self.only.map(list),
             without: list(self.without),
             volumes_given: false,
+            confine: Default::default(),
         }
     }
 }

@@ -29,6 +29,9 @@ pub struct ExecSpec {
     pub user: Option<crate::image::user::Ids>,
     /// Make the working directory if it is missing (an image's WorkingDir, as Docker does).
     pub make_workdir: bool,
+    /// `--preserve-fds N`: descriptors 3 .. 3+N-1 stay open across exec; all others above 2
+    /// are closed.
+    pub preserve_fds: u32,
 }
 
 struct Failure {

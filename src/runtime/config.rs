@@ -34,8 +34,34 @@ pub struct RunConfig {
     /// Resource limits for the cgroup stage (`-m`, `--cpus`, `--pids-limit` ...), parsed and
     /// checked already.
     pub limits: crate::cgroup::Limits,
+    /// What the confinement stages enforce (`--cap-add`, `--security-opt`, `--device` ...).
+    pub security: Security,
     /// The image to run (its layers, command, env, workdir, user), `--entrypoint`, `--user`.
     pub image: crate::image::run::RunImage,
+}
+
+/// The confinement flags, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// The capabilities kept (Docker's default 14, with --cap-add and --cap-drop applied).
+    pub caps: u64,
+    /// `--security-opt seccomp=PROFILE.json`; None: Docker's default profile.
+    pub seccomp_profile: Option<PathBuf>,
+    /// `--device` nodes.
+    pub devices: Vec<crate::confine::devices::Device>,
+    /// `--preserve-fds N`: descriptors 3 .. 3+N-1 reach the workload.
+    pub preserve_fds: u32,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            caps: crate::confine::caps::DOCKER_DEFAULT,
+            seccomp_profile: None,
+            devices: Vec::new(),
+            preserve_fds: 0,
+        }
+    }
 }
 
 /// A hostname the kernel accepts: 1 to 64 bytes, no '/', no NUL, no whitespace.

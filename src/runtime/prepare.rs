@@ -66,6 +66,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                     exe_fd: Some(exe.as_raw_fd()),
                     user: user.clone(),
                     make_workdir: image.is_some(),
+                    preserve_fds: cfg.security.preserve_fds,
                 },
                 Some(exe),
             )
@@ -90,6 +91,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                     exe_fd: None,
                     user,
                     make_workdir: image.is_some(),
+                    preserve_fds: cfg.security.preserve_fds,
                 },
                 None,
             )
@@ -110,11 +112,29 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
             overlay: None,
             volumes: Vec::new(),
             read_only: cfg.read_only,
+            confine: confinement(cfg)?,
         },
         exec,
         _exe: exe,
         image,
     })
+}
+
+/// What the confinement stages enforce, decided (and the seccomp profile compiled) before
+/// anything on the host changes, so that a bad profile changes nothing.
+fn confinement(cfg: &RunConfig) -> Result<crate::confine::Confinement> {
+    let plan = &cfg.plan;
+    let mut c = crate::confine::Confinement::docker_default();
+    c.caps = cfg.security.caps;
+    c.no_new_privs = plan.is_on(StageId::Nnp);
+    c.devices.extra = cfg.security.devices.clone();
+    if plan.is_on(StageId::Seccomp) {
+        c.seccomp = Some(std::sync::Arc::new(crate::confine::seccomp::compile(
+            cfg.security.seccomp_profile.as_deref(),
+            c.caps,
+        )?));
+    }
+    Ok(c)
 }
 
 /// Flags that cannot work with the plan, or with each other.

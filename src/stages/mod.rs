@@ -5,8 +5,9 @@
 //! A stage that cannot confirm its effect fails: silently doing nothing is the one bug a
 //! teaching runtime must never have.
 //!
-//! Order (see ARCHITECTURE.md): user, cgroup, uts, ipc, pid, net, cgroupns, mount, rootfs, volumes,
-//! proc, pivot. The user and volumes stages are named here so plans and messages can talk
+//! Order (see ARCHITECTURE.md): user, cgroup, devices, uts, ipc, pid, net, cgroupns, mount,
+//! rootfs, volumes, proc, pivot, then the confinement stages in the order runc's init uses:
+//! paths, nnp, caps, seccomp (last, right before execve). The user and volumes stages are named here so plans and messages can talk
 //! about them; they arrive with their own issues.
 //!
 //! This file holds what every stage shares: [`StageId`], [`RootSwitch`], [`ExitKind`], the
@@ -16,24 +17,29 @@
 //! (`&Limits`) and the name of its state directory's cgroup parent, never the whole run
 //! configuration.
 //!
-//! May import: `error`, `units`, `kernel`, `trace`, `state`, `cgroup`, `rootfs`. Must not
+//! May import: `error`, `units`, `kernel`, `trace`, `state`, `cgroup`, `confine`, `rootfs`. Must not
 //! import `runtime`: the runtime drives the stages, not the other way round.
 
 use crate::kernel::sys::Sys;
 use nix::sys::signal::Signal;
 use std::path::PathBuf;
 
+pub mod caps;
 pub mod cgroup;
 pub mod cgroupns;
+pub mod devices;
 pub mod ipc;
 pub mod mount;
 pub mod net;
+pub mod nnp;
+pub mod paths;
 pub mod pid;
 pub mod pivot;
 pub mod plan;
 pub mod proc;
 pub mod registry;
 pub mod rootfs;
+pub mod seccomp;
 pub mod uts;
 pub mod volumes;
 
@@ -44,6 +50,7 @@ pub mod volumes;
 pub enum StageId {
     User,
     Cgroup,
+    Devices,
     Uts,
     Ipc,
     Pid,
@@ -54,12 +61,17 @@ pub enum StageId {
     Volumes,
     Proc,
     Pivot,
+    Paths,
+    Nnp,
+    Caps,
+    Seccomp,
 }
 
 impl StageId {
-    pub const ORDER: [StageId; 12] = [
+    pub const ORDER: [StageId; 17] = [
         StageId::User,
         StageId::Cgroup,
+        StageId::Devices,
         StageId::Uts,
         StageId::Ipc,
         StageId::Pid,
@@ -70,6 +82,10 @@ impl StageId {
         StageId::Volumes,
         StageId::Proc,
         StageId::Pivot,
+        StageId::Paths,
+        StageId::Nnp,
+        StageId::Caps,
+        StageId::Seccomp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +102,11 @@ impl StageId {
             StageId::Volumes => "volumes",
             StageId::Proc => "proc",
             StageId::Pivot => "pivot",
+            StageId::Devices => "devices",
+            StageId::Paths => "paths",
+            StageId::Nnp => "nnp",
+            StageId::Caps => "caps",
+            StageId::Seccomp => "seccomp",
         }
     }
 }
@@ -229,6 +250,9 @@ pub struct ChildSpec {
     /// Remount / read-only at the end of the pivot stage (`--read-only`).
     #[serde(default)]
     pub read_only: bool,
+    /// What the confinement stages enforce (capabilities, paths, devices, seccomp).
+    #[serde(default)]
+    pub confine: crate::confine::Confinement,
 }
 
 impl ChildSpec {
@@ -243,6 +267,7 @@ impl ChildSpec {
             overlay: None,
             volumes: vec![],
             read_only: false,
+            confine: crate::confine::Confinement::docker_default(),
         }
     }
 

@@ -17,7 +17,28 @@ pub struct Toggles {
     /// Whether any -v was given: the volumes stage has nothing to do without one, and is then
     /// off (so that its needs do not refuse plans that mount nothing).
     pub volumes_given: bool,
+    /// What `--privileged` and `--security-opt` say about the confinement stages.
+    pub confine: ConfineToggles,
 }
+
+/// The flags that switch confinement stages on or off the way Docker's do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConfineToggles {
+    /// `--privileged`: devices, paths, caps and seccomp off.
+    pub privileged: bool,
+    /// `--security-opt no-new-privileges`: the nnp stage on.
+    pub no_new_privileges: bool,
+    /// `--security-opt seccomp=unconfined`: the seccomp stage off.
+    pub seccomp_unconfined: bool,
+}
+
+/// The stages `--privileged` switches off, as Docker's flag does.
+pub const PRIVILEGED_OFF: [StageId; 4] = [
+    StageId::Devices,
+    StageId::Paths,
+    StageId::Caps,
+    StageId::Seccomp,
+];
 
 /// One stage of the resolved pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -84,9 +105,18 @@ impl Plan {
                 _ if info.id == StageId::Volumes && !toggles.volumes_given => {
                     (false, "no -v given".to_string())
                 }
+                _ if toggles.confine.privileged && PRIVILEGED_OFF.contains(&info.id) => {
+                    (false, "--privileged".to_string())
+                }
+                _ if toggles.confine.seccomp_unconfined && info.id == StageId::Seccomp => {
+                    (false, "seccomp=unconfined".to_string())
+                }
                 Some(set) if set.contains(&info.id) => (true, "--only".to_string()),
                 Some(_) => (false, "not in --only".to_string()),
                 None if without.contains(&info.id) => (false, "--without".to_string()),
+                None if info.id == StageId::Nnp && toggles.confine.no_new_privileges => {
+                    (true, "no-new-privileges".to_string())
+                }
                 None if info.default_on => (true, "default".to_string()),
                 None => (false, "off by default".to_string()),
             };
@@ -193,6 +223,7 @@ mod tests {
                 vec![without.to_string()]
             },
             volumes_given: false,
+            confine: ConfineToggles::default(),
         }
     }
 
@@ -210,10 +241,29 @@ mod tests {
         assert_eq!(
             on(&p),
             vec![
-                "cgroup", "uts", "ipc", "pid", "net", "cgroupns", "mount", "rootfs", "proc",
-                "pivot"
+                "cgroup", "devices", "uts", "ipc", "pid", "net", "cgroupns", "mount", "rootfs",
+                "proc", "pivot", "paths", "caps", "seccomp"
             ]
         );
+    }
+
+    #[test]
+    fn privileged_switches_off_what_dockers_flag_does_and_says_so() {
+        let mut tg = t(None, "");
+        tg.confine.privileged = true;
+        let p = Plan::resolve(&tg, RootSwitch::Pivot).unwrap();
+        for id in PRIVILEGED_OFF {
+            let s = p.stages.iter().find(|s| s.id == id).unwrap();
+            assert!(!s.enabled && s.why == "--privileged", "{s:?}");
+        }
+        assert!(p.is_on(StageId::Pid) && !p.is_on(StageId::Nnp));
+        tg.confine = ConfineToggles {
+            no_new_privileges: true,
+            seccomp_unconfined: true,
+            privileged: false,
+        };
+        let p = Plan::resolve(&tg, RootSwitch::Pivot).unwrap();
+        assert!(p.is_on(StageId::Nnp) && !p.is_on(StageId::Seccomp) && p.is_on(StageId::Caps));
     }
 
     #[test]
@@ -258,6 +308,7 @@ mod tests {
             only: Some(vec!["uts".into()]),
             without: vec!["pid".into()],
             volumes_given: false,
+            confine: ConfineToggles::default(),
         };
         assert!(Plan::resolve(&toggles, RootSwitch::Pivot).is_err());
     }

@@ -3,11 +3,15 @@
 //! Kept apart from `mod.rs` so that the stage files import the shared types from `mod.rs`
 //! and only this file imports the stage files: no file imports a file that imports it.
 
-use super::{cgroup, cgroupns, ipc, mount, net, pid, pivot, proc, rootfs, uts, volumes};
+use super::{
+    caps, cgroup, cgroupns, devices, ipc, mount, net, nnp, paths, pid, pivot, proc, rootfs,
+    seccomp, uts, volumes,
+};
 use super::{Stage, StageId};
 
-static REGISTRY: [&dyn Stage; 11] = [
+static REGISTRY: [&dyn Stage; 16] = [
     &cgroup::Cgroup,
+    &devices::Devices,
     &uts::Uts,
     &ipc::Ipc,
     &pid::Pid,
@@ -18,6 +22,10 @@ static REGISTRY: [&dyn Stage; 11] = [
     &volumes::Volumes,
     &proc::Proc,
     &pivot::Pivot,
+    &paths::Paths,
+    &nnp::Nnp,
+    &caps::Caps,
+    &seccomp::Seccomp,
 ];
 
 /// Every available stage, in pipeline order.

@@ -88,6 +88,11 @@ pub const FACT_RULES: &[FactRule] = &[
     rule("interfaces", HostInterfaces, Keep),
     // The host's own System V objects come and go: whether the line is there at all does.
     rule("sysv ipc objects", Line, Line),
+    // Read from /proc/PID/status: the same wherever the kernel knows the same 41 capabilities.
+    rule("CapBnd", Keep, Keep),
+    rule("CapEff", Keep, Keep),
+    rule("NoNewPrivs", Keep, Keep),
+    rule("Seccomp", Keep, Keep),
     rule("visible pids", Processes, Processes),
     rule("root", Keep, Keep),
     rule("propagation of /", Numbers, Numbers),

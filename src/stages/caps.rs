@@ -1,0 +1,244 @@
+//! # caps: root in the container, with only a few of root's powers
+//!
+//! Since Linux 2.2 "root" is not one privilege but about forty capabilities: CAP_SYS_ADMIN
+//! (mount, and much else), CAP_SYS_MODULE (load kernel code), CAP_DAC_READ_SEARCH (open any
+//! file by its handle, which is how the "shocker" escape walks out of a bind mount),
+//! CAP_SYS_TIME, CAP_SYS_BOOT, CAP_NET_ADMIN ... The kernel checks the one an operation
+//! needs, not the uid. A process has five sets of them, shown in /proc/PID/status:
+//!
+//! - **bounding** (CapBnd): the most it can ever have again. Dropped with
+//!   `prctl(PR_CAPBSET_DROP, cap)`, one capability at a time, never given back.
+//! - **permitted** (CapPrm) and **effective** (CapEff): what it may use, and what it uses
+//!   now. Set with capset(2).
+//! - **inheritable** (CapInh) and **ambient** (CapAmb): what passes through execve to a
+//!   program that is not root. Docker leaves both empty.
+//!
+//! At execve a root process gets, as its new permitted and effective sets, its bounding set
+//! (the kernel treats every file as holding every capability for root). So the bounding set
+//! is what decides what a container's root may do. This stage cuts it to Docker's default
+//! 14 (CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE NET_RAW
+//! SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP, changed by `--cap-add` and `--cap-drop`), clears
+//! the ambient and inheritable sets, cuts permitted and effective with capset, and reads all
+//! five back.
+//!
+//! One exception, said in the trace: loading a seccomp filter needs CAP_SYS_ADMIN unless
+//! no_new_privs is set, and Docker leaves no_new_privs off. runc therefore loads the filter
+//! before it drops capabilities; stagebox keeps seccomp last (fewer syscalls run after it)
+//! and instead keeps CAP_SYS_ADMIN in the effective set until execve. The bounding set no
+//! longer holds it, so execve takes it away: the workload never has it.
+//!
+//! Why here in the order: after every mount (they need CAP_SYS_ADMIN), after nnp, and just
+//! before seccomp, as runc's `finalizeNamespace` does it.
+
+use super::{ChildCtx, Stage, StageError, StageId, StageInfo};
+use crate::confine::caps;
+use crate::kernel::status::{cap_last_cap, Privileges};
+
+pub struct Caps;
+
+static INFO: StageInfo = StageInfo {
+    id: StageId::Caps,
+    summary: "cut root's capabilities to Docker's default 14 (--cap-add, --cap-drop)",
+    shows: "CapBnd and CapEff in /proc/PID/status, the names dropped",
+    default_on: true,
+    lesson: "11-root-but-powerless",
+    requires: &[],
+};
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// capset(2) with 64-bit sets (version 3: two 32-bit halves).
+fn capset(effective: u64, permitted: u64, inheritable: u64) -> nix::Result<i64> {
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [
+        CapData {
+            effective: effective as u32,
+            permitted: permitted as u32,
+            inheritable: inheritable as u32,
+        },
+        CapData {
+            effective: (effective >> 32) as u32,
+            permitted: (permitted >> 32) as u32,
+            inheritable: (inheritable >> 32) as u32,
+        },
+    ];
+    // SAFETY: the header and the two data structs are laid out as the kernel's
+    // __user_cap_header_struct and __user_cap_data_struct[2]; both outlive the call.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
+    nix::errno::Errno::result(r).map(|v| v as i64)
+}
+
+fn hex(v: u64) -> String {
+    format!("{v:016x}")
+}
+
+impl Stage for Caps {
+    fn info(&self) -> &'static StageInfo {
+        &INFO
+    }
+
+    fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
+        let last = cap_last_cap().min(caps::NAMES.len() as u32 - 1);
+        let known = if last >= 63 {
+            u64::MAX
+        } else {
+            (1u64 << (last + 1)) - 1
+        };
+        let keep = ctx.spec.confine.caps & known;
+        let drop: Vec<u32> = (0..=last).filter(|c| keep & (1u64 << c) == 0).collect();
+        let dropped = drop.iter().fold(0u64, |m, c| m | 1u64 << c);
+
+        let call = format!(
+            "prctl(PR_CAPBSET_DROP, cap) for each of {} capabilities",
+            drop.len()
+        );
+        ctx.sys
+            .raw(call, &mut || {
+                for c in &drop {
+                    // SAFETY: prctl(PR_CAPBSET_DROP) takes a capability number, no memory.
+                    let r =
+                        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, *c as libc::c_ulong, 0, 0, 0) };
+                    nix::errno::Errno::result(r)?;
+                }
+                Ok(drop.len() as i64)
+            })
+            .map_err(|e| StageError::sys("prctl(PR_CAPBSET_DROP)", e))?;
+        ctx.sys
+            .raw(
+                "prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)".into(),
+                &mut || {
+                    // SAFETY: plain integer arguments.
+                    let r = unsafe {
+                        libc::prctl(
+                            libc::PR_CAP_AMBIENT,
+                            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                            0,
+                            0,
+                            0,
+                        )
+                    };
+                    nix::errno::Errno::result(r).map(i64::from)
+                },
+            )
+            .map_err(|e| StageError::sys("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", e))?;
+
+        // The seccomp stage, when it follows without no_new_privs, needs CAP_SYS_ADMIN to load
+        // its filter; execve takes it away (it is out of the bounding set).
+        let admin = 1u64 << caps::CAP_SYS_ADMIN;
+        let hold_admin = ctx.spec.confine.seccomp.is_some()
+            && !ctx.spec.confine.no_new_privs
+            && keep & admin == 0;
+        let working = if hold_admin { keep | admin } else { keep };
+        let call = format!(
+            "capset({{v3, 0}}, {{effective={e}, permitted={e}, inheritable=0}})",
+            e = hex(working)
+        );
+        ctx.sys
+            .raw(call, &mut || capset(working, working, 0))
+            .map_err(|e| StageError::sys("capset()", e))?;
+
+        if ctx.verify {
+            let p = Privileges::read(None)
+                .map_err(|e| StageError::msg(format!("cannot read /proc/self/status: {e}")))?;
+            let want = [
+                ("CapBnd", p.cap_bnd & known, keep),
+                ("CapEff", p.cap_eff, working),
+                ("CapPrm", p.cap_prm, working),
+                ("CapInh", p.cap_inh, 0),
+                ("CapAmb", p.cap_amb, 0),
+            ];
+            for (name, got, want) in want {
+                if got != want {
+                    return Err(StageError::no_effect(format!(
+                        "{name} is {} in /proc/self/status, expected {}",
+                        hex(got),
+                        hex(want)
+                    )));
+                }
+            }
+        }
+        ctx.note(format!(
+            "kept {}: {}",
+            caps::names(keep).len(),
+            caps::names(keep).join(" ")
+        ));
+        ctx.note(format!(
+            "dropped {}: {}",
+            caps::names(dropped).len(),
+            caps::names(dropped).join(" ")
+        ));
+        if hold_admin {
+            ctx.note("CAP_SYS_ADMIN stays effective until execve, for the seccomp stage to load its filter without no_new_privs; it is out of the bounding set, so execve takes it away");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::recorder::Recorder;
+    use crate::stages::{ChildSpec, RootSwitch};
+
+    #[test]
+    fn drops_the_bounding_set_clears_ambient_then_capsets() {
+        let spec = ChildSpec::for_test(RootSwitch::Pivot);
+        let mut sys = Recorder::new();
+        let mut ctx = ChildCtx::new(&mut sys, &spec);
+        ctx.verify = false;
+        Caps.apply(&mut ctx).unwrap();
+        let notes = ctx.notes.clone();
+        assert_eq!(sys.calls.len(), 3, "{:?}", sys.calls);
+        assert!(sys.calls[0].starts_with("prctl(PR_CAPBSET_DROP"));
+        assert!(sys.calls[1].contains("PR_CAP_AMBIENT_CLEAR_ALL"));
+        assert_eq!(
+            sys.calls[2],
+            "capset({v3, 0}, {effective=00000000a80425fb, permitted=00000000a80425fb, inheritable=0})"
+        );
+        assert!(notes
+            .iter()
+            .any(|n| n.starts_with("dropped ") && n.contains("SYS_ADMIN")));
+    }
+
+    #[test]
+    fn keeps_sys_admin_until_execve_only_for_a_seccomp_filter_without_nnp() {
+        let mut spec = ChildSpec::for_test(RootSwitch::Pivot);
+        spec.confine.seccomp = Some(Default::default());
+        let mut sys = Recorder::new();
+        let mut ctx = ChildCtx::new(&mut sys, &spec);
+        ctx.verify = false;
+        Caps.apply(&mut ctx).unwrap();
+        assert!(
+            sys.calls[2].contains("effective=00000000a82425fb"),
+            "{:?}",
+            sys.calls
+        );
+        spec.confine.no_new_privs = true;
+        let mut sys = Recorder::new();
+        let mut ctx = ChildCtx::new(&mut sys, &spec);
+        ctx.verify = false;
+        Caps.apply(&mut ctx).unwrap();
+        assert!(
+            sys.calls[2].contains("effective=00000000a80425fb"),
+            "{:?}",
+            sys.calls
+        );
+    }
+}
