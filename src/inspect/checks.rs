@@ -6,52 +6,22 @@
 //! Every check is read-only towards the host, except the mount-leak check, whose mount the
 //! runner looks for from the host and removes again.
 
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// What the runner prepared on the host and what it knows about the host.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct HostFacts {
-    /// A file that exists only on the host.
-    pub marker: PathBuf,
-    /// A pid that exists only on the host (the runner's own).
-    pub host_pid: i32,
-    pub host_hostname: String,
-    pub host_interfaces: Vec<String>,
-    /// A System V shared memory segment id made on the host.
-    pub shm_id: i32,
-    /// The mount-leak check mounts a tmpfs named `stagebox-leak-TOKEN` on LEAK_DIR.
-    pub leak_token: String,
-    pub leak_dir: PathBuf,
-    /// Whether the runner asked for memory and pid limits (the cgroup stage is on).
-    pub limits_expected: bool,
-    /// The host's cgroup namespace (readlink /proc/self/ns/cgroup of the runner).
-    #[serde(default)]
-    pub host_cgroup_ns: String,
+pub use super::verdict::{HostFacts, IsolationCheck, Verdict};
+
+/// Every row of the matrix, in order: the isolation checks, then the confinement checks
+/// (`powers.rs`).
+pub fn all_checks() -> Vec<(&'static str, &'static str, &'static str)> {
+    ISOLATION
+        .iter()
+        .chain(super::powers::CHECKS)
+        .copied()
+        .collect()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    Isolated,
-    Leaks,
-    /// The stage that would isolate this is not in this version of stagebox.
-    NotYet,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IsolationCheck {
-    pub name: String,
-    /// The question, in words.
-    pub question: String,
-    /// The stage that isolates this.
-    pub stage: String,
-    pub verdict: Verdict,
-    pub evidence: String,
-}
-
-/// Every check, in the order the matrix prints them: (name, question, stage).
-pub const CHECKS: &[(&str, &str, &str)] = &[
+/// The isolation checks, in the order the matrix prints them: (name, question, stage).
+pub const ISOLATION: &[(&str, &str, &str)] = &[
     ("host_processes", "sees the host's processes", "pid"),
     ("hostname", "shares the host's hostname", "uts"),
     ("network", "shares the host's network interfaces", "net"),
@@ -86,35 +56,7 @@ pub const CHECKS: &[(&str, &str, &str)] = &[
 ];
 
 fn check(name: &str, leaks: bool, evidence: String) -> IsolationCheck {
-    let (question, stage) = CHECKS
-        .iter()
-        .find(|c| c.0 == name)
-        .map(|c| (c.1, c.2))
-        .unwrap_or(("", ""));
-    let available = stage
-        .parse::<crate::stages::StageId>()
-        .ok()
-        .and_then(crate::stages::registry::get)
-        .is_some();
-    let verdict = if leaks && !available {
-        Verdict::NotYet
-    } else if leaks {
-        Verdict::Leaks
-    } else {
-        Verdict::Isolated
-    };
-    let evidence = if verdict == Verdict::NotYet {
-        format!("{evidence} (the {stage} stage is not in this version yet)")
-    } else {
-        evidence
-    };
-    IsolationCheck {
-        name: name.into(),
-        question: question.into(),
-        stage: stage.into(),
-        verdict,
-        evidence,
-    }
+    super::verdict::check_in(ISOLATION, name, leaks, evidence)
 }
 
 fn host_processes(h: &HostFacts) -> IsolationCheck {
@@ -406,4 +348,7 @@ pub fn run_all(h: &HostFacts) -> Vec<IsolationCheck> {
         pids_limit(),
         host_root(),
     ]
+    .into_iter()
+    .chain(super::powers::run_all(h))
+    .collect()
 }

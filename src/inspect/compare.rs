@@ -8,7 +8,7 @@
 //! or the user presses Ctrl-C.
 
 use crate::error::{Error, Result};
-use crate::inspect::checks::{HostFacts, IsolationCheck, Verdict, CHECKS};
+use crate::inspect::checks::{HostFacts, IsolationCheck, Verdict};
 use crate::stages::plan::{Plan, Toggles};
 use crate::stages::RootSwitch;
 use crate::stages::{self, StageId};
@@ -142,6 +142,10 @@ fn configs(opts: &CompareOpts) -> Result<Vec<Config>> {
     Ok(out)
 }
 
+/// The descriptor the runner leaves open on the marker's directory across `stagebox run`,
+/// as a careless caller would (`exec 9</tmp; stagebox run ...`).
+const INHERITED_FD: i32 = 9;
+
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -181,6 +185,8 @@ impl HostSetup {
                 host_cgroup_ns: std::fs::read_link("/proc/self/ns/cgroup")
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_default(),
+                root_dev: host_block_device(),
+                inherited_fd: Some(INHERITED_FD),
             },
         })
     }
@@ -194,6 +200,56 @@ impl Drop for HostSetup {
             unsafe { libc::shmctl(self.facts.shm_id, libc::IPC_RMID, std::ptr::null_mut()) };
         }
     }
+}
+
+/// A block device of the host the runner itself can open (and so a container could, if
+/// nothing stopped it): the one holding / when it can, else the first one in /sys/dev/block
+/// that opens (on hosts that are themselves confined, a loop device). Opened, never read.
+fn host_block_device() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let opens = |major: u64, minor: u64| -> bool {
+        let dir = std::env::temp_dir().join(format!(".stagebox-dev-{}", std::process::id()));
+        if std::fs::create_dir(&dir).is_err() {
+            return false;
+        }
+        let node = dir.join("d");
+        let ok = nix::sys::stat::mknod(
+            &node,
+            nix::sys::stat::SFlag::S_IFBLK,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            nix::sys::stat::makedev(major, minor),
+        )
+        .is_ok()
+            && std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&node)
+                .is_ok();
+        let _ = std::fs::remove_file(&node);
+        let _ = std::fs::remove_dir(&dir);
+        ok
+    };
+    use std::os::unix::fs::OpenOptionsExt;
+    let root = std::fs::metadata("/").ok().map(|m| {
+        let d = m.dev();
+        (nix::sys::stat::major(d), nix::sys::stat::minor(d))
+    });
+    if let Some((ma, mi)) = root {
+        if opens(ma, mi) {
+            return Some((ma, mi));
+        }
+    }
+    let mut devs: Vec<(u64, u64)> = std::fs::read_dir("/sys/dev/block")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let (a, b) = n.split_once(':')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect();
+    devs.sort();
+    devs.into_iter().find(|(a, b)| opens(*a, *b))
 }
 
 /// Host mounts whose source is the leak check's tmpfs.
@@ -270,11 +326,34 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
     args.extend(opts.run_args.iter().cloned());
     args.extend(["--probe", "--", "--json", "--checks"].map(String::from));
     args.push(facts);
-    let out = std::process::Command::new("/proc/self/exe")
-        .args(&args)
+    let marker_dir = setup
+        .facts
+        .marker
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    let held = std::fs::File::open(&marker_dir);
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.args(&args)
         .env("STAGEBOX_STATE", &opts.state)
-        .stdin(std::process::Stdio::null())
-        .output();
+        .stdin(std::process::Stdio::null());
+    if let Ok(dir) = &held {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let raw = dir.as_raw_fd();
+        // SAFETY: dup2 is async-signal-safe; the new descriptor has no close-on-exec flag,
+        // so it reaches stagebox run as descriptor 9.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(raw, INHERITED_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let out = cmd.output();
+    drop(held);
     // Whatever happened, a leaked mount is removed from the host again.
     let leaked = leaked_mounts(&token);
     for m in &leaked {
@@ -401,14 +480,18 @@ fn notes(m: &Matrix) -> String {
 }
 
 pub fn render_table(m: &Matrix, evidence: bool) -> String {
-    let qw = CHECKS.iter().map(|c| c.1.len()).max().unwrap_or(10);
+    let qw = crate::inspect::checks::all_checks()
+        .iter()
+        .map(|c| c.1.len())
+        .max()
+        .unwrap_or(10);
     let widths: Vec<usize> = m.columns.iter().map(|c| c.label.len().max(9)).collect();
     let mut out = format!("{:<qw$}", "check");
     for (c, w) in m.columns.iter().zip(&widths) {
         out.push_str(&format!("  {:<w$}", c.label, w = *w));
     }
     out.push('\n');
-    for (name, question, _) in CHECKS {
+    for (name, question, _) in crate::inspect::checks::all_checks() {
         out.push_str(&format!("{question:<qw$}"));
         for (c, w) in m.columns.iter().zip(&widths) {
             out.push_str("  ");
@@ -442,7 +525,7 @@ pub fn render_markdown(m: &Matrix) -> String {
         out.push_str("---|");
     }
     out.push('\n');
-    for (name, question, stage) in CHECKS {
+    for (name, question, stage) in crate::inspect::checks::all_checks() {
         out.push_str(&format!("| {question} ({stage}) |"));
         for c in &m.columns {
             let (v, _) = cell(c, name);

@@ -1,5 +1,6 @@
 //! Looking at containers and at the host: what a process inside can see (`probe`), the
-//! isolation checks it runs (`checks`, `escape`), the matrix of those checks with stages on
+//! isolation checks it runs (`checks`, `escape`), the confinement checks (`powers`: what its
+//! root may do), the matrix of those checks with stages on
 //! and off (`compare`), whether this host can run stagebox (`doctor`), and what a container
 //! changed in its writable layer (`diff`).
 //!
@@ -13,4 +14,6 @@ pub mod compare;
 pub mod diff;
 pub mod doctor;
 pub mod escape;
+pub mod powers;
 pub mod probe;
+pub mod verdict;

@@ -397,8 +397,18 @@ mod tests {
 
     #[test]
     fn every_fact_diff_reports_is_a_known_fact_name() {
-        let a = Snapshot::default();
+        let a = Snapshot {
+            privileges: Some(Default::default()),
+            ..Snapshot::default()
+        };
         let mut b = Snapshot {
+            privileges: Some(crate::kernel::status::Privileges {
+                cap_bnd: 1,
+                cap_eff: 1,
+                no_new_privs: 1,
+                seccomp: 2,
+                ..Default::default()
+            }),
             root: "/x".into(),
             root_propagation: "private".into(),
             pid_inside: "1".into(),

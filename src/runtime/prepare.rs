@@ -129,9 +129,16 @@ fn confinement(cfg: &RunConfig) -> Result<crate::confine::Confinement> {
     c.no_new_privs = plan.is_on(StageId::Nnp);
     c.devices.extra = cfg.security.devices.clone();
     if plan.is_on(StageId::Seccomp) {
+        // The profile's capability conditions follow the capabilities the workload really
+        // has: every one when the caps stage is off.
+        let held = if plan.is_on(StageId::Caps) {
+            c.caps
+        } else {
+            crate::confine::caps::ALL
+        };
         c.seccomp = Some(std::sync::Arc::new(crate::confine::seccomp::compile(
             cfg.security.seccomp_profile.as_deref(),
-            c.caps,
+            held,
         )?));
     }
     Ok(c)
