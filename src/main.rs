@@ -201,8 +201,13 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             Ok(0)
         }
         Cmd::Volume { cmd } => volume_cmd(&state, cmd),
-        Cmd::Plan { toggles, json } => {
-            let plan = toggles.plan(false)?;
+        Cmd::Plan {
+            toggles,
+            security,
+            json,
+        } => {
+            let (confine, _) = security.parse()?;
+            let plan = toggles.plan_confined(false, confine)?;
             if json {
                 println!(
                     "{}",

@@ -128,7 +128,15 @@ fn hostile_answers_change_nothing_on_the_host() {
         }
         // The destructive checks refuse what would reach the host, in one sentence.
         if check.writes && check.answer == stagebox::learn::lessons::AnswerKind::Flags {
-            for answer in ["--without rootfs,pivot", &format!("-v {m}:/etc")] {
+            for answer in [
+                "--without rootfs,pivot",
+                &format!("-v {m}:/etc"),
+                "--privileged",
+                "--without devices,caps",
+                "--cap-add SYS_ADMIN",
+                "--device /dev/null",
+                "--security-opt seccomp=unconfined",
+            ] {
                 std::fs::write(
                     answers.path().join(format!("{:02}.txt", lesson.number)),
                     answer,

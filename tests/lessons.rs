@@ -134,7 +134,8 @@ lesson_tests! {
     lesson_08_layers_and_whiteouts => "08-layers-and-whiteouts",
     lesson_09_volumes => "09-volumes",
     lesson_10_images => "10-images",
-    lesson_11_comparing_isolation => "11-comparing-isolation",
+    lesson_11_root_but_powerless => "11-root-but-powerless",
+    lesson_12_comparing_isolation => "12-comparing-isolation",
 }
 
 #[test]
@@ -158,7 +159,8 @@ const MODEL_ANSWERS: &[(&str, &str)] = &[
     ("08", "--name exercise-08"),
     ("09", "-v exercise-09:/v"),
     ("10", "FROM default\nCMD [\"echo\", \"hello from 10\"]\n"),
-    ("11", "--without ipc"),
+    ("11", "--cap-drop ALL --security-opt no-new-privileges"),
+    ("12", "--without ipc"),
 ];
 
 fn check(n: &str, answers: &Path) -> (i32, String) {

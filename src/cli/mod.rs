@@ -345,6 +345,8 @@ pub enum Cmd {
     Plan {
         #[command(flatten)]
         toggles: StageToggles,
+        #[command(flatten)]
+        security: SecurityArgs,
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,

@@ -340,12 +340,31 @@ pub fn refuse_answer(check: &ExerciseCheck, answer: &str) -> Option<String> {
         );
     }
     let volumes: Vec<String> = args.volume.clone();
-    let plan = match args.toggles.plan(!volumes.is_empty()) {
+    let confine = match args.security.parse() {
+        Ok((t, _)) => t,
+        Err(e) => return Some(format!("`stagebox run {answer}` is refused: {e}")),
+    };
+    let plan = match args.toggles.plan_confined(!volumes.is_empty(), confine) {
         Ok(p) => p,
         Err(e) => return Some(format!("`stagebox run {answer}` is refused: {e}")),
     };
     if check.writes {
         use crate::stages::StageId;
+        // A writing workload with root's powers back could write to the host's disk or its
+        // kernel settings: the confinement stays as Docker has it.
+        let s = &args.security;
+        if s.privileged
+            || !s.device.is_empty()
+            || !s.cap_add.is_empty()
+            || !s.security_opt.is_empty()
+            || [StageId::Devices, StageId::Paths, StageId::Caps, StageId::Seccomp]
+                .iter()
+                .any(|id| !plan.is_on(*id))
+        {
+            return Some(
+                "this check's workload deletes and writes files, so it runs only with root's powers cut as Docker cuts them; leave out --privileged, --device, --cap-add and --security-opt, and keep the devices, paths, caps and seccomp stages on".into(),
+            );
+        }
         if !plan.is_on(StageId::Rootfs) || !plan.is_on(StageId::Pivot) {
             return Some(
                 "this check's workload deletes and writes files, so it runs only on a disposable copy of the rootfs with the root switch on; keep the rootfs and pivot stages on".into(),
