@@ -51,6 +51,20 @@ fn cap_add_and_cap_drop_change_the_sets_as_dockers_flags_do() {
 }
 
 #[test]
+fn a_user_switch_works_with_setuid_and_setgid_dropped_and_leaves_no_capability() {
+    if !root_or_skip("user switch") {
+        return;
+    }
+    let s = status(&["--user", "1000:1000", "--cap-drop", "SETUID,SETGID"]);
+    assert_eq!(field(&s, "Uid").split_whitespace().next(), Some("1000"));
+    assert_eq!(field(&s, "CapEff"), "0000000000000000");
+    assert_eq!(
+        field(&s, "CapBnd"),
+        format!("{:016x}", 0xa80425fbu64 & !(1 << 6 | 1 << 7))
+    );
+}
+
+#[test]
 fn a_workload_without_sys_admin_cannot_remount_a_read_only_root() {
     if !root_or_skip("read-only root") {
         return;
@@ -61,9 +75,16 @@ fn a_workload_without_sys_admin_cannot_remount_a_read_only_root() {
         "mount -o remount,rw / 2>&1; touch /x 2>&1; grep ' / / ' /proc/self/mountinfo | grep -c ' ro,'",
     );
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("Permission denied") || out.contains("permission denied"), "{out}");
+    assert!(
+        out.contains("Permission denied") || out.contains("permission denied"),
+        "{out}"
+    );
     assert!(out.contains("Read-only file system"), "{out}");
-    assert_eq!(out.lines().last(), Some("1"), "/ is still mounted ro: {out}");
+    assert_eq!(
+        out.lines().last(),
+        Some("1"),
+        "/ is still mounted ro: {out}"
+    );
 }
 
 #[test]
@@ -77,11 +98,11 @@ fn no_new_privileges_sets_the_bit_and_a_setuid_file_then_gives_nothing() {
     let script = "cp /mnt/stagebox /tmp/s && chmod 4755 /tmp/s && su nobody -s /bin/sh -c '/tmp/s probe' | grep '^uid/gid'";
     let vol = format!("{}:/mnt/stagebox:ro", bin());
     let out = sh_ok(&["-v", &vol], script);
-    assert!(out.contains("65534/65534 (euid 0,"), "setuid works without nnp: {out}");
-    let out = sh_ok(
-        &["-v", &vol, "--security-opt", "no-new-privileges"],
-        script,
+    assert!(
+        out.contains("65534/65534 (euid 0,"),
+        "setuid works without nnp: {out}"
     );
+    let out = sh_ok(&["-v", &vol, "--security-opt", "no-new-privileges"], script);
     assert!(
         out.contains("65534/65534 (euid 65534,"),
         "with no_new_privs the setuid bit is ignored: {out}"

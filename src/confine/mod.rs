@@ -33,6 +33,10 @@ pub struct Confinement {
     /// Whether the nnp stage sets no_new_privs (the caps stage then need not keep
     /// CAP_SYS_ADMIN for the seccomp stage).
     pub no_new_privs: bool,
+    /// Whether the exec step switches to another user (an image's `User`, `--user`): the caps
+    /// stage then keeps CAP_SETUID and CAP_SETGID effective for it, even when dropped.
+    #[serde(default)]
+    pub user_switch: bool,
     /// The compiled seccomp profile (None when the seccomp stage is off).
     #[serde(skip)]
     pub seccomp: Option<std::sync::Arc<seccomp::Program>>,
@@ -47,6 +51,7 @@ impl Confinement {
             readonly_paths: paths::READONLY.iter().map(|s| s.to_string()).collect(),
             devices: devices::DeviceConfig::default(),
             no_new_privs: false,
+            user_switch: false,
             seccomp: None,
         }
     }

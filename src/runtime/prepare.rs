@@ -112,7 +112,10 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
             overlay: None,
             volumes: Vec::new(),
             read_only: cfg.read_only,
-            confine: confinement(cfg)?,
+            confine: crate::confine::Confinement {
+                user_switch: exec.user.is_some(),
+                ..confinement(cfg)?
+            },
         },
         exec,
         _exe: exe,

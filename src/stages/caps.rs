@@ -145,7 +145,18 @@ impl Stage for Caps {
         let hold_admin = ctx.spec.confine.seccomp.is_some()
             && !ctx.spec.confine.no_new_privs
             && keep & admin == 0;
-        let working = if hold_admin { keep | admin } else { keep };
+        // The exec step's setgroups/setgid/setuid need CAP_SETGID and CAP_SETUID, even when
+        // --cap-drop took them: runc keeps them through the user switch too. Switching to a
+        // user other than root clears the permitted and effective sets anyway.
+        let setids = (1u64 << caps::CAP_SETGID) | (1u64 << caps::CAP_SETUID);
+        let hold_setids = ctx.spec.confine.user_switch && keep & setids != setids;
+        let mut working = keep;
+        if hold_admin {
+            working |= admin;
+        }
+        if hold_setids {
+            working |= setids;
+        }
         let call = format!(
             "capset({{v3, 0}}, {{effective={e}, permitted={e}, inheritable=0}})",
             e = hex(working)
@@ -184,6 +195,9 @@ impl Stage for Caps {
             caps::names(dropped).len(),
             caps::names(dropped).join(" ")
         ));
+        if hold_setids {
+            ctx.note("CAP_SETUID and CAP_SETGID stay effective for the switch to the workload's user, which then clears them");
+        }
         if hold_admin {
             ctx.note("CAP_SYS_ADMIN stays effective until execve, for the seccomp stage to load its filter without no_new_privs; it is out of the bounding set, so execve takes it away");
         }

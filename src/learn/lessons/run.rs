@@ -357,9 +357,14 @@ pub fn refuse_answer(check: &ExerciseCheck, answer: &str) -> Option<String> {
             || !s.device.is_empty()
             || !s.cap_add.is_empty()
             || !s.security_opt.is_empty()
-            || [StageId::Devices, StageId::Paths, StageId::Caps, StageId::Seccomp]
-                .iter()
-                .any(|id| !plan.is_on(*id))
+            || [
+                StageId::Devices,
+                StageId::Paths,
+                StageId::Caps,
+                StageId::Seccomp,
+            ]
+            .iter()
+            .any(|id| !plan.is_on(*id))
         {
             return Some(
                 "this check's workload deletes and writes files, so it runs only with root's powers cut as Docker cuts them; leave out --privileged, --device, --cap-add and --security-opt, and keep the devices, paths, caps and seccomp stages on".into(),
