@@ -152,9 +152,23 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
     // A relative state dir (`--state x`, STAGEBOX_STATE=x) means x under the current
     // directory, wherever the container process later looks at it from.
     let state = std::path::absolute(&state).unwrap_or(state);
+    // Only root may enter the state directory (see stagebox::state::dir); an older one left
+    // open is closed here. `stages`, `plan`, `doctor` never touch it, and `probe` runs inside
+    // a container; `run` makes it after its flags are checked.
+    if !matches!(
+        cli.cmd,
+        Cmd::Stages | Cmd::Plan { .. } | Cmd::Doctor { .. } | Cmd::Probe { .. } | Cmd::Run(_)
+    ) {
+        let create = matches!(
+            cli.cmd,
+            Cmd::Image(_) | Cmd::Volume { .. } | Cmd::Rootfs { .. } | Cmd::Compare { .. }
+        );
+        stagebox::state::dir::secure(&state, create)?;
+    }
     match cli.cmd {
         Cmd::Run(args) => {
             let cfg = args.into_config(state)?;
+            stagebox::state::dir::secure(&cfg.state_dir, true)?;
             stagebox::trace::init(cfg.trace, cfg.trace_focus.clone());
             stagebox::runtime::run(&cfg)
         }

@@ -2,12 +2,15 @@
 //! finding the command to run, and the default rootfs.
 //!
 //! - `default/`: the default rootfs, made once per state dir from busybox-static or host tools.
+//! - `walk`: opening a path inside a rootfs from a descriptor, one component at a time
+//!   (what the volumes stage mounts onto).
 //! - `whiteout`: how overlayfs marks deletions and replaced directories in an upper layer.
 //!
 //! May import: `error`, `units`, `kernel`, `state`. Nothing here mounts: mounting is the
 //! rootfs stage's job, inside the container's mount namespace.
 
 pub mod default;
+pub mod walk;
 pub mod whiteout;
 
 use crate::error::{Error, Result};

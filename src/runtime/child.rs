@@ -215,6 +215,80 @@ fn cstrings(v: &[String]) -> Result<Vec<CString>, Failure> {
         .collect()
 }
 
+/// Marks every descriptor from `first` up close-on-exec, as runc's `CloseExecFrom(3 +
+/// preserveFds)` does: a descriptor the caller had open (`exec 9</some/host/dir; stagebox
+/// run ...`) would otherwise reach the workload, which could walk the host's tree through
+/// `/proc/self/fd/9` whatever the root switch did. Marking instead of closing keeps the
+/// channel and the fd fexecve uses working until the exec itself (fexecve of an ELF file
+/// through a close-on-exec fd is fine). The runtime's own descriptors are opened
+/// close-on-exec already (Rust's std does it); this catches the inherited ones.
+///
+/// close_range(2) with CLOSE_RANGE_CLOEXEC (Linux 5.11) does it in one call; without it, the
+/// descriptors listed in /proc/self/fd are marked one by one, and without /proc every number
+/// up to the soft RLIMIT_NOFILE is tried.
+fn close_on_exec_from(first: u32) -> Result<(), Failure> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    // SAFETY: close_range takes three integers; with CLOSE_RANGE_CLOEXEC it closes nothing.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let errno = nix::errno::Errno::last();
+    if errno != nix::errno::Errno::ENOSYS && errno != nix::errno::Errno::EINVAL {
+        return Err(fail(
+            "exec",
+            StageError::sys(
+                &format!("close_range({first}, ~0U, CLOSE_RANGE_CLOEXEC)"),
+                errno,
+            ),
+        ));
+    }
+    let mark = |fd: RawFd| {
+        // SAFETY: only the descriptor's flags change; a number that is not open gives EBADF.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        match fcntl(fd, FcntlArg::F_GETFD) {
+            Ok(flags) => {
+                let flags = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
+                fcntl(fd, FcntlArg::F_SETFD(flags)).map(|_| ())
+            }
+            Err(nix::errno::Errno::EBADF) => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    let first = first as RawFd;
+    let listed: Option<Vec<RawFd>> = std::fs::read_dir("/proc/self/fd").ok().map(|rd| {
+        rd.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|fd| *fd >= first)
+            .collect()
+    });
+    let fds: Vec<RawFd> = match listed {
+        Some(v) => v,
+        None => {
+            let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(soft, _)| soft.min(1 << 20) as RawFd)
+                .unwrap_or(1024);
+            (first..limit).collect()
+        }
+    };
+    for fd in fds {
+        mark(fd).map_err(|e| {
+            fail(
+                "exec",
+                StageError::sys(&format!("fcntl({fd}, F_SETFD, FD_CLOEXEC)"), e),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 fn do_exec(exec: &ExecSpec, old_mask: &SigSet) -> Result<std::convert::Infallible, Failure> {
     if let Some(dir) = exec.workdir.as_ref().filter(|_| exec.make_workdir) {
         if !std::path::Path::new(dir).is_dir() {
@@ -228,6 +302,9 @@ fn do_exec(exec: &ExecSpec, old_mask: &SigSet) -> Result<std::convert::Infallibl
     }
     let argv = cstrings(&exec.argv)?;
     let env = cstrings(&exec.env)?;
+    // Before the user switch: the fallback reads /proc/self/fd, which a process that gave up
+    // root may no longer read (it is no longer dumpable).
+    close_on_exec_from(3 + exec.preserve_fds)?;
     if let Some(u) = &exec.user {
         let groups: Vec<nix::unistd::Gid> = u
             .groups

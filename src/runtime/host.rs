@@ -62,7 +62,8 @@ pub fn create_container(
         image_id: prepared.image.as_ref().and_then(|i| i.image_id.clone()),
     };
     let dir = c.dir(&cfg.state_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    crate::state::dir::create_private(&crate::state::container::containers_dir(&cfg.state_dir))?;
+    crate::state::dir::create_private(&dir)?;
     let (started, remove) = (started.clone(), cfg.remove);
     undo.push(format!("remove container {}", dir.display()), move || {
         if started.get() && !remove {

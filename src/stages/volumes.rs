@@ -14,20 +14,29 @@
 //! the overlay, so writes go to the host directory. `stagebox diff` sees the mount point,
 //! never what is written into it, and a volume outlives the container.
 //!
-//! Safety: TARGET is resolved inside the rootfs as if it were `/` (an image's symlink
-//! `/data -> /etc` leads to ROOTFS/etc, never the host's /etc), then opened with O_PATH and
-//! checked through /proc/self/fd before the mount goes onto that descriptor, so nothing can
-//! swap the path for a link in between.
+//! Safety: TARGET is inside the rootfs, and what leads there may be under the control of the
+//! container (a directory a previous run wrote into the image, or a volume another container
+//! shares and can rename things in). Resolving the path once and then calling `mkdir` and
+//! `mount` with the path string lets such a process swap a directory for a symlink to a host
+//! directory in between (`renameat2(RENAME_EXCHANGE)`), and the mount point gets made on the
+//! host: runc's CVE-2021-30465. So TARGET is opened one component at a time from a descriptor
+//! on the rootfs (`rootfs::walk`: `openat(O_PATH|O_NOFOLLOW)`, `mkdirat` for what is missing,
+//! symlinks resolved as if the rootfs were `/`), and the bind mount goes onto
+//! `/proc/self/fd/N`, the directory that descriptor holds, as runc does since the fix. Before
+//! the mount, `readlink /proc/self/fd/N` must show the path the walk took; after it, the same
+//! walk must arrive at the source's inode. The source is pinned the same way (an `O_PATH`
+//! descriptor, mounted from `/proc/self/fd/M`), so the directory checked is the one mounted.
+//! The trace shows the intended container path with "(through an O_PATH fd)".
 //!
 //! Why here in the order: after rootfs (the mount points live inside it) and before pivot
 //! (the host paths must still be reachable).
 
 use super::{ChildCtx, Stage, StageError, StageId, StageInfo};
+use crate::rootfs::walk::{open_in_root, Make, Opened};
 use nix::fcntl::{open, OFlag};
 use nix::mount::MsFlags;
-use nix::sys::stat::Mode;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use nix::sys::stat::{fstat, Mode};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 pub struct Volumes;
@@ -44,46 +53,41 @@ static INFO: StageInfo = StageInfo {
     )],
 };
 
-fn identity(p: &Path) -> Result<(u64, u64), StageError> {
-    std::fs::metadata(p)
-        .map(|m| (m.dev(), m.ino()))
-        .map_err(|e| StageError::msg(format!("cannot stat {}: {e}", p.display())))
+/// `/proc/self/fd/N`: the path the kernel resolves to the very file a descriptor holds.
+fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-/// Resolves TARGET inside ROOT and creates what is missing (a directory, or an empty file
-/// when the source is a file). Returns the host-side path, always under ROOT.
-fn prepare_target(root: &Path, target: &str, source_is_dir: bool) -> Result<PathBuf, StageError> {
-    let path = crate::rootfs::resolve_in_root(root, Path::new(target))
+fn identity(fd: BorrowedFd<'_>, what: &str) -> Result<(u64, u64), StageError> {
+    fstat(fd)
+        .map(|st| (st.st_dev, st.st_ino))
+        .map_err(|e| StageError::sys(&format!("fstat({what})"), e))
+}
+
+/// Opens TARGET inside the rootfs `root` (a descriptor on `root_path`), making what is missing
+/// (directories, and an empty file at the end when the source is a file), and checks through
+/// /proc/self/fd that the descriptor is where the walk says, under the rootfs.
+fn open_target(
+    root: BorrowedFd<'_>,
+    root_path: &Path,
+    target: &str,
+    make: Make,
+) -> Result<(Opened, PathBuf), StageError> {
+    let opened = open_in_root(root, Path::new(target), make)
         .map_err(|e| StageError::msg(format!("volume target {target}: {e}")))?;
-    if !path.starts_with(root) {
+    let mut expected = root_path.to_path_buf();
+    expected.extend(opened.inside.strip_prefix("/").unwrap_or(&opened.inside));
+    let link = fd_path(opened.fd.as_fd());
+    let real = std::fs::read_link(&link)
+        .map_err(|e| StageError::msg(format!("readlink {}: {e}", link.display())))?;
+    if real != expected {
         return Err(StageError::msg(format!(
-            "volume target {target} resolves outside the rootfs ({}); refusing",
-            path.display()
+            "volume target {target} is really {} (the walk inside the rootfs reached {}): something moved it; refusing",
+            real.display(),
+            expected.display()
         )));
     }
-    let exists = std::fs::symlink_metadata(&path).is_ok();
-    if !exists {
-        if source_is_dir {
-            std::fs::create_dir_all(&path)
-        } else {
-            path.parent()
-                .map(std::fs::create_dir_all)
-                .unwrap_or(Ok(()))
-                .and_then(|_| {
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&path)
-                        .map(|_| ())
-                })
-        }
-        .map_err(|e| {
-            StageError::msg(format!(
-                "cannot create the mount point {target} in the rootfs: {e}"
-            ))
-        })?;
-    }
-    Ok(path)
+    Ok((opened, expected))
 }
 
 impl Stage for Volumes {
@@ -92,38 +96,57 @@ impl Stage for Volumes {
     }
 
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
-        let root = ctx.target_root();
+        let root_path = ctx.target_root();
+        if ctx.spec.volumes.is_empty() {
+            return Ok(());
+        }
+        let root: OwnedFd = open(
+            &root_path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| StageError::sys(&format!("open({root_path:?}, O_PATH|O_DIRECTORY)"), e))?;
         for v in ctx.spec.volumes.clone() {
-            let src_md = std::fs::metadata(&v.source).map_err(|e| {
-                StageError::msg(format!("volume source {}: {e}", v.source.display()))
-            })?;
-            let path = prepare_target(&root, &v.target, src_md.is_dir())?;
-            // Pin the mount point: open it without following a final symlink, check where the
-            // descriptor really is, and mount onto the descriptor itself.
-            let fd = open(
-                &path,
-                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| StageError::sys(&format!("open({path:?}, O_PATH|O_NOFOLLOW)"), e))?;
-            let fd_path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-            let real = std::fs::read_link(&fd_path)
-                .map_err(|e| StageError::msg(format!("readlink {}: {e}", fd_path.display())))?;
-            if !real.starts_with(&root) {
-                return Err(StageError::msg(format!(
-                    "volume target {} is really {} (outside the rootfs); refusing",
-                    v.target,
-                    real.display()
-                )));
-            }
             let src = v.source.to_string_lossy().into_owned();
+            // The source is the user's host path: symlinks in it are followed, once, here.
+            let src_fd: OwnedFd = open(&v.source, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| StageError::msg(format!("volume source {src}: {e}")))?;
+            let src_st =
+                fstat(&src_fd).map_err(|e| StageError::sys(&format!("fstat({src:?})"), e))?;
+            let src_is_dir = src_st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+            let make = if src_is_dir { Make::Dir } else { Make::File };
+            let (opened, path) = open_target(root.as_fd(), &root_path, &v.target, make)?;
+            if !opened.made.is_empty() {
+                let made: Vec<String> = opened
+                    .made
+                    .iter()
+                    .map(|m| m.display().to_string())
+                    .collect();
+                ctx.note(format!(
+                    "made {} in the rootfs, by mkdirat/openat from a descriptor, never by path",
+                    made.join(", ")
+                ));
+            }
+            if opened.inside != Path::new(&v.target) {
+                ctx.note(format!(
+                    "{} resolves to {} inside the rootfs",
+                    v.target,
+                    opened.inside.display()
+                ));
+            }
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+            let (from, onto) = (fd_path(src_fd.as_fd()), fd_path(opened.fd.as_fd()));
             ctx.sys
-                .mount(
-                    Some(&src),
-                    &fd_path,
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None,
+                .raw(
+                    format!(
+                        "mount({src:?}, {:?} (through an O_PATH fd), NULL, {}, NULL)",
+                        v.target,
+                        crate::kernel::sys::ms_flags_str(flags)
+                    ),
+                    &mut || {
+                        nix::mount::mount(Some(&from), &onto, None::<&str>, flags, None::<&str>)
+                            .map(|()| 0)
+                    },
                 )
                 .map_err(|e| {
                     StageError::sys(
@@ -131,20 +154,42 @@ impl Stage for Volumes {
                         e,
                     )
                 })?;
+            drop(opened);
+            // The same walk again, now into the new mount: the descriptor for the :ro remount
+            // and for the checks.
+            let (mounted, _) = open_target(root.as_fd(), &root_path, &v.target, Make::Nothing)?;
             if v.read_only {
                 let flags =
                     MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
-                ctx.sys.mount(None, &path, None, flags, None).map_err(|e| {
-                    StageError::sys(
-                        &format!("mount(NULL, {:?}, MS_BIND|MS_REMOUNT|MS_RDONLY)", v.target),
-                        e,
+                let onto = fd_path(mounted.fd.as_fd());
+                ctx.sys
+                    .raw(
+                        format!(
+                            "mount(NULL, {:?} (through an O_PATH fd), NULL, {}, NULL)",
+                            v.target,
+                            crate::kernel::sys::ms_flags_str(flags)
+                        ),
+                        &mut || {
+                            nix::mount::mount(
+                                None::<&str>,
+                                &onto,
+                                None::<&str>,
+                                flags,
+                                None::<&str>,
+                            )
+                            .map(|()| 0)
+                        },
                     )
-                })?;
+                    .map_err(|e| {
+                        StageError::sys(
+                            &format!("mount(NULL, {:?}, MS_BIND|MS_REMOUNT|MS_RDONLY)", v.target),
+                            e,
+                        )
+                    })?;
             }
-            drop(fd);
             if ctx.verify {
-                let a = identity(&v.source)?;
-                let b = identity(&path)?;
+                let a = identity(src_fd.as_fd(), &src)?;
+                let b = identity(mounted.fd.as_fd(), &v.target)?;
                 if a != b {
                     return Err(StageError::no_effect(format!(
                         "{} is device:inode {}:{} but the host's {} is {}:{}",
@@ -158,7 +203,7 @@ impl Stage for Volumes {
                     )));
                 }
                 if v.read_only {
-                    let ro = nix::sys::statvfs::statvfs(&path)
+                    let ro = nix::sys::statvfs::fstatvfs(&mounted.fd)
                         .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
                         .unwrap_or(false);
                     if !ro {
@@ -189,22 +234,17 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     #[test]
-    fn targets_through_image_symlinks_stay_inside_the_rootfs() {
+    fn a_target_through_a_link_to_a_host_dir_is_made_inside_the_rootfs() {
         let d = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
         let root = d.path();
-        std::fs::create_dir_all(root.join("etc")).unwrap();
-        symlink("/etc", root.join("data")).unwrap();
-        symlink("../../../../../etc", root.join("up")).unwrap();
-        let p = prepare_target(root, "/data/x", true).unwrap();
-        assert_eq!(p, root.join("etc/x"));
-        assert!(root.join("etc/x").is_dir());
-        let p = prepare_target(root, "/up/y", false).unwrap();
-        assert_eq!(p, root.join("etc/y"));
-        assert!(root.join("etc/y").is_file());
-        assert!(
-            !Path::new("/etc/y").exists()
-                || Path::new("/etc/y").metadata().unwrap().ino()
-                    != root.join("etc/y").metadata().unwrap().ino()
-        );
+        symlink(host.path(), root.join("data")).unwrap();
+        let fd = open(root, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let (o, path) = open_target(fd.as_fd(), root, "/data/x", Make::Dir).unwrap();
+        let mut want = root.to_path_buf();
+        want.extend(host.path().strip_prefix("/").unwrap());
+        assert_eq!(path, want.join("x"));
+        assert_eq!(o.inside, host.path().join("x"));
+        assert!(std::fs::read_dir(host.path()).unwrap().next().is_none());
     }
 }

@@ -149,6 +149,7 @@ pub fn create(state: &Path, name: &str, anonymous: bool) -> Result<Volume> {
         return Ok(v);
     }
     let data = dir.join("_data");
+    super::dir::create_private(&volumes_dir(state))?;
     std::fs::create_dir_all(&data)
         .map_err(|e| Error::io(format!("create {}", data.display()), e))?;
     let v = Volume {
