@@ -223,11 +223,10 @@ fn cstrings(v: &[String]) -> Result<Vec<CString>, Failure> {
 /// through a close-on-exec fd is fine). The runtime's own descriptors are opened
 /// close-on-exec already (Rust's std does it); this catches the inherited ones.
 ///
-/// close_range(2) with CLOSE_RANGE_CLOEXEC (Linux 5.11) does it in one call; without it, the
-/// descriptors listed in /proc/self/fd are marked one by one, and without /proc every number
-/// up to the soft RLIMIT_NOFILE is tried.
+/// close_range(2) with CLOSE_RANGE_CLOEXEC (Linux 5.11) does it in one call; when that fails,
+/// the descriptors listed in /proc/self/fd are marked one by one with fcntl(F_SETFD), and
+/// without /proc every number up to the soft RLIMIT_NOFILE is tried.
 fn close_on_exec_from(first: u32) -> Result<(), Failure> {
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
     // SAFETY: close_range takes three integers; with CLOSE_RANGE_CLOEXEC it closes nothing.
     let r = unsafe {
         libc::syscall(
@@ -237,52 +236,73 @@ fn close_on_exec_from(first: u32) -> Result<(), Failure> {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
-    if r == 0 {
-        return Ok(());
-    }
-    let errno = nix::errno::Errno::last();
-    if errno != nix::errno::Errno::ENOSYS && errno != nix::errno::Errno::EINVAL {
-        return Err(fail(
-            "exec",
-            StageError::sys(
-                &format!("close_range({first}, ~0U, CLOSE_RANGE_CLOEXEC)"),
-                errno,
-            ),
-        ));
-    }
-    let mark = |fd: RawFd| {
-        // SAFETY: only the descriptor's flags change; a number that is not open gives EBADF.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        match fcntl(fd, FcntlArg::F_GETFD) {
-            Ok(flags) => {
-                let flags = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
-                fcntl(fd, FcntlArg::F_SETFD(flags)).map(|_| ())
-            }
-            Err(nix::errno::Errno::EBADF) => Ok(()),
-            Err(e) => Err(e),
-        }
-    };
     let first = first as RawFd;
-    let listed: Option<Vec<RawFd>> = std::fs::read_dir("/proc/self/fd").ok().map(|rd| {
+    if r != 0 {
+        // ENOSYS or EINVAL from an older kernel, or EPERM from a seccomp profile that does
+        // not list close_range (the seccomp stage ran already): one by one instead.
+        cloexec_one_by_one(first)?;
+    }
+    // Read back: every descriptor still open from `first` up is close-on-exec.
+    if let Some(fds) = open_fds_from(first) {
+        for fd in fds {
+            if let Ok(false) = is_cloexec(fd) {
+                return Err(fail(
+                    "exec",
+                    StageError::no_effect(format!(
+                        "descriptor {fd} is not close-on-exec after close_range({first}, ~0U, CLOSE_RANGE_CLOEXEC)"
+                    )),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The descriptors from `first` up that /proc/self/fd lists (None without /proc).
+fn open_fds_from(first: RawFd) -> Option<Vec<RawFd>> {
+    let rd = std::fs::read_dir("/proc/self/fd").ok()?;
+    Some(
         rd.flatten()
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .filter(|fd| *fd >= first)
-            .collect()
+            .collect(),
+    )
+}
+
+fn is_cloexec(fd: RawFd) -> nix::Result<bool> {
+    // SAFETY: F_GETFD only reads the descriptor's flags; a number not open gives EBADF.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD)?;
+    Ok(nix::fcntl::FdFlag::from_bits_truncate(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC))
+}
+
+/// close_range's fallback: fcntl(F_SETFD, FD_CLOEXEC) on each descriptor /proc/self/fd lists
+/// from `first` up, or on every number up to the soft RLIMIT_NOFILE without /proc.
+fn cloexec_one_by_one(first: RawFd) -> Result<(), Failure> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let fds = open_fds_from(first).unwrap_or_else(|| {
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(soft, _)| soft.min(1 << 20) as RawFd)
+            .unwrap_or(1024);
+        (first..limit).collect()
     });
-    let fds: Vec<RawFd> = match listed {
-        Some(v) => v,
-        None => {
-            let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-                .map(|(soft, _)| soft.min(1 << 20) as RawFd)
-                .unwrap_or(1024);
-            (first..limit).collect()
-        }
-    };
-    for fd in fds {
-        mark(fd).map_err(|e| {
+    for raw in fds {
+        // SAFETY: only the descriptor's flags change; a number that is not open gives EBADF.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+        let r = match fcntl(fd, FcntlArg::F_GETFD) {
+            Ok(flags) => fcntl(
+                fd,
+                FcntlArg::F_SETFD(FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC),
+            )
+            .map(|_| ()),
+            // Not open (any more: the directory /proc/self/fd was read through).
+            Err(nix::errno::Errno::EBADF) => Ok(()),
+            Err(e) => Err(e),
+        };
+        r.map_err(|e| {
             fail(
                 "exec",
-                StageError::sys(&format!("fcntl({fd}, F_SETFD, FD_CLOEXEC)"), e),
+                StageError::sys(&format!("fcntl({raw}, F_SETFD, FD_CLOEXEC)"), e),
             )
         })?;
     }
@@ -346,4 +366,33 @@ fn do_exec(exec: &ExecSpec, old_mask: &SigSet) -> Result<std::convert::Infallibl
     };
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None);
     Err(fail("exec", err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    /// A descriptor on /dev/null without close-on-exec, at a high number of its own.
+    fn inheritable(at: RawFd) -> OwnedFd {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: F_DUPFD makes a new descriptor (without FD_CLOEXEC) that we then own.
+        let fd = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_DUPFD, at) };
+        assert!(fd >= at);
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    #[test]
+    fn the_fallback_marks_what_is_open_from_the_first_one_up() {
+        let below = inheritable(700);
+        let above = inheritable(below.as_raw_fd() + 1);
+        assert_eq!(is_cloexec(above.as_raw_fd()), Ok(false));
+        assert!(cloexec_one_by_one(above.as_raw_fd()).is_ok());
+        assert_eq!(is_cloexec(above.as_raw_fd()), Ok(true));
+        assert_eq!(
+            is_cloexec(below.as_raw_fd()),
+            Ok(false),
+            "below the first one"
+        );
+    }
 }

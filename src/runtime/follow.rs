@@ -78,6 +78,14 @@ pub fn follow_stages(
                         "execve({:?}, {:?}) as host pid {current}",
                         prepared.exec.path, prepared.exec.argv
                     ));
+                    let n = prepared.exec.preserve_fds;
+                    if n > 0 {
+                        trace::exec(&format!(
+                            "descriptors 3..{} stay open for the workload (--preserve-fds {n}); close_range({}, ~0U, CLOSE_RANGE_CLOEXEC) closes the rest at exec",
+                            2 + n,
+                            3 + n
+                        ));
+                    }
                 }
                 ch.send(&ToChild::Continue).map_err(chan_err)?;
             }

@@ -74,7 +74,7 @@ fn open_target(
     make: Make,
 ) -> Result<(Opened, PathBuf), StageError> {
     let opened = open_in_root(root, Path::new(target), make)
-        .map_err(|e| StageError::msg(format!("volume target {target}: {e}")))?;
+        .map_err(|e| StageError::msg(format!("volume target {e}")))?;
     let mut expected = root_path.to_path_buf();
     expected.extend(opened.inside.strip_prefix("/").unwrap_or(&opened.inside));
     let link = fd_path(opened.fd.as_fd());
@@ -106,6 +106,10 @@ impl Stage for Volumes {
             Mode::empty(),
         )
         .map_err(|e| StageError::sys(&format!("open({root_path:?}, O_PATH|O_DIRECTORY)"), e))?;
+        // Where the rootfs really is (the state directory's path may go through a symlink):
+        // what every descriptor under it must read back as.
+        let root_path = std::fs::read_link(fd_path(root.as_fd()))
+            .map_err(|e| StageError::msg(format!("readlink of the rootfs's descriptor: {e}")))?;
         for v in ctx.spec.volumes.clone() {
             let src = v.source.to_string_lossy().into_owned();
             // The source is the user's host path: symlinks in it are followed, once, here.
@@ -192,7 +196,7 @@ impl Stage for Volumes {
                 let b = identity(mounted.fd.as_fd(), &v.target)?;
                 if a != b {
                     return Err(StageError::no_effect(format!(
-                        "{} is device:inode {}:{} but the host's {} is {}:{}",
+                        "{} is device:inode {}:{} but the host's {} is {}:{} (the mount did not land there, or something renamed a directory on the way since)",
                         v.target, b.0, b.1, src, a.0, a.1
                     )));
                 }
