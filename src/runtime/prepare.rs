@@ -128,6 +128,15 @@ fn confinement(cfg: &RunConfig) -> Result<crate::confine::Confinement> {
     c.caps = cfg.security.caps;
     c.no_new_privs = plan.is_on(StageId::Nnp);
     c.devices.extra = cfg.security.devices.clone();
+    if plan.is_on(StageId::Paths) {
+        let host = crate::kernel::mountinfo::read_self().map_err(|e| {
+            Error::io(
+                "read /proc/self/mountinfo to find the cgroup filesystems",
+                e,
+            )
+        })?;
+        c.cgroup_mounts = crate::confine::paths::cgroup_mounts(&host);
+    }
     if plan.is_on(StageId::Seccomp) {
         c.seccomp = Some(std::sync::Arc::new(crate::confine::seccomp::compile(
             cfg.security.seccomp_profile.as_deref(),
