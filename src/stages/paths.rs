@@ -46,7 +46,13 @@
 //! the masks cover the host's /proc bound in, still inside the container's namespace only.
 //! Before nnp, caps and seccomp: every mount here needs CAP_SYS_ADMIN, which the caps stage
 //! takes away, and that is also what keeps these mounts on: without CAP_SYS_ADMIN the
-//! workload cannot unmount a mask or remount /proc/sys read-write.
+//! workload cannot unmount a mask or remount /proc/sys read-write (nor `mount -o remount,rw /`
+//! under `--read-only`). With the cgroupns stage off the cgroup mounts are still made,
+//! read-only, and then show the host's whole tree: the trace says so.
+//!
+//! The read-back: mountinfo shows a mount at every masked path (a read-only tmpfs over a
+//! directory; a file now stats as the device 1:3), `ro` at every read-only path, and
+//! /sys/fs/cgroup (and each hierarchy under it) `ro`.
 
 use super::{ChildCtx, Stage, StageError, StageId, StageInfo};
 use crate::confine::paths::CgroupMount;
