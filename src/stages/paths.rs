@@ -218,6 +218,8 @@ fn mount_cgroups(ctx: &mut ChildCtx<'_>, mounts: &[CgroupMount]) -> Result<(), S
 struct Done {
     masked: Vec<(String, bool)>,
     readonly: Vec<String>,
+    /// Whether /sys/fs/cgroup was mounted.
+    cgroups: bool,
 }
 
 fn verify(ctx: &ChildCtx<'_>, done: &Done) -> Result<(), StageError> {
@@ -259,7 +261,7 @@ fn verify(ctx: &ChildCtx<'_>, done: &Done) -> Result<(), StageError> {
         }
     }
     let cg = &ctx.spec.confine.cgroup_mounts;
-    if cg.is_empty() {
+    if !done.cgroups {
         return Ok(());
     }
     let want_top = if cg.len() == 1 && cg[0].dir.is_empty() {
@@ -338,6 +340,7 @@ impl Stage for Paths {
 
         // /sys/fs/cgroup first: masks and read-only binds below /sys go on top of it.
         let cg = &spec.confine.cgroup_mounts;
+        let mut cgroups = false;
         if cg.is_empty() {
             ctx.note("the host mounts no cgroup filesystem: /sys/fs/cgroup stays empty");
         } else if kind(Path::new(CGROUP))? != Some(true) {
@@ -345,6 +348,7 @@ impl Stage for Paths {
         } else {
             let above = cgroup_paths_above();
             mount_cgroups(ctx, cg)?;
+            cgroups = true;
             let what = if cg.len() == 1 && cg[0].dir.is_empty() {
                 "cgroup2".to_string()
             } else {
@@ -414,6 +418,7 @@ impl Stage for Paths {
                 &Done {
                     masked,
                     readonly: readonly.clone(),
+                    cgroups,
                 },
             )?;
             let open = writable_below(&readonly);
