@@ -28,6 +28,10 @@ pub struct Confinement {
     pub masked_paths: Vec<String>,
     /// Paths remounted read-only inside the container.
     pub readonly_paths: Vec<String>,
+    /// The host's cgroup filesystems, read from its mountinfo before the root switch: the
+    /// paths stage mounts them read-only at /sys/fs/cgroup inside.
+    #[serde(default)]
+    pub cgroup_mounts: Vec<paths::CgroupMount>,
     /// Devices the container may use, and the nodes `--device` adds.
     pub devices: devices::DeviceConfig,
     /// Whether the nnp stage sets no_new_privs (the caps stage then need not keep
@@ -49,6 +53,7 @@ impl Confinement {
             caps: caps::DOCKER_DEFAULT,
             masked_paths: paths::MASKED.iter().map(|s| s.to_string()).collect(),
             readonly_paths: paths::READONLY.iter().map(|s| s.to_string()).collect(),
+            cgroup_mounts: Vec::new(),
             devices: devices::DeviceConfig::default(),
             no_new_privs: false,
             user_switch: false,

@@ -131,6 +131,15 @@ fn confinement(cfg: &RunConfig) -> Result<crate::confine::Confinement> {
     c.caps = cfg.security.caps;
     c.no_new_privs = plan.is_on(StageId::Nnp);
     c.devices.extra = cfg.security.devices.clone();
+    if plan.is_on(StageId::Paths) {
+        let host = crate::kernel::mountinfo::read_self().map_err(|e| {
+            Error::io(
+                "read /proc/self/mountinfo to find the cgroup filesystems",
+                e,
+            )
+        })?;
+        c.cgroup_mounts = crate::confine::paths::cgroup_mounts(&host);
+    }
     if plan.is_on(StageId::Seccomp) {
         // The profile's capability conditions follow the capabilities the workload really
         // has: every one when the caps stage is off.

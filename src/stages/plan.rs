@@ -183,6 +183,7 @@ impl Plan {
                 StageId::Volumes,
                 StageId::Proc,
                 StageId::Pivot,
+                StageId::Paths,
             ]
             .into_iter()
             .filter(|id| self.is_on(*id))
