@@ -440,6 +440,15 @@ pub fn number(root: &CgroupRoot, p: &Path) -> Option<u64> {
     root.read_trim(p)?.parse().ok()
 }
 
+/// Where a container's device rules go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceCgroup {
+    /// The container's cgroup in the v1 `devices` hierarchy: devices.deny, devices.allow.
+    V1(PathBuf),
+    /// The container's cgroup in a cgroup2 tree: a BPF_CGROUP_DEVICE program attaches there.
+    V2(PathBuf),
+}
+
 /// One container's cgroup, in whichever hierarchies the layout needs.
 pub trait Manager {
     /// "v2", "v1" or "hybrid".
@@ -454,6 +463,9 @@ pub trait Manager {
     fn join(&self, pid: i32, log: &mut Log) -> Result<()>;
     /// What the kernel counted.
     fn stats(&self) -> Stats;
+    /// Where the devices stage puts its rules: the v1 devices cgroup where that controller is
+    /// mounted, else the cgroup2 one (None: neither was made).
+    fn device_cgroup(&self) -> Option<DeviceCgroup>;
     /// Kills what is left inside, then removes the directories (and the parent when empty).
     /// Safe to call on a half-made cgroup: what does not exist is skipped.
     fn destroy(&self) -> Result<(), String>;

@@ -399,6 +399,8 @@ pub struct HostCtx<'a> {
     pub cgroup_parent: &'a str,
     /// The container's id (12 hex digits).
     pub id: &'a str,
+    /// The devices `--device` adds to the allow list (the devices stage writes the rules).
+    pub devices: &'a [crate::confine::devices::Device],
     pub undo: &'a mut Undo,
     /// Per-stage data kept between hooks (a cgroup's paths, from prepare to finish).
     pub data: &'a mut std::collections::HashMap<StageId, Box<dyn std::any::Any>>,
