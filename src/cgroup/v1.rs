@@ -263,6 +263,14 @@ impl Manager for V1 {
         Ok(())
     }
 
+    fn parents(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self.hierarchies.iter().map(|h| h.parent.clone()).collect();
+        if let Some(u) = &self.unified {
+            v.extend(u.parents());
+        }
+        v
+    }
+
     fn device_cgroup(&self) -> Option<super::DeviceCgroup> {
         if let Some(h) = self.hierarchy("devices") {
             return Some(super::DeviceCgroup::V1(h.dir.clone()));

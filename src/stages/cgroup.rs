@@ -156,6 +156,15 @@ impl Stage for Cgroup {
         // Everything that can be refused is refused here, before the first mkdir.
         mgr.check(limits)?;
         ctx.note(format!("cgroup layout: {}", layout.kind().name()));
+        // What a run killed with SIGKILL left (its undo list never ran): empty and old.
+        let mut swept = Log::default();
+        let n = cgroup::sweep_leftovers(&root, &mgr.parents(), cgroup::LEFTOVER_AGE, &mut swept);
+        if n > 0 {
+            swept.note(format!(
+                "removed {n} empty cgroup directories left by a run that was killed before its cleanup"
+            ));
+        }
+        emit(ctx, swept);
         let undo_mgr = mgr.clone();
         ctx.undo.push(
             format!("remove the cgroup {}/{}", ctx.cgroup_parent, ctx.id),
