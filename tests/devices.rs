@@ -295,3 +295,78 @@ fn the_container_is_in_its_own_cgroup_everywhere_with_the_rules_on_it() {
         std::panic::resume_unwind(e);
     }
 }
+
+#[test]
+fn the_cgroups_of_a_runtime_killed_by_sigkill_are_swept_by_the_next_run() {
+    if !root_or_skip("devices: leftover cgroups") {
+        return;
+    }
+    let parent = stagebox::state::dir::cgroup_parent(state_dir());
+    let (mut child, workload, m) = running(&[]);
+    let text = std::fs::read_to_string(format!("/proc/{workload}/cgroup")).unwrap();
+    let lines = stagebox::cgroup::proc_cgroup_lines(&text);
+    let id = lines[0].1.rsplit('/').next().unwrap().to_string();
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+    roots.extend(
+        std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .map(|e| e.path()),
+    );
+    let dirs: Vec<PathBuf> = roots
+        .iter()
+        .map(|r| r.join(&parent).join(&id))
+        .filter(|d| d.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), lines.len(), "{dirs:?} for {text}");
+    // The runtime dies without running its undo list; then the container's processes.
+    for pid in [child.id(), workload] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    let _ = child.wait();
+    assert_none_left(&m, "the killed runtime's container");
+    for d in &dirs {
+        assert!(d.is_dir(), "{} went without a cleanup", d.display());
+        // Empty once init has reaped the killed processes.
+        let empty = within_2s(|| {
+            std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .trim()
+                .is_empty()
+                .then_some(())
+        });
+        assert!(
+            empty.is_some(),
+            "{}: processes are still in it",
+            d.display()
+        );
+        // As if the kill had been two hours ago: the next run takes them for leftovers only
+        // after a minute (a younger empty cgroup may be a run that has not joined yet).
+        let past = nix::sys::time::TimeSpec::new(
+            (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                - 7200) as i64,
+            0,
+        );
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            d.as_path(),
+            &past,
+            &past,
+            nix::sys::stat::UtimensatFlags::FollowSymlink,
+        )
+        .unwrap();
+    }
+    sh_ok(&[], "true");
+    let left: Vec<&PathBuf> = dirs.iter().filter(|d| d.exists()).collect();
+    // The killed run's record stays until `rm -f`, as after any crash.
+    let _ = stagebox(&["rm", "-f", &id]);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
