@@ -102,9 +102,10 @@ fn data(ctx: &HostCtx<'_>) -> Option<Rc<dyn Manager>> {
 }
 
 /// Where the devices stage writes its rules: the container's v1 devices cgroup, or its
-/// cgroup2 directory. None when the cgroup stage made no cgroup (see its prepare).
-pub fn device_cgroup(ctx: &HostCtx<'_>) -> Option<cgroup::DeviceCgroup> {
-    data(ctx).and_then(|m| m.device_cgroup())
+/// cgroup2 directory. None when the cgroup stage made no cgroup (see its prepare); Some(None)
+/// when it did, but the host has neither a v1 devices hierarchy nor a cgroup2 tree.
+pub fn device_cgroup(ctx: &HostCtx<'_>) -> Option<Option<cgroup::DeviceCgroup>> {
+    data(ctx).map(|m| m.device_cgroup())
 }
 
 fn read_proc_cgroup(pid: i32) -> Result<Vec<(String, String)>> {

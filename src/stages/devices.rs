@@ -252,8 +252,12 @@ impl Stage for Devices {
             None => Err(err(
                 "the container has no cgroup of its own (the cgroup stage says why), and the device rules live in one; make cgroups writable for stagebox, or run with --without devices",
             )),
-            Some(DeviceCgroup::V1(dir)) => write_v1(ctx, &dir, &rules),
-            Some(DeviceCgroup::V2(dir)) => attach_v2(ctx, &dir, &rules),
+            // Docker refuses the same way ("Devices cgroup isn't mounted").
+            Some(None) => Err(err(
+                "this host mounts neither the cgroup v1 devices controller nor a cgroup2 tree, so nothing can hold the device rules; mount one (see `stagebox doctor`), or run with --without devices",
+            )),
+            Some(Some(DeviceCgroup::V1(dir))) => write_v1(ctx, &dir, &rules),
+            Some(Some(DeviceCgroup::V2(dir))) => attach_v2(ctx, &dir, &rules),
         }
     }
 
