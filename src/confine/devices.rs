@@ -338,6 +338,12 @@ fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
 /// and otherwise returns its verdict. The rules are checked last first, so that, as with
 /// devices.allow and devices.deny, a later rule wins. No rule matched: 0, deny.
 pub fn program(rules: &[Rule]) -> Vec<Insn> {
+    assemble(rules).0
+}
+
+/// The program, and where each rule's block starts (instruction index, the rule).
+fn assemble(rules: &[Rule]) -> (Vec<Insn>, Vec<(usize, Rule)>) {
+    let mut starts = Vec::new();
     let mut p = vec![
         insn(LDX_W, 2, 1, 0, 0),
         insn(AND32_K, 2, 0, 0, 0xffff),
@@ -366,6 +372,7 @@ pub fn program(rules: &[Rule]) -> Vec<Insn> {
         }
         block.push((insn(MOV64_K, 0, 0, 0, i32::from(r.allow)), false));
         block.push((insn(EXIT, 0, 0, 0, 0), false));
+        starts.push((p.len(), *r));
         let len = block.len();
         let matches_all = !block.iter().any(|(_, j)| *j);
         for (i, (mut ins, jumps)) in block.into_iter().enumerate() {
@@ -377,12 +384,36 @@ pub fn program(rules: &[Rule]) -> Vec<Insn> {
         }
         if matches_all {
             // `a *:* rwm` decides everything: the verifier refuses unreachable instructions.
-            return p;
+            return (p, starts);
         }
     }
     p.push(insn(MOV64_K, 0, 0, 0, 0));
     p.push(insn(EXIT, 0, 0, 0, 0));
-    p
+    (p, starts)
+}
+
+/// [`disassemble`] of the program for these rules, each rule's block marked with the rule
+/// it checks (`; c 1:3 rwm`), for the trace.
+pub fn listing(rules: &[Rule]) -> Vec<String> {
+    let (prog, starts) = assemble(rules);
+    let mut lines = disassemble(&prog);
+    let mut mark = |i: usize, what: String| {
+        if let Some(l) = lines.get_mut(i) {
+            *l = format!("{l:<34} ; {what}");
+        }
+    };
+    mark(0, "r2 = type (1 block, 2 char)".into());
+    mark(2, "r3 = access (1 mknod, 2 read, 4 write)".into());
+    mark(4, "r4 = major".into());
+    mark(5, "r5 = minor".into());
+    for (i, r) in starts {
+        mark(i, format!("{} {r}", if r.allow { "allow" } else { "deny" }));
+    }
+    let n = prog.len();
+    if n >= 2 && prog[n - 2] == insn(MOV64_K, 0, 0, 0, 0) {
+        mark(n - 2, "no rule matched: deny (EPERM)".into());
+    }
+    lines
 }
 
 /// The program as bpf(BPF_PROG_LOAD) takes it: 8 bytes per instruction, little-endian.
@@ -550,6 +581,13 @@ mod tests {
         assert_eq!(d[0], "  0: r2 = *(u32 *)(r1 + 0)");
         assert!(d.last().unwrap().ends_with("exit"));
         assert!(d.iter().any(|l| l.contains("if r4 != 136 goto +")));
+        let l = listing(&DeviceConfig::default().rules());
+        assert_eq!(l.len(), p.len());
+        assert!(
+            l.iter().any(|x| x.ends_with("; allow c 136:* rwm")),
+            "{l:#?}"
+        );
+        assert!(l[l.len() - 2].ends_with("deny (EPERM)"), "{l:#?}");
     }
 
     #[test]

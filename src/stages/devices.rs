@@ -202,8 +202,8 @@ fn attach_v2(ctx: &mut HostCtx<'_>, dir: &Path, rules: &[Rule]) -> Result<()> {
         dir.display(),
         rule_list(rules)
     ));
-    ctx.note("the program, one instruction a line (r2 type, r3 access, r4 major, r5 minor):");
-    for line in dev::disassemble(&prog) {
+    ctx.note("the program, one instruction a line, the last rule checked first (it wins):");
+    for line in dev::listing(rules) {
         ctx.note(line);
     }
     Ok(())
