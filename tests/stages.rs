@@ -360,7 +360,7 @@ fn when_pivot_root_is_impossible_the_pivot_stage_falls_back_to_chroot_and_says_w
     std::os::unix::fs::symlink("/bin/busybox", o.join("rootfs/bin/sh")).unwrap();
     let mounts = host_mounts();
     let script = format!(
-        "mount -t proc proc {0}/proc && chroot {0} /stagebox run --rm --state /state --rootfs /rootfs --without cgroup,cgroupns --trace json -- /bin/sh -c 'echo inside; cat /proc/self/mountinfo | wc -l'",
+        "mount -t proc proc {0}/proc && chroot {0} /stagebox run --rm --state /state --rootfs /rootfs --without cgroup,cgroupns,devices --trace json -- /bin/sh -c 'echo inside; cat /proc/self/mountinfo | wc -l'",
         o.display()
     );
     let out = std::process::Command::new("unshare")

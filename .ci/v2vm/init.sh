@@ -52,6 +52,13 @@ v1 | hybrid) # as systemd mounts them on a v1 host: cpu and cpuacct share a hier
     for h in memory cpu,cpuacct pids cpuset; do
         mkdir "/sys/fs/cgroup/$h" && mount -t cgroup -o "$h" cgroup "/sys/fs/cgroup/$h" || finish 126
     done
+    # The others systemd mounts too, where the kernel has them: the devices stage needs
+    # devices, and the container must be in a cgroup of its own in every one of them.
+    for h in devices freezer blkio net_cls,net_prio perf_event hugetlb; do
+        grep -qw "^${h%%,*}" /proc/cgroups || continue
+        mkdir "/sys/fs/cgroup/$h" && mount -t cgroup -o "$h" cgroup "/sys/fs/cgroup/$h" || finish 126
+    done
+    mkdir /sys/fs/cgroup/systemd && mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd || finish 126
     ln -s cpu,cpuacct /sys/fs/cgroup/cpu
     ln -s cpu,cpuacct /sys/fs/cgroup/cpuacct
     if [ "$V2VM_LAYOUT" = hybrid ]; then

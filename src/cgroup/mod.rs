@@ -440,6 +440,15 @@ pub fn number(root: &CgroupRoot, p: &Path) -> Option<u64> {
     root.read_trim(p)?.parse().ok()
 }
 
+/// Where a container's device rules go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceCgroup {
+    /// The container's cgroup in the v1 `devices` hierarchy: devices.deny, devices.allow.
+    V1(PathBuf),
+    /// The container's cgroup in a cgroup2 tree: a BPF_CGROUP_DEVICE program attaches there.
+    V2(PathBuf),
+}
+
 /// One container's cgroup, in whichever hierarchies the layout needs.
 pub trait Manager {
     /// "v2", "v1" or "hybrid".
@@ -454,6 +463,12 @@ pub trait Manager {
     fn join(&self, pid: i32, log: &mut Log) -> Result<()>;
     /// What the kernel counted.
     fn stats(&self) -> Stats;
+    /// The parent directories the container's cgroups are made in (one per hierarchy), where
+    /// [`sweep_leftovers`] looks.
+    fn parents(&self) -> Vec<PathBuf>;
+    /// Where the devices stage puts its rules: the v1 devices cgroup where that controller is
+    /// mounted, else the cgroup2 one (None: neither was made).
+    fn device_cgroup(&self) -> Option<DeviceCgroup>;
     /// Kills what is left inside, then removes the directories (and the parent when empty).
     /// Safe to call on a half-made cgroup: what does not exist is skipped.
     fn destroy(&self) -> Result<(), String>;
@@ -502,6 +517,57 @@ pub fn rmdir_retry(root: &CgroupRoot, dir: &Path) -> Result<(), String> {
         }
     }
     Err(format!("rmdir {}: still busy after 1 s", dir.display()))
+}
+
+/// How old an empty container cgroup must be before another run takes it for a leftover: a
+/// live run's cgroup is empty only for the moments between its mkdir and the join, and
+/// between the workload's exit and its own cleanup.
+pub const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the container cgroups a runtime that was itself killed (SIGKILL: no undo list
+/// ran) left behind in these parents: a directory named like a container id (12 hex digits)
+/// with no process and no child cgroup in it, made at least `older_than` ago. One with
+/// processes still inside is left: they are still held by it. Each rmdir is logged.
+pub fn sweep_leftovers(
+    root: &CgroupRoot,
+    parents: &[PathBuf],
+    older_than: std::time::Duration,
+    log: &mut Log,
+) -> usize {
+    let mut removed = 0;
+    for parent in parents {
+        let Ok(rd) = std::fs::read_dir(root.real(parent)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_id = name.len() == 12 && name.chars().all(|c| c.is_ascii_hexdigit());
+            if !is_id || !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            let dir = parent.join(&name);
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= older_than);
+            let has_children = std::fs::read_dir(e.path())
+                .map(|rd| {
+                    rd.flatten()
+                        .any(|c| c.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                })
+                .unwrap_or(true);
+            if old && !has_children && root.procs(&dir).is_empty() {
+                let r = root.rmdir(&dir);
+                log.call(format!("rmdir({dir:?})"), &r);
+                if r.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+    }
+    removed
 }
 
 /// Removes the shared parent if no container's cgroup is left in it. Another run may be
@@ -681,6 +747,42 @@ mod tests {
         );
         assert!(cpus_within("0-1", "0-3"));
         assert!(!cpus_within("4", "0-3"));
+    }
+
+    #[test]
+    fn leftovers_without_processes_are_swept_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = CgroupRoot::fake(dir.path());
+        let parent = PathBuf::from("/sys/fs/cgroup/memory/stagebox");
+        testing::touch(
+            &root,
+            "/sys/fs/cgroup/memory/stagebox/aaaaaaaaaaaa/cgroup.procs",
+            "",
+        );
+        testing::touch(
+            &root,
+            "/sys/fs/cgroup/memory/stagebox/bbbbbbbbbbbb/cgroup.procs",
+            "42\n",
+        );
+        testing::touch(
+            &root,
+            "/sys/fs/cgroup/memory/stagebox/not-an-id/cgroup.procs",
+            "",
+        );
+        let mut log = Log::default();
+        // Too young: a run that has not joined yet.
+        let n = sweep_leftovers(&root, std::slice::from_ref(&parent), LEFTOVER_AGE, &mut log);
+        assert_eq!(n, 0);
+        let n = sweep_leftovers(
+            &root,
+            std::slice::from_ref(&parent),
+            std::time::Duration::ZERO,
+            &mut log,
+        );
+        assert_eq!(n, 1);
+        assert!(!root.exists(&parent.join("aaaaaaaaaaaa")));
+        assert!(root.exists(&parent.join("bbbbbbbbbbbb")));
+        assert!(root.exists(&parent.join("not-an-id")));
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! cgroup v1: one tree per controller (or per group of co-mounted controllers), and a
 //! process is in one cgroup in each tree. A container's cgroup is therefore several
-//! directories, `<mount>/stagebox/<id>` in each hierarchy used, and joining means writing the
-//! pid into the `cgroup.procs` of every one of them.
+//! directories, `<mount>/stagebox/<id>` in *every* mounted hierarchy (named ones such as
+//! `name=systemd` included), and joining means writing the pid into the `cgroup.procs` of
+//! every one of them. Every one, not only those with a limit: in a hierarchy it was left out
+//! of, the container would stay in the host's cgroup, usually the root, whose
+//! `release_agent` a root process can write (CVE-2022-0492) and whose freezer can stop the
+//! host's other cgroups.
 //!
 //! - memory: memory.limit_in_bytes, memory.memsw.limit_in_bytes (memory + swap, written
 //!   after the memory limit, which it may not be below); counters memory.max_usage_in_bytes,
@@ -25,9 +29,6 @@ use super::{
 use crate::error::{Error, Result};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-
-/// Controllers whose hierarchies are used even without a limit (for the report at the end).
-const DEFAULT_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids"];
 
 /// memory.limit_in_bytes reads this (or more) when there is no limit.
 const NO_LIMIT: u64 = 1 << 62;
@@ -59,19 +60,14 @@ pub struct V1 {
 
 impl V1 {
     pub fn new(root: CgroupRoot, layout: &Layout, parent: &str, id: &str, limits: &Limits) -> V1 {
-        let needed: Vec<&str> = limits
-            .needed_controllers()
-            .iter()
-            .map(|(c, _)| *c)
-            .collect();
+        // Every hierarchy, not only those with a limit: in one the container was left out of,
+        // it would stay in the host's cgroup there (often the root, where release_agent is
+        // writable and other cgroups can be frozen).
+        let named = layout.v1_named.iter().map(|m| (Vec::new(), m.clone()));
         let hierarchies = layout
             .v1_hierarchies()
             .into_iter()
-            .filter(|(ctls, _)| {
-                ctls.iter().any(|c| {
-                    DEFAULT_CONTROLLERS.contains(&c.as_str()) || needed.contains(&c.as_str())
-                })
-            })
+            .chain(named)
             .map(|(controllers, mount)| {
                 let parent = mount.join(parent);
                 let dir = parent.join(id);
@@ -267,6 +263,24 @@ impl Manager for V1 {
         Ok(())
     }
 
+    fn parents(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self.hierarchies.iter().map(|h| h.parent.clone()).collect();
+        if let Some(u) = &self.unified {
+            v.extend(u.parents());
+        }
+        v
+    }
+
+    fn device_cgroup(&self) -> Option<super::DeviceCgroup> {
+        if let Some(h) = self.hierarchy("devices") {
+            return Some(super::DeviceCgroup::V1(h.dir.clone()));
+        }
+        match (&self.unified, self.unified_ok.get()) {
+            (Some(u), true) => Some(super::DeviceCgroup::V2(u.dir().to_path_buf())),
+            _ => None,
+        }
+    }
+
     fn stats(&self) -> Stats {
         let r = &self.root;
         let mut s = Stats::default();
@@ -371,6 +385,7 @@ mod tests {
         touch(&root, "/sys/fs/cgroup/pids/cgroup.procs", "");
         touch(&root, "/sys/fs/cgroup/cpuacct/cpuacct.usage", "0\n");
         touch(&root, "/sys/fs/cgroup/unified/cgroup.controllers", "");
+        touch(&root, "/sys/fs/cgroup/systemd/cgroup.procs", "");
         (dir, root, Layout::from_mountinfo(MOUNTINFO))
     }
 
@@ -411,19 +426,23 @@ mod tests {
             "{c:?}"
         );
         assert!(
-            !c.iter().any(|x| x.contains("systemd")),
-            "named hierarchies are left alone: {c:?}"
+            c.contains(&"mkdir(\"/sys/fs/cgroup/systemd/stagebox/abc\") = 0".to_string()),
+            "named hierarchies are joined too: {c:?}"
         );
         // Memory limit before memsw: the kernel refuses memsw below the memory limit.
         let pos = |s: &str| c.iter().position(|x| x.contains(s)).unwrap();
         assert!(pos("memory.limit_in_bytes") < pos("memory.memsw.limit_in_bytes"));
         m.join(77, &mut log).unwrap();
-        for h in ["cpu", "cpuacct", "cpuset", "memory", "pids", "unified"] {
+        for h in [
+            "cpu", "cpuacct", "cpuset", "memory", "pids", "systemd", "unified",
+        ] {
             assert_eq!(at(&format!("{h}/stagebox/abc/cgroup.procs")), "77", "{h}");
         }
-        assert_eq!(m.dirs().len(), 6);
+        assert_eq!(m.dirs().len(), 7);
         m.destroy().unwrap();
-        for h in ["cpu", "cpuacct", "cpuset", "memory", "pids", "unified"] {
+        for h in [
+            "cpu", "cpuacct", "cpuset", "memory", "pids", "systemd", "unified",
+        ] {
             assert!(
                 !root.exists(Path::new(&format!("/sys/fs/cgroup/{h}/stagebox"))),
                 "{h}"
@@ -432,13 +451,31 @@ mod tests {
     }
 
     #[test]
-    fn no_cpuset_without_cpuset_cpus_and_stats_from_v1_files() {
+    fn every_hierarchy_without_limits_and_stats_from_v1_files() {
         let (_d, root, layout) = fake_hybrid();
         let l = Limits::default();
         let m = V1::new(root.clone(), &layout, "stagebox", "abc", &l);
         let mut log = Log::default();
         m.create(&l, &mut log).unwrap();
-        assert!(!root.exists(Path::new("/sys/fs/cgroup/cpuset/stagebox")));
+        // No limit asked for, yet a cgroup in every hierarchy; cpuset gets the parent's CPUs
+        // and memory nodes so that a process can join it.
+        for h in ["cpu", "cpuacct", "cpuset", "memory", "pids", "systemd"] {
+            assert!(
+                root.exists(Path::new(&format!("/sys/fs/cgroup/{h}/stagebox/abc"))),
+                "{h}"
+            );
+        }
+        assert_eq!(
+            content(&root, "/sys/fs/cgroup/cpuset/stagebox/abc/cpuset.cpus"),
+            "0-1"
+        );
+        // No devices hierarchy in this layout: the device rules go to the unified cgroup.
+        assert_eq!(
+            m.device_cgroup(),
+            Some(super::super::DeviceCgroup::V2(PathBuf::from(
+                "/sys/fs/cgroup/unified/stagebox/abc"
+            )))
+        );
         touch(
             &root,
             "/sys/fs/cgroup/memory/stagebox/abc/memory.limit_in_bytes",

@@ -153,6 +153,14 @@ impl Manager for V2 {
         vec![self.dir.clone()]
     }
 
+    fn parents(&self) -> Vec<PathBuf> {
+        vec![self.parent.clone()]
+    }
+
+    fn device_cgroup(&self) -> Option<super::DeviceCgroup> {
+        Some(super::DeviceCgroup::V2(self.dir.clone()))
+    }
+
     fn check(&self, limits: &Limits) -> Result<()> {
         check_common(&self.root, limits)?;
         let needed = limits.needed_controllers();

@@ -3,6 +3,7 @@
 //!
 //! - `sys`: the `Sys` trait, the real implementation, and how a call is described.
 //! - `recorder` (tests only): a `Sys` that records calls instead of making them.
+//! - `bpf`: bpf(2) by hand: load a program, attach it to a cgroup, query what is attached.
 //! - `mountinfo`: the one /proc/PID/mountinfo parser.
 //! - `ns`: /proc/PID/ns links and their inodes.
 //! - `netif`: network interfaces (/proc/net/dev, SIOCGIFFLAGS, bringing lo up).
@@ -13,6 +14,7 @@
 //!
 //! May import: `error`, `units`. Nothing here knows about stages, containers or images.
 
+pub mod bpf;
 pub mod mountinfo;
 pub mod netif;
 pub mod ns;

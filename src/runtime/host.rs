@@ -176,6 +176,7 @@ impl<'a> HostState<'a> {
             limits: &self.cfg.limits,
             cgroup_parent: &self.cgroup_parent,
             id: self.id,
+            devices: &self.cfg.security.devices,
             undo: &mut self.undo,
             data: &mut self.data,
             records: Vec::new(),

@@ -101,6 +101,13 @@ fn data(ctx: &HostCtx<'_>) -> Option<Rc<dyn Manager>> {
         .map(|d| d.mgr.clone())
 }
 
+/// Where the devices stage writes its rules: the container's v1 devices cgroup, or its
+/// cgroup2 directory. None when the cgroup stage made no cgroup (see its prepare); Some(None)
+/// when it did, but the host has neither a v1 devices hierarchy nor a cgroup2 tree.
+pub fn device_cgroup(ctx: &HostCtx<'_>) -> Option<Option<cgroup::DeviceCgroup>> {
+    data(ctx).map(|m| m.device_cgroup())
+}
+
 fn read_proc_cgroup(pid: i32) -> Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .map_err(|e| Error::io(format!("read /proc/{pid}/cgroup"), e))?;
@@ -150,6 +157,15 @@ impl Stage for Cgroup {
         // Everything that can be refused is refused here, before the first mkdir.
         mgr.check(limits)?;
         ctx.note(format!("cgroup layout: {}", layout.kind().name()));
+        // What a run killed with SIGKILL left (its undo list never ran): empty and old.
+        let mut swept = Log::default();
+        let n = cgroup::sweep_leftovers(&root, &mgr.parents(), cgroup::LEFTOVER_AGE, &mut swept);
+        if n > 0 {
+            swept.note(format!(
+                "removed {n} empty cgroup directories left by a run that was killed before its cleanup"
+            ));
+        }
+        emit(ctx, swept);
         let undo_mgr = mgr.clone();
         ctx.undo.push(
             format!("remove the cgroup {}/{}", ctx.cgroup_parent, ctx.id),
@@ -208,6 +224,21 @@ impl Stage for Cgroup {
         // Read back: one line of /proc/PID/cgroup per directory, naming the new cgroup.
         let want = format!("/{}/{}", ctx.cgroup_parent, ctx.id);
         let moved = after.iter().filter(|(_, p)| names_cgroup(p, &want)).count();
+        // And none of the v1 hierarchies may have been left out: in one, the container would
+        // still be in the host's root cgroup (its release_agent, its freezer).
+        if mgr.layout() != cgroup::LayoutKind::V2 {
+            let at_root: Vec<&str> = after
+                .iter()
+                .filter(|(c, p)| !c.is_empty() && p == "/")
+                .map(|(c, _)| c.as_str())
+                .collect();
+            if !at_root.is_empty() {
+                return Err(stage_err(format!(
+                    "the kernel does not show the expected effect: /proc/{pid}/cgroup still has the host's root cgroup in {}",
+                    at_root.join(", ")
+                )));
+            }
+        }
         if moved < mgr.dirs().len() {
             return Err(stage_err(format!(
                 "the kernel does not show the expected effect: /proc/{pid}/cgroup names {want} in {moved} hierarchies, not {}",

@@ -14,8 +14,8 @@
 //! contexts ([`ChildCtx`] in the container process, [`HostCtx`] in the runtime), the
 //! [`Stage`] trait and the [`Undo`] list. `registry.rs` lists the stages in order; `plan.rs`
 //! turns `--only`/`--without` into the pipeline. A stage sees the resource limits
-//! (`&Limits`) and the name of its state directory's cgroup parent, never the whole run
-//! configuration.
+//! (`&Limits`), the `--device` list and the name of its state directory's cgroup parent,
+//! never the whole run configuration.
 //!
 //! May import: `error`, `units`, `kernel`, `trace`, `state`, `cgroup`, `confine`, `rootfs`. Must not
 //! import `runtime`: the runtime drives the stages, not the other way round.
@@ -399,6 +399,8 @@ pub struct HostCtx<'a> {
     pub cgroup_parent: &'a str,
     /// The container's id (12 hex digits).
     pub id: &'a str,
+    /// The devices `--device` adds to the allow list (the devices stage writes the rules).
+    pub devices: &'a [crate::confine::devices::Device],
     pub undo: &'a mut Undo,
     /// Per-stage data kept between hooks (a cgroup's paths, from prepare to finish).
     pub data: &'a mut std::collections::HashMap<StageId, Box<dyn std::any::Any>>,

@@ -145,6 +145,78 @@ fn make_dev(ctx: &mut ChildCtx<'_>, dev: &Path) -> Result<(), StageError> {
             .symlink(target, &path)
             .map_err(|e| StageError::sys(&format!("symlink({target:?}, {path:?})"), e))?;
     }
+    for d in &ctx.spec.confine.devices.extra.clone() {
+        add_device(ctx, dev, d)?;
+    }
+    Ok(())
+}
+
+/// A `--device` node: mknod with the host node's type, numbers and mode, then its owner.
+/// The devices stage allowed its numbers; here it gets a name in the container's /dev.
+fn add_device(
+    ctx: &mut ChildCtx<'_>,
+    dev: &Path,
+    d: &crate::confine::devices::Device,
+) -> Result<(), StageError> {
+    use std::os::unix::fs::MetadataExt;
+    let rel = d.container.trim_start_matches("/dev/");
+    let path = dev.join(rel);
+    // Directories on the way (/dev/net for /dev/net/tun).
+    let mut parent = dev.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    for c in &parts[..parts.len().saturating_sub(1)] {
+        parent.push(c);
+        if !parent.exists() {
+            mkdir(ctx, &parent, 0o755)?;
+        }
+    }
+    if std::fs::symlink_metadata(&path).is_ok() {
+        // --device /dev/null:/dev/null: the given node replaces the default one.
+        std::fs::remove_file(&path)
+            .map_err(|e| StageError::msg(format!("cannot replace {}: {e}", path.display())))?;
+    }
+    let kind = if d.kind == 'b' {
+        SFlag::S_IFBLK
+    } else {
+        SFlag::S_IFCHR
+    };
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let r = ctx.sys.mknod(&path, kind, d.mode, d.major, d.minor);
+    nix::sys::stat::umask(old);
+    r.map_err(|e| StageError::sys(&format!("mknod({path:?})"), e))?;
+    let (uid, gid) = (d.uid, d.gid);
+    let p = path.clone();
+    ctx.sys
+        .raw(format!("chown({path:?}, {uid}, {gid})"), &mut || {
+            nix::unistd::chown(
+                &p,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .map(|_| 0)
+        })
+        .map_err(|e| StageError::sys(&format!("chown({path:?})"), e))?;
+    if ctx.verify {
+        let md = std::fs::symlink_metadata(&path)
+            .map_err(|e| StageError::no_effect(format!("{}: {e}", path.display())))?;
+        if md.rdev() != nix::sys::stat::makedev(d.major, d.minor) || md.mode() & 0o7777 != d.mode {
+            return Err(StageError::no_effect(format!(
+                "{} is not the device {}:{} with mode {:o}",
+                path.display(),
+                d.major,
+                d.minor,
+                d.mode
+            )));
+        }
+    }
+    ctx.note(format!(
+        "--device {}: {} is {} {}:{}",
+        d.host.display(),
+        d.container,
+        d.kind,
+        d.major,
+        d.minor
+    ));
     Ok(())
 }
 
