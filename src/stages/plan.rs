@@ -126,6 +126,18 @@ impl Plan {
                 why,
             });
         }
+        // The device allow list lives in the container's cgroup: with the cgroup stage off
+        // (`--without cgroup`), the devices stage goes off with it and the plan says why,
+        // unless it was asked for by name.
+        let cgroup_on = planned
+            .iter()
+            .any(|s| s.id == StageId::Cgroup && s.enabled);
+        for s in planned.iter_mut() {
+            if s.id == StageId::Devices && s.enabled && s.why == "default" && !cgroup_on {
+                s.enabled = false;
+                s.why = "the cgroup stage is off".into();
+            }
+        }
         let plan = Plan {
             stages: planned,
             root_switch,
@@ -271,6 +283,17 @@ mod tests {
     fn only_keeps_pipeline_order_whatever_the_order_given() {
         let p = Plan::resolve(&t(Some("mount,uts"), ""), RootSwitch::Pivot).unwrap();
         assert_eq!(on(&p), vec!["uts", "mount"]);
+    }
+
+    #[test]
+    fn without_cgroup_takes_the_devices_stage_with_it_unless_asked_for() {
+        let p = Plan::resolve(&t(None, "cgroup"), RootSwitch::Pivot).unwrap();
+        let d = p.stages.iter().find(|s| s.id == StageId::Devices).unwrap();
+        assert!(!d.enabled && d.why == "the cgroup stage is off", "{d:?}");
+        assert!(Plan::resolve(&t(Some("devices"), ""), RootSwitch::Pivot)
+            .unwrap_err()
+            .to_string()
+            .contains("the devices stage needs the cgroup stage"));
     }
 
     #[test]
