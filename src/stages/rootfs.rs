@@ -221,6 +221,7 @@ mod tests {
             }),
             volumes: vec![],
             read_only: false,
+            confine: Default::default(),
         };
         let mut rec = Recorder::new();
         let mut ctx = ChildCtx::new(&mut rec, &spec);
