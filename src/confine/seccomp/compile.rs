@@ -9,10 +9,20 @@ use super::names;
 use super::profile::{Action, Arg, Filter, Op, Profile, Syscall};
 use crate::confine::caps;
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule,
+    TargetArch,
 };
 use std::collections::BTreeMap;
+
+/// One classic BPF instruction, laid out as the kernel's `struct sock_filter`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Insn {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
 
 /// What the profile's conditions are evaluated against.
 #[derive(Debug, Clone)]
@@ -52,7 +62,7 @@ impl Env {
 /// The compiled filters and what the trace says of them.
 #[derive(Debug, Clone, Default)]
 pub struct Compiled {
-    pub filters: Vec<Vec<super::Insn>>,
+    pub filters: Vec<Vec<Insn>>,
     /// One line per filter: what it matches and returns.
     pub describe: Vec<String>,
     /// Distinct syscalls the filters name.
@@ -198,30 +208,103 @@ fn rules(args: &[Arg], at: &str) -> Result<Option<Vec<SeccompRule>>, String> {
     Ok(Some(out))
 }
 
-/// A syscall's rules in one group: always, or when any of these rules holds.
-#[derive(Clone)]
-enum Match {
-    Always,
-    Any(Vec<SeccompRule>),
-}
-
-impl Match {
-    fn merge(&mut self, more: Option<Vec<SeccompRule>>) {
-        match (self, more) {
-            (Match::Always, _) => {}
-            (m, None) => *m = Match::Always,
-            (Match::Any(v), Some(r)) => v.extend(r),
-        }
-    }
-    fn rules(self) -> Vec<SeccompRule> {
-        match self {
-            Match::Always => vec![],
-            Match::Any(v) => v,
-        }
+/// How restrictive an action is, as the kernel ranks them (lower wins).
+fn rank(a: &SeccompAction) -> u8 {
+    match a {
+        SeccompAction::KillProcess => 0,
+        SeccompAction::KillThread => 1,
+        SeccompAction::Trap => 2,
+        SeccompAction::Errno(_) => 3,
+        SeccompAction::Trace(_) => 4,
+        SeccompAction::Log => 5,
+        SeccompAction::Allow => 6,
     }
 }
 
-type Group = BTreeMap<i64, (&'static str, Match)>;
+/// What one syscall gets: its rules with conditions, tried in profile order, then its
+/// unconditional action (the most restrictive, if several entries name it), else the
+/// profile's default.
+struct Leaf {
+    name: &'static str,
+    conds: Vec<(Vec<SeccompRule>, SeccompAction)>,
+    always: Option<SeccompAction>,
+}
+
+/// A range of syscall numbers and what they get: one return value, or (for a single number)
+/// the conditions of a leaf.
+#[derive(Clone, Copy, PartialEq)]
+enum Verdict {
+    Ret(u32),
+    Leaf(usize),
+}
+
+// Classic BPF opcodes (linux/bpf_common.h).
+const LD_W_ABS: u16 = 0x20;
+const JMP_JA: u16 = 0x05;
+const JMP_JEQ_K: u16 = 0x15;
+const JMP_JGE_K: u16 = 0x35;
+const RET_K: u16 = 0x06;
+const SECCOMP_DATA_NR: u32 = 0;
+const SECCOMP_DATA_ARCH: u32 = 4;
+const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
+/// The kernel's limit on one filter's length.
+const BPF_MAXINSNS: usize = 4096;
+
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> Insn {
+    Insn { code, jt, jf, k }
+}
+
+fn audit_arch(t: TargetArch) -> u32 {
+    const AUDIT_ARCH_64BIT_LE: u32 = 0x8000_0000 | 0x4000_0000;
+    match t {
+        TargetArch::x86_64 => 62 | AUDIT_ARCH_64BIT_LE,
+        TargetArch::aarch64 => 183 | AUDIT_ARCH_64BIT_LE,
+        TargetArch::riscv64 => 243 | AUDIT_ARCH_64BIT_LE,
+    }
+}
+
+/// A leaf's code: each rule (seccompiler's BPF for its conditions: falls through when they
+/// all hold, jumps past the next instruction when one fails) followed by its action, then
+/// the fallback.
+fn leaf_code(leaf: &Leaf, default: &SeccompAction) -> Vec<Insn> {
+    let mut out = Vec::new();
+    for (rules, act) in &leaf.conds {
+        for r in rules {
+            let bpf: BpfProgram = r.clone().into();
+            out.extend(bpf.into_iter().map(|f| insn(f.code, f.jt, f.jf, f.k)));
+            out.push(insn(RET_K, 0, 0, u32::from(act.clone())));
+        }
+    }
+    let last = leaf.always.as_ref().unwrap_or(default).clone();
+    out.push(insn(RET_K, 0, 0, u32::from(last)));
+    out
+}
+
+/// A binary search over the ranges (each starts at its number and ends where the next
+/// starts), so a syscall is decided in about log2(ranges) comparisons.
+fn tree(ranges: &[(u32, Verdict)], leaves: &[Vec<Insn>]) -> Vec<Insn> {
+    if ranges.len() == 1 {
+        return match ranges[0].1 {
+            Verdict::Ret(v) => vec![insn(RET_K, 0, 0, v)],
+            Verdict::Leaf(i) => leaves[i].clone(),
+        };
+    }
+    let mid = ranges.len() / 2;
+    let (left, right) = (tree(&ranges[..mid], leaves), tree(&ranges[mid..], leaves));
+    let mut out = Vec::with_capacity(left.len() + right.len() + 2);
+    match u8::try_from(left.len()) {
+        // nr >= k: jump over the left half.
+        Ok(n) => out.push(insn(JMP_JGE_K, n, 0, ranges[mid].0)),
+        // Too far for a conditional jump (255 at most): through an unconditional one.
+        Err(_) => {
+            out.push(insn(JMP_JGE_K, 0, 1, ranges[mid].0));
+            out.push(insn(JMP_JA, 0, 0, left.len() as u32));
+        }
+    }
+    out.extend(left);
+    out.extend(right);
+    out
+}
 
 /// Compiles a parsed profile for `env`. The error is one phrase with its JSON path.
 pub fn compile(p: &Profile, env: &Env) -> Result<Compiled, String> {
@@ -231,8 +314,7 @@ pub fn compile(p: &Profile, env: &Env) -> Result<Compiled, String> {
         "defaultAction",
         "defaultErrnoRet",
     )?;
-    // Rules grouped by action, in the order the actions first appear.
-    let mut groups: Vec<(SeccompAction, Group)> = Vec::new();
+    let mut leaves: BTreeMap<u32, Leaf> = BTreeMap::new();
     let mut skipped: Vec<String> = Vec::new();
     for (i, sc) in p.syscalls.iter().flatten().enumerate() {
         let at = format!("syscalls[{i}]");
@@ -250,109 +332,103 @@ pub fn compile(p: &Profile, env: &Env) -> Result<Compiled, String> {
             // An entry with the default action changes nothing (libseccomp refuses it).
             continue;
         }
-        let gi = match groups.iter().position(|(a, _)| *a == act) {
-            Some(gi) => gi,
-            None => {
-                groups.push((act, Group::new()));
-                groups.len() - 1
-            }
-        };
         for name in sc.names.iter().flatten().chain(sc.name.iter()) {
-            match names::lookup(name) {
-                Some((static_name, nr)) => groups[gi]
-                    .1
-                    .entry(nr)
-                    .or_insert((static_name, Match::Any(vec![])))
-                    .1
-                    .merge(rules.clone()),
-                None => {
-                    if !skipped.contains(name) {
-                        skipped.push(name.clone());
-                    }
+            let Some((name, nr)) = names::lookup(name) else {
+                if !skipped.contains(name) {
+                    skipped.push(name.clone());
                 }
+                continue;
+            };
+            let leaf = leaves.entry(nr as u32).or_insert(Leaf {
+                name,
+                conds: vec![],
+                always: None,
+            });
+            match &rules {
+                Some(r) => leaf.conds.push((r.clone(), act.clone())),
+                None => match &leaf.always {
+                    Some(a) if rank(a) <= rank(&act) => {}
+                    _ => leaf.always = Some(act.clone()),
+                },
             }
         }
     }
 
-    let build = |map: &Group, mismatch: SeccompAction, on_match: SeccompAction| {
-        let rules = map
-            .iter()
-            .map(|(nr, (_, m))| (*nr, m.clone().rules()))
-            .collect();
-        let filter = SeccompFilter::new(rules, mismatch, on_match, env.target)
-            .map_err(|e| format!("cannot build a filter: {e}"))?;
-        let bpf: BpfProgram = filter.try_into().map_err(|e| match e {
-            seccompiler::BackendError::FilterTooLarge(n) => format!(
-                "the profile compiles to {n} BPF instructions, more than the kernel's limit of 4096"
-            ),
-            e => format!("cannot compile: {e}"),
-        })?;
-        Ok::<_, String>(
-            bpf.into_iter()
-                .map(|f| super::Insn {
-                    code: f.code,
-                    jt: f.jt,
-                    jf: f.jf,
-                    k: f.k,
-                })
-                .collect::<Vec<_>>(),
-        )
+    // The number line cut into ranges that get the same answer.
+    let default_ret = u32::from(default.clone());
+    let (nrs, leaves): (Vec<u32>, Vec<Leaf>) = leaves.into_iter().unzip();
+    let mut ranges: Vec<(u32, Verdict)> = vec![(0, Verdict::Ret(default_ret))];
+    let mut push = |lo: u32, v: Verdict| match ranges.last_mut() {
+        Some(last) if last.0 == lo => last.1 = v,
+        Some(last) if last.1 == v && matches!(v, Verdict::Ret(_)) => {}
+        _ => ranges.push((lo, v)),
     };
-    let said = |map: &Group| {
-        if map.len() <= 4 {
-            map.values().map(|(n, _)| *n).collect::<Vec<_>>().join(" ")
+    for (i, leaf) in leaves.iter().enumerate() {
+        let v = match (&leaf.conds[..], &leaf.always) {
+            ([], Some(a)) => Verdict::Ret(u32::from(a.clone())),
+            _ => Verdict::Leaf(i),
+        };
+        push(nrs[i], v);
+        push(nrs[i] + 1, Verdict::Ret(default_ret));
+    }
+    // Two merged neighbours may now be equal: merge again.
+    ranges.dedup_by(|b, a| a.1 == b.1 && matches!(a.1, Verdict::Ret(_)));
+    let code: Vec<Vec<Insn>> = leaves.iter().map(|l| leaf_code(l, &default)).collect();
+
+    let mut filter = vec![
+        insn(LD_W_ABS, 0, 0, SECCOMP_DATA_ARCH),
+        insn(JMP_JEQ_K, 1, 0, audit_arch(env.target)),
+        insn(RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
+        insn(LD_W_ABS, 0, 0, SECCOMP_DATA_NR),
+    ];
+    filter.extend(tree(&ranges, &code));
+    if filter.len() > BPF_MAXINSNS {
+        return Err(format!(
+            "the profile compiles to {} BPF instructions, more than the kernel's limit of {BPF_MAXINSNS}",
+            filter.len()
+        ));
+    }
+
+    // What the trace says: the syscalls by what they get.
+    let mut by_action: Vec<(SeccompAction, Vec<&str>)> = Vec::new();
+    let mut conditional: Vec<&str> = Vec::new();
+    for leaf in &leaves {
+        match (&leaf.conds[..], &leaf.always) {
+            ([], Some(a)) => match by_action.iter_mut().find(|(x, _)| x == a) {
+                Some((_, v)) => v.push(leaf.name),
+                None => by_action.push((a.clone(), vec![leaf.name])),
+            },
+            _ => conditional.push(leaf.name),
+        }
+    }
+    by_action.sort_by_key(|(a, _)| std::cmp::Reverse(rank(a)));
+    let said = |v: &[&str]| {
+        if v.len() <= 4 {
+            v.join(" ")
         } else {
-            format!("{} syscalls", map.len())
+            format!("{} syscalls", v.len())
         }
     };
+    let mut parts: Vec<String> = by_action
+        .iter()
+        .map(|(a, v)| format!("{} -> {}", said(v), action_name(a)))
+        .collect();
+    if !conditional.is_empty() {
+        parts.push(format!("{} -> by their arguments", said(&conditional)));
+    }
+    parts.push(format!("any other -> {}", action_name(&default)));
+    let describe = format!(
+        "{}; {} instructions, a binary search over {} ranges of syscall numbers",
+        parts.join(", "),
+        filter.len(),
+        ranges.len()
+    );
 
-    let mut out = Compiled {
+    Ok(Compiled {
+        filters: vec![filter],
+        describe: vec![describe],
+        rules: leaves.len(),
         default_action: action_name(&default),
-        ..Default::default()
-    };
-    let mut all = Group::new();
-    for (_, g) in &groups {
-        for (nr, (name, m)) in g {
-            let e = all.entry(*nr).or_insert((name, Match::Any(vec![])));
-            match m {
-                Match::Always => e.1 = Match::Always,
-                Match::Any(r) => e.1.merge(Some(r.clone())),
-            }
-        }
-    }
-    out.rules = all.len();
-    if default != SeccompAction::Allow {
-        // The first filter: every syscall some rule names (with its conditions) passes on to
-        // the others, any other gets the default action.
-        out.filters
-            .push(build(&all, default.clone(), SeccompAction::Allow)?);
-        out.describe.push(format!(
-            "{} -> SCMP_ACT_ALLOW (or the action of a later filter), any other -> {}",
-            said(&all),
-            out.default_action
-        ));
-    }
-    for (act, g) in &groups {
-        if *act == SeccompAction::Allow {
-            continue;
-        }
-        out.filters
-            .push(build(g, SeccompAction::Allow, act.clone())?);
-        out.describe.push(format!(
-            "{} -> {}, any other -> SCMP_ACT_ALLOW",
-            said(g),
-            action_name(act)
-        ));
-    }
-    if out.filters.is_empty() {
-        // An allow-everything profile still loads one filter, so the kernel shows it.
-        out.filters.push(build(
-            &Group::new(),
-            SeccompAction::Allow,
-            SeccompAction::KillProcess,
-        )?);
-        out.describe.push("every syscall -> SCMP_ACT_ALLOW".into());
-    }
-    out.skipped = skipped;
-    Ok(out)
+        skipped,
+    })
 }

@@ -41,22 +41,12 @@ mod compile;
 mod names;
 mod profile;
 
-pub use compile::parse_version;
+pub use compile::{parse_version, Insn};
 
 use std::path::Path;
 
 /// Docker's default profile, in Docker's format.
 pub const DEFAULT: &str = include_str!("default.json");
-
-/// One classic BPF instruction, laid out as the kernel's `struct sock_filter`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Insn {
-    pub code: u16,
-    pub jt: u8,
-    pub jf: u8,
-    pub k: u32,
-}
 
 /// A compiled profile: the filters to load, in order, and what the trace says of them.
 #[derive(Debug, Clone, Default)]

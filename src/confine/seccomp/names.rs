@@ -9,6 +9,12 @@ pub fn number(name: &str) -> Option<i64> {
     lookup(name).map(|(_, nr)| nr)
 }
 
+/// Every name this architecture has, with its number.
+#[cfg(test)]
+pub fn all() -> &'static [(&'static str, i64)] {
+    TABLE
+}
+
 /// The table's own copy of the name, and the number.
 pub fn lookup(name: &str) -> Option<(&'static str, i64)> {
     TABLE
