@@ -2,8 +2,9 @@
 //!
 //! Steps: keep the `syscalls` entries whose `includes`/`excludes` hold for the capabilities
 //! the container keeps, this architecture and the running kernel; turn each name into this
-//! architecture's number (skip names it lacks); group the rules by action; build one
-//! seccompiler filter per group (see `mod.rs` for why several, and in which order).
+//! architecture's number (skip names it lacks); cut the number line into ranges with the same
+//! answer; emit the architecture check and a binary search over the ranges, with
+//! seccompiler's code for the argument conditions at the leaves (see `mod.rs` for why).
 
 use super::names;
 use super::profile::{Action, Arg, Filter, Op, Profile, Syscall};
@@ -80,16 +81,18 @@ pub fn parse_version(s: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// The seccompiler action for a profile action and its errnoRet; `at` is the JSON path.
+/// The seccompiler action for a profile action and its errnoRet; `at` is the JSON path of
+/// the entry ("" at the top, else "syscalls[3]."), `fields` the names of the two fields.
 fn action(
     a: Action,
     errno: Option<u32>,
     at: &str,
-    errno_at: &str,
+    fields: (&str, &str),
 ) -> Result<SeccompAction, String> {
     let data = |what: &str| match errno {
         Some(n) if n > 4095 => Err(format!(
-            "at {errno_at}: {n} is not an errno (1 to 4095) for {what}"
+            "at {at}{}: {n} is not an errno (1 to 4095) for {what}",
+            fields.1
         )),
         Some(n) => Ok(n),
         None => Ok(libc::EPERM as u32),
@@ -105,7 +108,8 @@ fn action(
         Action::Log => SeccompAction::Log,
         Action::Notify => {
             return Err(format!(
-                "at {at}: SCMP_ACT_NOTIFY hands calls to a supervisor process, which stagebox does not run"
+                "at {at}{}: SCMP_ACT_NOTIFY hands calls to a supervisor process, which stagebox does not run",
+                fields.0
             ))
         }
     })
@@ -128,7 +132,7 @@ pub fn action_name(a: &SeccompAction) -> String {
 }
 
 /// Whether an entry applies here. Errors name an unknown capability or a bad minKernel.
-fn applies(sc: &Syscall, env: &Env, at: &str) -> Result<bool, String> {
+fn applies(sc: &Syscall<'_>, env: &Env, at: &str) -> Result<bool, String> {
     let list = |f: &Option<Filter>, which: &str| -> Result<(Vec<u32>, Vec<String>), String> {
         let Some(f) = f else {
             return Ok((vec![], vec![]));
@@ -307,12 +311,12 @@ fn tree(ranges: &[(u32, Verdict)], leaves: &[Vec<Insn>]) -> Vec<Insn> {
 }
 
 /// Compiles a parsed profile for `env`. The error is one phrase with its JSON path.
-pub fn compile(p: &Profile, env: &Env) -> Result<Compiled, String> {
+pub fn compile(p: &Profile<'_>, env: &Env) -> Result<Compiled, String> {
     let default = action(
         p.default_action,
         p.default_errno_ret,
-        "defaultAction",
-        "defaultErrnoRet",
+        "",
+        ("defaultAction", "defaultErrnoRet"),
     )?;
     let mut leaves: BTreeMap<u32, Leaf> = BTreeMap::new();
     let mut skipped: Vec<String> = Vec::new();
@@ -321,8 +325,8 @@ pub fn compile(p: &Profile, env: &Env) -> Result<Compiled, String> {
         let act = action(
             sc.action,
             sc.errno_ret,
-            &format!("{at}.action"),
-            &format!("{at}.errnoRet"),
+            &format!("{at}."),
+            ("action", "errnoRet"),
         )?;
         let rules = rules(sc.args.as_deref().unwrap_or(&[]), &at)?;
         if sc.names.is_none() && sc.name.is_none() {
@@ -334,9 +338,7 @@ pub fn compile(p: &Profile, env: &Env) -> Result<Compiled, String> {
         }
         for name in sc.names.iter().flatten().chain(sc.name.iter()) {
             let Some((name, nr)) = names::lookup(name) else {
-                if !skipped.contains(name) {
-                    skipped.push(name.clone());
-                }
+                skipped.push(name.to_string());
                 continue;
             };
             let leaf = leaves.entry(nr as u32).or_insert(Leaf {
@@ -353,6 +355,9 @@ pub fn compile(p: &Profile, env: &Env) -> Result<Compiled, String> {
             }
         }
     }
+
+    skipped.sort_unstable();
+    skipped.dedup();
 
     // The number line cut into ranges that get the same answer.
     let default_ret = u32::from(default.clone());
@@ -373,7 +378,16 @@ pub fn compile(p: &Profile, env: &Env) -> Result<Compiled, String> {
     }
     // Two merged neighbours may now be equal: merge again.
     ranges.dedup_by(|b, a| a.1 == b.1 && matches!(a.1, Verdict::Ret(_)));
-    let code: Vec<Vec<Insn>> = leaves.iter().map(|l| leaf_code(l, &default)).collect();
+    let code: Vec<Vec<Insn>> = leaves
+        .iter()
+        .map(|l| {
+            if l.conds.is_empty() {
+                vec![]
+            } else {
+                leaf_code(l, &default)
+            }
+        })
+        .collect();
 
     let mut filter = vec![
         insn(LD_W_ABS, 0, 0, SECCOMP_DATA_ARCH),

@@ -63,7 +63,7 @@ pub enum Op {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Profile {
+pub struct Profile<'a> {
     pub default_action: Action,
     /// The errno of an SCMP_ACT_ERRNO default (EPERM when absent, as runc does).
     #[serde(default)]
@@ -77,8 +77,8 @@ pub struct Profile {
     #[allow(dead_code)]
     #[serde(default)]
     pub architectures: Option<Vec<String>>,
-    #[serde(default)]
-    pub syscalls: Option<Vec<Syscall>>,
+    #[serde(default, borrow)]
+    pub syscalls: Option<Vec<Syscall<'a>>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,15 +90,18 @@ pub struct ArchMap {
     pub sub_architectures: Option<Vec<String>>,
 }
 
-/// One entry of `syscalls`: names, an action, and when it applies.
+/// One entry of `syscalls`: names, an action, and when it applies. The names are borrowed
+/// from the profile's text, not copied: the default profile is compiled on every run, and
+/// its ~370 names were most of the cost. (A syscall name has no JSON escapes; one that had
+/// would be refused as "expected a borrowed string".)
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Syscall {
+pub struct Syscall<'a> {
     /// The older single-name form.
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub names: Option<Vec<String>>,
+    #[serde(default, borrow)]
+    pub name: Option<&'a str>,
+    #[serde(default, borrow)]
+    pub names: Option<Vec<&'a str>>,
     pub action: Action,
     #[serde(default)]
     pub errno_ret: Option<u32>,
@@ -137,7 +140,11 @@ pub struct Filter {
 
 /// Parses a profile; the error is "at PATH: what serde said" (PATH empty for a syntax error
 /// before the first field).
-pub fn parse(text: &str) -> Result<Profile, String> {
+pub fn parse(text: &str) -> Result<Profile<'_>, String> {
+    // The fast way first; only a profile that fails is read again, to find the path.
+    if let Ok(p) = serde_json::from_str(text) {
+        return Ok(p);
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let profile: Profile = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
