@@ -49,8 +49,7 @@ impl Env {
                 ))
             }
         };
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let kernel = parse_version(release.trim()).unwrap_or((0, 0));
+        let kernel = parse_version(&kernel_release()).unwrap_or((0, 0));
         Ok(Env {
             caps,
             arch,
@@ -58,6 +57,24 @@ impl Env {
             kernel,
         })
     }
+}
+
+/// The running kernel's release ("6.1.0-18-amd64"), from uname(2): cheaper than opening
+/// /proc/sys/kernel/osrelease, on a path that runs for every container.
+pub(super) fn kernel_release() -> String {
+    // SAFETY: utsname is plain bytes; uname fills it and returns 0, or fails and we read zeros.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: u is a valid, writable utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return String::new();
+    }
+    let bytes: Vec<u8> = u
+        .release
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// The compiled filters and what the trace says of them.

@@ -408,6 +408,8 @@ fn min_kernel_and_arches_are_applied() {
     assert_eq!(p.skipped, vec!["no_such_call".to_string()]);
     assert_eq!(parse_version("5.10.0-18-amd64"), Some((5, 10)));
     assert_eq!(parse_version("4.8"), Some((4, 8)));
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(compile::kernel_release(), release.trim());
 }
 
 #[test]
