@@ -16,7 +16,7 @@ fn scratch() -> tempfile::TempDir {
 
 /// A static C program that makes the calls the profile decides on and prints
 /// "NAME ERRNO" (0: it passed): keyctl, clone3, socket(AF_VSOCK), personality(0x4), a
-/// pthread (glibc tries clone3, then clone), and last unshare(CLONE_NEWUSER).
+/// pthread (glibc tries clone3, then clone), and last unshare(CLONE_NEWUSER) in a child.
 const PROBE_C: &str = r#"
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,6 +26,7 @@ const PROBE_C: &str = r#"
 #include <sys/personality.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #ifndef AF_VSOCK
 #define AF_VSOCK 40
@@ -41,7 +42,13 @@ int main(void) {
     int e = pthread_create(&t, NULL, thread, NULL);
     if (e == 0) pthread_join(t, NULL);
     printf("thread %d\n", e);
-    say("unshare_user", syscall(SYS_unshare, CLONE_NEWUSER));
+    /* In a child: the process that made a thread may still count two threads for a moment
+       after pthread_join, and unshare(CLONE_NEWUSER) refuses a threaded process (EINVAL). */
+    pid_t pid = fork();
+    if (pid == 0) _exit(syscall(SYS_unshare, CLONE_NEWUSER) < 0 ? errno : 0);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    printf("unshare_user %d\n", WEXITSTATUS(status));
     return 0;
 }
 "#;
