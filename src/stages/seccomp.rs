@@ -100,11 +100,18 @@ impl Stage for Seccomp {
         let before = if ctx.verify { Some(status()?) } else { None };
         let n = program.filters.len();
         for (i, f) in program.filters.iter().enumerate() {
-            let call = format!(
-                "seccomp(SECCOMP_SET_MODE_FILTER, 0, {{len={}, filter {}/{n}}})",
-                f.len(),
-                i + 1
-            );
+            let call = if n == 1 {
+                format!(
+                    "seccomp(SECCOMP_SET_MODE_FILTER, 0, {{len={}, filter}})",
+                    f.len()
+                )
+            } else {
+                format!(
+                    "seccomp(SECCOMP_SET_MODE_FILTER, 0, {{len={}, filter {}/{n}}})",
+                    f.len(),
+                    i + 1
+                )
+            };
             ctx.sys
                 .raw(call, &mut || load(f))
                 .map_err(|e| StageError::sys("seccomp(SECCOMP_SET_MODE_FILTER)", e))?;
@@ -122,15 +129,23 @@ impl Stage for Seccomp {
                 )));
             }
         }
-        ctx.note(format!(
-            "{}: {} syscalls named, any other -> {}",
-            program.source, program.rules, program.default_action
-        ));
+        match &program.describe[..] {
+            [one] => ctx.note(format!(
+                "{}, {} syscalls named: {one}",
+                program.source, program.rules
+            )),
+            many => {
+                ctx.note(format!(
+                    "{}, {} syscalls named, any other -> {}",
+                    program.source, program.rules, program.default_action
+                ));
+                for (i, d) in many.iter().enumerate() {
+                    ctx.note(format!("filter {}/{n}: {d}", i + 1));
+                }
+            }
+        }
         if uncounted {
             ctx.note("this kernel does not count filters in /proc/self/status (no Seccomp_filters line on older kernels): only Seccomp 2 was checked");
-        }
-        for (i, d) in program.describe.iter().enumerate() {
-            ctx.note(format!("filter {}/{n}: {d}", i + 1));
         }
         if !program.skipped.is_empty() {
             ctx.note(format!(
@@ -171,8 +186,8 @@ mod tests {
         assert_eq!(sys.calls.len(), n, "{:?}", sys.calls);
         assert!(sys.calls[0].starts_with("seccomp(SECCOMP_SET_MODE_FILTER, 0, {len="));
         assert!(
-            notes[0].starts_with("Docker's default profile: ")
-                && notes[0].ends_with("any other -> SCMP_ACT_ERRNO(EPERM)"),
+            notes[0].starts_with("Docker's default profile, ")
+                && notes[0].contains("any other -> SCMP_ACT_ERRNO(EPERM)"),
             "{notes:?}"
         );
         assert!(notes
