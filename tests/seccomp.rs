@@ -254,3 +254,28 @@ fn a_bad_profile_is_one_sentence_with_its_json_path_and_changes_nothing() {
         (vec![], vec![])
     );
 }
+
+#[test]
+fn the_trace_shows_the_filter_loaded_and_what_it_does() {
+    if !root_or_skip("seccomp trace") {
+        return;
+    }
+    let _g = HOST.read();
+    let out = stagebox(&["run", "--rm", "--", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for want in [
+        "seccomp(SECCOMP_SET_MODE_FILTER, 0, {len=",
+        "Docker's default profile, ",
+        "clone3 -> SCMP_ACT_ERRNO(ENOSYS)",
+        "any other -> SCMP_ACT_ERRNO(EPERM)",
+        "names skipped",
+    ] {
+        assert!(err.contains(want), "{want:?} not in the trace:\n{err}");
+    }
+    assert!(
+        err.lines()
+            .any(|l| l.contains("Seccomp") && l.contains("0 (none) -> 2 (filter, 1 loaded)")),
+        "{err}"
+    );
+}

@@ -39,8 +39,10 @@
 //! capabilities instead, and needs `capset` and more in the profile for that.
 //!
 //! The profile is compiled before the container exists (`confine::seccomp`), so a bad profile
-//! is refused with nothing on the host changed; this stage only loads the filters and reads
-//! back `Seccomp: 2` and the number of filters in /proc/self/status.
+//! is refused with nothing on the host changed. It becomes one filter: the architecture
+//! check, then a binary search over ranges of syscall numbers that get the same answer, with
+//! the argument comparisons (clone's flags, socket's family) at the leaves. This stage only
+//! loads it and reads back `Seccomp: 2` and the number of filters in /proc/self/status.
 
 use super::{ChildCtx, Stage, StageError, StageId, StageInfo};
 use crate::confine::seccomp::Insn;

@@ -1,4 +1,5 @@
-//! A parsed profile, its conditions applied, compiled to BPF filters with seccompiler.
+//! A parsed profile, its conditions applied, compiled to one BPF filter (seccompiler
+//! compiles the comparisons of arguments).
 //!
 //! Steps: keep the `syscalls` entries whose `includes`/`excludes` hold for the capabilities
 //! the container keeps, this architecture and the running kernel; turn each name into this
@@ -45,7 +46,7 @@ impl Env {
             "aarch64" => ("arm64", TargetArch::aarch64),
             other => {
                 return Err(format!(
-                    "stagebox compiles seccomp filters for x86_64 and aarch64 only, not {other}"
+                    "stagebox compiles seccomp filters for x86_64 and aarch64 only, not {other}; use --security-opt seccomp=unconfined"
                 ))
             }
         };
