@@ -44,6 +44,9 @@ pub enum Redact {
     HostInterfaces,
     /// The cgroup the runtime sits in: `[HOST CGROUP]`.
     HostCgroup,
+    /// The runtime's own capability set, which depends on the kernel and on what the host
+    /// itself was given: `[HOST CAPS]`.
+    HostCaps,
     /// A measurement of the kernel's accounting: `[MEASURED]`, keeping a trailing `(file)`.
     Measured,
     /// A mount line: the host's own mounts (not under the state directory) going away when
@@ -90,9 +93,9 @@ pub const FACT_RULES: &[FactRule] = &[
     rule("interfaces", HostInterfaces, Keep),
     // The host's own System V objects come and go: whether the line is there at all does.
     rule("sysv ipc objects", Line, Line),
-    // Read from /proc/PID/status: the same wherever the kernel knows the same 41 capabilities.
-    rule("CapBnd", Keep, Keep),
-    rule("CapEff", Keep, Keep),
+    // Read from /proc/PID/status: before, the host's own sets; after, Docker's.
+    rule("CapBnd", HostCaps, Keep),
+    rule("CapEff", HostCaps, Keep),
     rule("NoNewPrivs", Keep, Keep),
     rule("Seccomp", Keep, Keep),
     rule("visible pids", Processes, Processes),
@@ -403,6 +406,7 @@ fn value(how: Redact, v: &str) -> String {
         Host => "[HOST]".into(),
         HostInterfaces => "[HOST INTERFACES]".into(),
         HostCgroup => "[HOST CGROUP]".into(),
+        HostCaps => "[HOST CAPS]".into(),
         Measured => {
             let source = v.rfind(" (").map(|i| &v[i..]).unwrap_or("");
             format!("[MEASURED]{source}")
