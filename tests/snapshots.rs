@@ -97,8 +97,8 @@ fn json_trace_has_stable_fields() {
     assert_eq!(
         stages_seen,
         vec![
-            "cgroup", "devices", "uts", "ipc", "pid", "net", "cgroupns", "mount", "rootfs",
-            "proc", "pivot", "paths", "caps", "seccomp", "cgroup"
+            "cgroup", "devices", "uts", "ipc", "pid", "net", "cgroupns", "mount", "rootfs", "proc",
+            "pivot", "paths", "caps", "seccomp", "cgroup"
         ]
     );
     assert!(text.contains(r#""fact":"hostname""#));

@@ -154,7 +154,9 @@ fn an_unknown_trace_stage_is_one_sentence_and_makes_nothing() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(125), "{err}");
         assert!(
-            err.contains("unknown stage \"pdi\" in --trace-stages; the stages are: cgroup, devices, uts"),
+            err.contains(
+                "unknown stage \"pdi\" in --trace-stages; the stages are: cgroup, devices, uts"
+            ),
             "{err}"
         );
         assert_eq!(err.trim().lines().count(), 1, "more than one line: {err}");

@@ -104,14 +104,14 @@ impl V1 {
         for _ in 0..5 {
             log.mkdir(&self.root, &h.parent, true)?;
             if h.has("cpuset") {
-                self.copy_cpuset(&h.mount, &h.parent, None, log)?;
+                self.copy_cpuset(&h.mount, &h.parent, None, false, log)?;
             }
             let r = self.root.mkdir(&h.dir);
             log.call(format!("mkdir({:?})", h.dir), &r);
             match r {
                 Ok(()) => {
                     if h.has("cpuset") {
-                        self.copy_cpuset(&h.parent, &h.dir, cpus, log)?;
+                        self.copy_cpuset(&h.parent, &h.dir, cpus, true, log)?;
                     }
                     return Ok(());
                 }
@@ -126,8 +126,16 @@ impl V1 {
     }
 
     /// cpuset.cpus (the given list, or the parent's) and cpuset.mems (the parent's), where
-    /// still empty.
-    fn copy_cpuset(&self, from: &Path, to: &Path, cpus: Option<&str>, log: &mut Log) -> Result<()> {
+    /// still empty. For the container's own cgroup (`facts`) the values become trace facts;
+    /// the shared parent's are only recorded as calls (whichever run makes it writes them).
+    fn copy_cpuset(
+        &self,
+        from: &Path,
+        to: &Path,
+        cpus: Option<&str>,
+        facts: bool,
+        log: &mut Log,
+    ) -> Result<()> {
         for (file, given) in [("cpuset.cpus", cpus), ("cpuset.mems", None)] {
             let current = self.root.read_trim(&to.join(file)).unwrap_or_default();
             let value = match given {
@@ -137,7 +145,11 @@ impl V1 {
                 }
                 None => continue,
             };
-            log.write_limit(&self.root, &to.join(file), &value)?;
+            if facts {
+                log.write_limit(&self.root, &to.join(file), &value)?;
+            } else {
+                log.write(&self.root, &to.join(file), &value)?;
+            }
         }
         Ok(())
     }

@@ -129,9 +129,7 @@ impl Plan {
         // The device allow list lives in the container's cgroup: with the cgroup stage off
         // (`--without cgroup`), the devices stage goes off with it and the plan says why,
         // unless it was asked for by name.
-        let cgroup_on = planned
-            .iter()
-            .any(|s| s.id == StageId::Cgroup && s.enabled);
+        let cgroup_on = planned.iter().any(|s| s.id == StageId::Cgroup && s.enabled);
         for s in planned.iter_mut() {
             if s.id == StageId::Devices && s.enabled && s.why == "default" && !cgroup_on {
                 s.enabled = false;

@@ -12,6 +12,8 @@
 //! Everywhere (trace or not):
 //! - the state directory, whichever it is: the tests' own, STAGEBOX_STATE (exported or not),
 //!   and the default one (the committed book was made there) -> `[STATE]`;
+//! - the calls that make a cgroup parent (mkdir, controllers, a v1 parent's cpuset) are left
+//!   out: whichever run finds it missing makes it;
 //! - the cgroup parent of a state directory other than the default one (`stagebox-<8 hex>`)
 //!   -> `stagebox`, the default's, so that a snapshot reads as a default install does;
 //! - the default rootfs, busybox or host tools: `STATE/rootfs/busybox` or `.../host` ->
@@ -77,9 +79,8 @@ const fn rule(fact: &'static str, before: Redact, after: Redact) -> FactRule {
 /// The stages before the mount stage (and the cgroup stage's report after the exit): the
 /// container still shares the host's mount table there, so a mount that comes or goes in it
 /// is another process's doing (a test running beside this one), not the stage's.
-pub const IN_THE_HOSTS_MOUNT_TABLE: &[&str] = &[
-    "cgroup", "devices", "uts", "ipc", "pid", "net", "cgroupns",
-];
+pub const IN_THE_HOSTS_MOUNT_TABLE: &[&str] =
+    &["cgroup", "devices", "uts", "ipc", "pid", "net", "cgroupns"];
 
 use Redact::*;
 
@@ -427,6 +428,14 @@ fn syscall(call: &str) -> Option<String> {
     }
     if call.starts_with("write(") && first_arg.ends_with("/cgroup.subtree_control") {
         return None;
+    }
+    // ... and on v1 the new parent gets the host's CPUs and memory nodes.
+    if call.starts_with("write(") {
+        if let Some((dir, file)) = first_arg.rsplit_once('/') {
+            if file.starts_with("cpuset.") && is_cgroup_parent(dir) {
+                return None;
+            }
+        }
     }
     // The pid moved into a cgroup.
     if call.starts_with("write(") && first_arg.ends_with("/cgroup.procs") {
