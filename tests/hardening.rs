@@ -26,6 +26,14 @@ fn with_fd9(dir: &Path, args: &[&str]) -> Output {
         .expect("run stagebox under sh")
 }
 
+/// The state-mode test opens the tests' state directory to 0755 for a moment, and any
+/// stagebox command closes it again: the tests of this file take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -42,6 +50,7 @@ fn fd_list(stdout: &str) -> String {
 
 #[test]
 fn a_descriptor_the_caller_had_open_does_not_reach_the_workload() {
+    let _g = serial();
     if !root_or_skip("fds") {
         return;
     }
@@ -108,6 +117,7 @@ fn a_descriptor_the_caller_had_open_does_not_reach_the_workload() {
 
 #[test]
 fn the_probe_still_runs_from_a_close_on_exec_descriptor() {
+    let _g = serial();
     if !root_or_skip("probe fd") {
         return;
     }
@@ -122,6 +132,7 @@ fn the_probe_still_runs_from_a_close_on_exec_descriptor() {
 
 #[test]
 fn preserve_fds_that_is_no_number_is_one_sentence_and_125() {
+    let _g = serial();
     for bad in ["abc", "-1", ""] {
         let out = stagebox(&["run", "--preserve-fds", bad, "--", "true"]);
         let err = text(&out.stderr);
@@ -137,6 +148,7 @@ fn preserve_fds_that_is_no_number_is_one_sentence_and_125() {
 /// them, to show that the file can be run then, and that the next command closes them.
 #[test]
 fn the_state_dir_keeps_other_host_users_away_from_setuid_files_in_layers() {
+    let _g = serial();
     if !root_or_skip("state mode") {
         return;
     }
@@ -221,6 +233,7 @@ fn the_state_dir_keeps_other_host_users_away_from_setuid_files_in_layers() {
 
 #[test]
 fn a_shared_state_dir_is_refused() {
+    let _g = serial();
     let shared = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
     let out = Command::new(bin())
@@ -275,6 +288,7 @@ fn volume_args(d: &RaceDirs) -> (String, String) {
 /// and the host directory stays empty.
 #[test]
 fn a_volume_target_through_a_symlink_to_a_host_dir_stays_in_the_container() {
+    let _g = serial();
     if !root_or_skip("volume symlink") {
         return;
     }
@@ -297,6 +311,7 @@ fn a_volume_target_through_a_symlink_to_a_host_dir_stays_in_the_container() {
 /// either mounts inside the container or refuses; the host directory gets nothing.
 #[test]
 fn the_volume_mount_point_race_never_reaches_the_host() {
+    let _g = serial();
     if !root_or_skip("volume race") {
         return;
     }
