@@ -7,53 +7,7 @@
 
 mod common;
 use common::*;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-
-/// The device that holds the host's /, from mountinfo: (major, minor), when it is a block
-/// device (not an overlay or tmpfs root, whose numbers are anonymous, major 0).
-fn root_block_device() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().nth(4) == Some("/"))?;
-    let (maj, min) = line.split_whitespace().nth(2)?.split_once(':')?;
-    let (maj, min): (u64, u64) = (maj.parse().ok()?, min.parse().ok()?);
-    Path::new(&format!("/sys/dev/block/{maj}:{min}"))
-        .exists()
-        .then_some((maj, min))
-}
-
-/// Whether this (test) process can open the block device maj:min read-only, through a node
-/// of its own in a temp dir. Nothing is read.
-fn host_opens(maj: u64, min: u64) -> bool {
-    let d = tempfile::tempdir().unwrap();
-    let node = d.path().join("b");
-    nix::sys::stat::mknod(
-        node.as_path(),
-        nix::sys::stat::SFlag::S_IFBLK,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-        nix::sys::stat::makedev(maj, min),
-    )
-    .unwrap();
-    std::fs::File::open(&node).is_ok()
-}
-
-fn openable_block_device() -> Option<(u64, u64)> {
-    let mut candidates: Vec<(u64, u64)> = root_block_device().into_iter().collect();
-    let mut others: Vec<(u64, u64)> = std::fs::read_dir("/sys/dev/block")
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            let (a, b) = n.split_once(':')?;
-            Some((a.parse().ok()?, b.parse().ok()?))
-        })
-        .collect();
-    others.sort();
-    candidates.extend(others);
-    candidates.into_iter().find(|(a, b)| host_opens(*a, *b))
-}
 
 #[test]
 fn a_node_made_inside_cannot_be_opened_and_device_adds_one_that_can() {
@@ -98,7 +52,7 @@ fn the_host_disk_can_be_named_but_not_opened() {
     }
     // The disk under /, or, where the host itself refuses to open that one (some sandboxes
     // do), another of its block devices that the host can open.
-    let Some((maj, min)) = openable_block_device() else {
+    let Some((maj, min)) = stagebox::inspect::compare::host_block_device() else {
         eprintln!("SKIP the host disk test: the host opens none of its block devices");
         return;
     };
@@ -217,25 +171,8 @@ fn the_bpf_device_program_allows_null_and_denies_kmem_in_a_cgroup2_directory() {
 }
 
 /// Starts a container that prints `ready` and waits; returns it and its workload's host pid.
-fn running(args: &[&str]) -> (std::process::Child, u32, String) {
-    let m = marker();
-    let mut all = vec!["run", "--rm", "--trace", "off"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&[
-        "--",
-        "/bin/sh",
-        "-c",
-        "echo ready; while :; do sleep 1; done",
-        &m,
-    ]);
-    let mut child = cmd(&all)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
+fn running() -> (std::process::Child, u32, String) {
+    let (child, _, m) = spawn_ready("echo ready; while :; do sleep 1; done");
     let children =
         std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
     let workload: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
@@ -258,7 +195,7 @@ fn the_container_is_in_its_own_cgroup_everywhere_with_the_rules_on_it() {
     }
     let parent = stagebox::state::dir::cgroup_parent(state_dir());
     let layout = stagebox::cgroup::Layout::detect().unwrap();
-    let (child, workload, m) = running(&[]);
+    let (child, workload, m) = running();
     let text = std::fs::read_to_string(format!("/proc/{workload}/cgroup")).unwrap();
     let lines = stagebox::cgroup::proc_cgroup_lines(&text);
     let result = std::panic::catch_unwind(|| {
@@ -302,7 +239,7 @@ fn the_cgroups_of_a_runtime_killed_by_sigkill_are_swept_by_the_next_run() {
         return;
     }
     let parent = stagebox::state::dir::cgroup_parent(state_dir());
-    let (mut child, workload, m) = running(&[]);
+    let (mut child, workload, m) = running();
     let text = std::fs::read_to_string(format!("/proc/{workload}/cgroup")).unwrap();
     let lines = stagebox::cgroup::proc_cgroup_lines(&text);
     let id = lines[0].1.rsplit('/').next().unwrap().to_string();

@@ -205,7 +205,7 @@ impl Drop for HostSetup {
 /// A block device of the host the runner itself can open (and so a container could, if
 /// nothing stopped it): the one holding / when it can, else the first one in /sys/dev/block
 /// that opens (on hosts that are themselves confined, a loop device). Opened, never read.
-fn host_block_device() -> Option<(u64, u64)> {
+pub fn host_block_device() -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let opens = |major: u64, minor: u64| -> bool {
         let dir = std::env::temp_dir().join(format!(".stagebox-dev-{}", std::process::id()));
