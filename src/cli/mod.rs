@@ -135,6 +135,17 @@ pub struct SecurityArgs {
     /// Pass this many descriptors above 2 (3 .. 3+N-1) to the workload; every other one is closed.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub preserve_fds: u32,
+    /// The user stage: auto (a range of 65536 host ids of its own, from the `stagebox` entry
+    /// of /etc/subuid) or host (no user namespace; Docker's default as root).
+    #[arg(long, value_name = "MODE")]
+    pub userns: Option<String>,
+    /// Map container uids to host uids: CONTAINER:HOST:SIZE (repeatable); switches the user
+    /// stage on.
+    #[arg(long, value_name = "CONTAINER:HOST:SIZE")]
+    pub uidmap: Vec<String>,
+    /// Map container gids to host gids: CONTAINER:HOST:SIZE (default: the same as --uidmap).
+    #[arg(long, value_name = "CONTAINER:HOST:SIZE")]
+    pub gidmap: Vec<String>,
 }
 
 impl SecurityArgs {
@@ -175,6 +186,13 @@ impl SecurityArgs {
             .iter()
             .map(|d| crate::confine::devices::parse_flag(d))
             .collect::<crate::Result<Vec<_>>>()?;
+        let userns = crate::runtime::config::UsernsRequest::parse(
+            self.userns.as_deref(),
+            &self.uidmap,
+            &self.gidmap,
+        )?;
+        toggles.user = userns.toggle();
+        toggles.rootless = !nix::unistd::geteuid().is_root();
         Ok((
             toggles,
             crate::runtime::config::Security {
@@ -182,6 +200,7 @@ impl SecurityArgs {
                 seccomp_profile,
                 devices,
                 preserve_fds: self.preserve_fds,
+                userns,
             },
         ))
     }

@@ -4,6 +4,8 @@
 //! - `sys`: the `Sys` trait, the real implementation, and how a call is described.
 //! - `recorder` (tests only): a `Sys` that records calls instead of making them.
 //! - `bpf`: bpf(2) by hand: load a program, attach it to a cgroup, query what is attached.
+//! - `idmap`: uid_map/gid_map lines, `--uidmap` flags, /etc/subuid ranges, and idmapped mounts
+//!   (open_tree, mount_setattr, move_mount).
 //! - `mountinfo`: the one /proc/PID/mountinfo parser.
 //! - `ns`: /proc/PID/ns links and their inodes.
 //! - `netif`: network interfaces (/proc/net/dev, SIOCGIFFLAGS, bringing lo up).
@@ -15,6 +17,7 @@
 //! May import: `error`, `units`. Nothing here knows about stages, containers or images.
 
 pub mod bpf;
+pub mod idmap;
 pub mod mountinfo;
 pub mod netif;
 pub mod ns;

@@ -18,6 +18,9 @@ pub use super::ns::NAMES as NS_NAMES;
 /// [`NS_NAMES`]), in the order the trace prints them. Lessons may only name these (a test
 /// checks them); a stage that reports facts of its own from the host side adds them here.
 pub const FACT_NAMES: &[&str] = &[
+    "uid_map",
+    "uid on the host",
+    "uid inside",
     "pid inside",
     "hostname",
     "interfaces",
@@ -49,11 +52,15 @@ pub struct InsideFacts {
     /// Interfaces with their up/down state.
     pub interfaces: Vec<(String, bool)>,
     pub sysv_objects: usize,
+    /// The effective uid as the process itself sees it (65534 when it is unmapped).
+    #[serde(default)]
+    pub uid: u32,
 }
 
 impl InsideFacts {
     pub fn read() -> Self {
         InsideFacts {
+            uid: nix::unistd::geteuid().as_raw(),
             hostname: nix::sys::utsname::uname()
                 .map(|u| u.nodename().to_string_lossy().into_owned())
                 .unwrap_or_default(),
@@ -91,6 +98,10 @@ pub struct Snapshot {
     pub pid_inside: String,
     /// Capability sets, no_new_privs and seccomp mode from /proc/PID/status.
     pub privileges: Option<super::status::Privileges>,
+    /// /proc/PID/uid_map, one line per mapping joined with ", " ("0 0 4294967295" on the host).
+    pub uid_map: String,
+    /// The effective uid in /proc/PID/status: the process's uid as the host sees it.
+    pub host_uid: String,
     pub inside: InsideFacts,
 }
 
@@ -167,7 +178,24 @@ impl Snapshot {
                     .and_then(|l| l.split_whitespace().last().map(str::to_string))
             })
             .unwrap_or_default();
+        let status = std::fs::read_to_string(format!("{base}/status")).unwrap_or_default();
+        let host_uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_default()
+            .to_string();
+        let uid_map = super::idmap::read(Some(pid), "uid_map")
+            .map(|m| {
+                m.iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
         Snapshot {
+            uid_map,
+            host_uid,
             privileges: super::status::Privileges::read(Some(pid)).ok(),
             pid_inside,
             ns,
@@ -228,6 +256,19 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Vec<Change> {
         let after = b.ns.get(*name).cloned().unwrap_or_default();
         change(&mut out, &format!("ns/{name}"), before, after);
     }
+    change(&mut out, "uid_map", a.uid_map.clone(), b.uid_map.clone());
+    change(
+        &mut out,
+        "uid on the host",
+        a.host_uid.clone(),
+        b.host_uid.clone(),
+    );
+    change(
+        &mut out,
+        "uid inside",
+        a.inside.uid.to_string(),
+        b.inside.uid.to_string(),
+    );
     if a.ns.get("pid") != b.ns.get("pid") {
         change(
             &mut out,
@@ -411,6 +452,8 @@ mod tests {
             }),
             root: "/x".into(),
             root_propagation: "private".into(),
+            uid_map: "0 100000 65536".into(),
+            host_uid: "100000".into(),
             pid_inside: "1".into(),
             proc_dev: Some(1),
             pids_visible: Some(1),
@@ -423,6 +466,7 @@ mod tests {
             hostname: "h".into(),
             interfaces: vec![("lo".into(), true)],
             sysv_objects: 1,
+            uid: 1,
         };
         b.mounts.push(MountLine {
             id: 1,

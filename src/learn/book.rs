@@ -808,7 +808,7 @@ mod tests {
     fn stages_reference_has_the_teaching_text() {
         let s = stages_chapter(&[], "");
         assert!(s.contains("## uts: a hostname of its own"), "{s}");
-        assert!(s.contains("| 3 | `uts` | on |"), "{s}");
+        assert!(s.contains("| 4 | `uts` | on |"), "{s}");
     }
 
     #[test]

@@ -8,9 +8,13 @@
 use crate::kernel::observe::InsideFacts;
 use crate::kernel::sys::SyscallRecord;
 use crate::stages::StageId;
-use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
 use serde::{Deserialize, Serialize};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToParent {
@@ -30,6 +34,13 @@ pub enum ToParent {
     Exec,
     /// The pid stage forked: this is the new container process, as a host pid.
     Handover { pid: i32 },
+    /// The first half of a stage whose runtime side acts in the middle (user: the maps) is
+    /// done; the container process waits for Continue, then does the second half.
+    Midway {
+        stage: StageId,
+        syscalls: Vec<SyscallRecord>,
+        notes: Vec<String>,
+    },
     /// A stage (or the exec) failed.
     Error {
         stage: String,
@@ -56,6 +67,8 @@ pub enum ChannelError {
 pub struct Channel {
     fd: OwnedFd,
     buf: Vec<u8>,
+    /// Descriptors that came with the last messages (SCM_RIGHTS), until taken.
+    fds: Vec<OwnedFd>,
 }
 
 pub fn pair() -> Result<(Channel, Channel), ChannelError> {
@@ -73,13 +86,29 @@ impl Channel {
         Channel {
             fd,
             buf: vec![0u8; 1 << 16],
+            fds: Vec::new(),
         }
     }
 
     pub fn send<T: Serialize>(&self, msg: &T) -> Result<(), ChannelError> {
+        self.send_with_fds(msg, &[])
+    }
+
+    /// Sends one message with descriptors attached (SCM_RIGHTS): the receiver gets its own
+    /// copies, which [`Channel::take_fds`] hands out.
+    pub fn send_with_fds<T: Serialize>(&self, msg: &T, fds: &[RawFd]) -> Result<(), ChannelError> {
         let bytes = serde_json::to_vec(msg)?;
+        let iov = [IoSlice::new(&bytes)];
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
         loop {
-            match send(self.fd.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL) {
+            match sendmsg::<()>(
+                self.fd.as_raw_fd(),
+                &iov,
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
                 Ok(_) => return Ok(()),
@@ -87,15 +116,41 @@ impl Channel {
         }
     }
 
+    /// The descriptors received so far, in order.
+    pub fn take_fds(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.fds)
+    }
+
     /// The next message, or None when the other end closed (for the runtime: the exec).
     pub fn recv<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, ChannelError> {
-        let n = loop {
-            match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::empty()) {
+        let mut cmsg_space = nix::cmsg_space!([RawFd; 8]);
+        let (n, received) = loop {
+            let mut iov = [IoSliceMut::new(&mut self.buf)];
+            match recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg_space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
-                Ok(n) => break n,
+                Ok(m) => {
+                    let mut got = Vec::new();
+                    if let Ok(cmsgs) = m.cmsgs() {
+                        for c in cmsgs {
+                            if let ControlMessageOwned::ScmRights(fds) = c {
+                                got.extend(fds);
+                            }
+                        }
+                    }
+                    break (m.bytes, got);
+                }
             }
         };
+        for fd in received {
+            // SAFETY: SCM_RIGHTS gave this process a new descriptor that nothing else owns.
+            self.fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
         if n == 0 {
             return Ok(None);
         }

@@ -153,15 +153,18 @@ fn run(
         let name = planned.id.name();
         let stage = stages::registry::get(planned.id)
             .ok_or_else(|| fail(name, "this stage is not available in this build"))?;
-        if planned.enabled && stage.waits_for_parent() {
+        let mut fds = Vec::new();
+        if planned.enabled && stage.waits_for_parent(spec) {
             ch.send(&ToParent::Reached { stage: planned.id })
                 .map_err(|e| fail(name, e))?;
             wait_continue(ch, name)?;
+            fds = ch.take_fds();
         }
         let mut sys = RealSys::new();
-        let (result, notes, fork_requested, new_root) = {
+        let (mut result, mut notes, fork_requested, new_root) = {
             let mut ctx = ChildCtx::new(&mut sys, spec);
             ctx.root = root.clone();
+            ctx.fds = fds;
             let r = if planned.enabled {
                 stage.apply(&mut ctx)
             } else {
@@ -174,6 +177,20 @@ fn run(
                 ctx.root.clone(),
             )
         };
+        if result.is_ok() && planned.enabled && stage.parent_acts_midway() {
+            // The runtime acts now (the user stage: it writes the maps), then the second half.
+            ch.send(&ToParent::Midway {
+                stage: planned.id,
+                syscalls: sys.take_log(),
+                notes: std::mem::take(&mut notes),
+            })
+            .map_err(|e| fail(name, e))?;
+            wait_continue(ch, name)?;
+            let mut ctx = ChildCtx::new(&mut sys, spec);
+            ctx.root = new_root.clone();
+            result = stage.apply_after_parent(&mut ctx);
+            notes = std::mem::take(&mut ctx.notes);
+        }
         let mut syscalls = sys.take_log();
         if let Err(e) = result {
             return Err(Failure {

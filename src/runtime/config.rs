@@ -51,6 +51,81 @@ pub struct Security {
     pub devices: Vec<crate::confine::devices::Device>,
     /// `--preserve-fds N`: descriptors 3 .. 3+N-1 reach the workload.
     pub preserve_fds: u32,
+    /// `--userns`, `--uidmap`, `--gidmap`.
+    pub userns: UsernsRequest,
+}
+
+/// What the user asked of the user stage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum UsernsRequest {
+    /// No flag: off as root (Docker's default), on as an ordinary user.
+    #[default]
+    Default,
+    /// `--userns=host`: no user namespace.
+    Host,
+    /// `--userns=auto`: a free range of the `stagebox` entry (as root), the user's own ids
+    /// and subordinate range (rootless).
+    Auto,
+    /// `--uidmap`/`--gidmap`.
+    Maps {
+        uid: Vec<crate::kernel::idmap::IdMap>,
+        gid: Vec<crate::kernel::idmap::IdMap>,
+    },
+}
+
+impl UsernsRequest {
+    /// Parses the three flags; a mistake is one sentence.
+    pub fn parse(
+        userns: Option<&str>,
+        uidmap: &[String],
+        gidmap: &[String],
+    ) -> crate::Result<UsernsRequest> {
+        use crate::kernel::idmap;
+        let parse_all = |v: &[String], flag: &str| {
+            v.iter()
+                .map(|m| idmap::parse_flag(m, flag))
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(crate::Error::Usage)
+        };
+        let uid = parse_all(uidmap, "--uidmap")?;
+        let gid = parse_all(gidmap, "--gidmap")?;
+        let mode = match userns {
+            None | Some("") => None,
+            Some("host") => Some(UsernsRequest::Host),
+            Some("auto") => Some(UsernsRequest::Auto),
+            Some(other) => {
+                return Err(crate::Error::usage(format!(
+                    "unknown --userns {other:?}; use auto (a range of host ids of the container's own) or host (no user namespace)"
+                )))
+            }
+        };
+        if uid.is_empty() && gid.is_empty() {
+            return Ok(mode.unwrap_or_default());
+        }
+        if mode.is_some() {
+            return Err(crate::Error::usage(
+                "--userns cannot be combined with --uidmap/--gidmap; the maps already say what the user namespace is, so drop --userns",
+            ));
+        }
+        // podman's rule: one of the two maps given means the same map for both.
+        let (uid, gid) = match (uid.is_empty(), gid.is_empty()) {
+            (false, true) => (uid.clone(), uid),
+            (true, false) => (gid.clone(), gid),
+            _ => (uid, gid),
+        };
+        idmap::check(&uid, "uid").map_err(|e| crate::Error::usage(format!("{e} (--uidmap)")))?;
+        idmap::check(&gid, "gid").map_err(|e| crate::Error::usage(format!("{e} (--gidmap)")))?;
+        Ok(UsernsRequest::Maps { uid, gid })
+    }
+
+    /// What the request says of the user stage: on, off, or nothing (the default).
+    pub fn toggle(&self) -> Option<bool> {
+        match self {
+            UsernsRequest::Default => None,
+            UsernsRequest::Host => Some(false),
+            UsernsRequest::Auto | UsernsRequest::Maps { .. } => Some(true),
+        }
+    }
 }
 
 impl Default for Security {
@@ -60,6 +135,7 @@ impl Default for Security {
             seccomp_profile: None,
             devices: Vec::new(),
             preserve_fds: 0,
+            userns: UsernsRequest::Default,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::stages::StageId;
 use crate::trace;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 
 /// What the trace compares the first stage with: the runtime's own view, before the fork.
@@ -59,6 +60,7 @@ pub fn follow_stages(
     // Where the workload's future root is, as seen from the container process right now.
     let mut view = PathBuf::from("/");
     let mut pending_notes: Vec<String> = Vec::new();
+    let mut acted_midway = std::collections::HashSet::new();
     while let Some(msg) = ch.recv::<ToParent>().map_err(chan_err)? {
         match msg {
             ToParent::Handover { pid } => {
@@ -92,6 +94,29 @@ pub fn follow_stages(
             ToParent::Reached { stage } => {
                 host.header(stage);
                 host.hook(stage, |s, ctx| s.parent_before(ctx, current))?;
+                let fds = std::mem::take(&mut host.pending_fds);
+                let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
+                ch.send_with_fds(&ToChild::Continue, &raw)
+                    .map_err(chan_err)?;
+                // The container process has its own copies now.
+                drop(fds);
+            }
+            ToParent::Midway {
+                stage,
+                syscalls,
+                notes,
+            } => {
+                if tracing {
+                    host.header(stage);
+                    for rec in &syscalls {
+                        trace::syscall(stage.name(), rec);
+                    }
+                    for n in &notes {
+                        trace::note(stage.name(), n);
+                    }
+                }
+                host.hook(stage, |s, ctx| s.parent_after(ctx, current))?;
+                acted_midway.insert(stage);
                 ch.send(&ToChild::Continue).map_err(chan_err)?;
             }
             ToParent::Done {
@@ -115,7 +140,7 @@ pub fn follow_stages(
                         trace::note(name, &n);
                     }
                 }
-                if enabled {
+                if enabled && !acted_midway.contains(&stage) {
                     host.hook(stage, |s, ctx| s.parent_after(ctx, current))?;
                 }
                 if tracing {

@@ -137,10 +137,14 @@ pub struct HostState<'a> {
     /// Stages whose header line is printed already.
     pub headed: HashSet<StageId>,
     pub tracing: bool,
+    /// The user namespace the run asks for (from `Prepared`).
+    userns: Option<crate::stages::UserNs>,
+    /// Descriptors a hook handed over for the container process (sent with the go-ahead).
+    pub pending_fds: Vec<std::os::fd::OwnedFd>,
 }
 
 impl<'a> HostState<'a> {
-    pub fn new(cfg: &'a RunConfig, id: &'a str) -> Self {
+    pub fn new(cfg: &'a RunConfig, id: &'a str, userns: Option<crate::stages::UserNs>) -> Self {
         HostState {
             cfg,
             id,
@@ -149,6 +153,8 @@ impl<'a> HostState<'a> {
             data: HashMap::new(),
             headed: HashSet::new(),
             tracing: cfg.trace != TraceMode::Off,
+            userns,
+            pending_fds: Vec::new(),
         }
     }
 
@@ -182,9 +188,12 @@ impl<'a> HostState<'a> {
             records: Vec::new(),
             notes: Vec::new(),
             facts: Vec::new(),
+            userns: self.userns.as_ref(),
+            fds: Vec::new(),
         };
         let r = f(stage, &mut ctx);
         let (records, notes, facts) = (ctx.records, ctx.notes, ctx.facts);
+        self.pending_fds.extend(ctx.fds);
         if self.tracing {
             if !records.is_empty() || !notes.is_empty() || !facts.is_empty() {
                 self.header(id);

@@ -40,7 +40,7 @@ use wait::Reaper;
 pub fn run(cfg: &RunConfig) -> Result<i32> {
     let id = new_id();
     let mut prepared = prepare::prepare(cfg, &id)?;
-    let mut host = HostState::new(cfg, &id);
+    let mut host = HostState::new(cfg, &id, prepared.spec.userns.clone());
     // From here on the host changes; every change is on the undo list, and what should
     // outlive the run is kept by flipping this flag once the workload has started.
     let started = Rc::new(Cell::new(false));

@@ -103,6 +103,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
             crate::stages::rootfs::check_overlay_path(r).map_err(Error::Usage)?;
         }
     }
+    let userns = userns(cfg, rootfs.as_deref())?;
     Ok(Prepared {
         spec: ChildSpec {
             hostname,
@@ -116,6 +117,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                 user_switch: exec.user.is_some(),
                 ..confinement(cfg)?
             },
+            userns,
         },
         exec,
         _exe: exe,
@@ -156,13 +158,140 @@ fn confinement(cfg: &RunConfig) -> Result<crate::confine::Confinement> {
     Ok(c)
 }
 
+/// An executable named `name` in PATH (newuidmap, newgidmap).
+fn in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The user stage's maps and how they get written, decided before the host changes: a bad
+/// or forbidden map is one sentence here.
+fn userns(
+    cfg: &RunConfig,
+    rootfs: Option<&std::path::Path>,
+) -> Result<Option<crate::stages::UserNs>> {
+    use super::config::UsernsRequest;
+    use crate::kernel::idmap::{self, IdMap};
+    use crate::stages::{MapWriter, UserNs};
+    if !cfg.plan.is_on(StageId::User) {
+        return Ok(None);
+    }
+    let euid = nix::unistd::geteuid();
+    if euid.is_root() {
+        // Root may map anything, and may idmap mounts: the state directory (layers, the
+        // writable layer, volumes) and a --rootfs outside it.
+        let mut idmapped = Vec::new();
+        if let Some(r) = rootfs {
+            if !(cfg.plan.is_on(StageId::Pivot)
+                && cfg.plan.root_switch == crate::stages::RootSwitch::Pivot)
+            {
+                return Err(Error::usage(
+                    "with the user stage, the rootfs stage shows stagebox's state directory to the container's root through an idmapped mount, and only pivot_root takes that view away again; switch the pivot stage on with --root-switch pivot, or drop the user stage",
+                ));
+            }
+            idmapped.push(cfg.state_dir.clone());
+            if !r.starts_with(&cfg.state_dir) {
+                idmapped.push(r.to_path_buf());
+            }
+        }
+        let (auto, uid_map, gid_map) = match &cfg.security.userns {
+            UsernsRequest::Maps { uid, gid } => (false, uid.clone(), gid.clone()),
+            _ => (true, Vec::new(), Vec::new()),
+        };
+        return Ok(Some(UserNs {
+            auto,
+            uid_map,
+            gid_map,
+            writer: MapWriter::Root,
+            idmapped,
+        }));
+    }
+    let uid = euid.as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    let name = nix::unistd::User::from_uid(euid)
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let (subuid, subgid) = (read("/etc/subuid"), read("/etc/subgid"));
+    let sub_u = idmap::ranges_of(&subuid, name.as_deref(), uid);
+    let sub_g = idmap::ranges_of(&subgid, name.as_deref(), uid);
+    let helpers = match (in_path("newuidmap"), in_path("newgidmap")) {
+        (Some(u), Some(g)) => Some(MapWriter::Helpers {
+            newuidmap: u,
+            newgidmap: g,
+        }),
+        _ => None,
+    };
+    let own = |id: u32| {
+        vec![IdMap {
+            inside: 0,
+            outside: id,
+            count: 1,
+        }]
+    };
+    let (uid_map, gid_map, writer) = match &cfg.security.userns {
+        UsernsRequest::Maps { uid: um, gid: gm } => {
+            for (map, own_id, ranges, file, flag) in [
+                (um, uid, &sub_u, "/etc/subuid", "--uidmap"),
+                (gm, gid, &sub_g, "/etc/subgid", "--gidmap"),
+            ] {
+                if !idmap::within(map, own_id, ranges) {
+                    return Err(Error::usage(format!(
+                        "{flag} maps host ids outside your own id {own_id} and your ranges in {file}{}; as an ordinary user you may map only those (root may map any)",
+                        if ranges.is_empty() { " (you have none)".to_string() } else {
+                            format!(" ({})", ranges.iter().map(|r| format!("{}..{}", r.start, r.start as u64 + r.count as u64 - 1)).collect::<Vec<_>>().join(", "))
+                        }
+                    )));
+                }
+            }
+            let single = *um == own(uid) && *gm == own(gid);
+            let writer = if single {
+                MapWriter::Unprivileged
+            } else {
+                helpers.clone().ok_or_else(|| {
+                    Error::usage(
+                        "these maps need newuidmap and newgidmap (Debian's uidmap package), which are not installed; install them, or map only your own id with --uidmap 0:UID:1",
+                    )
+                })?
+            };
+            (um.clone(), gm.clone(), writer)
+        }
+        _ => match (&helpers, sub_u.first(), sub_g.first()) {
+            // podman's rootless map: your own id is root, your subordinate range follows.
+            (Some(h), Some(ru), Some(rg)) => {
+                let wide = |id: u32, r: &idmap::SubIdRange| {
+                    vec![
+                        IdMap {
+                            inside: 0,
+                            outside: id,
+                            count: 1,
+                        },
+                        IdMap {
+                            inside: 1,
+                            outside: r.start,
+                            count: r.count.min(65536),
+                        },
+                    ]
+                };
+                (wide(uid, ru), wide(gid, rg), h.clone())
+            }
+            _ => (own(uid), own(gid), MapWriter::Unprivileged),
+        },
+    };
+    Ok(Some(UserNs {
+        auto: false,
+        uid_map,
+        gid_map,
+        writer,
+        idmapped: Vec::new(),
+    }))
+}
+
 /// Flags that cannot work with the plan, or with each other.
 fn check_flags(cfg: &RunConfig) -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err(Error::NotRoot {
-            what: "namespaces and mounts need CAP_SYS_ADMIN until the user stage exists".into(),
-        });
-    }
     let plan = &cfg.plan;
     if !plan.is_on(StageId::Cgroup) && !cfg.limits.is_empty() {
         return Err(Error::usage(

@@ -193,7 +193,7 @@ impl Stage for Cgroup {
         }
     }
 
-    fn waits_for_parent(&self) -> bool {
+    fn waits_for_parent(&self, _spec: &crate::stages::ChildSpec) -> bool {
         true
     }
 

@@ -7,8 +7,7 @@
 //!
 //! Order (see ARCHITECTURE.md): user, cgroup, devices, uts, ipc, pid, net, cgroupns, mount,
 //! rootfs, volumes, proc, pivot, then the confinement stages in the order runc's init uses:
-//! paths, nnp, caps, seccomp (last, right before execve). The user and volumes stages are named here so plans and messages can talk
-//! about them; they arrive with their own issues.
+//! paths, nnp, caps, seccomp (last, right before execve).
 //!
 //! This file holds what every stage shares: [`StageId`], [`RootSwitch`], [`ExitKind`], the
 //! contexts ([`ChildCtx`] in the container process, [`HostCtx`] in the runtime), the
@@ -40,6 +39,7 @@ pub mod proc;
 pub mod registry;
 pub mod rootfs;
 pub mod seccomp;
+pub mod user;
 pub mod uts;
 pub mod volumes;
 
@@ -253,6 +253,9 @@ pub struct ChildSpec {
     /// What the confinement stages enforce (capabilities, paths, devices, seccomp).
     #[serde(default)]
     pub confine: crate::confine::Confinement,
+    /// The user namespace's maps and how they are written (None: the user stage is off).
+    #[serde(default)]
+    pub userns: Option<UserNs>,
 }
 
 impl ChildSpec {
@@ -268,6 +271,7 @@ impl ChildSpec {
             volumes: vec![],
             read_only: false,
             confine: crate::confine::Confinement::docker_default(),
+            userns: None,
         }
     }
 
@@ -280,6 +284,36 @@ impl ChildSpec {
             ..ChildSpec::for_test(RootSwitch::Pivot)
         }
     }
+}
+
+/// How the user stage's maps get written.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MapWriter {
+    /// The runtime is root: it writes any map into /proc/PID/uid_map itself.
+    Root,
+    /// The runtime is an ordinary user mapping only its own ids: `deny` into
+    /// /proc/PID/setgroups first, as the kernel requires.
+    Unprivileged,
+    /// The runtime is an ordinary user with subordinate ranges: the setuid helpers write.
+    Helpers {
+        newuidmap: PathBuf,
+        newgidmap: PathBuf,
+    },
+}
+
+/// What the user stage maps, decided before anything changes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserNs {
+    /// `--userns=auto`: the maps come from a slice of the `stagebox` range, taken in the
+    /// stage's `prepare` (the maps below are then empty).
+    pub auto: bool,
+    pub uid_map: Vec<crate::kernel::idmap::IdMap>,
+    pub gid_map: Vec<crate::kernel::idmap::IdMap>,
+    pub writer: MapWriter,
+    /// Paths (the state directory, a `--rootfs` outside it) the rootfs stage covers with
+    /// copies idmapped to this namespace, so that files host root owns are root's inside.
+    /// Empty when the runtime is not root (it may not idmap; the user's files are mapped).
+    pub idmapped: Vec<PathBuf>,
 }
 
 /// The directories of an overlay mount.
@@ -328,6 +362,9 @@ pub struct ChildCtx<'a> {
     pub fork_requested: bool,
     /// Lines for the trace: what the stage noticed or decided (a fallback and its reason).
     pub notes: Vec<String>,
+    /// Descriptors the runtime sent with its go-ahead before this stage (the rootfs stage's
+    /// idmapped mounts).
+    pub fds: Vec<std::os::fd::OwnedFd>,
 }
 
 impl<'a> ChildCtx<'a> {
@@ -339,6 +376,7 @@ impl<'a> ChildCtx<'a> {
             verify: true,
             fork_requested: false,
             notes: Vec::new(),
+            fds: Vec::new(),
         }
     }
     pub fn note(&mut self, s: impl Into<String>) {
@@ -409,6 +447,10 @@ pub struct HostCtx<'a> {
     pub notes: Vec<String>,
     /// Facts only the host side can tell (a limit file and the value the kernel shows).
     pub facts: Vec<crate::kernel::observe::Change>,
+    /// The user namespace the run asks for (None: the user stage is off).
+    pub userns: Option<&'a UserNs>,
+    /// Descriptors `parent_before` hands to the container process with its go-ahead.
+    pub fds: Vec<std::os::fd::OwnedFd>,
 }
 
 impl HostCtx<'_> {
@@ -433,7 +475,7 @@ pub trait Stage: Sync {
     }
     /// True when the container process must stop before `apply` and wait for
     /// `parent_before` (the cgroup stage: the runtime moves it in while it waits).
-    fn waits_for_parent(&self) -> bool {
+    fn waits_for_parent(&self, _spec: &ChildSpec) -> bool {
         false
     }
     /// In the runtime, while the container process waits just before this stage's `apply`.
@@ -445,7 +487,8 @@ pub trait Stage: Sync {
         Ok(())
     }
     /// In the runtime, after this stage's `apply`, while the container process waits (the
-    /// user stage: write uid_map from outside).
+    /// user stage: write uid_map from outside). For a stage whose [`Stage::parent_acts_midway`]
+    /// is true, it runs between `apply` and `apply_after_parent`.
     fn parent_after(
         &self,
         _ctx: &mut HostCtx<'_>,
@@ -466,6 +509,16 @@ pub trait Stage: Sync {
 
     /// Does the stage's syscalls in the container process and checks their effect.
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError>;
+    /// True when the stage's work in the container process has two halves with the runtime's
+    /// `parent_after` between them (the user stage: unshare, then the maps are written from
+    /// outside, then setresuid(0) inside).
+    fn parent_acts_midway(&self) -> bool {
+        false
+    }
+    /// The second half, after `parent_after` (only when `parent_acts_midway`).
+    fn apply_after_parent(&self, _ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
+        Ok(())
+    }
     /// Runs when the stage is switched off. Most stages then do nothing at all; the ones
     /// whose absence needs a stand-in (proc: the host's /proc) do it here and say so.
     fn when_off(&self, _ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {

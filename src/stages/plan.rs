@@ -30,6 +30,11 @@ pub struct ConfineToggles {
     pub no_new_privileges: bool,
     /// `--security-opt seccomp=unconfined`: the seccomp stage off.
     pub seccomp_unconfined: bool,
+    /// `--userns`/`--uidmap`: the user stage on (`Some(true)`) or off (`--userns=host`).
+    pub user: Option<bool>,
+    /// The runtime is not root: every namespace needs the user namespace first, so the user
+    /// stage is on (and refusing it is an error).
+    pub rootless: bool,
 }
 
 /// The stages `--privileged` switches off, as Docker's flag does.
@@ -39,6 +44,8 @@ pub const PRIVILEGED_OFF: [StageId; 4] = [
     StageId::Caps,
     StageId::Seccomp,
 ];
+
+const ROOTLESS_NEEDS_USER: &str = "without root, the kernel lets a process make namespaces only inside a user namespace of its own; keep the user stage on (drop --userns=host or --without user), or run as root";
 
 /// One stage of the resolved pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -111,7 +118,22 @@ impl Plan {
                 _ if toggles.confine.seccomp_unconfined && info.id == StageId::Seccomp => {
                     (false, "seccomp=unconfined".to_string())
                 }
+                _ if info.id == StageId::User && toggles.confine.user == Some(false) => {
+                    if toggles.confine.rootless {
+                        return Err(Error::Plan(ROOTLESS_NEEDS_USER.into()));
+                    }
+                    (false, "--userns=host".to_string())
+                }
+                _ if info.id == StageId::User && toggles.confine.user == Some(true) => {
+                    (true, "--userns".to_string())
+                }
                 Some(set) if set.contains(&info.id) => (true, "--only".to_string()),
+                _ if info.id == StageId::User && toggles.confine.rootless => {
+                    if without.contains(&StageId::User) {
+                        return Err(Error::Plan(ROOTLESS_NEEDS_USER.into()));
+                    }
+                    (true, "not root: every namespace needs one".to_string())
+                }
                 Some(_) => (false, "not in --only".to_string()),
                 None if without.contains(&info.id) => (false, "--without".to_string()),
                 None if info.id == StageId::Nnp && toggles.confine.no_new_privileges => {
@@ -178,6 +200,21 @@ impl Plan {
                         s.id.name(),
                         needed.name(),
                         reason
+                    )));
+                }
+            }
+        }
+        if self.is_on(StageId::User) {
+            // Inside a user namespace the kernel mounts proc only for a PID namespace that
+            // namespace owns, and sysfs only for a network namespace it owns.
+            for (needed, why) in [
+                (StageId::Pid, "inside a user namespace the kernel mounts /proc only for a PID namespace the user namespace owns (Docker refuses --pid=host with user namespaces for the same reason)"),
+                (StageId::Net, "inside a user namespace the kernel mounts /sys only for a network namespace the user namespace owns (Docker refuses --network=host with user namespaces for the same reason)"),
+            ] {
+                if self.is_on(StageId::Proc) && !self.is_on(needed) {
+                    return Err(Error::Plan(format!(
+                        "the proc stage needs the {} stage when the user stage is on: {why}",
+                        needed.name()
                     )));
                 }
             }
@@ -272,9 +309,49 @@ mod tests {
             no_new_privileges: true,
             seccomp_unconfined: true,
             privileged: false,
+            ..Default::default()
         };
         let p = Plan::resolve(&tg, RootSwitch::Pivot).unwrap();
         assert!(p.is_on(StageId::Nnp) && !p.is_on(StageId::Seccomp) && p.is_on(StageId::Caps));
+    }
+
+    #[test]
+    fn the_user_stage_follows_userns_and_refuses_what_cannot_work() {
+        let mut tg = t(None, "");
+        assert!(!Plan::resolve(&tg, RootSwitch::Pivot)
+            .unwrap()
+            .is_on(StageId::User));
+        tg.confine.user = Some(true);
+        let p = Plan::resolve(&tg, RootSwitch::Pivot).unwrap();
+        assert!(p.is_on(StageId::User) && p.is_on(StageId::Pid));
+        let mut no_net = t(None, "net");
+        no_net.confine.user = Some(true);
+        let e = Plan::resolve(&no_net, RootSwitch::Pivot)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("needs the net stage") && e.contains("/sys"),
+            "{e}"
+        );
+        let mut no_pid = t(None, "pid");
+        no_pid.confine.user = Some(true);
+        let e = Plan::resolve(&no_pid, RootSwitch::Pivot)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs the pid stage"), "{e}");
+        // Rootless: on without asking, even with --only; refusing it is an error.
+        let mut rl = t(Some("uts"), "");
+        rl.confine.rootless = true;
+        let p = Plan::resolve(&rl, RootSwitch::Pivot).unwrap();
+        assert!(p.is_on(StageId::User) && p.is_on(StageId::Uts));
+        rl.confine.user = Some(false);
+        let e = Plan::resolve(&rl, RootSwitch::Pivot)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without root"), "{e}");
+        let mut rl = t(None, "user");
+        rl.confine.rootless = true;
+        assert!(Plan::resolve(&rl, RootSwitch::Pivot).is_err());
     }
 
     #[test]

@@ -5,11 +5,12 @@
 
 use super::{
     caps, cgroup, cgroupns, devices, ipc, mount, net, nnp, paths, pid, pivot, proc, rootfs,
-    seccomp, uts, volumes,
+    seccomp, user, uts, volumes,
 };
 use super::{Stage, StageId};
 
-static REGISTRY: [&dyn Stage; 16] = [
+static REGISTRY: [&dyn Stage; 17] = [
+    &user::User,
     &cgroup::Cgroup,
     &devices::Devices,
     &uts::Uts,

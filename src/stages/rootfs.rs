@@ -24,12 +24,33 @@
 //! (`stagebox diff ID` lists it as A/C/D). Without a writable layer (`--rootfs` with no
 //! container state) the stage falls back to bind-mounting the directory onto itself.
 //!
+//! **In a user namespace** the container's root is, say, host uid 100000, while the image's
+//! files belong to host uid 0: inside they would all show as 65534 (nobody), and the
+//! container's root could not even walk into the state directory (0700, host root's). So the
+//! runtime (root on the host) makes an *idmapped* copy of the state directory,
+//!
+//! ```text
+//! fd = open_tree(STATE, OPEN_TREE_CLONE)                     # a detached bind mount
+//! mount_setattr(fd, "", AT_EMPTY_PATH, {MOUNT_ATTR_IDMAP, userns=/proc/PID/ns/user})
+//! ```
+//!
+//! and hands the descriptor over; this stage attaches it over STATE in the container's own
+//! mount namespace with `move_mount(fd, "", AT_FDCWD, STATE, MOVE_MOUNT_F_EMPTY_PATH)`.
+//! Through it, a file of host uid 0 shows as uid 0, and a file the container's root writes
+//! is stored as host uid 0 again, so a `commit` of the layer needs no translating. Only
+//! pivot_root takes that view away again, which is why the plan refuses the user stage
+//! with a chroot switch as root. The overlay gets the `userxattr` option: without
+//! CAP_SYS_ADMIN on the host it keeps opaque directories in `user.overlay.opaque`, since a
+//! namespace's root may not write `trusted.*` xattrs. (Rootless, the layers are the user's
+//! own files, which the namespace maps to root already.)
+//!
 //! Why here in the order: after the mount namespace (or this mount would land in the host's
 //! table), before volumes and proc, which mount things *inside* this tree, and before pivot,
 //! which makes it the root.
 
-use super::{ChildCtx, Stage, StageError, StageId, StageInfo};
+use super::{ChildCtx, ChildSpec, HostCtx, Stage, StageError, StageId, StageInfo};
 use nix::mount::MsFlags;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
 pub struct Rootfs;
@@ -109,14 +130,123 @@ pub fn overlay_data_within(
     }
 }
 
+/// The paths the runtime covers with idmapped copies for this run (empty without a user
+/// namespace, or rootless).
+fn idmapped(spec: &ChildSpec) -> &[std::path::PathBuf] {
+    spec.userns
+        .as_ref()
+        .map(|u| u.idmapped.as_slice())
+        .unwrap_or(&[])
+}
+
+/// Attaches the idmapped copies the runtime sent, each over the path it was made from.
+fn attach_idmapped(ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
+    let paths = idmapped(ctx.spec).to_vec();
+    let fds = std::mem::take(&mut ctx.fds);
+    if fds.len() != paths.len() {
+        return Err(StageError::msg(format!(
+            "the runtime sent {} idmapped mounts for {} paths",
+            fds.len(),
+            paths.len()
+        )));
+    }
+    for (fd, path) in fds.iter().zip(&paths) {
+        let call = format!(
+            "move_mount(<idmapped copy of {}>, \"\", AT_FDCWD, {path:?}, MOVE_MOUNT_F_EMPTY_PATH)",
+            path.display()
+        );
+        ctx.sys
+            .raw(call.clone(), &mut || {
+                crate::kernel::idmap::attach(fd, path).map(|_| 0)
+            })
+            .map_err(|e| StageError::sys(&call, e))?;
+        if ctx.verify {
+            let md = std::fs::metadata(path)
+                .map_err(|e| StageError::msg(format!("cannot stat {}: {e}", path.display())))?;
+            if md.uid() != 0 {
+                return Err(StageError::no_effect(format!(
+                    "{} shows as owned by uid {} inside, not 0, after the idmapped mount",
+                    path.display(),
+                    md.uid()
+                )));
+            }
+        }
+    }
+    if !paths.is_empty() {
+        ctx.note(format!(
+            "idmapped mount over {}: host uid 0's files show as uid 0 here, and what this root writes is stored as host uid 0",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ));
+    }
+    Ok(())
+}
+
 impl Stage for Rootfs {
     fn info(&self) -> &'static StageInfo {
         &INFO
     }
 
+    /// With a user namespace and a root runtime: the runtime makes the idmapped copies while
+    /// the container process waits.
+    fn waits_for_parent(&self, spec: &ChildSpec) -> bool {
+        !idmapped(spec).is_empty()
+    }
+
+    fn parent_before(&self, ctx: &mut HostCtx<'_>, pid: nix::unistd::Pid) -> crate::Result<()> {
+        let Some(u) = ctx.userns else {
+            return Ok(());
+        };
+        let paths = u.idmapped.clone();
+        let ns_path = format!("/proc/{pid}/ns/user");
+        let userns: std::os::fd::OwnedFd = std::fs::File::open(&ns_path)
+            .map_err(|e| crate::Error::io(format!("open {ns_path}"), e))?
+            .into();
+        let err = |message: String| crate::Error::Stage {
+            stage: "rootfs".into(),
+            message,
+        };
+        for path in paths {
+            let tree = crate::kernel::idmap::clone_tree(&path);
+            ctx.record(
+                format!("open_tree({path:?}, OPEN_TREE_CLONE)"),
+                match &tree {
+                    Ok(_) => "a detached copy of the mount".to_string(),
+                    Err(e) => format!("error: {e}"),
+                },
+            );
+            let tree =
+                tree.map_err(|e| err(format!("open_tree({}) failed: {e}", path.display())))?;
+            let r = crate::kernel::idmap::set_idmap(&tree, &userns);
+            ctx.record(
+                format!("mount_setattr(<copy>, \"\", AT_EMPTY_PATH, {{MOUNT_ATTR_IDMAP, userns={ns_path}}})"),
+                match &r {
+                    Ok(()) => "0".to_string(),
+                    Err(e) => format!("error: {e}"),
+                },
+            );
+            r.map_err(|e| {
+                err(format!(
+                    "the kernel cannot idmap a mount of {} ({e}); it needs Linux 5.12 and a filesystem that supports idmapped mounts (ext4, xfs, btrfs, tmpfs from 6.3); run without --userns or move the state directory to such a filesystem",
+                    path.display()
+                ))
+            })?;
+            ctx.fds.push(tree);
+        }
+        Ok(())
+    }
+
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
+        attach_idmapped(ctx)?;
         if let Some(ov) = ctx.spec.overlay.clone() {
-            let (chdir, data) = overlay_data_within(&ov, MOUNT_DATA_MAX);
+            let (chdir, mut data) = overlay_data_within(&ov, MOUNT_DATA_MAX);
+            if ctx.spec.userns.is_some() {
+                data.push_str(",userxattr");
+                ctx.note("in a user namespace overlayfs keeps its xattrs in user.overlay.* (the userxattr option): the namespace's root may not write trusted.* ones");
+            }
             if data.len() > MOUNT_DATA_MAX {
                 return Err(StageError::msg(format!(
                     "the overlay options are {} bytes, more than the one page ({MOUNT_DATA_MAX}) the kernel takes; use an image with fewer layers",
@@ -222,6 +352,7 @@ mod tests {
             volumes: vec![],
             read_only: false,
             confine: Default::default(),
+            userns: None,
         };
         let mut rec = Recorder::new();
         let mut ctx = ChildCtx::new(&mut rec, &spec);

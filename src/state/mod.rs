@@ -4,6 +4,8 @@
 //! Layout under the state root (`STAGEBOX_STATE`, else /var/lib/stagebox as root):
 //! `containers/ID/` (config.json, upper/, work/, merged/), `volumes/NAME/`, `images/`
 //! (owned by `image/`), `rootfs/` (owned by `rootfs/`).
+//! Outside it: `subids` owns the `stagebox` entry of /etc/subuid and /etc/subgid and the leases
+//! of its slices in /run/stagebox/userns (the ids belong to the host, not to one state dir).
 //!
 //! May import: `error`, `units`, `kernel`. Must not import anything that runs a container.
 
@@ -11,4 +13,5 @@ pub mod atomic;
 pub mod container;
 pub mod dir;
 pub mod ids;
+pub mod subids;
 pub mod volume;
