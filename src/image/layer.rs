@@ -207,8 +207,15 @@ fn mknod(path: &Path, kind: nix::sys::stat::SFlag, mode: u32, dev: u64) -> Resul
     .map_err(|e| Error::sys(format!("mknod {}", path.display()), e))
 }
 
+/// Marks a directory opaque for both kinds of overlay mount: `trusted.overlay.opaque` for the
+/// host's (only root may write it), `user.overlay.opaque` for one made inside a user
+/// namespace (`userxattr`), so the same layer works with and without the user stage.
 pub fn set_opaque(dir: &Path) -> Result<()> {
-    xattr_set(dir, "trusted.overlay.opaque", b"y")
+    let [trusted, user] = crate::rootfs::whiteout::OPAQUE_XATTRS;
+    if nix::unistd::geteuid().is_root() {
+        xattr_set(dir, trusted, b"y")?;
+    }
+    xattr_set(dir, user, b"y")
 }
 
 fn xattr_set(path: &Path, name: &str, value: &[u8]) -> Result<()> {

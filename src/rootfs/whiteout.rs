@@ -2,7 +2,9 @@
 //! Documentation/filesystems/overlayfs.rst). A deleted file is a *whiteout*: a character
 //! device with device number 0/0 in the upper layer. A directory that replaces a lower one
 //! whole is *opaque*: the upper directory has the xattr `trusted.overlay.opaque=y`, and
-//! nothing of the lower directory shows through. OCI image layers write the same facts as
+//! nothing of the lower directory shows through. An overlay mounted inside a user namespace
+//! (with the `userxattr` option) writes and reads `user.overlay.opaque=y` instead, because
+//! only the host's root may write `trusted.*` xattrs; stagebox reads both and writes both. OCI image layers write the same facts as
 //! `.wh.NAME` and `.wh..wh..opq` files; `image/layer.rs` converts between the two.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -15,8 +17,14 @@ pub fn is_whiteout(md: &std::fs::Metadata) -> bool {
 
 /// Is this directory opaque (it hides everything the lower layers have under it)?
 pub fn is_opaque(dir: &Path) -> bool {
-    xattr_get(dir, "trusted.overlay.opaque").as_deref() == Some(b"y".as_slice())
+    OPAQUE_XATTRS
+        .iter()
+        .any(|x| xattr_get(dir, x).as_deref() == Some(b"y".as_slice()))
 }
+
+/// The xattrs that make a directory opaque: the host's overlay reads the first, an overlay
+/// in a user namespace (`userxattr`) the second.
+pub const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
 fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
     use std::ffi::CString;

@@ -178,6 +178,19 @@ fn userns(
     if !cfg.plan.is_on(StageId::User) {
         return Ok(None);
     }
+    if rootfs.is_some() {
+        // overlayfs may be mounted inside a user namespace from Linux 5.11 on.
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut v = release.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+        if (major, minor) < (5, 11) {
+            return Err(Error::usage(format!(
+                "this kernel ({release}) cannot mount overlayfs inside a user namespace (Linux 5.11 can); run without the user stage (as root: drop --userns), or without the rootfs stage"
+            )));
+        }
+    }
     let euid = nix::unistd::geteuid();
     if euid.is_root() {
         // Root may map anything, and may idmap mounts: the state directory (layers, the

@@ -88,31 +88,20 @@ fn make_dev(ctx: &mut ChildCtx<'_>, dev: &Path) -> Result<(), StageError> {
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
-    // mknod applies the umask; the devices must be 0666, as on every Linux system.
-    let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    let mut result = Ok(());
-    for (name, major, minor) in DEVICES {
-        let path = dev.join(name);
-        if let Err(e) = ctx.sys.mknod(&path, SFlag::S_IFCHR, 0o666, *major, *minor) {
-            if e == nix::errno::Errno::EPERM {
-                // Without CAP_MKNOD (a user namespace) the host's node is bind-mounted instead.
-                let host = format!("/dev/{name}");
-                let _ = std::fs::File::create(&path);
-                ctx.note(format!(
-                    "mknod {name} not permitted; bind-mounting the host's {host}"
-                ));
-                if let Err(e) = mount(ctx, &host, &path, None, MsFlags::MS_BIND, None) {
-                    result = Err(e);
-                    break;
-                }
-            } else {
-                result = Err(StageError::sys(&format!("mknod({path:?})"), e));
-                break;
-            }
+    if ctx.spec.userns.is_some() {
+        // Inside a user namespace the kernel refuses mknod(2) of a device, even to the
+        // namespace's root (it would make a node for the host's disk): runc bind-mounts
+        // the host's nodes instead, and so does this stage.
+        for (name, _, _) in DEVICES {
+            bind_host_node(ctx, Path::new(&format!("/dev/{name}")), &dev.join(name))?;
         }
+        ctx.note(format!(
+            "in a user namespace the kernel refuses mknod(2) of devices: the host's {} are bind-mounted instead, as runc does",
+            DEVICES.iter().map(|d| d.0).collect::<Vec<_>>().join(" ")
+        ));
+    } else {
+        make_nodes(ctx, dev)?;
     }
-    nix::sys::stat::umask(old);
-    result?;
     let pts = dev.join("pts");
     mkdir(ctx, &pts, 0o755)?;
     mount(
@@ -151,6 +140,42 @@ fn make_dev(ctx: &mut ChildCtx<'_>, dev: &Path) -> Result<(), StageError> {
     Ok(())
 }
 
+/// Bind-mounts the host's device node `host` onto an empty file at `path`.
+fn bind_host_node(ctx: &mut ChildCtx<'_>, host: &Path, path: &Path) -> Result<(), StageError> {
+    std::fs::File::create(path)
+        .map_err(|e| StageError::msg(format!("cannot create {}: {e}", path.display())))?;
+    let h = host.to_string_lossy().into_owned();
+    mount(ctx, &h, path, None, MsFlags::MS_BIND, None)
+}
+
+/// The default nodes with mknod; where mknod is not permitted, the host's node is bound.
+fn make_nodes(ctx: &mut ChildCtx<'_>, dev: &Path) -> Result<(), StageError> {
+    // mknod applies the umask; the devices must be 0666, as on every Linux system.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let mut result = Ok(());
+    for (name, major, minor) in DEVICES {
+        let path = dev.join(name);
+        if let Err(e) = ctx.sys.mknod(&path, SFlag::S_IFCHR, 0o666, *major, *minor) {
+            if e == nix::errno::Errno::EPERM {
+                // Without CAP_MKNOD the host's node is bind-mounted instead.
+                let host = format!("/dev/{name}");
+                ctx.note(format!(
+                    "mknod {name} not permitted; bind-mounting the host's {host}"
+                ));
+                if let Err(e) = bind_host_node(ctx, Path::new(&host), &path) {
+                    result = Err(e);
+                    break;
+                }
+            } else {
+                result = Err(StageError::sys(&format!("mknod({path:?})"), e));
+                break;
+            }
+        }
+    }
+    nix::sys::stat::umask(old);
+    result
+}
+
 /// A `--device` node: mknod with the host node's type, numbers and mode, then its owner.
 /// The devices stage allowed its numbers; here it gets a name in the container's /dev.
 fn add_device(
@@ -174,6 +199,28 @@ fn add_device(
         // --device /dev/null:/dev/null: the given node replaces the default one.
         std::fs::remove_file(&path)
             .map_err(|e| StageError::msg(format!("cannot replace {}: {e}", path.display())))?;
+    }
+    if ctx.spec.userns.is_some() {
+        // No mknod in a user namespace: the host's node itself, with its own owner and mode.
+        bind_host_node(ctx, &d.host, &path)?;
+        if ctx.verify {
+            let md = std::fs::metadata(&path)
+                .map_err(|e| StageError::no_effect(format!("{}: {e}", path.display())))?;
+            if md.rdev() != nix::sys::stat::makedev(d.major, d.minor) {
+                return Err(StageError::no_effect(format!(
+                    "{} is not the device {}:{} after the bind mount",
+                    path.display(),
+                    d.major,
+                    d.minor
+                )));
+            }
+        }
+        ctx.note(format!(
+            "--device {}: bind-mounted at {} (no mknod in a user namespace)",
+            d.host.display(),
+            d.container
+        ));
+        return Ok(());
     }
     let kind = if d.kind == 'b' {
         SFlag::S_IFBLK
