@@ -183,7 +183,9 @@ fn userns(
         let release = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut v = release.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+        let mut v = release
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
         let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
         if (major, minor) < (5, 11) {
             return Err(Error::usage(format!(

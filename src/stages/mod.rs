@@ -13,7 +13,8 @@
 //! contexts ([`ChildCtx`] in the container process, [`HostCtx`] in the runtime), the
 //! [`Stage`] trait and the [`Undo`] list. `registry.rs` lists the stages in order; `plan.rs`
 //! turns `--only`/`--without` into the pipeline. A stage sees the resource limits
-//! (`&Limits`), the `--device` list and the name of its state directory's cgroup parent,
+//! (`&Limits`), the `--device` list, the user namespace it asks for (`UserNs`) and the name of
+//! its state directory's cgroup parent,
 //! never the whole run configuration.
 //!
 //! May import: `error`, `units`, `kernel`, `trace`, `state`, `cgroup`, `confine`, `rootfs`. Must not

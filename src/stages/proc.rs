@@ -315,6 +315,9 @@ impl Stage for Proc {
         let proc_dir = root.join("proc");
         mkdir(ctx, &proc_dir, 0o555)?;
         mount(ctx, "proc", &proc_dir, Some("proc"), flags, None)?;
+        if ctx.spec.userns.is_some() {
+            ctx.note("in a user namespace the kernel mounts proc only for a PID namespace the user namespace owns, and sysfs only for a network namespace it owns: the user stage came first, so both are the container's");
+        }
         let sys_dir = root.join("sys");
         mkdir(ctx, &sys_dir, 0o555)?;
         if let Err(e) = mount(

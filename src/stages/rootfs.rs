@@ -245,7 +245,7 @@ impl Stage for Rootfs {
             let (chdir, mut data) = overlay_data_within(&ov, MOUNT_DATA_MAX);
             if ctx.spec.userns.is_some() {
                 data.push_str(",userxattr");
-                ctx.note("in a user namespace overlayfs keeps its xattrs in user.overlay.* (the userxattr option): the namespace's root may not write trusted.* ones");
+                ctx.note("in a user namespace (Linux 5.11 and later) overlayfs keeps its xattrs in user.overlay.* (the userxattr option): the namespace's root may not write trusted.* ones");
             }
             if data.len() > MOUNT_DATA_MAX {
                 return Err(StageError::msg(format!(
