@@ -32,8 +32,40 @@ use serde::Serialize;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// How to get a delegated subtree, for the sentences that refuse a limit.
+/// How to get a delegated subtree on a host that mounts cgroup v2 alone.
 pub const HOW_TO_DELEGATE: &str = "start stagebox in one with `systemd-run --user --scope -p Delegate=yes stagebox run ...`, or from a child of a cgroup v2 directory that root has chowned to you (the directory, its cgroup.procs, cgroup.subtree_control and cgroup.threads)";
+
+/// What a v1 or hybrid host would need: no subtree of it can be delegated.
+pub const HOW_TO_GET_V2: &str = "only a host that mounts cgroup v2 alone can delegate controllers to a user (systemd: boot with systemd.unified_cgroup_hierarchy=1)";
+
+/// Why no subtree is delegated, and what would give one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NoDelegation {
+    pub reason: String,
+    /// [`HOW_TO_DELEGATE`], or [`HOW_TO_GET_V2`] on a v1 or hybrid host.
+    pub remedy: &'static str,
+}
+
+impl NoDelegation {
+    fn new(reason: impl Into<String>) -> NoDelegation {
+        NoDelegation {
+            reason: reason.into(),
+            remedy: HOW_TO_DELEGATE,
+        }
+    }
+    fn not_v2(reason: impl Into<String>) -> NoDelegation {
+        NoDelegation {
+            reason: reason.into(),
+            remedy: HOW_TO_GET_V2,
+        }
+    }
+}
+
+impl std::fmt::Display for NoDelegation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
 
 /// A cgroup v2 subtree the user may make cgroups in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -111,47 +143,48 @@ pub fn find(
     mountinfo_text: &str,
     proc_cgroup: &str,
     who: &Who,
-) -> Result<Delegation, String> {
+) -> Result<Delegation, NoDelegation> {
     let layout = Layout::from_mountinfo(mountinfo_text);
     match layout.kind() {
         LayoutKind::V2 => {}
-        LayoutKind::None => return Err("no cgroup filesystem is mounted".into()),
+        LayoutKind::None => return Err(NoDelegation::not_v2("no cgroup filesystem is mounted")),
         LayoutKind::V1 => {
-            return Err(
-                "this host mounts only cgroup v1, whose hierarchies only root can make cgroups in"
-                    .into(),
-            )
+            return Err(NoDelegation::not_v2(
+                "this host mounts only cgroup v1, whose hierarchies only root can make cgroups in",
+            ))
         }
         LayoutKind::Hybrid => {
-            return Err(format!(
+            return Err(NoDelegation::not_v2(format!(
                 "this host mounts cgroups hybrid: the controllers are in cgroup v1 hierarchies, where only root can make cgroups, and the cgroup2 tree at {} only tracks processes",
                 layout.v2.as_deref().unwrap_or(Path::new("?")).display()
-            ))
+            )))
         }
     }
     let Some(mount) = mountinfo::parse(mountinfo_text)
         .into_iter()
         .find(|m| m.fs_type == "cgroup2")
     else {
-        return Err("no cgroup2 filesystem is mounted".into());
+        return Err(NoDelegation::not_v2("no cgroup2 filesystem is mounted"));
     };
     let Some((_, own)) = proc_cgroup_lines(proc_cgroup)
         .into_iter()
         .find(|(ctls, _)| ctls.is_empty())
     else {
-        return Err("/proc/self/cgroup has no cgroup v2 line (0::/...)".into());
+        return Err(NoDelegation::new(
+            "/proc/self/cgroup has no cgroup v2 line (0::/...)",
+        ));
     };
     if own == "/.." || own.starts_with("/../") {
-        return Err(format!(
+        return Err(NoDelegation::new(format!(
             "this process's cgroup {own} lies outside its cgroup namespace"
-        ));
+        )));
     }
     let mount_root = Path::new(&mount.root);
     let Ok(rel) = Path::new(&own).strip_prefix(mount_root) else {
-        return Err(format!(
+        return Err(NoDelegation::new(format!(
             "this process's cgroup {own} is not in the part of the tree that the cgroup2 mount at {} shows ({})",
             mount.mount_point, mount.root
-        ));
+        )));
     };
     let mount_point = PathBuf::from(&mount.mount_point);
     let own_dir = under(&mount_point, rel);
@@ -178,12 +211,12 @@ pub fn find(
         rel = r.parent().map(Path::to_path_buf);
     }
     let Some(top) = pick(&steps, who.uid) else {
-        return Err(format!(
+        return Err(NoDelegation::new(format!(
             "no cgroup from {} up to {} is owned by uid {} with a cgroup.procs and cgroup.subtree_control it may write",
             own_dir.display(),
             mount_point.display(),
             who.uid
-        ));
+        )));
     };
     Ok(Delegation {
         root: top.dir.clone(),
@@ -204,11 +237,11 @@ fn under(base: &Path, rel: &Path) -> PathBuf {
 }
 
 /// [`find`] on this host, for this process.
-pub fn detect() -> Result<Delegation, String> {
+pub fn detect() -> Result<Delegation, NoDelegation> {
     let mi = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+        .map_err(|e| NoDelegation::new(format!("cannot read /proc/self/mountinfo: {e}")))?;
     let cg = std::fs::read_to_string("/proc/self/cgroup")
-        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+        .map_err(|e| NoDelegation::new(format!("cannot read /proc/self/cgroup: {e}")))?;
     find(&CgroupRoot::host(), &mi, &cg, &Who::me())
 }
 
@@ -245,7 +278,7 @@ impl Delegation {
 }
 
 /// The sentence that refuses limits when there is no delegated subtree.
-pub fn refusal(reason: &str, limits: &Limits, uid: u32) -> Error {
+pub fn refusal(none: &NoDelegation, limits: &Limits, uid: u32) -> Error {
     let mut flags: Vec<&str> = limits
         .needed_controllers()
         .into_iter()
@@ -258,7 +291,8 @@ pub fn refusal(reason: &str, limits: &Limits, uid: u32) -> Error {
         _ => (flags.join(", "), "need"),
     };
     Error::usage(format!(
-        "{flags} {verb} a cgroup of the container's own, and as uid {uid} stagebox can make one only in a cgroup v2 subtree delegated to you, which it did not find ({reason}); {HOW_TO_DELEGATE}, or drop the limits"
+        "{flags} {verb} a cgroup of the container's own, and as uid {uid} stagebox can make one only in a cgroup v2 subtree delegated to you, which it did not find ({}); {}, or drop the limits",
+        none.reason, none.remedy
     ))
 }
 
@@ -273,14 +307,18 @@ pub enum Rootless {
 
 /// Decides from what [`find`] said: a delegation (checked against the limits), no cgroup
 /// (when no limit was asked for), or the refusal of the limits in one sentence.
-pub fn decide(found: Result<Delegation, String>, limits: &Limits, uid: u32) -> Result<Rootless> {
+pub fn decide(
+    found: Result<Delegation, NoDelegation>,
+    limits: &Limits,
+    uid: u32,
+) -> Result<Rootless> {
     match found {
         Ok(d) => {
             d.check(limits)?;
             Ok(Rootless::Delegated(d))
         }
-        Err(reason) if limits.is_empty() => Ok(Rootless::NoCgroup(reason)),
-        Err(reason) => Err(refusal(&reason, limits, uid)),
+        Err(none) if limits.is_empty() => Ok(Rootless::NoCgroup(none.reason)),
+        Err(none) => Err(refusal(&none, limits, uid)),
     }
 }
 
@@ -401,7 +439,7 @@ mod tests {
                 0o444,
             );
         }
-        let e = find(&root, V2, &own, &me()).unwrap_err();
+        let e = find(&root, V2, &own, &me()).unwrap_err().reason;
         assert!(
             e.contains(&format!("no cgroup from /sys/fs/cgroup{USER}/app.slice/run-r1.scope up to /sys/fs/cgroup is owned by uid {}", me().uid)),
             "{e}"
@@ -443,23 +481,26 @@ mod tests {
     fn v1_hybrid_and_odd_cgroups_have_no_delegation_and_say_why() {
         let (_d, root) = systemd_tree();
         let own = format!("0::{USER}/app.slice/run-r1.scope\n");
-        let e = find(&root, HYBRID, &own, &me()).unwrap_err();
+        let e = find(&root, HYBRID, &own, &me()).unwrap_err().reason;
         assert!(
             e.contains("hybrid") && e.contains("/sys/fs/cgroup/unified"),
             "{e}"
         );
-        let e = find(&root, V1, "4:memory:/\n", &me()).unwrap_err();
+        let e = find(&root, V1, "4:memory:/\n", &me()).unwrap_err().reason;
         assert!(e.contains("only cgroup v1"), "{e}");
         assert!(find(&root, "", &own, &me())
             .unwrap_err()
+            .reason
             .contains("no cgroup filesystem"));
-        let e = find(&root, V2, "1:name=systemd:/\n", &me()).unwrap_err();
+        let e = find(&root, V2, "1:name=systemd:/\n", &me())
+            .unwrap_err()
+            .reason;
         assert!(e.contains("no cgroup v2 line"), "{e}");
-        let e = find(&root, V2, "0::/../other\n", &me()).unwrap_err();
+        let e = find(&root, V2, "0::/../other\n", &me()).unwrap_err().reason;
         assert!(e.contains("outside its cgroup namespace"), "{e}");
         // A cgroup2 mount that shows only a subtree the process is not in.
         let sub = "30 26 0:27 /system.slice /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
-        let e = find(&root, sub, &own, &me()).unwrap_err();
+        let e = find(&root, sub, &own, &me()).unwrap_err().reason;
         assert!(e.contains("not in the part of the tree"), "{e}");
     }
 
@@ -577,7 +618,7 @@ mod tests {
             f.memory = Some("32m".into());
             f.pids_limit = Some("10".into());
         });
-        let e = decide(Err("no reason".into()), &l, 65534).unwrap_err();
+        let e = decide(Err(NoDelegation::new("no reason")), &l, 65534).unwrap_err();
         assert!(matches!(e, Error::Usage(_)));
         let e = e.to_string();
         assert!(
@@ -589,8 +630,22 @@ mod tests {
                 && !e.contains(". "),
             "{e}"
         );
+        // On a hybrid host no delegation would help: the sentence says what would.
+        let hybrid = find(&CgroupRoot::host(), HYBRID, "0::/\n", &me()).unwrap_err();
+        let e = decide(Err(hybrid), &l, 65534).unwrap_err().to_string();
+        assert!(
+            e.contains("hybrid")
+                && e.contains("systemd.unified_cgroup_hierarchy=1")
+                && !e.contains("systemd-run"),
+            "{e}"
+        );
         assert_eq!(
-            decide(Err("no reason".into()), &Limits::default(), 65534).unwrap(),
+            decide(
+                Err(NoDelegation::new("no reason")),
+                &Limits::default(),
+                65534
+            )
+            .unwrap(),
             Rootless::NoCgroup("no reason".into())
         );
     }
