@@ -214,7 +214,12 @@ impl Plan {
                 s.enabled = false;
                 s.why = reason.to_string();
             }
-            if s.id == StageId::Devices && s.enabled && s.why == "default" {
+            if s.id == StageId::Devices && s.enabled {
+                if s.why != "default" {
+                    return Err(Error::Plan(format!(
+                        "the devices stage needs the cgroup stage, which a rootless run has off here ({reason}; `stagebox doctor` says why); leave devices out of --only"
+                    )));
+                }
                 s.enabled = false;
                 s.why = "the cgroup stage is off".into();
             }
@@ -525,7 +530,7 @@ mod tests {
             .unwrap_err();
         assert!(
             e.to_string()
-                .contains("the devices stage needs the cgroup stage"),
+                .contains("the devices stage needs the cgroup stage, which a rootless run has off"),
             "{e}"
         );
         let e = only.without_devices_for_rootless().unwrap_err();
