@@ -2,6 +2,7 @@
 //! controller (v1 and hybrid). Kept apart from `mod.rs` so that v1.rs and v2.rs import the
 //! shared helpers from `mod.rs` and only this file imports them.
 
+use super::delegation::Delegation;
 use super::{check_parent, v1, v2, CgroupRoot, Layout, LayoutKind, Limits, Manager};
 use crate::error::{Error, Result};
 use std::path::PathBuf;
@@ -27,4 +28,27 @@ pub fn for_layout(
             "no cgroup filesystem is mounted on this host, so the cgroup stage cannot make a cgroup; mount one (see `stagebox doctor`) or run with --without cgroup",
         )),
     }
+}
+
+/// The manager for a run by a user other than root: cgroup v2 only, in the subtree delegated
+/// to the user (see [`super::delegation`]). The container's cgroup is
+/// `<delegation root>/<parent>/<id>`, and the delegation root stands where the cgroup2 mount
+/// stands for root: its `cgroup.controllers` says what can be had, and the controllers are
+/// switched on from there down.
+pub fn delegated(
+    root: &CgroupRoot,
+    delegation: &Delegation,
+    parent: &str,
+    id: &str,
+    limits: &Limits,
+) -> Result<Box<dyn Manager>> {
+    check_parent(parent)?;
+    Ok(Box::new(v2::V2::new(
+        root.clone(),
+        &delegation.root,
+        parent,
+        id,
+        limits,
+        true,
+    )))
 }

@@ -15,12 +15,19 @@
 //!   /sys/fs/cgroup/unified) with no controllers tracks processes. stagebox uses v1 for the
 //!   limits and also makes a cgroup in the unified tree, for its `cgroup.kill`.
 //!
+//! A user other than root may make cgroups only in a cgroup v2 subtree delegated to it
+//! (chowned by root, or by systemd for `user@UID.service`): `delegation.rs` finds the highest
+//! such directory above the process's own cgroup, and a rootless run's cgroup goes there, v2
+//! only (v1 hierarchies are root's).
+//!
 //! `mod.rs` holds the layout, the root, the event log and the helpers v1.rs and v2.rs share;
-//! `manager.rs` picks one of them for the host; `limits.rs` parses Docker's flags.
+//! `manager.rs` picks one of them for the host (or the delegated subtree); `limits.rs` parses
+//! Docker's flags; `delegation.rs` finds a delegated subtree.
 //!
 //! May import: `error`, `units`, `kernel` (the mountinfo reader). It knows nothing of stages
 //! or containers: the cgroup stage drives it.
 
+pub mod delegation;
 pub mod limits;
 pub mod manager;
 pub mod v1;

@@ -51,8 +51,14 @@ impl V2 {
         if with_controllers {
             let available =
                 controller_list(&root, &mount.join("cgroup.controllers")).unwrap_or_default();
+            // A top that is not the real root (a delegated subtree, a cgroup namespace) and
+            // holds processes can pass on only what is switched on already ("no internal
+            // processes"): the counting controllers are then taken only where they are on.
+            let enabled =
+                controller_list(&root, &mount.join("cgroup.subtree_control")).unwrap_or_default();
+            let stuck = root.exists(&mount.join("cgroup.type")) && !root.procs(mount).is_empty();
             for c in DEFAULT_CONTROLLERS {
-                if available.iter().any(|a| a == c) {
+                if available.iter().any(|a| a == c) && (!stuck || enabled.iter().any(|e| e == c)) {
                     wanted.push(c.to_string());
                 }
             }

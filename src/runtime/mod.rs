@@ -38,6 +38,13 @@ use wait::Reaper;
 
 /// Runs the container; returns the workload's exit status (128+N when signal N killed it).
 pub fn run(cfg: &RunConfig) -> Result<i32> {
+    // Without root, the cgroup stage works only in a delegated cgroup v2 subtree: the plan
+    // is fitted to what this user may do here (or a limit is refused) before anything else.
+    let fitted = RunConfig {
+        plan: cfg.plan.clone().fit_rootless_cgroup(&cfg.limits)?,
+        ..cfg.clone()
+    };
+    let cfg = &fitted;
     let id = new_id();
     let mut prepared = prepare::prepare(cfg, &id)?;
     let mut host = HostState::new(cfg, &id, prepared.spec.userns.clone());

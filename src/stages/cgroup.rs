@@ -23,6 +23,13 @@
 //! it still costs only a few mkdir/write/rmdir calls, and it buys the report at the end and
 //! a cleanup that cannot miss a process.
 //!
+//! Rootless (a run by a user other than root): only a cgroup v2 subtree delegated to the user
+//! can hold the container's cgroup ([`crate::cgroup::delegation`]); it is then made in
+//! `<delegation root>/<parent>/<id>` and works as above. Without one (v1 and hybrid hosts
+//! too), `Plan::fit_rootless_cgroup` switches this stage off before the run when no limit
+//! was asked for, and the trace says why; a limit is refused in one sentence that says how to
+//! get delegation.
+//!
 //! Why here in the order: first after the user namespace, and before anything else, so that
 //! no process of the container ever runs outside its limits: the pid stage forks, and the
 //! workload forks, and all of them inherit the cgroup from this one process. It must also
@@ -30,6 +37,7 @@
 //! unshares.
 
 use super::{ChildCtx, HostCtx, Stage, StageError, StageId, StageInfo};
+use crate::cgroup::delegation::{self, Rootless};
 use crate::cgroup::{self, stage_err, CgroupRoot, Event, Layout, Log, Manager};
 use crate::error::{Error, Result};
 use crate::stages::ExitKind;
@@ -72,6 +80,9 @@ pub fn fact_names() -> Vec<String> {
 /// Kept from prepare to finish.
 struct Data {
     mgr: Rc<dyn Manager>,
+    /// The container's cgroup as /proc/PID/cgroup names it: `/<parent>/<id>`, or below the
+    /// delegated subtree for a rootless run.
+    cgroup_path: String,
 }
 
 /// The library's steps as trace lines.
@@ -99,6 +110,14 @@ fn data(ctx: &HostCtx<'_>) -> Option<Rc<dyn Manager>> {
         .get(&StageId::Cgroup)
         .and_then(|d| d.downcast_ref::<Data>())
         .map(|d| d.mgr.clone())
+}
+
+/// Its path as /proc/PID/cgroup names it.
+fn cgroup_path(ctx: &HostCtx<'_>) -> Option<String> {
+    ctx.data
+        .get(&StageId::Cgroup)
+        .and_then(|d| d.downcast_ref::<Data>())
+        .map(|d| d.cgroup_path.clone())
 }
 
 /// Where the devices stage writes its rules: the container's v1 devices cgroup, or its
@@ -152,8 +171,31 @@ impl Stage for Cgroup {
         let limits = ctx.limits;
         let layout = Layout::detect()?;
         let root = CgroupRoot::host();
-        let mgr: Rc<dyn Manager> =
-            cgroup::manager::for_layout(&root, &layout, ctx.cgroup_parent, ctx.id, limits)?.into();
+        let euid = nix::unistd::geteuid();
+        let (mgr, cgroup_path): (Rc<dyn Manager>, String) = if euid.is_root() {
+            let mgr =
+                cgroup::manager::for_layout(&root, &layout, ctx.cgroup_parent, ctx.id, limits)?;
+            (mgr.into(), format!("/{}/{}", ctx.cgroup_parent, ctx.id))
+        } else {
+            match delegation::decide(delegation::detect(), limits, euid.as_raw())? {
+                Rootless::Delegated(d) => {
+                    let mgr =
+                        cgroup::manager::delegated(&root, &d, ctx.cgroup_parent, ctx.id, limits)?;
+                    ctx.note(format!(
+                        "rootless: the cgroup goes in the subtree delegated to uid {euid}, {}",
+                        d.root.display()
+                    ));
+                    (mgr.into(), d.container_cgroup(ctx.cgroup_parent, ctx.id))
+                }
+                // The plan normally has this stage off then (Plan::fit_rootless_cgroup).
+                Rootless::NoCgroup(reason) => {
+                    ctx.note(format!(
+                        "rootless: no cgroup of its own ({reason}); no limits were asked for, so the container runs in the runtime's cgroup"
+                    ));
+                    return Ok(());
+                }
+            }
+        };
         // Everything that can be refused is refused here, before the first mkdir.
         mgr.check(limits)?;
         ctx.note(format!("cgroup layout: {}", layout.kind().name()));
@@ -176,7 +218,8 @@ impl Stage for Cgroup {
         emit(ctx, log);
         match r {
             Ok(()) => {
-                ctx.data.insert(StageId::Cgroup, Box::new(Data { mgr }));
+                ctx.data
+                    .insert(StageId::Cgroup, Box::new(Data { mgr, cgroup_path }));
                 Ok(())
             }
             // Default on, but not at any price: with no limit asked for, a host where no
@@ -222,7 +265,7 @@ impl Stage for Cgroup {
             }
         }
         // Read back: one line of /proc/PID/cgroup per directory, naming the new cgroup.
-        let want = format!("/{}/{}", ctx.cgroup_parent, ctx.id);
+        let want = cgroup_path(ctx).unwrap_or_default();
         let moved = after.iter().filter(|(_, p)| names_cgroup(p, &want)).count();
         // And none of the v1 hierarchies may have been left out: in one, the container would
         // still be in the host's root cgroup (its release_agent, its freezer).

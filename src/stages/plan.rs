@@ -47,6 +47,13 @@ pub const PRIVILEGED_OFF: [StageId; 4] = [
 
 const ROOTLESS_NEEDS_USER: &str = "without root, the kernel lets a process make namespaces only inside a user namespace of its own; keep the user stage on (drop --userns=host or --without user), or run as root";
 
+/// Why the cgroup stage is off in a rootless run without a delegated subtree
+/// (`stagebox doctor` says why there is none).
+pub const ROOTLESS_NO_CGROUP: &str = "rootless: no delegated cgroup v2 subtree";
+
+/// Why the devices stage is off in a rootless run.
+pub const ROOTLESS_NO_DEVICES: &str = "rootless: its BPF program needs CAP_SYS_ADMIN on the host";
+
 /// One stage of the resolved pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PlannedStage {
@@ -171,6 +178,71 @@ impl Plan {
     pub fn with_propagation(mut self, p: Propagation) -> Result<Plan> {
         self.root_propagation = p;
         self.validate()?;
+        Ok(self)
+    }
+
+    /// The plan for a run by a user other than root, as far as cgroups go; as root the plan
+    /// is returned as it is. The one call the runtime makes for that, before the host
+    /// changes (`runtime::run`, before `prepare`):
+    ///
+    /// - a cgroup v2 subtree delegated to the user ([`crate::cgroup::delegation`]): the
+    ///   cgroup stage stays on and makes the container's cgroup there; the limits are checked
+    ///   against it now (a controller it lacks is refused in one sentence). The devices stage
+    ///   goes off: its BPF program needs CAP_SYS_ADMIN on the host;
+    /// - none (a v1 or hybrid host, no delegation): with a limit flag, the run is refused in
+    ///   one sentence that says how to get delegation (exit 125); without one, the cgroup
+    ///   stage goes off ([`Plan::without_cgroup_for_rootless`]) and the trace says why, as
+    ///   podman does.
+    pub fn fit_rootless_cgroup(self, limits: &crate::cgroup::Limits) -> Result<Plan> {
+        let euid = nix::unistd::geteuid();
+        if euid.is_root() || !self.is_on(StageId::Cgroup) {
+            return Ok(self);
+        }
+        use crate::cgroup::delegation::{self, Rootless};
+        match delegation::decide(delegation::detect(), limits, euid.as_raw())? {
+            Rootless::Delegated(_) => self.without_devices_for_rootless(),
+            Rootless::NoCgroup(_) => self.without_cgroup_for_rootless(ROOTLESS_NO_CGROUP),
+        }
+    }
+
+    /// The cgroup stage off for a rootless run, with `reason` as its why, and the devices
+    /// stage with it (the device rules live in the container's cgroup), unless it was asked
+    /// for by name: then the plan refuses, as it does for `--only devices`.
+    pub fn without_cgroup_for_rootless(mut self, reason: &str) -> Result<Plan> {
+        for s in self.stages.iter_mut() {
+            if s.id == StageId::Cgroup && s.enabled {
+                s.enabled = false;
+                s.why = reason.to_string();
+            }
+            if s.id == StageId::Devices && s.enabled {
+                if s.why != "default" {
+                    return Err(Error::Plan(format!(
+                        "the devices stage needs the cgroup stage, which a rootless run has off here ({reason}; `stagebox doctor` says why); leave devices out of --only"
+                    )));
+                }
+                s.enabled = false;
+                s.why = "the cgroup stage is off".into();
+            }
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// The devices stage off for a rootless run that has a cgroup: loading and attaching its
+    /// BPF program needs CAP_SYS_ADMIN on the host (in a user namespace the kernel refuses
+    /// mknod of devices anyway). Asked for by name (`--only`), it is refused.
+    pub fn without_devices_for_rootless(mut self) -> Result<Plan> {
+        for s in self.stages.iter_mut() {
+            if s.id == StageId::Devices && s.enabled {
+                if s.why != "default" {
+                    return Err(Error::Plan(
+                        "the devices stage loads a BPF program into the container's cgroup, which needs CAP_SYS_ADMIN on the host and so cannot work in a rootless run; leave devices out of --only".into(),
+                    ));
+                }
+                s.enabled = false;
+                s.why = ROOTLESS_NO_DEVICES.into();
+            }
+        }
         Ok(self)
     }
 
@@ -437,6 +509,37 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("volumes stage needs the mount"));
+    }
+
+    #[test]
+    fn rootless_without_a_cgroup_takes_devices_along_and_says_why() {
+        let p = Plan::resolve(&t(None, ""), RootSwitch::Pivot)
+            .unwrap()
+            .without_cgroup_for_rootless(ROOTLESS_NO_CGROUP)
+            .unwrap();
+        let c = p.stages.iter().find(|s| s.id == StageId::Cgroup).unwrap();
+        assert!(!c.enabled && c.why == ROOTLESS_NO_CGROUP, "{c:?}");
+        let d = p.stages.iter().find(|s| s.id == StageId::Devices).unwrap();
+        assert!(!d.enabled && d.why == "the cgroup stage is off", "{d:?}");
+        assert!(p.is_on(StageId::Pid) && p.is_on(StageId::Cgroupns));
+        // Asked for by name, devices cannot go without its cgroup.
+        let only = Plan::resolve(&t(Some("cgroup,devices"), ""), RootSwitch::Pivot).unwrap();
+        let e = only
+            .clone()
+            .without_cgroup_for_rootless(ROOTLESS_NO_CGROUP)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the devices stage needs the cgroup stage, which a rootless run has off"),
+            "{e}"
+        );
+        let e = only.without_devices_for_rootless().unwrap_err();
+        assert!(e.to_string().contains("CAP_SYS_ADMIN"), "{e}");
+        let p = Plan::resolve(&t(None, ""), RootSwitch::Pivot)
+            .unwrap()
+            .without_devices_for_rootless()
+            .unwrap();
+        assert!(p.is_on(StageId::Cgroup) && !p.is_on(StageId::Devices));
     }
 
     #[test]
