@@ -21,16 +21,30 @@ struct Run {
     stdout: String,
     /// The runner's pid: the creator of the SysV segment it makes.
     pid: u32,
-    /// The TMPDIR it was given (where its marker file goes).
-    tmpdir: tempfile::TempDir,
+    /// The TMPDIR it was given (where its marker files go).
+    tmpdir: PathBuf,
+    /// Removed when the run is dropped.
+    _dir: tempfile::TempDir,
 }
 
 fn compare(args: &[&str]) -> Run {
-    let tmpdir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tmpdir = dir.path().to_path_buf();
     let mut all = vec!["compare"];
     all.extend_from_slice(args);
-    let child = cmd(&all)
-        .env("TMPDIR", tmpdir.path())
+    let mut c = cmd(&all);
+    c.env("TMPDIR", &tmpdir);
+    finish(c, &all, tmpdir, dir)
+}
+
+/// Starts `c` (a `stagebox compare`) and waits for it: it must exit 0.
+fn finish(
+    mut c: std::process::Command,
+    all: &[&str],
+    tmpdir: PathBuf,
+    dir: tempfile::TempDir,
+) -> Run {
+    let child = c
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -48,6 +62,7 @@ fn compare(args: &[&str]) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         pid,
         tmpdir,
+        _dir: dir,
     }
 }
 
@@ -127,7 +142,7 @@ fn state_mounts() -> Vec<String> {
 /// What the runner put on the host (marker, segment, leaked mount, its containers' mounts)
 /// is gone again.
 fn host_as_found(run: &Run, m: Option<&serde_json::Value>, state_mounts_before: &[String]) {
-    let left: Vec<PathBuf> = tree(run.tmpdir.path());
+    let left: Vec<PathBuf> = tree(&run.tmpdir);
     assert!(left.is_empty(), "left in the runner's TMPDIR: {left:?}");
     assert_eq!(segments_made_by(run.pid), Vec::<String>::new());
     assert_eq!(
@@ -155,7 +170,8 @@ fn each_stage_off_leaks_what_it_protects_and_all_on_leaks_nothing() {
     let _g = serial();
     let mounts = state_mounts();
     let (m, run) = matrix(&[]);
-    // Everything on: every check whose stage exists is isolated.
+    // Every stage on by default: every check whose stage exists is isolated, except that the
+    // container's root is the host's root (the user stage is off by default as root).
     let all = column(&m, "all");
     assert!(all["error"].is_null() && all["refused"].is_null(), "{all}");
     let checks = all["checks"].as_array().unwrap();
@@ -165,8 +181,31 @@ fn each_stage_off_leaks_what_it_protects_and_all_on_leaks_nothing() {
             || stagebox::stages::registry::all()
                 .iter()
                 .any(|s| c["stage"] == s.info().id.name());
-        let want = if stage_exists { "isolated" } else { "notyet" };
-        assert_eq!(c["verdict"], want, "with every stage on: {c}");
+        let want = match () {
+            _ if c["name"] == "host_root" => "leaks",
+            _ if stage_exists => "isolated",
+            _ => "notyet",
+        };
+        assert_eq!(c["verdict"], want, "with every stage on by default: {c}");
+    }
+    // The user stage is added, not switched off: the last column, where nothing leaks.
+    let labels: Vec<&str> = m["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.last(), Some(&"+user"), "{labels:?}");
+    assert!(!labels.contains(&"-user"), "{labels:?}");
+    let user = column(&m, "+user");
+    assert!(
+        user["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("--userns auto")),
+        "{user}"
+    );
+    for c in user["checks"].as_array().unwrap() {
+        assert_eq!(c["verdict"], "isolated", "with the user stage on too: {c}");
     }
     assert_eq!(verdict(&m, "-pid", "host_processes"), "leaks");
     assert_eq!(verdict(&m, "-proc", "host_processes"), "leaks");
@@ -301,4 +340,244 @@ fn the_table_and_markdown_render() {
             .eq(["LEAKS", "isolated"]),
         "{hostname}"
     );
+}
+
+/// The evidence of a check in a column.
+fn evidence(m: &serde_json::Value, column_label: &str, check: &str) -> String {
+    column(m, column_label)["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == check)
+        .unwrap_or_else(|| panic!("no check {check} in {column_label}"))["evidence"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The number after `prefix` in `text`.
+fn number_after(text: &str, prefix: &str) -> Option<u64> {
+    let rest = text.split(prefix).nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The `stagebox` range of /etc/subuid, as (first id, count).
+fn stagebox_subuids() -> (u64, u64) {
+    let text = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next()? == "stagebox").then_some(())?;
+            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no stagebox entry in /etc/subuid: {text}"))
+}
+
+#[test]
+fn the_user_stage_makes_the_containers_root_an_unprivileged_host_uid() {
+    if !root_or_skip("compare with the user stage") {
+        return;
+    }
+    let _g = serial();
+    let mounts = state_mounts();
+    let (m, run) = matrix(&["--stages", "uts,user"]);
+    let labels: Vec<&str> = m["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["all", "-uts", "+user"]);
+    // Without the user stage: uid 0 inside is uid 0 outside, and it may write a file only
+    // the host's root may write (the host saw the write; the content stayed the same).
+    for label in ["all", "-uts"] {
+        assert_eq!(verdict(&m, label, "host_root"), "leaks", "{label}");
+        let ev = evidence(&m, label, "host_root");
+        assert_eq!(number_after(&ev, "here is host uid "), Some(0), "{ev}");
+        assert!(
+            ev.contains("for writing and wrote back")
+                && ev.contains("was written (its mtime changed) and its content is the same"),
+            "{ev}"
+        );
+    }
+    // With it: uid 0 inside is a uid of the stagebox range, and the write is refused.
+    assert_eq!(verdict(&m, "+user", "host_root"), "isolated");
+    let ev = evidence(&m, "+user", "host_root");
+    let (first, count) = stagebox_subuids();
+    let host = number_after(&ev, "here is host uid ").unwrap_or_else(|| panic!("{ev}"));
+    assert!(
+        host >= first && host < first + count,
+        "{host} not in {first}+{count}: {ev}"
+    );
+    assert!(
+        ev.contains("shows as owned by uid 65534 here")
+            && ev.contains("Permission denied")
+            && ev.contains("was not written"),
+        "{ev}"
+    );
+    assert_eq!(verdict(&m, "+user", "hostname"), "isolated");
+    host_as_found(&run, Some(&m), &mounts);
+}
+
+#[test]
+fn build_up_adds_the_user_stage_last_and_the_host_root_row_flips() {
+    if !root_or_skip("compare --build-up with the user stage") {
+        return;
+    }
+    let _g = serial();
+    let mounts = state_mounts();
+    let (m, run) = matrix(&["--build-up", "--stages", "user,uts"]);
+    let labels: Vec<&str> = m["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["none", "+uts", "+user"]);
+    assert_eq!(verdict(&m, "none", "host_root"), "leaks");
+    assert_eq!(verdict(&m, "+uts", "host_root"), "leaks");
+    assert_eq!(verdict(&m, "+user", "host_root"), "isolated");
+    let user = column(&m, "+user");
+    assert_eq!(user["stages"], serde_json::json!(["user", "uts"]), "{user}");
+    assert!(
+        user["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("added last")),
+        "{user}"
+    );
+    // The table says why.
+    let text = compare(&["--build-up", "--stages", "user"]).stdout;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("+user: the user stage comes first in the pipeline")),
+        "{text}"
+    );
+    host_as_found(&run, Some(&m), &mounts);
+}
+
+/// `stagebox compare --json ARGS` as nobody (65534), with a home and a TMPDIR of its own;
+/// None when setpriv cannot drop to nobody here.
+fn matrix_as_nobody(args: &[&str]) -> Option<(serde_json::Value, Run)> {
+    let setpriv = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    let works = std::process::Command::new("setpriv")
+        .args(setpriv)
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        if std::env::var("STAGEBOX_REQUIRE_ROOT").as_deref() == Ok("1") {
+            panic!(
+                "setpriv cannot drop to nobody here, and STAGEBOX_REQUIRE_ROOT=1 forbids skipping"
+            );
+        }
+        eprintln!("SKIP compare as nobody: setpriv cannot drop to nobody here");
+        return None;
+    }
+    let home = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tmpdir = home.path().join("tmp");
+    std::fs::create_dir(&tmpdir).unwrap();
+    for p in [home.path(), &tmpdir] {
+        nix::unistd::chown(p, Some(65534.into()), Some(65534.into())).unwrap();
+    }
+    let mut all = vec!["compare", "--json"];
+    all.extend_from_slice(args);
+    let mut c = std::process::Command::new("setpriv");
+    c.args(setpriv)
+        .arg(bin())
+        .args(&all)
+        .env("HOME", home.path())
+        .env("TMPDIR", &tmpdir)
+        .env("NO_COLOR", "1")
+        .env_remove("STAGEBOX_STATE")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("STAGEBOX_TRACE")
+        .stdin(std::process::Stdio::null());
+    let run = finish(c, &all, tmpdir, home);
+    let m = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    Some((m, run))
+}
+
+#[test]
+fn as_an_ordinary_user_compare_runs_and_shows_what_needs_root() {
+    if !root_or_skip("compare as nobody") {
+        return;
+    }
+    let _g = serial();
+    let mounts = state_mounts();
+    let Some((m, run)) = matrix_as_nobody(&[]) else {
+        return;
+    };
+    let home_mounts = || -> Vec<String> {
+        let home = run.tmpdir.parent().unwrap().display().to_string();
+        host_mounts()
+            .into_iter()
+            .filter(|l| l.contains(&home))
+            .collect()
+    };
+    let cols = m["columns"].as_array().unwrap();
+    // Every column ran, or says that only root may run it (or that the plan refuses it for
+    // anyone): none failed.
+    for col in cols {
+        assert!(col["error"].is_null(), "{col}");
+    }
+    assert!(
+        column(&m, "all")["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("user stage is on in every column")),
+        "{m}"
+    );
+    // The user stage cannot be switched off, nor can pid or net while it is on.
+    for label in ["-user", "-pid", "-net"] {
+        let col = column(&m, label);
+        assert!(
+            col["needs_root"].is_string() && col["refused"].is_null(),
+            "{label}: {col}"
+        );
+    }
+    assert!(!cols.iter().any(|c| c["label"] == "+user"));
+    // The container's root is nobody on the host.
+    assert_eq!(verdict(&m, "all", "host_root"), "isolated");
+    let ev = evidence(&m, "all", "host_root");
+    assert_eq!(number_after(&ev, "here is host uid "), Some(65534), "{ev}");
+    // What the cgroup stage guards needs root here; everything else is measured.
+    for row in ["memory_limit", "pids_limit", "host_disk"] {
+        assert_eq!(verdict(&m, "all", row), "needs_root", "{row}");
+    }
+    assert_eq!(verdict(&m, "-cgroup", "memory_limit"), "leaks");
+    for row in [
+        "host_processes",
+        "hostname",
+        "network",
+        "host_files",
+        "sysv_ipc",
+    ] {
+        assert_eq!(verdict(&m, "all", row), "isolated", "{row}");
+    }
+    assert_eq!(verdict(&m, "-uts", "hostname"), "leaks");
+    assert_eq!(verdict(&m, "-ipc", "sysv_ipc"), "leaks");
+    assert_eq!(verdict(&m, "-pivot", "host_files"), "leaks");
+    assert_eq!(verdict(&m, "chroot", "chroot_escape"), "leaks");
+    assert_eq!(verdict(&m, "-caps", "dangerous_caps"), "leaks");
+    assert_eq!(home_mounts(), Vec::<String>::new());
+    host_as_found(&run, Some(&m), &mounts);
+
+    // Building up: a stage asked for that needs root is left out, and its rows say so.
+    let Some((m, run)) = matrix_as_nobody(&["--build-up", "--stages", "cgroup,uts,user"]) else {
+        return;
+    };
+    let labels: Vec<&str> = m["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["none", "+cgroup", "+uts"]);
+    assert_eq!(verdict(&m, "none", "memory_limit"), "leaks");
+    assert_eq!(verdict(&m, "+cgroup", "memory_limit"), "needs_root");
+    assert_eq!(verdict(&m, "+uts", "hostname"), "isolated");
+    assert_eq!(column(&m, "none")["stages"], serde_json::json!(["user"]));
+    host_as_found(&run, Some(&m), &mounts);
 }

@@ -397,7 +397,8 @@ pub enum Cmd {
         /// Root filesystem for the runs (default: the default rootfs).
         #[arg(long, value_name = "DIR")]
         rootfs: Option<PathBuf>,
-        /// Stages to switch off in turn (or add, with --build-up); default all.
+        /// Stages to switch off in turn (or add, with --build-up); default all. The user stage,
+        /// off by default as root, is added last instead (`+user`, with --userns auto).
         #[arg(long, value_name = "STAGES", value_delimiter = ',')]
         stages: Option<Vec<String>>,
         /// Start from no stage and add them one at a time, in pipeline order.

@@ -48,11 +48,7 @@ pub const ISOLATION: &[(&str, &str, &str)] = &[
         "the number of processes is not limited",
         "cgroup",
     ),
-    (
-        "host_root",
-        "runs as the host's root with all capabilities",
-        "user",
-    ),
+    ("host_root", "runs as the host's root", "user"),
 ];
 
 fn check(name: &str, leaks: bool, evidence: String) -> IsolationCheck {
@@ -135,6 +131,12 @@ fn host_files(h: &HostFacts) -> IsolationCheck {
 fn chroot_escape(h: &HostFacts) -> IsolationCheck {
     match crate::inspect::escape::attempt(Some(&h.marker)) {
         Ok(r) => check("chroot_escape", r.escaped, r.evidence),
+        // No escape tried, but none needed when its root is already the host's.
+        Err(e) if h.marker.exists() => check(
+            "chroot_escape",
+            true,
+            format!("not attempted ({e}), and nothing to escape: the process's root is already the host's (the host's marker is visible without climbing)"),
+        ),
         Err(e) => check("chroot_escape", false, format!("not attempted: {e}")),
     }
 }
@@ -307,30 +309,127 @@ fn pids_limit() -> IsolationCheck {
     }
 }
 
-fn host_root() -> IsolationCheck {
-    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
-    let first = map
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let capeff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let caps = u64::from_str_radix(&capeff, 16)
-        .map(|v| v.count_ones())
-        .unwrap_or(0);
-    let host_root = nix::unistd::geteuid().is_root() && first == "0 0 4294967295";
-    check(
-        "host_root",
-        host_root,
-        format!("uid_map {first:?}, {caps} capabilities in CapEff"),
-    )
+/// Reads up to 4 KiB of `name` in the directory `dir` (a descriptor), and its owner as this
+/// process's user namespace shows it.
+fn read_at(dir: i32, name: &str) -> std::io::Result<(Vec<u8>, u32)> {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a NUL-terminated name relative to a descriptor the runner passed.
+    let fd = unsafe { libc::openat(dir, c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just opened and is owned here only.
+    let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let owner = f.metadata()?.uid();
+    let mut buf = Vec::new();
+    f.by_ref().take(4096).read_to_end(&mut buf)?;
+    Ok((buf, owner))
+}
+
+/// Opens `name` in `dir` for writing and writes `same` back at offset 0: the bytes it read,
+/// so the file is written without being changed.
+fn write_back_at(dir: i32, name: &str, same: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::fs::FileExt;
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: as in read_at; O_WRONLY without O_TRUNC leaves the content as it is.
+    let fd = unsafe { libc::openat(dir, c.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just opened and is owned here only.
+    let f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    f.write_all_at(same, 0)
+}
+
+fn errno_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// Is the container's root the host's root? Two answers from the kernel: the host uid its
+/// own uid is (through /proc/self/uid_map), and whether it may write a file that only the
+/// host's root may write (the runner's marker, reached through a descriptor it passed). A
+/// write puts back exactly the bytes read; the runner checks from the host that the content
+/// stayed the same.
+fn host_root(h: &HostFacts) -> IsolationCheck {
+    let euid = nix::unistd::geteuid().as_raw();
+    let mut parts = Vec::new();
+    let mut leaks = false;
+    let mut known = false;
+    match crate::kernel::idmap::read(None, "uid_map") {
+        Ok(map) => {
+            known = true;
+            let shown = crate::kernel::idmap::format(&map)
+                .trim_end()
+                .replace('\n', "; ");
+            match crate::kernel::idmap::to_outside(&map, euid) {
+                Some(0) => {
+                    leaks = true;
+                    parts.push(format!(
+                        "uid {euid} here is host uid 0, the host's root (uid_map {shown:?})"
+                    ));
+                }
+                Some(host) => parts.push(format!(
+                    "uid {euid} here is host uid {host}, not the host's root (uid_map {shown:?})"
+                )),
+                None => parts.push(format!(
+                    "uid {euid} is not mapped to any host uid (uid_map {shown:?})"
+                )),
+            }
+        }
+        Err(e) => parts.push(format!(
+            "/proc/self/uid_map cannot be read ({}), so its host uid is not known from there",
+            errno_text(&e)
+        )),
+    }
+    match &h.root_marker {
+        Some(m) => {
+            known = true;
+            match read_at(m.fd, &m.name) {
+                Err(e) => parts.push(format!(
+                    "the host's root-owned marker could not be read: {}",
+                    errno_text(&e)
+                )),
+                Ok((bytes, owner)) => match write_back_at(m.fd, &m.name, &bytes) {
+                    Ok(()) => {
+                        leaks = true;
+                        parts.push(format!(
+                            "opened the host's marker (owner uid 0, mode 0644: only the host's root may write it) for writing and wrote back the {} bytes it read",
+                            bytes.len()
+                        ));
+                    }
+                    Err(e) => parts.push(format!(
+                        "the host's root-owned marker shows as owned by uid {owner} here{}; opening it for writing failed: {}",
+                        if owner == 0 { "" } else { " (host uid 0 is not mapped, so root's capabilities do not reach it)" },
+                        errno_text(&e)
+                    )),
+                },
+            }
+        }
+        None => match h.runner_uid {
+            Some(u) if u != 0 => {
+                known = true;
+                parts.push(format!(
+                    "the runner is host uid {u}, not root: nothing it starts is the host's root (and it cannot make a file only root may write to try)"
+                ));
+            }
+            _ => parts.push("the runner passed no root-owned marker to try".into()),
+        },
+    }
+    if !known && euid == 0 {
+        // Neither the map nor a marker: say so rather than call it isolated.
+        leaks = true;
+        parts.push("uid 0 with nothing to show it is not the host's root".into());
+    }
+    check("host_root", leaks, parts.join("; "))
 }
 
 /// Runs every check.
@@ -346,7 +445,7 @@ pub fn run_all(h: &HostFacts) -> Vec<IsolationCheck> {
         cgroup_path(h),
         memory_limit(h),
         pids_limit(),
-        host_root(),
+        host_root(h),
     ]
     .into_iter()
     .chain(super::powers::run_all(h))

@@ -3,13 +3,22 @@
 //! (or, with `--build-up`, from no stage at all adding one at a time), and prints a matrix:
 //! one row per check, one column per configuration, each cell isolated or LEAKS.
 //!
+//! The user stage is off by default as root (as in Docker), so it is not switched off but
+//! added: a last column `+user` is the column before it with `--userns auto`. As an ordinary
+//! user the user stage is on in every column (the kernel lets an ordinary user make
+//! namespaces only inside a user namespace of their own). What needs root there is shown as
+//! `needs root`: a column whose plan only root may run (`-user`, `-pid`), and a row that
+//! leaks because the stage guarding it needs root on this host (the cgroup stage without a
+//! delegated cgroup).
+//!
 //! The runner prepares on the host what the checks look for (a marker file, a SysV shared
-//! memory segment) and removes it again, with any mount that leaked, even when a probe fails
-//! or the user presses Ctrl-C.
+//! memory segment, a file only the host's root may write) and removes it again, with any
+//! mount that leaked, even when a probe fails or the user presses Ctrl-C.
 
 use crate::error::{Error, Result};
 use crate::inspect::checks::{HostFacts, IsolationCheck, Verdict};
-use crate::stages::plan::{Plan, Toggles};
+use crate::inspect::verdict::FdMarker;
+use crate::stages::plan::{ConfineToggles, Plan, Toggles};
 use crate::stages::RootSwitch;
 use crate::stages::{self, StageId};
 use colored::Colorize;
@@ -47,6 +56,12 @@ pub struct Column {
     pub refused: Option<String>,
     /// Why the probe could not run, if it could not.
     pub error: Option<String>,
+    /// Why only root may run this configuration, when the runner is not root.
+    #[serde(default)]
+    pub needs_root: Option<String>,
+    /// What this column is, when its label does not say it all.
+    #[serde(default)]
+    pub note: Option<String>,
     pub checks: Vec<IsolationCheck>,
 }
 
@@ -59,7 +74,45 @@ struct Config {
     label: String,
     toggles: Toggles,
     root_switch: RootSwitch,
+    /// `--userns auto`: the user stage on, where it is off by default (as root).
+    userns_auto: bool,
+    note: Option<String>,
 }
+
+impl Config {
+    fn new(label: String, only: Option<Vec<String>>, without: Vec<String>) -> Config {
+        Config {
+            label,
+            toggles: Toggles {
+                only,
+                without,
+                volumes_given: false,
+                confine: Default::default(),
+            },
+            root_switch: RootSwitch::Pivot,
+            userns_auto: false,
+            note: None,
+        }
+    }
+
+    /// The toggles `stagebox run` makes of this column's flags, for a runner that is root
+    /// or not.
+    fn toggles(&self, root: bool) -> Toggles {
+        Toggles {
+            confine: ConfineToggles {
+                user: self.userns_auto.then_some(true),
+                rootless: !root,
+                ..self.toggles.confine
+            },
+            ..self.toggles.clone()
+        }
+    }
+}
+
+/// Why the `+user` column comes last.
+const USER_NOTE_BUILD_UP: &str = "the user stage comes first in the pipeline, but as root it is off by default (as in Docker), so it is added last: the column before with --userns auto (a range of 65536 host ids of its own)";
+const USER_NOTE: &str = "the user stage is off by default as root (as in Docker), so it is added rather than switched off: `all` with --userns auto (a range of 65536 host ids of its own)";
+const ROOTLESS_NOTE: &str = "not root: the user stage is on in every column (the kernel lets an ordinary user make namespaces only inside a user namespace of their own)";
 
 fn available() -> Vec<StageId> {
     stages::registry::all()
@@ -69,7 +122,8 @@ fn available() -> Vec<StageId> {
         .collect()
 }
 
-fn configs(opts: &CompareOpts) -> Result<Vec<Config>> {
+/// The columns, for a runner that is root or not.
+fn configs(opts: &CompareOpts, root: bool) -> Result<Vec<Config>> {
     let all = available();
     let chosen: Vec<StageId> = match &opts.stages {
         None => all.clone(),
@@ -93,53 +147,96 @@ fn configs(opts: &CompareOpts) -> Result<Vec<Config>> {
                 v.push(id);
             }
             v.sort();
+            v.dedup();
             v
         }
     };
-    let t = |only: Option<Vec<String>>, without: Vec<String>| Toggles {
-        only,
-        without,
-        volumes_given: false,
-        confine: Default::default(),
-    };
+    let user = chosen.contains(&StageId::User);
+    let steps: Vec<StageId> = chosen
+        .into_iter()
+        .filter(|id| *id != StageId::User)
+        .collect();
     let mut out = Vec::new();
     if opts.build_up {
         let mut on: Vec<String> = Vec::new();
-        out.push(Config {
-            label: "none".into(),
-            toggles: t(Some(vec![]), vec![]),
-            root_switch: RootSwitch::Pivot,
-        });
-        for id in &chosen {
+        out.push(Config::new("none".into(), Some(vec![]), vec![]));
+        for id in &steps {
             on.push(id.name().to_string());
+            out.push(Config::new(
+                format!("+{}", id.name()),
+                Some(on.clone()),
+                vec![],
+            ));
+        }
+        if user && root {
             out.push(Config {
-                label: format!("+{}", id.name()),
-                toggles: t(Some(on.clone()), vec![]),
-                root_switch: RootSwitch::Pivot,
+                userns_auto: true,
+                note: Some(USER_NOTE_BUILD_UP.into()),
+                ..Config::new("+user".into(), Some(on), vec![])
             });
         }
     } else {
-        out.push(Config {
-            label: "all".into(),
-            toggles: t(None, vec![]),
-            root_switch: RootSwitch::Pivot,
-        });
-        for id in &chosen {
+        out.push(Config::new("all".into(), None, vec![]));
+        for id in &steps {
+            out.push(Config::new(
+                format!("-{}", id.name()),
+                None,
+                vec![id.name().to_string()],
+            ));
+        }
+        if steps.contains(&StageId::Pivot) {
             out.push(Config {
-                label: format!("-{}", id.name()),
-                toggles: t(None, vec![id.name().to_string()]),
-                root_switch: RootSwitch::Pivot,
+                root_switch: RootSwitch::Chroot,
+                ..Config::new("chroot".into(), None, vec![])
             });
         }
-        if chosen.contains(&StageId::Pivot) {
+        if user && root {
             out.push(Config {
-                label: "chroot".into(),
-                toggles: t(None, vec![]),
-                root_switch: RootSwitch::Chroot,
+                userns_auto: true,
+                note: Some(USER_NOTE.into()),
+                ..Config::new("+user".into(), None, vec![])
             });
+        } else if user {
+            out.push(Config::new("-user".into(), None, vec!["user".into()]));
+        }
+    }
+    if !root {
+        if let Some(first) = out.first_mut() {
+            first.note = Some(ROOTLESS_NOTE.into());
         }
     }
     Ok(out)
+}
+
+/// The stages this host gives only to root. Without a cgroup v2 subtree delegated to them,
+/// an ordinary user has no cgroup to put a container in, and the devices stage's rules live
+/// in the container's cgroup. Rootless, they go off in every column (as `stagebox run` turns
+/// them off), and a row they guard that leaks shows `needs root`.
+const ROOT_ONLY: [(StageId, &str); 2] = [
+    (
+        StageId::Cgroup,
+        "the cgroup stage needs root here: an ordinary user may make cgroups only in a cgroup v2 subtree delegated to them",
+    ),
+    (
+        StageId::Devices,
+        "the devices stage needs root: its rules live in the container's cgroup",
+    ),
+];
+
+/// Rootless: `toggles` with the stages only root may have here switched off.
+fn without_root_only(mut toggles: Toggles) -> Toggles {
+    let names: Vec<&str> = ROOT_ONLY.iter().map(|(id, _)| id.name()).collect();
+    match &mut toggles.only {
+        Some(only) => only.retain(|n| !names.contains(&n.as_str())),
+        None => {
+            for n in names {
+                if !toggles.without.iter().any(|w| w == n) {
+                    toggles.without.push(n.to_string());
+                }
+            }
+        }
+    }
+    toggles
 }
 
 /// The descriptor the runner leaves open on the marker's directory across `stagebox run`,
@@ -152,9 +249,78 @@ extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
+/// The descriptor on the directory of the file only the host's root may write, passed to the
+/// workload on purpose (`--preserve-fds 1`), as a volume would show it.
+const ROOT_MARKER_FD: i32 = 3;
+
+/// A file only the host's root may write (owner 0, mode 0644) in a directory of its own
+/// (mode 0755, so that any uid may look it up), made by the runner when it is root.
+struct RootMarker {
+    dir: PathBuf,
+    name: String,
+    content: Vec<u8>,
+}
+
+/// The mtime the runner gives the root marker before each run: a write changes it.
+const MARKER_MTIME: libc::time_t = 1_000_000_000;
+
+impl RootMarker {
+    fn new(token: &str) -> Result<RootMarker> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!(".stagebox-hostroot-{token}"));
+        std::fs::create_dir(&dir).map_err(|e| Error::io(format!("mkdir {}", dir.display()), e))?;
+        let m = RootMarker {
+            dir,
+            name: "only-root-may-write".into(),
+            content: format!("written by the host's root; token {token}\n").into_bytes(),
+        };
+        let file = m.dir.join(&m.name);
+        std::fs::set_permissions(&m.dir, std::fs::Permissions::from_mode(0o755))
+            .and_then(|_| std::fs::write(&file, &m.content))
+            .and_then(|_| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)))
+            .map_err(|e| Error::io(format!("write {}", file.display()), e))?;
+        Ok(m)
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join(&self.name)
+    }
+
+    /// Sets the marker's mtime to [`MARKER_MTIME`].
+    fn reset_mtime(&self) {
+        let t = nix::sys::time::TimeSpec::new(MARKER_MTIME, 0);
+        let _ = nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &self.file(),
+            &t,
+            &t,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        );
+    }
+
+    /// What the host sees of the marker after a run: (written, content unchanged).
+    fn seen(&self) -> (bool, bool) {
+        use std::os::unix::fs::MetadataExt;
+        let written = std::fs::metadata(self.file())
+            .map(|m| m.mtime() != MARKER_MTIME)
+            .unwrap_or(false);
+        let same = std::fs::read(self.file()).is_ok_and(|c| c == self.content);
+        (written, same)
+    }
+}
+
+impl Drop for RootMarker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.file());
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
 /// What the runner put on the host; removed on drop.
 struct HostSetup {
     facts: HostFacts,
+    root: bool,
+    root_marker: Option<RootMarker>,
 }
 
 impl HostSetup {
@@ -163,32 +329,44 @@ impl HostSetup {
         let marker = std::env::temp_dir().join(format!(".stagebox-marker-{token}"));
         std::fs::write(&marker, b"a file only the host has\n")
             .map_err(|e| Error::io(format!("write {}", marker.display()), e))?;
+        let euid = nix::unistd::geteuid();
+        // Built before the root marker is made, so that a failure there still removes the
+        // marker and the segment (on drop).
+        let mut setup = HostSetup {
+            facts: HostFacts::default(),
+            root: euid.is_root(),
+            root_marker: None,
+        };
         // SAFETY: plain shmget; the segment is removed in drop.
         let shm_id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
         let host_hostname = nix::sys::utsname::uname()
             .map(|u| u.nodename().to_string_lossy().into_owned())
             .unwrap_or_default();
         let _ = state;
-        Ok(HostSetup {
-            facts: HostFacts {
-                marker,
-                host_pid: std::process::id() as i32,
-                host_hostname,
-                host_interfaces: crate::kernel::netif::own_interfaces()
-                    .into_iter()
-                    .map(|(n, _)| n)
-                    .collect(),
-                shm_id,
-                leak_token: String::new(),
-                leak_dir: PathBuf::new(),
-                limits_expected: false,
-                host_cgroup_ns: std::fs::read_link("/proc/self/ns/cgroup")
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                root_dev: host_block_device(),
-                inherited_fd: Some(INHERITED_FD),
-            },
-        })
+        setup.facts = HostFacts {
+            marker,
+            host_pid: std::process::id() as i32,
+            host_hostname,
+            host_interfaces: crate::kernel::netif::own_interfaces()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect(),
+            shm_id,
+            leak_token: String::new(),
+            leak_dir: PathBuf::new(),
+            limits_expected: false,
+            host_cgroup_ns: std::fs::read_link("/proc/self/ns/cgroup")
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            root_dev: host_block_device(),
+            inherited_fd: Some(INHERITED_FD),
+            root_marker: None,
+            runner_uid: Some(euid.as_raw()),
+        };
+        if setup.root {
+            setup.root_marker = Some(RootMarker::new(&token)?);
+        }
+        Ok(setup)
     }
 }
 
@@ -266,6 +444,44 @@ fn leaked_mounts(token: &str) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// The plan of a column as `stagebox run` will make it for this runner, and the stages that
+/// are off in it only because the runner is not root. A plan refused only because the runner
+/// is not root sets `needs_root`, any other refusal `refused`.
+fn plan_for(cfg: &Config, root: bool, col: &mut Column) -> Option<(Toggles, Plan, Vec<StageId>)> {
+    let refuse = |col: &mut Column, e: Error| {
+        let as_root = Plan::resolve(&cfg.toggles(true), cfg.root_switch);
+        if !root && as_root.is_ok() {
+            col.needs_root = Some(e.to_string());
+        } else {
+            col.refused = Some(e.to_string());
+        }
+    };
+    let toggles = if root {
+        cfg.toggles(true)
+    } else {
+        without_root_only(cfg.toggles(false))
+    };
+    let plan = match Plan::resolve(&toggles, cfg.root_switch) {
+        Ok(p) => p,
+        Err(e) => {
+            refuse(col, e);
+            return None;
+        }
+    };
+    if root {
+        return Some((toggles, plan, Vec::new()));
+    }
+    let need_root = match Plan::resolve(&cfg.toggles(true), cfg.root_switch) {
+        Ok(as_root) => ROOT_ONLY
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| as_root.is_on(*id) && !plan.is_on(*id))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    Some((toggles, plan, need_root))
+}
+
 fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column {
     let mut col = Column {
         label: cfg.label.clone(),
@@ -276,14 +492,12 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
         },
         refused: None,
         error: None,
+        needs_root: None,
+        note: cfg.note.clone(),
         checks: Vec::new(),
     };
-    let plan = match Plan::resolve(&cfg.toggles, cfg.root_switch) {
-        Ok(p) => p,
-        Err(e) => {
-            col.refused = Some(e.to_string());
-            return col;
-        }
+    let Some((toggles, plan, need_root)) = plan_for(cfg, setup.root, &mut col) else {
+        return col;
     };
     col.stages = plan
         .stages
@@ -296,6 +510,19 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
     setup.facts.leak_dir = PathBuf::from(format!("/tmp/.stagebox-leak-{token}"));
     let cgroup_on = plan.is_on(StageId::Cgroup);
     setup.facts.limits_expected = cgroup_on;
+    // The root marker's directory, open, to be descriptor 3 of the workload.
+    let root_dir = setup.root_marker.as_ref().and_then(|m| {
+        m.reset_mtime();
+        std::fs::File::open(&m.dir).ok()
+    });
+    setup.facts.root_marker = setup
+        .root_marker
+        .as_ref()
+        .filter(|_| root_dir.is_some())
+        .map(|m| FdMarker {
+            fd: ROOT_MARKER_FD,
+            name: m.name.clone(),
+        });
     let facts = match serde_json::to_string(&setup.facts) {
         Ok(f) => f,
         Err(e) => {
@@ -304,13 +531,16 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
         }
     };
     let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "--trace".into(), "off".into()];
-    match &cfg.toggles.only {
+    match &toggles.only {
         Some(only) => args.push(format!("--only={}", only.join(","))),
         None => {
-            if !cfg.toggles.without.is_empty() {
-                args.push(format!("--without={}", cfg.toggles.without.join(",")));
+            if !toggles.without.is_empty() {
+                args.push(format!("--without={}", toggles.without.join(",")));
             }
         }
+    }
+    if cfg.userns_auto {
+        args.push("--userns=auto".into());
     }
     args.push("--root-switch".into());
     args.push(col.root_switch.clone());
@@ -323,6 +553,9 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
     if cgroup_on {
         args.extend(["--memory", "64m", "--pids-limit", "32"].map(String::from));
     }
+    if root_dir.is_some() {
+        args.extend(["--preserve-fds", "1"].map(String::from));
+    }
     args.extend(opts.run_args.iter().cloned());
     args.extend(["--probe", "--", "--json", "--checks"].map(String::from));
     args.push(facts);
@@ -332,21 +565,39 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(std::env::temp_dir);
-    let held = std::fs::File::open(&marker_dir);
+    // Both descriptors are moved above 9 first, so that placing one as 3 or 9 in the child
+    // cannot close the other.
+    let high = |f: std::fs::File| -> Option<std::os::fd::OwnedFd> {
+        use std::os::fd::FromRawFd;
+        let fd = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).ok()?;
+        // SAFETY: fd was just made by fcntl and is owned here only.
+        Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    };
+    let held = std::fs::File::open(&marker_dir).ok().and_then(high);
+    let root_dir = root_dir.and_then(high);
     let mut cmd = std::process::Command::new("/proc/self/exe");
     cmd.args(&args)
         .env("STAGEBOX_STATE", &opts.state)
         .stdin(std::process::Stdio::null());
-    if let Ok(dir) = &held {
+    {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
-        let raw = dir.as_raw_fd();
-        // SAFETY: dup2 is async-signal-safe; the new descriptor has no close-on-exec flag,
-        // so it reaches stagebox run as descriptor 9.
+        let moves: Vec<(i32, i32)> = [
+            held.as_ref().map(|f| (f.as_raw_fd(), INHERITED_FD)),
+            root_dir.as_ref().map(|f| (f.as_raw_fd(), ROOT_MARKER_FD)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        // SAFETY: dup2 is async-signal-safe; the new descriptors have no close-on-exec flag,
+        // so they reach stagebox run as descriptors 9 (the careless caller's) and 3 (the
+        // root marker's directory, which --preserve-fds 1 passes on).
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(raw, INHERITED_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                for (from, to) in &moves {
+                    if libc::dup2(*from, *to) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -354,6 +605,7 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
     }
     let out = cmd.output();
     drop(held);
+    drop(root_dir);
     // Whatever happened, a leaked mount is removed from the host again.
     let leaked = leaked_mounts(&token);
     for m in &leaked {
@@ -382,21 +634,57 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
     };
     let mut checks: Vec<IsolationCheck> =
         serde_json::from_value(v["checks"].clone()).unwrap_or_default();
-    for c in checks.iter_mut().filter(|c| c.name == "mount_leak") {
-        if leaked.is_empty() {
-            c.verdict = Verdict::Isolated;
-            c.evidence = format!("{}; not seen in the host's mount table", c.evidence);
-        } else {
-            c.verdict = Verdict::Leaks;
-            c.evidence = format!(
-                "{}; the host's mount table showed it at {} (removed again)",
-                c.evidence,
-                leaked
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+    for c in checks.iter_mut() {
+        match c.name.as_str() {
+            "mount_leak" if leaked.is_empty() => {
+                c.verdict = Verdict::Isolated;
+                c.evidence = format!("{}; not seen in the host's mount table", c.evidence);
+            }
+            "mount_leak" => {
+                c.verdict = Verdict::Leaks;
+                c.evidence = format!(
+                    "{}; the host's mount table showed it at {} (removed again)",
+                    c.evidence,
+                    leaked
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            "host_root" => {
+                if let (Some(m), Some(_)) = (&setup.root_marker, &setup.facts.root_marker) {
+                    let (written, same) = m.seen();
+                    if written {
+                        c.verdict = Verdict::Leaks;
+                    }
+                    c.evidence = format!(
+                        "{}; on the host the marker {}",
+                        c.evidence,
+                        match (written, same) {
+                            (true, true) =>
+                                "was written (its mtime changed) and its content is the same",
+                            (true, false) => "was written and its content changed",
+                            (false, true) => "was not written (its mtime is as the runner set it)",
+                            (false, false) => "was not written, yet its content changed",
+                        }
+                    );
+                }
+            }
+            "host_disk" if !setup.root && setup.facts.root_dev.is_none() => {
+                c.verdict = Verdict::NeedsRoot;
+                c.evidence = "the runner is not root and can open none of the host's block devices itself, so there is no disk to try".into();
+            }
+            _ => {}
+        }
+        if c.verdict == Verdict::Leaks {
+            if let Some((_, why)) = ROOT_ONLY
+                .iter()
+                .find(|(id, _)| need_root.contains(id) && c.stage == id.name())
+            {
+                c.verdict = Verdict::NeedsRoot;
+                c.evidence = format!("{}; {why}", c.evidence);
+            }
         }
     }
     col.checks = checks;
@@ -405,12 +693,7 @@ fn run_column(cfg: &Config, opts: &CompareOpts, setup: &mut HostSetup) -> Column
 
 /// Runs every configuration and returns the matrix.
 pub fn compare(opts: &CompareOpts) -> Result<Matrix> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err(Error::NotRoot {
-            what: "compare runs containers".into(),
-        });
-    }
-    let configs = configs(opts)?;
+    let configs = configs(opts, nix::unistd::geteuid().is_root())?;
     let mut setup = HostSetup::new(&opts.state)?;
     // Ctrl-C stops between configurations, so the host setup is always removed.
     let handler = nix::sys::signal::SigHandler::Handler(on_signal);
@@ -439,6 +722,9 @@ fn cell(col: &Column, check: &str) -> (&'static str, Option<String>) {
     if col.refused.is_some() {
         return ("refused", None);
     }
+    if col.needs_root.is_some() {
+        return ("needs root", None);
+    }
     if col.error.is_some() {
         return ("error", None);
     }
@@ -448,6 +734,7 @@ fn cell(col: &Column, check: &str) -> (&'static str, Option<String>) {
                 Verdict::Isolated => "isolated",
                 Verdict::Leaks => "LEAKS",
                 Verdict::NotYet => "not yet",
+                Verdict::NeedsRoot => "needs root",
             },
             Some(c.evidence.clone()),
         ),
@@ -462,6 +749,7 @@ fn paint(s: &str, width: usize) -> String {
         "LEAKS" => padded.red().bold().to_string(),
         "refused" => padded.yellow().to_string(),
         "error" => padded.magenta().to_string(),
+        "needs root" => padded.blue().to_string(),
         _ => padded.dimmed().to_string(),
     }
 }
@@ -475,6 +763,12 @@ fn notes(m: &Matrix) -> String {
         if let Some(e) = &c.error {
             out.push_str(&format!("{}: error: {e}\n", c.label));
         }
+        if let Some(r) = &c.needs_root {
+            out.push_str(&format!("{}: needs root: {r}\n", c.label));
+        }
+        if let Some(n) = &c.note {
+            out.push_str(&format!("{}: {n}\n", c.label));
+        }
     }
     out
 }
@@ -485,7 +779,20 @@ pub fn render_table(m: &Matrix, evidence: bool) -> String {
         .map(|c| c.1.len())
         .max()
         .unwrap_or(10);
-    let widths: Vec<usize> = m.columns.iter().map(|c| c.label.len().max(9)).collect();
+    let names: Vec<&str> = crate::inspect::checks::all_checks()
+        .iter()
+        .map(|c| c.0)
+        .collect();
+    let widths: Vec<usize> = m
+        .columns
+        .iter()
+        .map(|c| {
+            names
+                .iter()
+                .map(|n| cell(c, n).0.len())
+                .fold(c.label.len().max(9), usize::max)
+        })
+        .collect();
     let mut out = format!("{:<qw$}", "check");
     for (c, w) in m.columns.iter().zip(&widths) {
         out.push_str(&format!("  {:<w$}", c.label, w = *w));
@@ -546,4 +853,140 @@ pub fn render_markdown(m: &Matrix) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(stages: Option<&str>, build_up: bool) -> CompareOpts {
+        CompareOpts {
+            rootfs: None,
+            run_args: Vec::new(),
+            stages: stages.map(|s| vec![s.to_string()]),
+            build_up,
+            format: Format::Json,
+            evidence: false,
+            state: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    fn labels(c: &[Config]) -> Vec<&str> {
+        c.iter().map(|c| c.label.as_str()).collect()
+    }
+
+    #[test]
+    fn as_root_the_user_stage_is_added_last_with_userns_auto() {
+        let c = configs(&opts(Some("uts,user"), false), true).unwrap();
+        assert_eq!(labels(&c), ["all", "-uts", "+user"]);
+        let user = &c[2];
+        assert!(user.userns_auto && user.note.as_deref() == Some(USER_NOTE));
+        let t = user.toggles(true);
+        assert_eq!(t.confine.user, Some(true));
+        assert!(Plan::resolve(&t, RootSwitch::Pivot)
+            .unwrap()
+            .is_on(StageId::User));
+        assert!(!Plan::resolve(&c[0].toggles(true), RootSwitch::Pivot)
+            .unwrap()
+            .is_on(StageId::User));
+
+        let c = configs(&opts(Some("user,mount,uts"), true), true).unwrap();
+        assert_eq!(labels(&c), ["none", "+uts", "+mount", "+user"]);
+        let last = c.last().unwrap();
+        assert_eq!(
+            last.toggles.only.as_deref(),
+            Some(&["uts".to_string(), "mount".to_string()][..])
+        );
+        assert!(last.userns_auto && last.note.as_deref() == Some(USER_NOTE_BUILD_UP));
+        // Every stage: no -user column, and the user stage off in every other one.
+        let c = configs(&opts(None, false), true).unwrap();
+        assert!(!labels(&c).contains(&"-user"));
+        assert_eq!(labels(&c).last(), Some(&"+user"));
+        assert!(c.iter().all(|c| c.note.is_none() || c.label == "+user"));
+    }
+
+    #[test]
+    fn not_root_the_user_stage_is_always_on_and_its_column_needs_root() {
+        let c = configs(&opts(Some("uts,user"), false), false).unwrap();
+        assert_eq!(labels(&c), ["all", "-uts", "-user"]);
+        assert_eq!(c[0].note.as_deref(), Some(ROOTLESS_NOTE));
+        let mut col = Column {
+            label: String::new(),
+            stages: Vec::new(),
+            root_switch: String::new(),
+            refused: None,
+            error: None,
+            needs_root: None,
+            note: None,
+            checks: Vec::new(),
+        };
+        // -user: root may run it, an ordinary user may not.
+        assert!(plan_for(&c[2], false, &mut col).is_none());
+        assert!(col.refused.is_none());
+        assert!(col
+            .needs_root
+            .as_deref()
+            .is_some_and(|r| r.contains("without root")));
+        // all: runs, with the user stage on and what needs root here off.
+        let (t, plan, need_root) = plan_for(&c[0], false, &mut col).unwrap();
+        assert!(plan.is_on(StageId::User) && plan.is_on(StageId::Uts));
+        assert!(!plan.is_on(StageId::Cgroup) && !plan.is_on(StageId::Devices));
+        assert_eq!(t.without, ["cgroup", "devices"]);
+        assert_eq!(need_root, [StageId::Cgroup, StageId::Devices]);
+        // Build-up: no +user column; a stage only root may have is left out of --only.
+        let c = configs(&opts(Some("uts,user,cgroup"), true), false).unwrap();
+        assert_eq!(labels(&c), ["none", "+cgroup", "+uts"]);
+        let (t, _, need_root) = plan_for(&c[2], false, &mut col).unwrap();
+        assert_eq!(t.only.as_deref(), Some(&["uts".to_string()][..]));
+        assert_eq!(need_root, [StageId::Cgroup]);
+        let (_, _, need_root) = plan_for(&c[0], false, &mut col).unwrap();
+        assert!(
+            need_root.is_empty(),
+            "none asks for no cgroup: {need_root:?}"
+        );
+    }
+
+    #[test]
+    fn needs_root_cells_are_named_and_widen_only_their_column() {
+        let check = |name: &str, verdict: Verdict| IsolationCheck {
+            name: name.into(),
+            question: String::new(),
+            stage: String::new(),
+            verdict,
+            evidence: String::new(),
+        };
+        let col = |label: &str, needs_root: Option<&str>, checks: Vec<IsolationCheck>| Column {
+            label: label.into(),
+            stages: Vec::new(),
+            root_switch: "pivot".into(),
+            refused: None,
+            error: None,
+            needs_root: needs_root.map(String::from),
+            note: None,
+            checks,
+        };
+        let m = Matrix {
+            columns: vec![
+                col("all", None, vec![check("memory_limit", Verdict::NeedsRoot)]),
+                col("-user", Some("without root ..."), vec![]),
+                col("-uts", None, vec![check("hostname", Verdict::Leaks)]),
+            ],
+        };
+        assert_eq!(cell(&m.columns[0], "memory_limit").0, "needs root");
+        assert_eq!(cell(&m.columns[1], "hostname").0, "needs root");
+        let table = render_table(&m, false);
+        let header = table.lines().next().unwrap();
+        assert!(
+            header.ends_with("all         -user       -uts     "),
+            "{header:?}"
+        );
+        assert!(
+            table.contains("-user: needs root: without root ..."),
+            "{table}"
+        );
+        let md = render_markdown(&m);
+        assert!(md.contains("_needs root_"), "{md}");
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["columns"][0]["checks"][0]["verdict"], "needs_root");
+    }
 }

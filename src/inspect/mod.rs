@@ -5,7 +5,8 @@
 //! changed in its writable layer (`diff`).
 //!
 //! `probe` runs *inside* a container (the runtime fexecve's this binary), so it reads only
-//! /proc and makes no change beyond the marker files an escape probe was given.
+//! /proc and makes no change beyond the marker files it was given (a write puts back the
+//! bytes it read).
 //!
 //! May import: everything below it (`runtime` and down). Nothing below imports it.
 

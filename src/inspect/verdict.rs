@@ -29,6 +29,20 @@ pub struct HostFacts {
     /// A descriptor the runner left open on the marker's directory, across `stagebox run`.
     #[serde(default)]
     pub inherited_fd: Option<i32>,
+    /// A file only the host's root may write, reached through a descriptor the runner passes
+    /// on purpose (`--preserve-fds`), as a volume or a leaked descriptor would reach it.
+    #[serde(default)]
+    pub root_marker: Option<FdMarker>,
+    /// The runner's effective uid on the host.
+    #[serde(default)]
+    pub runner_uid: Option<u32>,
+}
+
+/// A file `name` in the directory open as descriptor `fd`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdMarker {
+    pub fd: i32,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +52,10 @@ pub enum Verdict {
     Leaks,
     /// The stage that would isolate this is not in this version of stagebox.
     NotYet,
+    /// It leaks because the stage that isolates it needs root on this host, and the runner
+    /// is not root (`stagebox compare` as an ordinary user).
+    #[serde(rename = "needs_root")]
+    NeedsRoot,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

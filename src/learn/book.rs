@@ -691,6 +691,9 @@ fn grid_svg(title: &str, m: &Matrix) -> String {
                     if c.refused.is_some() {
                         return Cell::Refused;
                     }
+                    if c.needs_root.is_some() {
+                        return Cell::NeedsRoot;
+                    }
                     match c
                         .checks
                         .iter()
@@ -701,6 +704,7 @@ fn grid_svg(title: &str, m: &Matrix) -> String {
                         Some(Verdict::Isolated) => Cell::Isolated,
                         Some(Verdict::Leaks) => Cell::Leaks,
                         Some(Verdict::NotYet) => Cell::NotYet,
+                        Some(Verdict::NeedsRoot) => Cell::NeedsRoot,
                         None => Cell::Error,
                     }
                 })

@@ -521,6 +521,8 @@ pub enum Cell {
     NotYet,
     /// The plan refused this configuration.
     Refused,
+    /// Only root may run it here (the book is made as root, so it shows no such cell).
+    NeedsRoot,
     /// The probe could not run.
     Error,
 }
@@ -532,6 +534,7 @@ impl Cell {
             Cell::Leaks => (RED, "LEAKS"),
             Cell::NotYet => (GREY, "not yet"),
             Cell::Refused => (YELLOW, "refused"),
+            Cell::NeedsRoot => (GREY, "needs root"),
             Cell::Error => (PURPLE, "error"),
         }
     }

@@ -290,6 +290,13 @@ impl Plan {
                     )));
                 }
             }
+            // The same holds for the cgroup filesystems the paths stage mounts read-only on
+            // /sys/fs/cgroup: only for a cgroup namespace the user namespace owns.
+            if self.is_on(StageId::Paths) && !self.is_on(StageId::Cgroupns) {
+                return Err(Error::Plan(
+                    "the paths stage needs the cgroupns stage when the user stage is on: inside a user namespace the kernel mounts a cgroup filesystem (the read-only /sys/fs/cgroup the paths stage makes) only for a cgroup namespace the user namespace owns".into(),
+                ));
+            }
         }
         if self.root_propagation != Propagation::Private && !self.is_on(StageId::Mount) {
             return Err(Error::Plan(
@@ -411,6 +418,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("needs the pid stage"), "{e}");
+        let mut no_cgroupns = t(None, "cgroupns");
+        no_cgroupns.confine.user = Some(true);
+        let e = Plan::resolve(&no_cgroupns, RootSwitch::Pivot)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs the cgroupns stage"), "{e}");
+        no_cgroupns.without.push("paths".into());
+        assert!(Plan::resolve(&no_cgroupns, RootSwitch::Pivot).is_ok());
         // Rootless: on without asking, even with --only; refusing it is an error.
         let mut rl = t(Some("uts"), "");
         rl.confine.rootless = true;
