@@ -459,7 +459,17 @@ fn plan_for(cfg: &Config, root: bool, col: &mut Column) -> Option<(Toggles, Plan
     let toggles = if root {
         cfg.toggles(true)
     } else {
-        without_root_only(cfg.toggles(false))
+        // With a delegated cgroup v2 subtree an ordinary user keeps the cgroup stage (the run
+        // fits its plan the same way); without one it goes off in every column.
+        let t = cfg.toggles(false);
+        let keeps_cgroup = Plan::resolve(&t, cfg.root_switch)
+            .and_then(|p| p.fit_rootless_cgroup(&crate::cgroup::Limits::default()))
+            .is_ok_and(|p| p.is_on(StageId::Cgroup));
+        if keeps_cgroup {
+            t
+        } else {
+            without_root_only(t)
+        }
     };
     let plan = match Plan::resolve(&toggles, cfg.root_switch) {
         Ok(p) => p,
