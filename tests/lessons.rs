@@ -135,7 +135,8 @@ lesson_tests! {
     lesson_09_volumes => "09-volumes",
     lesson_10_images => "10-images",
     lesson_11_root_but_powerless => "11-root-but-powerless",
-    lesson_12_comparing_isolation => "12-comparing-isolation",
+    lesson_12_user_namespaces => "12-user-namespaces",
+    lesson_13_comparing_isolation => "13-comparing-isolation",
 }
 
 #[test]
@@ -160,7 +161,8 @@ const MODEL_ANSWERS: &[(&str, &str)] = &[
     ("09", "-v exercise-09:/v"),
     ("10", "FROM default\nCMD [\"echo\", \"hello from 10\"]\n"),
     ("11", "--cap-drop ALL --security-opt no-new-privileges"),
-    ("12", "--without ipc"),
+    ("12", "--uidmap 0:300000:65536"),
+    ("13", "--without ipc"),
 ];
 
 fn check(n: &str, answers: &Path) -> (i32, String) {

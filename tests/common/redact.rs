@@ -80,7 +80,7 @@ const fn rule(fact: &'static str, before: Redact, after: Redact) -> FactRule {
 /// container still shares the host's mount table there, so a mount that comes or goes in it
 /// is another process's doing (a test running beside this one), not the stage's.
 pub const IN_THE_HOSTS_MOUNT_TABLE: &[&str] =
-    &["cgroup", "devices", "uts", "ipc", "pid", "net", "cgroupns"];
+    &["user", "cgroup", "devices", "uts", "ipc", "pid", "net", "cgroupns"];
 
 use Redact::*;
 
@@ -90,6 +90,11 @@ pub const FACT_RULES: &[FactRule] = &[
     // kernel::observe::fact_names(): what the runtime reads from /proc after each stage.
     rule("ns/<namespace>", Numbers, Numbers),
     rule("pid inside", Numbers, Keep),
+    // The user stage: the host's identity map before; after, host ids that depend on where
+    // the `stagebox` entry of /etc/subuid sits and which slice was free (or the user's uid).
+    rule("uid_map", Keep, Numbers),
+    rule("uid on the host", Keep, Numbers),
+    rule("uid inside", Numbers, Keep),
     rule("hostname", Host, Keep),
     rule("interfaces", HostInterfaces, Keep),
     // The host's own System V objects come and go: whether the line is there at all does.
@@ -269,6 +274,10 @@ fn redact_line(line: &str, stage: &mut Option<String>) -> Option<String> {
         return Some(format!("    $ {call} = {result}"));
     }
     if let Some(note) = l.strip_prefix("    · ") {
+        // Made once per host, by whichever run first finds the entry missing.
+        if current == "user" && note.starts_with("added the entry") {
+            return None;
+        }
         return Some(format!("    · {}", self::note(&current, note)));
     }
     // The pretty trace's one line for the host mounts the root switch takes out of view
@@ -316,6 +325,9 @@ fn redact_json(obj: &mut serde_json::Map<String, Value>) -> bool {
         }
         _ => {
             if let Some(m) = get(obj, "message") {
+                if stage == "user" && m.starts_with("added the entry") {
+                    return false;
+                }
                 let m = note(&stage, &everywhere(&m));
                 obj.insert("message".into(), Value::String(m));
             }
@@ -436,6 +448,15 @@ fn syscall(call: &str) -> Option<String> {
                 return None;
             }
         }
+    }
+    // The user stage: the pid whose maps are written from outside (or handed to newuidmap),
+    // and host ids that depend on where the `stagebox` entry of /etc/subuid sits and on
+    // which slice of it was free.
+    let proc_pid = call
+        .strip_prefix("write(\"/proc/")
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+    if proc_pid || call.starts_with("flock(") || call.starts_with("exec(") {
+        return Some(numbers_in_text(call));
     }
     // The pid moved into a cgroup.
     if call.starts_with("write(") && first_arg.ends_with("/cgroup.procs") {
