@@ -155,7 +155,7 @@ fn an_unknown_trace_stage_is_one_sentence_and_makes_nothing() {
         assert_eq!(out.status.code(), Some(125), "{err}");
         assert!(
             err.contains(
-                "unknown stage \"pdi\" in --trace-stages; the stages are: cgroup, devices, uts"
+                "unknown stage \"pdi\" in --trace-stages; the stages are: user, cgroup, devices, uts"
             ),
             "{err}"
         );
