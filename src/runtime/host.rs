@@ -69,7 +69,7 @@ pub fn create_container(
         if started.get() && !remove {
             return Ok(());
         }
-        std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())
+        crate::state::dir::remove_tree(&dir).map_err(|e| e.to_string())
     });
     Ok(c)
 }

@@ -193,7 +193,7 @@ pub fn remove(state: &Path, key: &str, force: bool) -> Result<Container> {
     }
     let dir = c.dir(state);
     if dir.exists() {
-        std::fs::remove_dir_all(&dir)
+        super::dir::remove_tree(&dir)
             .map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
     }
     Ok(c)

@@ -105,6 +105,44 @@ pub fn secure(state: &Path, create: bool) -> Result<()> {
     Ok(())
 }
 
+/// Removes a directory tree (a container's directory). Overlayfs makes its `work/work`
+/// directory mode 0000: root removes it anyway, but an ordinary user (a rootless run) may not
+/// list it, so on "permission denied" the directories this user owns get their owner's
+/// rwx back, and the removal is tried again.
+pub fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            open_own_dirs(dir, nix::unistd::geteuid().as_raw());
+            std::fs::remove_dir_all(dir)
+        }
+        r => r,
+    }
+}
+
+/// Gives every directory under `dir` (itself included) that `uid` owns the mode bits u+rwx;
+/// symlinks are not followed.
+fn open_own_dirs(dir: &Path, uid: u32) {
+    let Ok(md) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !md.is_dir() {
+        return;
+    }
+    if md.uid() == uid && md.mode() & 0o700 != 0o700 {
+        let _ = std::fs::set_permissions(
+            dir,
+            std::fs::Permissions::from_mode(md.mode() & 0o7777 | 0o700),
+        );
+    }
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                open_own_dirs(&e.path(), uid);
+            }
+        }
+    }
+}
+
 /// The state root of root when STAGEBOX_STATE is not set.
 pub const ROOT_DEFAULT: &str = "/var/lib/stagebox";
 
@@ -189,6 +227,27 @@ mod tests {
         assert!(e.to_string().contains("shared with other users"), "{e}");
         assert_eq!(mode(&shared), 0o1777, "a shared directory is left as it is");
         assert!(secure(Path::new("/"), false).is_err());
+    }
+
+    #[test]
+    fn remove_tree_opens_a_mode_0000_directory_of_its_own_first() {
+        let d = tempfile::tempdir().unwrap();
+        let c = d.path().join("c");
+        std::fs::create_dir_all(c.join("work/work/inner")).unwrap();
+        std::fs::write(c.join("work/work/inner/f"), "x").unwrap();
+        std::fs::set_permissions(
+            c.join("work/work/inner"),
+            std::fs::Permissions::from_mode(0o000),
+        )
+        .unwrap();
+        std::fs::set_permissions(c.join("work/work"), std::fs::Permissions::from_mode(0o000))
+            .unwrap();
+        remove_tree(&c).unwrap();
+        assert!(!c.exists());
+        assert!(
+            remove_tree(&c).is_err(),
+            "a missing tree is an error, as remove_dir_all's"
+        );
     }
 
     #[test]
