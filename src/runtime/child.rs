@@ -220,7 +220,13 @@ fn run(
     }
     ch.send(&ToParent::Exec).map_err(|e| fail("exec", e))?;
     wait_continue(ch, "exec")?;
-    do_exec(exec, old_mask)
+    // With the maps written by the user itself the kernel denies setgroups(2) for good
+    // (/proc/PID/setgroups "deny"); the supplementary groups stay as they are.
+    let may_setgroups = !matches!(
+        spec.userns.as_ref().map(|u| &u.writer),
+        Some(crate::stages::MapWriter::Unprivileged)
+    );
+    do_exec(exec, old_mask, may_setgroups)
 }
 
 fn cstrings(v: &[String]) -> Result<Vec<CString>, Failure> {
@@ -326,7 +332,11 @@ fn cloexec_one_by_one(first: RawFd) -> Result<(), Failure> {
     Ok(())
 }
 
-fn do_exec(exec: &ExecSpec, old_mask: &SigSet) -> Result<std::convert::Infallible, Failure> {
+fn do_exec(
+    exec: &ExecSpec,
+    old_mask: &SigSet,
+    may_setgroups: bool,
+) -> Result<std::convert::Infallible, Failure> {
     if let Some(dir) = exec.workdir.as_ref().filter(|_| exec.make_workdir) {
         if !std::path::Path::new(dir).is_dir() {
             std::fs::create_dir_all(dir)
@@ -348,8 +358,10 @@ fn do_exec(exec: &ExecSpec, old_mask: &SigSet) -> Result<std::convert::Infallibl
             .iter()
             .map(|g| nix::unistd::Gid::from_raw(*g))
             .collect();
-        nix::unistd::setgroups(&groups)
-            .map_err(|e| fail("exec", StageError::sys("setgroups()", e)))?;
+        if may_setgroups {
+            nix::unistd::setgroups(&groups)
+                .map_err(|e| fail("exec", StageError::sys("setgroups()", e)))?;
+        }
         nix::unistd::setgid(nix::unistd::Gid::from_raw(u.gid))
             .map_err(|e| fail("exec", StageError::sys(&format!("setgid({})", u.gid), e)))?;
         nix::unistd::setuid(nix::unistd::Uid::from_raw(u.uid))

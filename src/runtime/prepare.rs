@@ -104,6 +104,9 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         }
     }
     let userns = userns(cfg, rootfs.as_deref())?;
+    if let (Some(u), Some(ids)) = (&userns, &exec.user) {
+        check_user_mapped(u, ids)?;
+    }
     Ok(Prepared {
         spec: ChildSpec {
             hostname,
@@ -303,6 +306,47 @@ fn userns(
         writer,
         idmapped: Vec::new(),
     }))
+}
+
+/// The workload's user (`--user` or the image's `User`) must have ids the user namespace
+/// maps: an unmapped id makes setgid/setuid fail with EINVAL only at exec, after the host
+/// was set up.
+fn check_user_mapped(u: &crate::stages::UserNs, ids: &crate::image::user::Ids) -> Result<()> {
+    use crate::kernel::idmap::{self, IdMap};
+    // `--userns=auto` maps 0..65535, whichever slice it gets.
+    let auto = [IdMap {
+        inside: 0,
+        outside: 0,
+        count: crate::state::subids::SLICE,
+    }];
+    let (uid_map, gid_map) = if u.auto {
+        (&auto[..], &auto[..])
+    } else {
+        (&u.uid_map[..], &u.gid_map[..])
+    };
+    let inside = |map: &[IdMap]| {
+        map.iter()
+            .map(|m| format!("{}..{}", m.inside, m.inside as u64 + m.count as u64 - 1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let unmapped_gid = std::iter::once(ids.gid)
+        .chain(ids.groups.iter().copied())
+        .find(|g| idmap::to_outside(gid_map, *g).is_none());
+    if idmap::to_outside(uid_map, ids.uid).is_none() || unmapped_gid.is_some() {
+        return Err(Error::usage(format!(
+            "the workload's user {}:{}{} is not mapped in the container's user namespace, which has uids {} and gids {}; pick a user within them (--user), or map its ids with --uidmap/--gidmap",
+            ids.uid,
+            ids.gid,
+            match unmapped_gid {
+                Some(g) if g != ids.gid => format!(" (group {g})"),
+                _ => String::new(),
+            },
+            inside(uid_map),
+            inside(gid_map)
+        )));
+    }
+    Ok(())
 }
 
 /// Flags that cannot work with the plan, or with each other.
