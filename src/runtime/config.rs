@@ -107,14 +107,25 @@ impl UsernsRequest {
                 "--userns cannot be combined with --uidmap/--gidmap; the maps already say what the user namespace is, so drop --userns",
             ));
         }
-        // podman's rule: one of the two maps given means the same map for both.
-        let (uid, gid) = match (uid.is_empty(), gid.is_empty()) {
-            (false, true) => (uid.clone(), uid),
-            (true, false) => (gid.clone(), gid),
-            _ => (uid, gid),
+        // podman's rule: one of the two maps given means the same map for both; a mistake
+        // names the flag that was given.
+        let (uid, gid, uid_flag, gid_flag) = match (uid.is_empty(), gid.is_empty()) {
+            (false, true) => (
+                uid.clone(),
+                uid,
+                "--uidmap",
+                "--uidmap, used for the gids too",
+            ),
+            (true, false) => (
+                gid.clone(),
+                gid,
+                "--gidmap, used for the uids too",
+                "--gidmap",
+            ),
+            _ => (uid, gid, "--uidmap", "--gidmap"),
         };
-        idmap::check(&uid, "uid").map_err(|e| crate::Error::usage(format!("{e} (--uidmap)")))?;
-        idmap::check(&gid, "gid").map_err(|e| crate::Error::usage(format!("{e} (--gidmap)")))?;
+        idmap::check(&uid, "uid").map_err(|e| crate::Error::usage(format!("{e} ({uid_flag})")))?;
+        idmap::check(&gid, "gid").map_err(|e| crate::Error::usage(format!("{e} ({gid_flag})")))?;
         Ok(UsernsRequest::Maps { uid, gid })
     }
 
