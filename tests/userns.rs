@@ -440,6 +440,10 @@ fn bad_maps_and_impossible_plans_are_one_sentence_and_change_nothing() {
             vec!["--uidmap", "0:100000:10", "--gidmap", "1:100000:10"],
             "does not map container gid 0",
         ),
+        (
+            vec!["--gidmap", "1:100000:10"],
+            "does not map container uid 0; stagebox becomes root inside the namespace, so map 0 (for example 0:100000:65536) (--gidmap, used for the uids too)",
+        ),
         (vec!["--userns", "bogus"], "unknown --userns \"bogus\""),
         (
             vec!["--userns", "host", "--uidmap", "0:100000:65536"],
