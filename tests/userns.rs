@@ -118,6 +118,20 @@ impl Running {
     }
 }
 
+impl Drop for Running {
+    /// Also when a test fails half-way: closing stdin ends the script and the runtime cleans
+    /// up after it as after any run (the guard then kills whatever is still left).
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        for _ in 0..250 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 /// A field of /proc/PID/status, split on whitespace.
 fn status_field(pid: i32, name: &str) -> Vec<String> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
