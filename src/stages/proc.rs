@@ -196,9 +196,21 @@ fn add_device(
         }
     }
     if std::fs::symlink_metadata(&path).is_ok() {
-        // --device /dev/null:/dev/null: the given node replaces the default one.
-        std::fs::remove_file(&path)
-            .map_err(|e| StageError::msg(format!("cannot replace {}: {e}", path.display())))?;
+        // --device /dev/null:/dev/null: the given node replaces the default one. In a user
+        // namespace that one is a bind mount of the host's node (EBUSY): unmount it first.
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.raw_os_error() != Some(libc::EBUSY) {
+                return Err(StageError::msg(format!(
+                    "cannot replace {}: {e}",
+                    path.display()
+                )));
+            }
+            ctx.sys
+                .umount2(&path, nix::mount::MntFlags::MNT_DETACH)
+                .map_err(|e| StageError::sys(&format!("umount2({path:?})"), e))?;
+            std::fs::remove_file(&path)
+                .map_err(|e| StageError::msg(format!("cannot replace {}: {e}", path.display())))?;
+        }
     }
     if ctx.spec.userns.is_some() {
         // No mknod in a user namespace: the host's node itself, with its own owner and mode.
