@@ -414,12 +414,17 @@ fn a_slice_comes_back_when_the_runtime_is_killed_with_sigkill() {
 }
 
 /// What a refused run must leave as it was.
-#[derive(Debug, PartialEq)]
 struct HostView {
     subuid: Vec<u8>,
     subgid: Vec<u8>,
     leases: Vec<String>,
     state: Vec<PathBuf>,
+}
+
+impl HostView {
+    fn state_names(&self) -> Vec<String> {
+        self.state.iter().map(|p| p.display().to_string()).collect()
+    }
 }
 
 fn host_view() -> HostView {
@@ -494,13 +499,42 @@ fn bad_maps_and_impossible_plans_are_one_sentence_and_change_nothing() {
         let mut all = vec!["run", "--name", &name];
         all.extend(args.iter().copied());
         all.extend(["--", "/bin/true"]);
-        let out = stagebox(&all);
+        let child = cmd(&all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start stagebox");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("wait for stagebox");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(125), "{all:?}: {err}");
         assert!(err.contains(says), "{all:?}: {err}");
         assert_eq!(err.lines().count(), 1, "one sentence: {err}");
         assert!(out.stdout.is_empty(), "{all:?}");
-        assert_eq!(host_view(), before, "{all:?} changed the host");
+        let after = host_view();
+        assert!(
+            after.subuid == before.subuid && after.subgid == before.subgid,
+            "{all:?} changed /etc/subuid or /etc/subgid"
+        );
+        let (added, removed) = differences(&before.state_names(), &after.state_names());
+        assert!(
+            added.is_empty() && removed.is_empty(),
+            "{all:?} changed the state directory: +{added:?} -{removed:?}"
+        );
+        // The lease directory is the host's: another checkout's runs may take and give back
+        // slices meanwhile (or leave one behind when killed); a lease naming this run is
+        // a leftover.
+        for lease in &after.leases {
+            let Ok(start) = lease.parse::<u64>() else {
+                assert!(before.leases.contains(lease), "{all:?} left {LEASES}/{lease}");
+                continue;
+            };
+            let text = lease_text(start).unwrap_or_default();
+            assert!(
+                !text.trim_end().ends_with(&format!(" {pid}")),
+                "{all:?} left its lease {LEASES}/{lease}: {text:?}"
+            );
+        }
         let (added, removed) = lasting_differences(&mounts, host_mounts_but_compare_leaks);
         assert!(
             added.is_empty() && removed.is_empty(),
