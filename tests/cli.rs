@@ -122,7 +122,10 @@ fn rootless_with_a_state_dir_it_cannot_make_is_one_sentence() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains("/nonexistent-state") && err.contains("Permission denied"), "{err}");
+    assert!(
+        err.contains("/nonexistent-state") && err.contains("Permission denied"),
+        "{err}"
+    );
     assert!(!std::path::Path::new("/nonexistent-state").exists());
 }
 

@@ -6,10 +6,9 @@
 //! delegated cgroup is refused with its reason, in one sentence, before anything changes.
 //! Needs root to switch to nobody (skips loudly without).
 //!
-//! The cgroup stage: until it goes off by itself for a rootless run without a delegated
-//! cgroup, the runs here say `--without cgroup`
-//! ([`the_default_flags_run_rootless_once_the_cgroup_stage_goes_off_by_itself`] is the test
-//! of the default flags, ignored until then).
+//! The cgroup stage goes off by itself for a rootless run without a delegated cgroup v2
+//! subtree (`Plan::fit_rootless_cgroup`), so the runs here use the default flags;
+//! tests/rootless_cgroup.rs tests the cgroup stage itself.
 
 mod common;
 use common::*;
@@ -28,9 +27,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 const NOBODY: u32 = 65534;
 
-/// Until the cgroup stage goes off by itself for rootless runs (another branch), every run
-/// here switches it off; see the ignored default-flags test.
-const NO_CGROUP: [&str; 2] = ["--without", "cgroup"];
+/// Extra flags for every rootless run here: none (the cgroup stage fits itself).
+const NO_CGROUP: [&str; 0] = [];
 
 /// Whether user 65534 can reach `p`: every directory above it lets others through.
 fn reachable_by_others(p: &Path) -> bool {
@@ -764,11 +762,10 @@ fn with_newuidmap_and_a_subuid_entry_the_map_is_the_user_then_65536_more_ids() {
     drop(subids);
 }
 
-/// The default flags, rootless: needs the cgroup stage to go off by itself when the user
-/// has no delegated cgroup (another branch of #13). Remove the `ignore` once it is merged.
+/// The default flags, rootless: the cgroup stage goes off by itself when the user has no
+/// delegated cgroup, and the run works.
 #[test]
-#[ignore = "needs the cgroup stage to go off by itself for rootless runs (other branch of #13)"]
-fn the_default_flags_run_rootless_once_the_cgroup_stage_goes_off_by_itself() {
+fn the_default_flags_run_rootless() {
     let _g = serial();
     if !root_or_skip("rootless default flags") {
         return;

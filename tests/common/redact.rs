@@ -79,8 +79,9 @@ const fn rule(fact: &'static str, before: Redact, after: Redact) -> FactRule {
 /// The stages before the mount stage (and the cgroup stage's report after the exit): the
 /// container still shares the host's mount table there, so a mount that comes or goes in it
 /// is another process's doing (a test running beside this one), not the stage's.
-pub const IN_THE_HOSTS_MOUNT_TABLE: &[&str] =
-    &["user", "cgroup", "devices", "uts", "ipc", "pid", "net", "cgroupns"];
+pub const IN_THE_HOSTS_MOUNT_TABLE: &[&str] = &[
+    "user", "cgroup", "devices", "uts", "ipc", "pid", "net", "cgroupns",
+];
 
 use Redact::*;
 
