@@ -175,6 +175,9 @@ impl Stage for Cgroup {
         let (mgr, cgroup_path): (Rc<dyn Manager>, String) = if euid.is_root() {
             let mgr =
                 cgroup::manager::for_layout(&root, &layout, ctx.cgroup_parent, ctx.id, limits)?;
+            if ctx.userns.is_some() {
+                ctx.note("with the user stage the container's root is an unprivileged host uid: it may read its cgroup (through its cgroup namespace) but not change it, since no subtree is delegated to it; the limits are written from the host");
+            }
             (mgr.into(), format!("/{}/{}", ctx.cgroup_parent, ctx.id))
         } else {
             match delegation::decide(delegation::detect(), limits, euid.as_raw())? {
