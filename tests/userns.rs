@@ -406,6 +406,9 @@ fn a_slice_comes_back_when_the_runtime_is_killed_with_sigkill() {
         String::from_utf8_lossy(&rm.stderr)
     );
     assert!(!state_dir().join("containers").join(&id).exists());
+    // Its cgroup directories stay until a run a minute later sweeps them (or `rm` learns to,
+    // #15); remove them now, so that no later test's trace shows that sweep.
+    remove_cgroups_of(&id);
     let (added, removed) = lasting_differences(&mounts, host_mounts_but_compare_leaks);
     assert!(
         added.is_empty() && removed.is_empty(),
@@ -609,4 +612,23 @@ fn the_lease_directory_is_the_librarys() {
     assert_eq!(stagebox::state::subids::LEASE_DIR, LEASES);
     assert_eq!(u64::from(stagebox::state::subids::SLICE), SLICE);
     assert!(Path::new(LEASES).is_absolute());
+}
+
+/// Removes the cgroup directories a killed runtime left for container `id`, in every
+/// hierarchy (`/sys/fs/cgroup/[HIERARCHY/]PARENT/ID`), retrying while its processes exit.
+fn remove_cgroups_of(id: &str) {
+    let parent = stagebox::state::dir::cgroup_parent(state_dir());
+    let base = std::path::Path::new("/sys/fs/cgroup");
+    let mut dirs = vec![base.join(&parent).join(id)];
+    if let Ok(rd) = std::fs::read_dir(base) {
+        dirs.extend(rd.flatten().map(|e| e.path().join(&parent).join(id)));
+    }
+    for d in dirs.into_iter().filter(|d| d.is_dir()) {
+        let gone = within_2s(|| {
+            std::fs::remove_dir(&d)
+                .ok()
+                .or_else(|| (!d.exists()).then_some(()))
+        });
+        assert!(gone.is_some(), "cannot remove {}", d.display());
+    }
 }

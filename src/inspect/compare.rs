@@ -462,9 +462,10 @@ fn plan_for(cfg: &Config, root: bool, col: &mut Column) -> Option<(Toggles, Plan
         // With a delegated cgroup v2 subtree an ordinary user keeps the cgroup stage (the run
         // fits its plan the same way); without one it goes off in every column.
         let t = cfg.toggles(false);
-        let keeps_cgroup = Plan::resolve(&t, cfg.root_switch)
-            .and_then(|p| p.fit_rootless_cgroup(&crate::cgroup::Limits::default()))
-            .is_ok_and(|p| p.is_on(StageId::Cgroup));
+        let keeps_cgroup = !nix::unistd::geteuid().is_root()
+            && Plan::resolve(&t, cfg.root_switch)
+                .and_then(|p| p.fit_rootless_cgroup(&crate::cgroup::Limits::default()))
+                .is_ok_and(|p| p.is_on(StageId::Cgroup));
         if keeps_cgroup {
             t
         } else {
