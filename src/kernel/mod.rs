@@ -9,6 +9,9 @@
 //! - `mountinfo`: the one /proc/PID/mountinfo parser.
 //! - `ns`: /proc/PID/ns links and their inodes.
 //! - `netif`: network interfaces (/proc/net/dev, SIOCGIFFLAGS, bringing lo up).
+//! - `netlink`: a small synchronous rtnetlink client (veth pairs, bridges, moving a link to
+//!   another network namespace, addresses, routes, and the dumps of links, addresses and
+//!   routes), each request recorded like a syscall.
 //! - `status`: the capability sets, no_new_privs and seccomp mode from /proc/PID/status.
 //! - `sysv`: System V IPC objects the reader can see.
 //! - `observe`: a snapshot of what a process sees, read from outside, and the difference
@@ -20,6 +23,7 @@ pub mod bpf;
 pub mod idmap;
 pub mod mountinfo;
 pub mod netif;
+pub mod netlink;
 pub mod ns;
 pub mod observe;
 #[cfg(test)]
