@@ -125,6 +125,7 @@ fn bridge_and_veth_connect_two_namespaces_made_by_the_test() {
     // moved into B by an fd of B's namespace.
     let b_ns = std::fs::File::open(b.ns_path()).expect("B's namespace");
     let log_a = inside(&a, || {
+        let t0 = Instant::now();
         let mut nl = Netlink::open().expect("netlink in A");
         nl.create_bridge("stagebox-br").expect("bridge");
         nl.create_veth("stagebox-v1", "stagebox-p1", None)
@@ -136,6 +137,10 @@ fn bridge_and_veth_connect_two_namespaces_made_by_the_test() {
         nl.set_up("stagebox-v1").expect("veth up");
         nl.set_netns("stagebox-p1", Netns::Fd(b_ns.as_fd()))
             .expect("move peer to B");
+        eprintln!(
+            "host side (open, bridge, veth, master, address, 2 up, move): {:?}",
+            t0.elapsed()
+        );
         let links = nl.links().expect("links of A");
         let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
         assert!(
@@ -179,13 +184,23 @@ fn bridge_and_veth_connect_two_namespaces_made_by_the_test() {
 
     // In B: rename the peer eth0, bring it up, address, default route via the bridge.
     inside(&b, || {
+        assert!(Netlink::open()
+            .unwrap()
+            .links()
+            .unwrap()
+            .iter()
+            .any(|l| l.name == "stagebox-p1"));
+        let t0 = Instant::now();
         let mut nl = Netlink::open().expect("netlink in B");
-        assert!(nl.links().unwrap().iter().any(|l| l.name == "stagebox-p1"));
         nl.rename("stagebox-p1", "eth0").expect("rename");
         nl.set_up("lo").expect("lo up");
         nl.set_up("eth0").expect("eth0 up");
         nl.add_address("eth0", PEER_ADDR, 24).expect("eth0 address");
         nl.add_default_route(BR_ADDR).expect("default route");
+        eprintln!(
+            "container side (open, rename, 2 up, address, default route): {:?}",
+            t0.elapsed()
+        );
         let routes = nl.routes().expect("routes of B");
         assert!(
             routes.contains(&Route {
