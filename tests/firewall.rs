@@ -211,19 +211,30 @@ fn rules_go_in_read_back_and_come_out_by_id_leaving_the_ruleset_as_it_was() {
     );
     assert_eq!(ruleset(), held);
 
-    // A second container comes out by id; the first, as a stale one (its stagebox died).
-    fw.add_port(
-        &other,
-        None,
-        port + 1,
-        Proto::Tcp,
-        Ipv4Addr::new(10, 250, n as u8, 3),
-        80,
-    )
-    .unwrap();
+    // A second container, two ports in one transaction, comes out by id; the first, as a
+    // stale one (its stagebox died).
+    let second = PortRule {
+        container_id: other.clone(),
+        host_ip: None,
+        host_port: port + 1,
+        proto: Proto::Tcp,
+        container_ip: Ipv4Addr::new(10, 250, n as u8, 3),
+        container_port: 80,
+    };
+    let both = fw
+        .add_ports(&[
+            second.clone(),
+            PortRule {
+                proto: Proto::Udp,
+                ..second.clone()
+            },
+        ])
+        .unwrap();
+    assert_eq!(both.len(), 1);
+    assert_eq!(rules_tagged(&format!("stagebox:{other}")).len(), 4);
     let gone = fw.remove_container(&other).unwrap();
     assert_eq!(gone.len(), 1);
-    assert_eq!(gone[0].call.lines().count(), 2, "{gone:?}");
+    assert_eq!(gone[0].call.lines().count(), 4, "{gone:?}");
     assert!(rules_tagged(&format!("stagebox:{other}")).is_empty());
     assert!(fw.remove_container(&other).unwrap().is_empty());
     assert_eq!(rules_tagged(&format!("stagebox:{id}")).len(), 4);

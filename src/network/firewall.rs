@@ -369,27 +369,48 @@ impl<N: Nft> Firewall<N> {
         container_ip: Ipv4Addr,
         container_port: u16,
     ) -> Result<Vec<NftRecord>> {
-        let want = PortRule {
+        self.add_ports(&[PortRule {
             container_id: container_id.to_string(),
-            host_ip: host_ip.filter(|ip| !ip.is_unspecified()),
+            host_ip,
             host_port,
             proto,
             container_ip,
             container_port,
-        };
-        let rules = port_rules(&want)?;
+        }])
+    }
+
+    /// Publishes several ports (a run's `-p` flags) in one transaction: one read of the
+    /// table, one script. A port published twice, here or by another container already, is
+    /// refused in one sentence and nothing is applied. A host address `0.0.0.0` means every
+    /// address, as in Docker.
+    pub fn add_ports(&mut self, ports: &[PortRule]) -> Result<Vec<NftRecord>> {
+        if ports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<PortRule> = ports
+            .iter()
+            .map(|p| PortRule {
+                host_ip: p.host_ip.filter(|ip| !ip.is_unspecified()),
+                ..p.clone()
+            })
+            .collect();
+        let mut rules = String::new();
+        for p in &wanted {
+            rules.push_str(&port_rules(p)?);
+        }
         let view = self.table()?;
-        if let Some(v) = &view {
-            if let Some(taken) = v.rules.iter().filter_map(|r| r.port.as_ref()).find(|p| {
-                p.proto == want.proto
-                    && p.host_port == want.host_port
-                    && (p.host_ip.is_none() || want.host_ip.is_none() || p.host_ip == want.host_ip)
-            }) {
+        let published = view
+            .iter()
+            .flat_map(|v| v.rules.iter().filter_map(|r| r.port.as_ref()));
+        let mut seen: Vec<&PortRule> = Vec::new();
+        for p in published.chain(&wanted) {
+            if let Some(taken) = seen.iter().find(|q| clash(q, p)) {
                 return Err(FirewallError::Invalid(format!(
                     "port {}/{} is already published by container {}",
-                    host_port, proto, taken.container_id
+                    p.host_port, p.proto, taken.container_id
                 )));
             }
+            seen.push(p);
         }
         self.apply(base_script(view.as_ref()) + &rules)
     }
@@ -461,6 +482,14 @@ impl<N: Nft> Firewall<N> {
         };
         Ok(blocked_sentence(&foreign_forward_drops(&json)?, bridge))
     }
+}
+
+/// Two published ports that would catch the same packets: same protocol and port, and the
+/// same host address or every address on either side.
+fn clash(a: &PortRule, b: &PortRule) -> bool {
+    a.proto == b.proto
+        && a.host_port == b.host_port
+        && (a.host_ip.is_none() || b.host_ip.is_none() || a.host_ip == b.host_ip)
 }
 
 /// What is missing of the base, as a script (empty when nothing is).
@@ -1021,6 +1050,34 @@ mod tests {
         .unwrap();
         assert!(fw.nft.applied[0].starts_with("add rule ip stagebox prerouting"));
         assert!(fw.nft.applied.len() == 1);
+    }
+
+    #[test]
+    fn several_ports_go_in_one_script_and_a_port_twice_is_refused() {
+        let mut fw = Firewall::with(Fake::default());
+        let a = port(None, Proto::Tcp);
+        let b = PortRule {
+            host_port: 8443,
+            container_port: 443,
+            host_ip: Some(Ipv4Addr::UNSPECIFIED),
+            ..a.clone()
+        };
+        let recs = fw.add_ports(&[a.clone(), b.clone()]).unwrap();
+        assert_eq!(fw.nft.applied.len(), 1);
+        assert_eq!(recs[0].call.matches("dnat to").count(), 4);
+        // 0.0.0.0 is every address: no `ip daddr 0.0.0.0` match.
+        assert!(!recs[0].call.contains("0.0.0.0"), "{}", recs[0].call);
+        let twice = PortRule {
+            host_ip: Some(Ipv4Addr::new(192, 0, 2, 5)),
+            ..a.clone()
+        };
+        let e = fw.add_ports(&[a, twice]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "port 8080/tcp is already published by container abc123"
+        );
+        assert_eq!(fw.nft.applied.len(), 1, "nothing applied");
+        assert!(fw.add_ports(&[]).unwrap().is_empty());
     }
 
     #[test]
