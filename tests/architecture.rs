@@ -23,6 +23,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("cgroup", 4),
     ("confine", 5),
     ("rootfs", 5),
+    ("network", 5),
     ("image", 6),
     ("stages", 7),
     ("runtime", 8),

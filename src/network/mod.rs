@@ -1,0 +1,11 @@
+//! Networking for containers (issue #14): what a bridge network needs on the host, decided
+//! and applied outside the container.
+//!
+//! - `firewall`: stagebox's own nftables table `ip stagebox` (masquerade for traffic leaving
+//!   the host, DNAT for published ports, forwarding for the bridges), through Debian's `nft`
+//!   program; rules are tagged with the container id so they can be listed and removed.
+//!
+//! May import: `error`, `units`, `kernel`, `trace`, `state`. Nothing here knows about stages
+//! or a run; the net stage and the runtime call in.
+
+pub mod firewall;
