@@ -15,7 +15,7 @@
 //! | 4     | `cgroup`  | a small cgroup v1/v2 library |
 //! | 5     | `confine` | what confinement enforces: capability sets, masked paths, device rules, seccomp profiles compiled to BPF |
 //! | 5     | `rootfs`  | paths inside a rootfs, the default rootfs, overlay whiteouts |
-//! | 5     | `network` | the firewall (nftables table `ip stagebox`) for bridge networks |
+//! | 5     | `network` | networks and their address leases (IPAM), the firewall (nftables table `ip stagebox`) for bridge networks |
 //! | 6     | `image`   | the OCI image store (storage only) |
 //! | 7     | `stages`  | one file per stage, the registry, the plan |
 //! | 8     | `runtime` | one `run`: prepare, fork, follow the stages, wait |

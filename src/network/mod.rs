@@ -4,8 +4,13 @@
 //! - `firewall`: stagebox's own nftables table `ip stagebox` (masquerade for traffic leaving
 //!   the host, DNAT for published ports, forwarding for the bridges), through Debian's `nft`
 //!   program; rules are tagged with the container id so they can be listed and removed.
+//! - `ipam`: IPv4 subnets (`--subnet`), the network records in STATE/networks/NAME.json
+//!   (`create`, `ls`, `inspect`, `rm`, the default network `bridge` made on first use) and
+//!   the address leases: one file per address, held by an exclusive flock for as long as
+//!   its container lives, so a SIGKILLed runtime loses nothing.
 //!
 //! May import: `error`, `units`, `kernel`, `trace`, `state`. Nothing here knows about stages
 //! or a run; the net stage and the runtime call in.
 
 pub mod firewall;
+pub mod ipam;
