@@ -512,10 +512,11 @@ pub fn default_bridge_with_host(state: &Path, host: &[HostRoute]) -> Result<Netw
         return Ok(n);
     }
     let _global = global_lock(state)?;
-    match load(state, DEFAULT_NETWORK) {
-        Ok(n) => Ok(n),
-        Err(_) => make(state, DEFAULT_NETWORK, None, host),
+    if record_path(state, DEFAULT_NETWORK).exists() {
+        // Made while we waited, or a record that does not read: say so, never overwrite.
+        return load(state, DEFAULT_NETWORK);
     }
+    make(state, DEFAULT_NETWORK, None, host)
 }
 
 /// `network ls`: every network, by name.
@@ -585,7 +586,9 @@ pub fn remove(state: &Path, name: &str) -> Result<Network> {
 
 /// An address held by this process, and the lock that holds it. Dropping it without
 /// [`Lease::release`] (or dying) gives the address back too; only the file stays, for the
-/// next allocation to reuse or [`prune`] to remove.
+/// next allocation to reuse or [`prune`] to remove. The lock belongs to the open file
+/// description: a forked child shares it until it execs (the descriptor is close-on-exec)
+/// or exits, so the holder should be the process that lives as long as the container.
 #[derive(Debug)]
 pub struct Lease {
     pub network: String,
@@ -704,7 +707,9 @@ impl Lease {
     }
 }
 
-/// The addresses of network `name` held now by a live process, lowest first.
+/// The addresses of network `name` held now by a live process, lowest first. Each file is
+/// probed with a shared flock for an instant; an allocation racing with that probe skips the
+/// address (it takes the next one), it never takes a held one.
 pub fn in_use(state: &Path, name: &str) -> Vec<InUse> {
     let dir = leases_dir(state, name);
     let mut out: Vec<InUse> = lease_addresses(&dir)
@@ -876,6 +881,26 @@ mod tests {
             default_bridge_with_host(state, &h).unwrap(),
             def,
             "made once"
+        );
+        // Made once per state dir, even when 8 threads ask at once.
+        let d8 = tempfile::tempdir().unwrap();
+        let made: Vec<Network> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| default_bridge_with_host(d8.path(), &[]).unwrap()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(made.iter().all(|n| *n == made[0]), "{made:?}");
+        assert_eq!(made[0].subnet, sn("10.88.0.0/16"));
+        // A record that does not read is reported, never overwritten.
+        std::fs::write(d8.path().join("networks/bridge.json"), "{").unwrap();
+        let t = default_bridge_with_host(d8.path(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(t.contains("is not a network record"), "{t}");
+        assert_eq!(
+            std::fs::read_to_string(d8.path().join("networks/bridge.json")).unwrap(),
+            "{"
         );
         let n = create_with_host(state, "web", Some("10.200.1.0/24"), &h).unwrap();
         assert!(
