@@ -22,11 +22,10 @@
 //! Bad input is one sentence naming the flag or the name, and changes nothing.
 
 use crate::error::{Error, Result};
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 /// The default network's name, as Docker's.
@@ -337,23 +336,11 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::io(what, e)
 }
 
-fn lock_exclusive(path: &Path) -> Result<Flock<File>> {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io(format!("open {}", path.display())))?;
-    Flock::lock(f, FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::io(format!("flock {}", path.display()), e.into()))
-}
-
 /// Takes STATE/networks/.lock, making the directory when it is missing.
 fn global_lock(state: &Path) -> Result<Flock<File>> {
     let dir = networks_dir(state);
     std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
-    lock_exclusive(&dir.join(".lock"))
+    crate::state::lease::lock_exclusive(&dir.join(".lock"))
 }
 
 /// Docker's rule for names, [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 64 bytes; `none` and `host`
@@ -611,16 +598,6 @@ pub struct InUse {
     pub pid: Option<u32>,
 }
 
-fn open_rw(path: &Path) -> Result<File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io(format!("open {}", path.display())))
-}
-
 fn lease_addresses(dir: &Path) -> std::collections::BTreeSet<Ipv4Addr> {
     std::fs::read_dir(dir)
         .map(|rd| {
@@ -652,27 +629,18 @@ pub fn allocate(state: &Path, name: &str, holder: &str) -> Result<Lease> {
         let path = dir.join(ip.to_string());
         // A file nobody made is free for sure; one that exists is free when its holder
         // died (the lock went with it).
-        let f = open_rw(&path)?;
-        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            Ok(mut l) => {
-                use std::io::Write as _;
-                let _ = l.set_len(0);
-                writeln!(l, "{holder} {}", std::process::id())
-                    .map_err(io(format!("write {}", path.display())))?;
-                return Ok(Lease {
-                    network: net.name.clone(),
-                    ip,
-                    prefix: net.subnet.prefix,
-                    gateway: net.gateway,
-                    bridge: net.bridge.clone(),
-                    holder: holder.to_string(),
-                    path,
-                    lock: Some(l),
-                    state: state.to_path_buf(),
-                });
-            }
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => continue,
-            Err((_, e)) => return Err(Error::io(format!("flock {}", path.display()), e.into())),
+        if let Some(lock) = crate::state::lease::try_take(&path, holder)? {
+            return Ok(Lease {
+                network: net.name.clone(),
+                ip,
+                prefix: net.subnet.prefix,
+                gateway: net.gateway,
+                bridge: net.bridge.clone(),
+                holder: holder.to_string(),
+                path,
+                lock: Some(lock),
+                state: state.to_path_buf(),
+            });
         }
     }
     Err(Error::usage(format!(
@@ -692,18 +660,10 @@ impl Lease {
     /// Gives the address back: removes the lease file (under the global lock) and unlocks.
     pub fn release(mut self) -> Result<()> {
         let _global = global_lock(&self.state)?;
-        let ours = self
-            .lock
-            .as_ref()
-            .and_then(|l| l.metadata().ok())
-            .map(|m| m.ino());
-        let on_disk = std::fs::metadata(&self.path).ok().map(|m| m.ino());
-        if ours.is_some() && ours == on_disk {
-            std::fs::remove_file(&self.path)
-                .map_err(io(format!("remove {}", self.path.display())))?;
+        match self.lock.take() {
+            Some(lock) => crate::state::lease::give_back(lock, &self.path),
+            None => Ok(()),
         }
-        drop(self.lock.take());
-        Ok(())
     }
 }
 
@@ -716,19 +676,11 @@ pub fn in_use(state: &Path, name: &str) -> Vec<InUse> {
         .into_iter()
         .filter_map(|ip| {
             let path = dir.join(ip.to_string());
-            let f = File::open(&path).ok()?;
-            match Flock::lock(f, FlockArg::LockSharedNonblock) {
-                Ok(_) => None,
-                Err(_) => {
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    let mut w = text.split_whitespace();
-                    Some(InUse {
-                        ip,
-                        holder: w.next().unwrap_or("").to_string(),
-                        pid: w.next().and_then(|p| p.parse().ok()),
-                    })
-                }
+            if !crate::state::lease::is_held(&path) {
+                return None;
             }
+            let (holder, pid) = crate::state::lease::holder_of(&path);
+            Some(InUse { ip, holder, pid })
         })
         .collect();
     out.sort_by_key(|u| u.ip);
@@ -748,11 +700,8 @@ pub fn prune(state: &Path) -> Result<usize> {
         let dir = leases_dir(state, &net.name);
         for ip in lease_addresses(&dir) {
             let path = dir.join(ip.to_string());
-            let Ok(f) = File::open(&path) else { continue };
-            // Held only while we remove it; no one else opens lease files without the
-            // global lock we hold.
-            if let Ok(_held) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-                std::fs::remove_file(&path).map_err(io(format!("remove {}", path.display())))?;
+            // No one else opens lease files without the global lock we hold.
+            if crate::state::lease::remove_if_free(&path)? {
                 gone += 1;
             }
         }

@@ -6,6 +6,7 @@
 //! (owned by `image/`), `rootfs/` (owned by `rootfs/`).
 //! Outside it: `subids` owns the `stagebox` entry of /etc/subuid and /etc/subgid and the leases
 //! of its slices in /run/stagebox/userns (the ids belong to the host, not to one state dir).
+//! `lease` is the one flock lease helper that those slices and `network::ipam`'s addresses use.
 //!
 //! May import: `error`, `units`, `kernel`. Must not import anything that runs a container.
 
@@ -13,5 +14,6 @@ pub mod atomic;
 pub mod container;
 pub mod dir;
 pub mod ids;
+pub mod lease;
 pub mod subids;
 pub mod volume;

@@ -14,9 +14,8 @@
 
 use crate::error::{Error, Result};
 use crate::kernel::idmap::{self, IdMap, SubIdRange};
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use std::fs::File;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 /// The name of the entry in /etc/subuid and /etc/subgid.
@@ -70,18 +69,6 @@ fn read_or_empty(p: &Path) -> Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
         Err(e) => Err(Error::io(format!("read {}", p.display()), e)),
     }
-}
-
-fn lock_exclusive(path: &Path) -> Result<Flock<File>> {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io(format!("open {}", path.display())))?;
-    Flock::lock(f, FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::io(format!("flock {}", path.display()), e.into()))
 }
 
 /// The `stagebox` entry of one file's text, if it has one.
@@ -152,7 +139,7 @@ fn ensure_entry(files: &SubidFiles) -> Result<(SubIdRange, SubIdRange, bool)> {
 pub fn allocate(files: &SubidFiles, holder: &str) -> Result<Lease> {
     std::fs::create_dir_all(&files.leases)
         .map_err(io(format!("create {}", files.leases.display())))?;
-    let _global = lock_exclusive(&files.leases.join(".lock"))?;
+    let _global = super::lease::lock_exclusive(&files.leases.join(".lock"))?;
     let (uids, gids, made_entry) = ensure_entry(files)?;
     let slices = (uids.count / SLICE).min(gids.count / SLICE);
     if slices == 0 {
@@ -163,37 +150,22 @@ pub fn allocate(files: &SubidFiles, holder: &str) -> Result<Lease> {
     }
     for i in 0..slices {
         let path = files.leases.join((uids.start + i * SLICE).to_string());
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io(format!("open {}", path.display())))?;
-        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => {
-                use std::io::Write as _;
-                let mut l = lock;
-                let _ = l.set_len(0);
-                let _ = writeln!(l, "{holder} {}", std::process::id());
-                let map = |start: u32| {
-                    vec![IdMap {
-                        inside: 0,
-                        outside: start + i * SLICE,
-                        count: SLICE,
-                    }]
-                };
-                return Ok(Lease {
-                    uid_map: map(uids.start),
-                    gid_map: map(gids.start),
-                    made_entry,
-                    path,
-                    lock: Some(l),
-                    dir: files.leases.clone(),
-                });
-            }
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => continue,
-            Err((_, e)) => return Err(Error::io(format!("flock {}", path.display()), e.into())),
+        if let Some(lock) = super::lease::try_take(&path, holder)? {
+            let map = |start: u32| {
+                vec![IdMap {
+                    inside: 0,
+                    outside: start + i * SLICE,
+                    count: SLICE,
+                }]
+            };
+            return Ok(Lease {
+                uid_map: map(uids.start),
+                gid_map: map(gids.start),
+                made_entry,
+                path,
+                lock: Some(lock),
+                dir: files.leases.clone(),
+            });
         }
     }
     Err(Error::usage(format!(
@@ -204,19 +176,11 @@ pub fn allocate(files: &SubidFiles, holder: &str) -> Result<Lease> {
 impl Lease {
     /// Gives the slice back: removes the lease file (under the global lock) and unlocks.
     pub fn release(mut self) -> Result<()> {
-        let _global = lock_exclusive(&self.dir.join(".lock"))?;
-        let ours = self
-            .lock
-            .as_ref()
-            .and_then(|l| l.metadata().ok())
-            .map(|m| m.ino());
-        let on_disk = std::fs::metadata(&self.path).ok().map(|m| m.ino());
-        if ours.is_some() && ours == on_disk {
-            std::fs::remove_file(&self.path)
-                .map_err(io(format!("remove {}", self.path.display())))?;
+        let _global = super::lease::lock_exclusive(&self.dir.join(".lock"))?;
+        match self.lock.take() {
+            Some(lock) => super::lease::give_back(lock, &self.path),
+            None => Ok(()),
         }
-        drop(self.lock.take());
-        Ok(())
     }
 }
 
@@ -229,11 +193,7 @@ pub fn in_use(files: &SubidFiles) -> Vec<u32> {
         .flatten()
         .filter_map(|e| {
             let start: u32 = e.file_name().to_str()?.parse().ok()?;
-            let f = File::open(e.path()).ok()?;
-            match Flock::lock(f, FlockArg::LockSharedNonblock) {
-                Ok(_) => None,
-                Err(_) => Some(start),
-            }
+            super::lease::is_held(&e.path()).then_some(start)
         })
         .collect();
     out.sort();
