@@ -2,7 +2,7 @@
 //! sentence on stderr and exit status 125. The clap definition is in `stagebox::cli`.
 
 use clap::Parser;
-use stagebox::cli::{parse_source, Cli, Cmd, ImageCmd, VolumeCmd};
+use stagebox::cli::{parse_source, Cli, Cmd, ImageCmd, NetworkCmd, VolumeCmd};
 use stagebox::state::dir::default_state_dir;
 
 fn json<T: serde::Serialize>(v: &T) -> stagebox::Result<String> {
@@ -55,8 +55,15 @@ fn image_cmd(state: &std::path::Path, cmd: ImageCmd) -> stagebox::Result<i32> {
             tag,
             build_arg,
             no_cache,
+            network,
             context,
         } => {
+            let network = stagebox::runtime::config::NetworkRequest::parse(network.as_deref())?;
+            if matches!(network, stagebox::runtime::config::NetworkRequest::Container(_)) {
+                return Err(stagebox::Error::usage(
+                    "build --network takes bridge, host, none or a network's name; a RUN step cannot join a container",
+                ));
+            }
             if !context.is_dir() {
                 return Err(stagebox::Error::usage(format!(
                     "the build context {} is not a directory; give the directory the Containerfile's COPY sources are in",
@@ -83,6 +90,7 @@ fn image_cmd(state: &std::path::Path, cmd: ImageCmd) -> stagebox::Result<i32> {
                 context,
                 build_args: build_arg,
                 no_cache,
+                network,
             };
             println!("{}", stagebox::build::build(state, &opts)?);
         }
@@ -113,6 +121,69 @@ fn volume_cmd(state: &std::path::Path, cmd: VolumeCmd) -> stagebox::Result<i32> 
             for n in names {
                 volume::remove(state, &n, force)?;
                 println!("{n}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn network_cmd(state: &std::path::Path, cmd: NetworkCmd) -> stagebox::Result<i32> {
+    use stagebox::network::{bridge, ipam};
+    // Addresses whose holder was killed go back first (their flock went with it).
+    let _ = ipam::prune(state);
+    let _ = ipam::prune(&bridge::home(state, ipam::DEFAULT_NETWORK));
+    let needs_root = || {
+        if nix::unistd::geteuid().is_root() {
+            Ok(())
+        } else {
+            Err(stagebox::Error::usage(
+                "a network's bridge lives on the host, so making or removing one needs root; run it with sudo",
+            ))
+        }
+    };
+    match cmd {
+        NetworkCmd::Ls => {
+            println!("{:<20}  {:<16}  {:<18}  {}", "NAME", "BRIDGE", "SUBNET", "GATEWAY");
+            for n in bridge::list(state) {
+                println!(
+                    "{:<20}  {:<16}  {:<18}  {}",
+                    n.name,
+                    n.bridge,
+                    n.subnet.to_string(),
+                    n.gateway
+                );
+            }
+        }
+        NetworkCmd::Create { subnet, name } => {
+            needs_root()?;
+            if name == ipam::DEFAULT_NETWORK {
+                return Err(stagebox::Error::usage(
+                    "\"bridge\" is the default network, made on first use; pick another name",
+                ));
+            }
+            let net = ipam::create(state, &name, subnet.as_deref())?;
+            if let Err(e) = bridge::ensure(&net) {
+                let _ = ipam::remove(state, &name);
+                let _ = bridge::remove(&net);
+                return Err(e);
+            }
+            println!("{}", net.name);
+        }
+        NetworkCmd::Inspect { name } => {
+            let home = bridge::home(state, &name);
+            println!("{}", json(&ipam::inspect_json(&home, &name)?)?);
+        }
+        NetworkCmd::Rm { names } => {
+            needs_root()?;
+            for name in names {
+                if name == ipam::DEFAULT_NETWORK {
+                    return Err(stagebox::Error::usage(
+                        "\"bridge\" is the default network and cannot be removed, as Docker's bridge cannot",
+                    ));
+                }
+                let net = ipam::remove(state, &name)?;
+                bridge::remove(&net)?;
+                println!("{name}");
             }
         }
     }
@@ -161,7 +232,11 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
     ) {
         let create = matches!(
             cli.cmd,
-            Cmd::Image(_) | Cmd::Volume { .. } | Cmd::Rootfs { .. } | Cmd::Compare { .. }
+            Cmd::Image(_)
+                | Cmd::Volume { .. }
+                | Cmd::Network { .. }
+                | Cmd::Rootfs { .. }
+                | Cmd::Compare { .. }
         );
         stagebox::state::dir::secure(&state, create)?;
     }
@@ -215,6 +290,14 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             Ok(0)
         }
         Cmd::Volume { cmd } => volume_cmd(&state, cmd),
+        Cmd::Network { cmd } => network_cmd(&state, cmd),
+        Cmd::Port { container } => {
+            let c = stagebox::state::container::find(&state, &container)?;
+            for p in &c.ports {
+                println!("{p}");
+            }
+            Ok(0)
+        }
         Cmd::Plan {
             toggles,
             security,

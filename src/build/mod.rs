@@ -41,6 +41,8 @@ pub struct BuildOptions {
     pub context: PathBuf,
     pub build_args: Vec<String>,
     pub no_cache: bool,
+    /// `--network` for the RUN steps (Docker's default: the default bridge).
+    pub network: crate::runtime::config::NetworkRequest,
 }
 
 /// The in-progress image.
@@ -163,10 +165,11 @@ pub fn build(state: &Path, opts: &BuildOptions) -> Result<String> {
                 let key = cache_key(s, &format!("RUN {}", serde_json::json!(argv)), &args);
                 let (argv, args2, line) = (argv.clone(), args.clone(), l.line);
                 let st2 = state.to_path_buf();
+                let network = opts.network.clone();
                 (
                     key,
                     Box::new(move |store: &Store, s: &State| {
-                        run_step(&st2, store, s, &argv, &args2, line)
+                        run_step(&st2, store, s, &argv, &args2, line, network)
                     }),
                 )
             }
@@ -250,12 +253,14 @@ fn run_step(
     argv: &[String],
     args: &BTreeMap<String, String>,
     line: usize,
+    network: crate::runtime::config::NetworkRequest,
 ) -> Result<LayerDesc> {
     let name = format!("build-{}", crate::state::ids::new_id());
+    let host_net = network == crate::runtime::config::NetworkRequest::Host;
     let plan = crate::stages::plan::Plan::resolve(
         &crate::stages::plan::Toggles {
             only: None,
-            without: Vec::new(),
+            without: if host_net { vec!["net".into()] } else { Vec::new() },
             volumes_given: false,
             confine: Default::default(),
         },
@@ -289,6 +294,9 @@ fn run_step(
             entrypoint: Some(String::new()),
             user: None,
         },
+        network,
+        publish: Vec::new(),
+        publish_all: false,
     };
     // The runtime blocks the signals it forwards and leaves them blocked: put the mask back
     // so the next step's workload starts with the mask we had.

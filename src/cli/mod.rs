@@ -206,6 +206,38 @@ impl SecurityArgs {
     }
 }
 
+/// Networking, as `docker run` names it (the net stage).
+#[derive(Args, Clone, Default)]
+pub struct NetworkArgs {
+    /// bridge (the default as root: a veth into stagebox0), none (only lo), host (the net
+    /// stage off), container:NAME (its namespace), or a network from `network create`.
+    #[arg(long, visible_alias = "net", value_name = "NETWORK")]
+    pub network: Option<String>,
+    /// Publish a container port on the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp].
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    pub publish: Vec<String>,
+    /// Publish every port the image EXPOSEs, each on a free host port.
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
+}
+
+impl NetworkArgs {
+    /// `--network` and `-p` parsed; a mistake is one sentence.
+    pub fn parse(
+        &self,
+    ) -> crate::Result<(
+        crate::runtime::config::NetworkRequest,
+        Vec<crate::network::ports::PortSpec>,
+    )> {
+        let req = crate::runtime::config::NetworkRequest::parse(self.network.as_deref())?;
+        let mut ports = Vec::new();
+        for p in &self.publish {
+            ports.extend(crate::network::ports::parse(p).map_err(crate::Error::Usage)?);
+        }
+        Ok((req, ports))
+    }
+}
+
 /// `stagebox run`'s flags.
 #[derive(Args)]
 pub struct RunArgs {
@@ -265,6 +297,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub security: SecurityArgs,
     #[command(flatten)]
+    pub network: NetworkArgs,
+    #[command(flatten)]
     pub image: ImageRunArgs,
     /// The command and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
@@ -292,7 +326,23 @@ impl RunArgs {
             .map(|v| crate::state::volume::parse(v))
             .collect::<crate::Result<Vec<_>>>()?;
         let (confine, security) = self.security.parse()?;
-        let plan = self.toggles.plan_confined(!volumes.is_empty(), confine)?;
+        let (network, publish) = self.network.parse()?;
+        let mut toggles = self.toggles.clone();
+        if network == crate::runtime::config::NetworkRequest::Host {
+            toggles.without.push("net".into());
+        }
+        let plan = toggles.plan_confined(!volumes.is_empty(), confine)?;
+        if !matches!(
+            network,
+            crate::runtime::config::NetworkRequest::Default
+                | crate::runtime::config::NetworkRequest::Host
+        ) && !plan.enabled().contains(&crate::stages::StageId::Net)
+        {
+            return Err(crate::Error::usage(format!(
+                "--network {} needs the net stage, which this plan switches off; drop --without net (or --only without net)",
+                self.network.network.as_deref().unwrap_or_default()
+            )));
+        }
         let default_source = parse_source(&self.rootfs_source)?;
         let (probe, command) = if self.probe {
             (Some(command), Vec::new())
@@ -318,6 +368,9 @@ impl RunArgs {
             limits,
             security,
             image,
+            network,
+            publish,
+            publish_all: self.network.publish_all,
         })
     }
 }
@@ -359,6 +412,16 @@ pub enum Cmd {
     Volume {
         #[command(subcommand)]
         cmd: VolumeCmd,
+    },
+    /// Manage networks (bridges with their own subnet).
+    Network {
+        #[command(subcommand)]
+        cmd: NetworkCmd,
+    },
+    /// List a container's published ports (-p, -P): CONTAINER_PORT/PROTO -> HOST_IP:HOST_PORT.
+    Port {
+        #[arg(value_name = "CONTAINER")]
+        container: String,
     },
     /// Show the resolved pipeline for these toggles, without running anything.
     Plan {
@@ -550,8 +613,31 @@ pub enum ImageCmd {
         /// Run every step, even those whose layer is cached.
         #[arg(long)]
         no_cache: bool,
+        /// The RUN steps' network: bridge (default, as root), host or none.
+        #[arg(long, value_name = "NETWORK")]
+        network: Option<String>,
         #[arg(value_name = "CONTEXT")]
         context: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NetworkCmd {
+    /// List networks: the default `bridge` and those made with `network create`.
+    Ls,
+    /// Make a network: a bridge of its own with a subnet (default: the first free one).
+    Create {
+        /// The subnet, e.g. 10.99.0.0/24 (IPv4).
+        #[arg(long, value_name = "CIDR")]
+        subnet: Option<String>,
+        name: String,
+    },
+    /// Show a network as JSON, with the addresses in use.
+    Inspect { name: String },
+    /// Remove networks (refused while a container uses one); their bridge goes too.
+    Rm {
+        #[arg(required = true, value_name = "NETWORK")]
+        names: Vec<String>,
     },
 }
 

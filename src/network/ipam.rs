@@ -2,7 +2,7 @@
 //!
 //! A network is a record, `STATE/networks/NAME.json` (written atomically): its name, its
 //! subnet, its gateway (the subnet's first host address, which the bridge gets), the name
-//! of its bridge device (`stagebox0` for the default network `bridge`, `sb-` and 8 hex
+//! of its bridge device (`stagebox0` for the default network `bridge`, `stagebox-` and 6 hex
 //! digits for the others: at most 15 bytes, IFNAMSIZ) and when it was made. A new network's
 //! subnet may overlap neither another network of this state directory nor a route or an
 //! address the host already has (read from /proc/net/route and getifaddrs(3)).
@@ -346,19 +346,7 @@ fn global_lock(state: &Path) -> Result<Flock<File>> {
 /// Docker's rule for names, [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 64 bytes; `none` and `host`
 /// are modes of `--network`, not networks.
 pub fn check_name(name: &str) -> Result<()> {
-    let ok = name.len() <= 64
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if !ok {
-        return Err(Error::usage(format!(
-            "{name:?} is not a valid network name; use at most 64 letters, digits, '_', '.' and '-', starting with a letter or digit"
-        )));
-    }
+    crate::state::container::check_object_name(name, "network", "network name", 64)?;
     if name == "none" || name == "host" {
         return Err(Error::usage(format!(
             "{name:?} is a mode of --network, not a network name; pick another name"
@@ -368,7 +356,7 @@ pub fn check_name(name: &str) -> Result<()> {
 }
 
 /// The bridge device of network `name`: `stagebox0` for the default network, otherwise
-/// `sb-` and the first 8 hex digits of the SHA-256 of the state directory and the name, so
+/// `stagebox-` and the first 6 hex digits of the SHA-256 of the state directory and the name, so
 /// that two state directories never pick the same device for their own networks.
 pub fn bridge_name(state: &Path, name: &str) -> String {
     if name == DEFAULT_NETWORK {
@@ -381,8 +369,8 @@ pub fn bridge_name(state: &Path, name: &str) -> String {
     h.update([0u8]);
     h.update(name.as_bytes());
     let digest = h.finalize();
-    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-    let out = format!("sb-{hex}");
+    let hex: String = digest[..3].iter().map(|b| format!("{b:02x}")).collect();
+    let out = format!("stagebox-{hex}");
     debug_assert!(out.len() <= IFNAME_MAX);
     out
 }
@@ -853,7 +841,7 @@ mod tests {
         );
         let n = create_with_host(state, "web", Some("10.200.1.0/24"), &h).unwrap();
         assert!(
-            n.bridge.starts_with("sb-") && n.bridge.len() <= IFNAME_MAX,
+            n.bridge.starts_with("stagebox-") && n.bridge.len() <= IFNAME_MAX,
             "{}",
             n.bridge
         );

@@ -9,8 +9,15 @@
 //!   the address leases: one file per address, held by an exclusive flock for as long as
 //!   its container lives, so a SIGKILLed runtime loses nothing.
 //!
+//! - `bridge`: the bridge device, its firewall rules and `ip_forward`, made on first use;
+//!   where a network's record lives (the default one is shared by every state directory).
+//! - `etc`: /etc/hostname, /etc/hosts and /etc/resolv.conf for each container.
+//!
 //! May import: `error`, `units`, `kernel`, `trace`, `state`. Nothing here knows about stages
 //! or a run; the net stage and the runtime call in.
 
+pub mod bridge;
+pub mod etc;
 pub mod firewall;
+pub mod ports;
 pub mod ipam;

@@ -161,7 +161,7 @@ fn run(
             fds = ch.take_fds();
         }
         let mut sys = RealSys::new();
-        let (mut result, mut notes, fork_requested, new_root) = {
+        let (mut result, mut notes, fork_requested, new_root, mut extra) = {
             let mut ctx = ChildCtx::new(&mut sys, spec);
             ctx.root = root.clone();
             ctx.fds = fds;
@@ -175,13 +175,16 @@ fn run(
                 std::mem::take(&mut ctx.notes),
                 ctx.fork_requested,
                 ctx.root.clone(),
+                std::mem::take(&mut ctx.records),
             )
         };
-        if result.is_ok() && planned.enabled && stage.parent_acts_midway() {
+        if result.is_ok() && planned.enabled && stage.parent_acts_midway(spec) {
             // The runtime acts now (the user stage: it writes the maps), then the second half.
+            let mut syscalls = sys.take_log();
+            syscalls.append(&mut extra);
             ch.send(&ToParent::Midway {
                 stage: planned.id,
-                syscalls: sys.take_log(),
+                syscalls,
                 notes: std::mem::take(&mut notes),
             })
             .map_err(|e| fail(name, e))?;
@@ -190,8 +193,10 @@ fn run(
             ctx.root = new_root.clone();
             result = stage.apply_after_parent(&mut ctx);
             notes = std::mem::take(&mut ctx.notes);
+            extra = std::mem::take(&mut ctx.records);
         }
         let mut syscalls = sys.take_log();
+        syscalls.append(&mut extra);
         if let Err(e) = result {
             return Err(Failure {
                 stage: name.to_string(),

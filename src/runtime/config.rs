@@ -38,6 +38,64 @@ pub struct RunConfig {
     pub security: Security,
     /// The image to run (its layers, command, env, workdir, user), `--entrypoint`, `--user`.
     pub image: crate::image::run::RunImage,
+    /// `--network`.
+    pub network: NetworkRequest,
+    /// `-p` (parsed), and `-P`: publish the image's EXPOSEd ports too.
+    pub publish: Vec<crate::network::ports::PortSpec>,
+    pub publish_all: bool,
+}
+
+/// What `--network` asks of the net stage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NetworkRequest {
+    /// No flag: the default network `bridge` as root (Docker's default); `none` for an
+    /// ordinary user (a bridge on the host needs root).
+    #[default]
+    Default,
+    /// `none`: only `lo`.
+    None,
+    /// `host`: the net stage off, the host's interfaces.
+    Host,
+    /// `bridge` or the name of a network made with `network create`.
+    Network(String),
+    /// `container:NAME`: that container's namespace.
+    Container(String),
+}
+
+impl NetworkRequest {
+    /// Parses `--network`; a mistake is one sentence.
+    pub fn parse(s: Option<&str>) -> crate::Result<NetworkRequest> {
+        Ok(match s {
+            None => NetworkRequest::Default,
+            Some("none") => NetworkRequest::None,
+            Some("host") => NetworkRequest::Host,
+            Some(other) => match other.strip_prefix("container:") {
+                Some("") => {
+                    return Err(crate::Error::usage(
+                        "--network container: needs a container's name or id, as in --network container:web",
+                    ))
+                }
+                Some(c) => NetworkRequest::Container(c.to_string()),
+                None => {
+                    crate::network::ipam::check_name(other).map_err(|_| {
+                        crate::Error::usage(format!(
+                            "--network {other:?} is not a network; use bridge, none, host, container:NAME or the name of a network from `stagebox network ls`"
+                        ))
+                    })?;
+                    NetworkRequest::Network(other.to_string())
+                }
+            },
+        })
+    }
+
+    /// The network this request means for a runtime that is root or not; None: no veth.
+    pub fn network_name(&self, root: bool) -> Option<&str> {
+        match self {
+            NetworkRequest::Default if root => Some(crate::network::ipam::DEFAULT_NETWORK),
+            NetworkRequest::Network(n) => Some(n),
+            _ => None,
+        }
+    }
 }
 
 /// The confinement flags, parsed and checked.

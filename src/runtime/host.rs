@@ -60,6 +60,9 @@ pub fn create_container(
         },
         remove_on_exit: cfg.remove,
         image_id: prepared.image.as_ref().and_then(|i| i.image_id.clone()),
+        network: None,
+        ip: None,
+        ports: Vec::new(),
     };
     let dir = c.dir(&cfg.state_dir);
     crate::state::dir::create_private(&crate::state::container::containers_dir(&cfg.state_dir))?;
@@ -139,6 +142,8 @@ pub struct HostState<'a> {
     pub tracing: bool,
     /// The user namespace the run asks for (from `Prepared`).
     userns: Option<crate::stages::UserNs>,
+    /// What the net stage connects the container to (set once the network is attached).
+    pub net: crate::stages::NetSetup,
     /// Descriptors a hook handed over for the container process (sent with the go-ahead).
     pub pending_fds: Vec<std::os::fd::OwnedFd>,
 }
@@ -154,6 +159,7 @@ impl<'a> HostState<'a> {
             headed: HashSet::new(),
             tracing: cfg.trace != TraceMode::Off,
             userns,
+            net: crate::stages::NetSetup::Loopback,
             pending_fds: Vec::new(),
         }
     }
@@ -189,6 +195,7 @@ impl<'a> HostState<'a> {
             notes: Vec::new(),
             facts: Vec::new(),
             userns: self.userns.as_ref(),
+            net: &self.net,
             fds: Vec::new(),
         };
         let r = f(stage, &mut ctx);
@@ -214,4 +221,133 @@ impl<'a> HostState<'a> {
             },
         })
     }
+}
+
+/// `--network`: the network's bridge (made on first use, with its firewall rules), an address
+/// leased for as long as the run lives, or the other container whose namespace is joined;
+/// then the /etc files (hostname, hosts, resolv.conf) the rootfs stage mounts. Traced under
+/// the net stage. Peers already running on the network get a line for this container in
+/// their /etc/hosts.
+pub fn attach_network(
+    cfg: &RunConfig,
+    prepared: &mut Prepared,
+    container: &mut Container,
+    host: &mut HostState<'_>,
+) -> Result<()> {
+    use crate::network::{bridge, etc, ipam};
+    use crate::stages::NetSetup;
+    let net_on = cfg.plan.enabled().contains(&StageId::Net);
+    let root = nix::unistd::geteuid().is_root();
+    let state = &cfg.state_dir;
+    let id = host.id.to_string();
+    let mut peers: Vec<(std::net::Ipv4Addr, String, std::path::PathBuf)> = Vec::new();
+    let setup = match &cfg.network {
+        crate::runtime::config::NetworkRequest::Container(other) => {
+            let c = crate::state::container::find(state, other)?;
+            match (c.is_running(), c.pid) {
+                (true, Some(pid)) => NetSetup::Join {
+                    name: c.name.clone(),
+                    pid,
+                },
+                _ => {
+                    return Err(Error::usage(format!(
+                        "container {} is not running; --network container:{other} joins a running container's network",
+                        c.name
+                    )))
+                }
+            }
+        }
+        crate::runtime::config::NetworkRequest::Network(n) if !root => {
+            return Err(Error::usage(format!(
+                "--network {n} needs root: its veth and bridge are made on the host; an ordinary user gets --network none, and -p still publishes ports through the proxy"
+            )))
+        }
+        req => match req.network_name(root) {
+            Some(name) if net_on => {
+                let name = name.to_string();
+                let home = bridge::home(state, &name);
+                let net = bridge::load_or_default(state, &name)?;
+                // Traced when the net stage reaches the runtime (its `parent_after`), so the
+                // lines stand under the stage, after the namespace is made.
+                let ensured = bridge::ensure(&net)?;
+                let lease = ipam::allocate(&home, &name, &id)?;
+                let mut notes = ensured.notes;
+                notes.push(format!(
+                    "address {} of network {name:?} ({}) leased: a flock on {}, held while the container lives",
+                    lease.cidr(),
+                    net.subnet,
+                    ipam::leases_dir(&home, &name).join(lease.ip.to_string()).display()
+                ));
+                host.data
+                    .insert(StageId::Net, Box::new((ensured.records, notes)));
+                for u in ipam::in_use(&home, &name) {
+                    if u.holder == id {
+                        continue;
+                    }
+                    if let Ok(p) = crate::state::container::find(state, &u.holder) {
+                        let file = p.dir(state).join("hosts");
+                        peers.push((u.ip, p.name, file));
+                    }
+                }
+                let setup = NetSetup::Veth {
+                    network: name.clone(),
+                    bridge: lease.bridge.clone(),
+                    host_end: format!("veth{}", &id[..7]),
+                    ip: lease.ip,
+                    prefix: lease.prefix,
+                    gateway: lease.gateway,
+                };
+                host.undo.push(format!("give back address {}", lease.cidr()), move || {
+                    lease.release().map_err(|e| e.to_string())
+                });
+                setup
+            }
+            _ => NetSetup::Loopback,
+        },
+    };
+    if prepared.spec.overlay.is_some() {
+        let ip = match &setup {
+            NetSetup::Veth { ip, .. } => Some(*ip),
+            _ => None,
+        };
+        let host_net = !net_on && !matches!(setup, NetSetup::Join { .. });
+        let hosts = if host_net {
+            std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+        } else {
+            let list: Vec<_> = peers.iter().map(|(ip, n, _)| (*ip, n.clone())).collect();
+            etc::hosts(&prepared.spec.hostname, &container.name, ip, &list)
+        };
+        let resolv = etc::resolv_conf(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            host_net,
+        );
+        let files = etc::write_all(
+            &container.dir(state),
+            &prepared.spec.hostname,
+            &hosts,
+            &resolv,
+        )?;
+        prepared.spec.etc_files = files
+            .into_iter()
+            .map(|(inside, file)| crate::state::container::VolumeMount {
+                kind: "init".into(),
+                source: file,
+                name: None,
+                target: inside,
+                read_only: false,
+            })
+            .collect();
+        if let Some(ip) = ip {
+            for (_, _, file) in &peers {
+                let _ = etc::add_peer(file, ip, &container.name);
+            }
+        }
+    }
+    if let NetSetup::Veth { network, ip, .. } = &setup {
+        container.network = Some(network.clone());
+        container.ip = Some(*ip);
+    }
+    host.net = setup.clone();
+    prepared.spec.net = setup;
+    Ok(())
 }

@@ -61,6 +61,7 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
         &started,
     )?;
     host::make_overlay_dirs(cfg, &mut prepared, &container)?;
+    host::attach_network(cfg, &mut prepared, &mut container, &mut host)?;
     container.save(&cfg.state_dir)?;
     let enabled = cfg.plan.enabled();
     for sid in &enabled {

@@ -121,6 +121,8 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                 ..confinement(cfg)?
             },
             userns,
+            net: crate::stages::NetSetup::Loopback,
+            etc_files: Vec::new(),
         },
         exec,
         _exe: exe,

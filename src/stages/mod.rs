@@ -257,6 +257,40 @@ pub struct ChildSpec {
     /// The user namespace's maps and how they are written (None: the user stage is off).
     #[serde(default)]
     pub userns: Option<UserNs>,
+    /// What the net stage connects the new network namespace to.
+    #[serde(default)]
+    pub net: NetSetup,
+    /// /etc/hostname, /etc/hosts and /etc/resolv.conf, bind-mounted by the rootfs stage over
+    /// the overlay (Docker's init layer).
+    #[serde(default)]
+    pub etc_files: Vec<crate::state::container::VolumeMount>,
+}
+
+/// What the net stage does besides bringing up `lo` (`--network`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum NetSetup {
+    /// `--network none`: a new namespace with only `lo`.
+    #[default]
+    Loopback,
+    /// `--network container:NAME`: join that container's namespace (`setns`) instead of
+    /// making one.
+    Join {
+        /// The other container's name, for the trace.
+        name: String,
+        /// Its workload's host pid: the namespace is /proc/PID/ns/net.
+        pid: i32,
+    },
+    /// `--network bridge` or a network's name: a veth pair, one end on the host plugged into
+    /// the bridge, the other in the container as `eth0` with a leased address.
+    Veth {
+        network: String,
+        bridge: String,
+        /// The host end's name (`veth` and 7 hex digits of the container id).
+        host_end: String,
+        ip: std::net::Ipv4Addr,
+        prefix: u8,
+        gateway: std::net::Ipv4Addr,
+    },
 }
 
 impl ChildSpec {
@@ -273,6 +307,8 @@ impl ChildSpec {
             read_only: false,
             confine: crate::confine::Confinement::docker_default(),
             userns: None,
+            net: NetSetup::Loopback,
+            etc_files: vec![],
         }
     }
 
@@ -366,6 +402,8 @@ pub struct ChildCtx<'a> {
     /// Descriptors the runtime sent with its go-ahead before this stage (the rootfs stage's
     /// idmapped mounts).
     pub fds: Vec<std::os::fd::OwnedFd>,
+    /// Calls made outside `sys` (netlink requests), for the trace after `sys`'s own.
+    pub records: Vec<crate::kernel::sys::SyscallRecord>,
 }
 
 impl<'a> ChildCtx<'a> {
@@ -378,6 +416,7 @@ impl<'a> ChildCtx<'a> {
             fork_requested: false,
             notes: Vec::new(),
             fds: Vec::new(),
+            records: Vec::new(),
         }
     }
     pub fn note(&mut self, s: impl Into<String>) {
@@ -450,6 +489,8 @@ pub struct HostCtx<'a> {
     pub facts: Vec<crate::kernel::observe::Change>,
     /// The user namespace the run asks for (None: the user stage is off).
     pub userns: Option<&'a UserNs>,
+    /// What the net stage connects the container to (its veth is made from here).
+    pub net: &'a NetSetup,
     /// Descriptors `parent_before` hands to the container process with its go-ahead.
     pub fds: Vec<std::os::fd::OwnedFd>,
 }
@@ -513,7 +554,7 @@ pub trait Stage: Sync {
     /// True when the stage's work in the container process has two halves with the runtime's
     /// `parent_after` between them (the user stage: unshare, then the maps are written from
     /// outside, then setresuid(0) inside).
-    fn parent_acts_midway(&self) -> bool {
+    fn parent_acts_midway(&self, _spec: &ChildSpec) -> bool {
         false
     }
     /// The second half, after `parent_after` (only when `parent_acts_midway`).

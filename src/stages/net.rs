@@ -4,26 +4,57 @@
 //! numbers. `unshare(CLONE_NEWNET)` gives the container a fresh one that holds a single
 //! interface, the loopback `lo`, and even that one starts down: without
 //! `ioctl(SIOCSIFFLAGS, IFF_UP)` on lo, even 127.0.0.1 is unreachable. From the outside,
-//! /proc/PID/net/dev lists only `lo`; the host's eth0 is not there. Reaching the outside world
-//! needs a veth pair, which a later stage adds.
+//! /proc/PID/net/dev lists only `lo`; the host's eth0 is not there. That is `--network none`.
 //!
-//! Why here in the order: after pid (nothing depends on it either way) and before the mount
-//! namespace, so that /sys, mounted by the proc stage, shows this namespace's interfaces
-//! (sysfs shows the network namespace of the process that mounts it).
+//! `--network bridge` (Docker's default) connects the namespace to the host with a **veth
+//! pair**: two interfaces joined like the ends of a cable, whatever enters one leaves the
+//! other. The runtime asks the kernel over rtnetlink for the pair with one end already in the
+//! container's namespace (`RTM_NEWLINK` with `IFLA_NET_NS_PID`; making it on the host and
+//! moving it costs ten times more), named `eth0` there. The host end is plugged into a
+//! **bridge** (`stagebox0`, a software switch with the gateway address), and the container
+//! process gives its `eth0` a leased address and a default route via the bridge. Packets for
+//! the world leave through the host's masquerade rule (nftables, `network::firewall`).
+//! Published ports (`-p`) come in through a proxy in the runtime (`network::proxy`).
+//!
+//! `--network container:NAME` makes no namespace: `setns(2)` joins the other container's,
+//! so both see the same interfaces and the same 127.0.0.1. `--network host` is this stage off.
+//!
+//! Why here in the order: after pid (nothing depends on it either way), after user (so the
+//! new namespace belongs to the container's user namespace, and its root may configure it),
+//! and before the mount namespace, so that /sys, mounted by the proc stage, shows this
+//! namespace's interfaces (sysfs shows the network namespace of the process that mounts it).
 
-use super::{unshare_checked, ChildCtx, Stage, StageError, StageId, StageInfo};
+use super::{ns_inode, unshare_checked, ChildCtx, ChildSpec, HostCtx, NetSetup, Stage};
+use super::{StageError, StageId, StageInfo};
+use crate::kernel::netlink::{Netlink, NetlinkError, Netns};
+use crate::kernel::sys::SyscallRecord;
 use nix::sched::CloneFlags;
+use std::os::unix::fs::MetadataExt as _;
 
 pub struct Net;
 
 static INFO: StageInfo = StageInfo {
     id: StageId::Net,
-    summary: "new network namespace: only the loopback interface, brought up",
+    summary: "new network namespace: loopback up, and a veth into a bridge (--network)",
     shows: "ns/net inode, interface list",
     default_on: true,
-    lesson: "06-ipc-and-net",
+    lesson: "13-how-a-packet-gets-in",
     requires: &[],
 };
+
+/// The container's end of the veth pair.
+pub const CONTAINER_IF: &str = "eth0";
+
+fn nl_err(e: NetlinkError) -> StageError {
+    StageError::msg(e.to_string())
+}
+
+fn host_err(e: NetlinkError) -> crate::Error {
+    crate::Error::Stage {
+        stage: "net".into(),
+        message: e.to_string(),
+    }
+}
 
 impl Stage for Net {
     fn info(&self) -> &'static StageInfo {
@@ -31,6 +62,9 @@ impl Stage for Net {
     }
 
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
+        if let NetSetup::Join { name, pid } = &ctx.spec.net {
+            return join(ctx, name, *pid);
+        }
         unshare_checked(ctx, CloneFlags::CLONE_NEWNET, "net")?;
         ctx.sys
             .link_up("lo")
@@ -49,4 +83,146 @@ impl Stage for Net {
         }
         Ok(())
     }
+
+    fn parent_acts_midway(&self, spec: &ChildSpec) -> bool {
+        matches!(spec.net, NetSetup::Veth { .. })
+    }
+
+    /// From the host: the veth pair, its container end made directly in the container's
+    /// namespace, its host end plugged into the bridge and brought up.
+    fn parent_after(&self, ctx: &mut HostCtx<'_>, pid: nix::unistd::Pid) -> crate::Result<()> {
+        let NetSetup::Veth {
+            bridge, host_end, ..
+        } = ctx.net.clone()
+        else {
+            return Ok(());
+        };
+        // What the runtime did before the fork (the bridge, the lease), traced here.
+        if let Some(early) = ctx.data.remove(&StageId::Net) {
+            if let Ok(early) = early.downcast::<(Vec<SyscallRecord>, Vec<String>)>() {
+                ctx.records.extend(early.0);
+                ctx.notes.extend(early.1);
+            }
+        }
+        let mut nl = Netlink::open().map_err(host_err)?;
+        let made = nl.create_veth(&host_end, CONTAINER_IF, Some(Netns::Pid(pid.as_raw() as u32)));
+        let r = made
+            .and_then(|()| nl.set_master(&host_end, &bridge))
+            .and_then(|()| nl.set_up(&host_end));
+        ctx.records.extend(nl.take_log());
+        if made_ok(&ctx.records) {
+            // The pair goes with the namespace; deleting the host end says so at once
+            // (the kernel frees a dead namespace's links a little later, asynchronously).
+            let end = host_end.clone();
+            ctx.undo.push(format!("delete veth {end}"), move || {
+                let mut nl = Netlink::open().map_err(|e| e.to_string())?;
+                match nl.delete_link(&end) {
+                    Ok(()) | Err(NetlinkError::NoSuchLink(_)) => Ok(()),
+                    Err(NetlinkError::Kernel { errno, .. })
+                        if errno == nix::errno::Errno::ENODEV =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            });
+        }
+        r.map_err(host_err)?;
+        ctx.note(format!(
+            "veth pair: {host_end} on the host, in bridge {bridge}; {CONTAINER_IF} in the container's namespace (made there, never moved)"
+        ));
+        Ok(())
+    }
+
+    /// In the container's namespace: its end gets the leased address, comes up, and routes
+    /// everything else via the bridge's address. Then each is read back over netlink.
+    fn apply_after_parent(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
+        let NetSetup::Veth {
+            ip, prefix, gateway, ..
+        } = ctx.spec.net.clone()
+        else {
+            return Ok(());
+        };
+        let mut nl = Netlink::open().map_err(nl_err)?;
+        let r = nl
+            .add_address(CONTAINER_IF, ip, prefix)
+            .and_then(|()| nl.set_up(CONTAINER_IF))
+            .and_then(|()| nl.add_default_route(gateway));
+        ctx.records.extend(nl.take_log());
+        r.map_err(nl_err)?;
+        if ctx.verify {
+            let addrs = nl.addresses().map_err(nl_err)?;
+            if !addrs
+                .iter()
+                .any(|a| a.link == CONTAINER_IF && a.address == ip && a.prefix == prefix)
+            {
+                return Err(StageError::no_effect(format!(
+                    "{CONTAINER_IF} does not hold {ip}/{prefix} after RTM_NEWADDR"
+                )));
+            }
+            let routes = nl.routes().map_err(nl_err)?;
+            if !routes
+                .iter()
+                .any(|r| r.destination.is_none() && r.gateway == Some(gateway))
+            {
+                return Err(StageError::no_effect(format!(
+                    "no default route via {gateway} after RTM_NEWROUTE"
+                )));
+            }
+            let up = crate::kernel::netif::own_interfaces()
+                .into_iter()
+                .any(|(n, up)| n == CONTAINER_IF && up);
+            if !up {
+                return Err(StageError::no_effect(format!(
+                    "{CONTAINER_IF} is still down after RTM_NEWLINK IFF_UP"
+                )));
+            }
+            nl.take_log();
+        }
+        ctx.note(format!(
+            "{CONTAINER_IF} {ip}/{prefix}, default route via {gateway} (the bridge): read back over netlink"
+        ));
+        Ok(())
+    }
+}
+
+/// Whether the veth request (the first netlink call) succeeded.
+fn made_ok(records: &[SyscallRecord]) -> bool {
+    records
+        .iter()
+        .any(|r| r.call.contains("RTM_NEWLINK") && r.call.contains("veth") && r.result == "0")
+}
+
+/// `--network container:NAME`: setns into the other container's network namespace, then
+/// check that ns/net is now its inode.
+fn join(ctx: &mut ChildCtx<'_>, name: &str, pid: i32) -> Result<(), StageError> {
+    let path = format!("/proc/{pid}/ns/net");
+    let theirs = std::fs::metadata(&path)
+        .map_err(|e| {
+            StageError::msg(format!(
+                "container {name} (host pid {pid}) is gone: {path}: {e}"
+            ))
+        })?
+        .ino();
+    let file = std::fs::File::open(&path).map_err(|e| StageError::msg(format!("{path}: {e}")))?;
+    ctx.sys
+        .raw(
+            format!("setns(open({path:?}), CLONE_NEWNET)  # container {name}"),
+            &mut || {
+                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map(|()| 0)
+            },
+        )
+        .map_err(|e| StageError::sys(&format!("setns({path}, CLONE_NEWNET)"), e))?;
+    if ctx.verify {
+        let now = ns_inode("net")?;
+        if !now.contains(&theirs.to_string()) {
+            return Err(StageError::no_effect(format!(
+                "ns/net is {now} after setns, not container {name}'s net:[{theirs}]"
+            )));
+        }
+    }
+    ctx.note(format!(
+        "joined container {name}'s network namespace: the same interfaces, addresses and 127.0.0.1"
+    ));
+    Ok(())
 }

@@ -301,6 +301,7 @@ impl Stage for Rootfs {
                     .collect::<Vec<_>>()
                     .join(":")
             ));
+            bind_etc_files(ctx, &ov.merged)?;
             ctx.root = Some(ov.merged);
             return Ok(());
         }
@@ -327,6 +328,30 @@ impl Stage for Rootfs {
         ctx.root = Some(dir);
         Ok(())
     }
+}
+
+/// Docker's "init layer": /etc/hostname, /etc/hosts and /etc/resolv.conf, written by the
+/// runtime into the container's state directory, bind-mounted over the image's own. What the
+/// container writes to them goes to those files, never into its layer, so `commit` never
+/// takes them (a missing one leaves only an empty mount point, which `diff` and `commit`
+/// skip).
+fn bind_etc_files(ctx: &mut ChildCtx<'_>, merged: &Path) -> Result<(), StageError> {
+    if ctx.spec.etc_files.is_empty() {
+        return Ok(());
+    }
+    use nix::fcntl::{open, OFlag};
+    let root = open(
+        merged,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| StageError::sys(&format!("open({merged:?}, O_PATH|O_DIRECTORY)"), e))?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&root)))
+        .map_err(|e| StageError::msg(format!("readlink of the rootfs's descriptor: {e}")))?;
+    for f in ctx.spec.etc_files.clone() {
+        super::volumes::bind_one(ctx, std::os::fd::AsFd::as_fd(&root), &real, &f)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

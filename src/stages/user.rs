@@ -176,7 +176,7 @@ impl Stage for User {
         Ok(())
     }
 
-    fn parent_acts_midway(&self) -> bool {
+    fn parent_acts_midway(&self, _spec: &crate::stages::ChildSpec) -> bool {
         true
     }
 

@@ -45,6 +45,33 @@ pub struct Container {
     /// The image's ID (config digest) when the container runs an image.
     #[serde(default)]
     pub image_id: Option<String>,
+    /// The network its veth is on (`--network`), and its address there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// Published ports (`-p`, `-P`), as bound on the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::state::container::PublishedPort>,
+}
+
+/// A published port as the container record keeps it: `80/tcp -> 0.0.0.0:8080`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub container_port: u16,
+    pub proto: String,
+    pub host_ip: std::net::Ipv4Addr,
+    pub host_port: u16,
+}
+
+impl std::fmt::Display for PublishedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{} -> {}:{}",
+            self.container_port, self.proto, self.host_ip, self.host_port
+        )
+    }
 }
 
 pub fn containers_dir(state: &Path) -> PathBuf {
@@ -150,16 +177,29 @@ pub fn find(state: &Path, key: &str) -> Result<Container> {
 
 /// Docker's rule for names: [a-zA-Z0-9][a-zA-Z0-9_.-]*
 pub fn check_name(name: &str) -> Result<()> {
-    let ok = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
+    check_object_name(name, "--name", "container name", usize::MAX)
+}
+
+/// Docker's rule for the names of containers, networks and volumes: letters, digits, '_',
+/// '.' and '-', starting with a letter or digit, at most `max` bytes. `what` names the flag
+/// or argument in the sentence, `noun` the kind of name.
+pub fn check_object_name(name: &str, what: &str, noun: &str, max: usize) -> Result<()> {
+    let ok = name.len() <= max
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if !ok {
+        let limit = if max == usize::MAX {
+            String::new()
+        } else {
+            format!("at most {max} ")
+        };
         return Err(Error::usage(format!(
-            "--name {name:?} is not a valid container name; use letters, digits, '_', '.' and '-', starting with a letter or digit"
+            "{what} {name:?} is not a valid {noun}; use {limit}letters, digits, '_', '.' and '-', starting with a letter or digit"
         )));
     }
     Ok(())
@@ -260,6 +300,9 @@ mod tests {
             lower: vec![],
             remove_on_exit: false,
             image_id: None,
+            network: None,
+            ip: None,
+            ports: vec![],
         }
     }
 
