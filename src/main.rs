@@ -143,7 +143,7 @@ fn network_cmd(state: &std::path::Path, cmd: NetworkCmd) -> stagebox::Result<i32
     };
     match cmd {
         NetworkCmd::Ls => {
-            println!("{:<20}  {:<16}  {:<18}  {}", "NAME", "BRIDGE", "SUBNET", "GATEWAY");
+            println!("{:<20}  {:<16}  {:<18}  GATEWAY", "NAME", "BRIDGE", "SUBNET");
             for n in bridge::list(state) {
                 println!(
                     "{:<20}  {:<16}  {:<18}  {}",

@@ -147,7 +147,10 @@ pub fn remove(net: &Network) -> Result<Vec<SyscallRecord>> {
     let mut nl = Netlink::open().map_err(nl_err)?;
     match nl.delete_link(&net.bridge) {
         Ok(()) | Err(NetlinkError::NoSuchLink(_)) => {}
-        Err(NetlinkError::Kernel { errno, .. }) if errno == nix::errno::Errno::ENODEV => {}
+        Err(NetlinkError::Kernel {
+            errno: nix::errno::Errno::ENODEV,
+            ..
+        }) => {}
         Err(e) => return Err(nl_err(e)),
     }
     out.extend(nl.take_log());

@@ -118,11 +118,10 @@ impl Stage for Net {
                 let mut nl = Netlink::open().map_err(|e| e.to_string())?;
                 match nl.delete_link(&end) {
                     Ok(()) | Err(NetlinkError::NoSuchLink(_)) => Ok(()),
-                    Err(NetlinkError::Kernel { errno, .. })
-                        if errno == nix::errno::Errno::ENODEV =>
-                    {
-                        Ok(())
-                    }
+                    Err(NetlinkError::Kernel {
+                        errno: nix::errno::Errno::ENODEV,
+                        ..
+                    }) => Ok(()),
                     Err(e) => Err(e.to_string()),
                 }
             });

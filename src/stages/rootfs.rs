@@ -378,6 +378,8 @@ mod tests {
             read_only: false,
             confine: Default::default(),
             userns: None,
+            net: Default::default(),
+            etc_files: vec![],
         };
         let mut rec = Recorder::new();
         let mut ctx = ChildCtx::new(&mut rec, &spec);
