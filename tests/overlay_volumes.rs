@@ -54,7 +54,7 @@ fn writes_land_in_the_upper_layer_and_deletes_leave_whiteouts() {
     let (code, _, err) = run_named(
         name,
         &[],
-        "echo new > /newfile; echo more >> /etc/hosts; rm /etc/passwd; rm -rf /home; mkdir /home; touch /home/fresh",
+        "echo new > /newfile; echo more >> /etc/os-release; rm /etc/passwd; rm -rf /home; mkdir /home; touch /home/fresh",
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -87,7 +87,7 @@ fn writes_land_in_the_upper_layer_and_deletes_leave_whiteouts() {
     let text = String::from_utf8_lossy(&out.stdout);
     for line in [
         "A /newfile",
-        "C /etc/hosts",
+        "C /etc/os-release",
         "D /etc/passwd",
         "C /home",
         "A /home/fresh",

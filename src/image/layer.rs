@@ -519,6 +519,9 @@ fn pack_dir<W: Write>(
         let md = std::fs::symlink_metadata(&path)
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
         let ft = md.file_type();
+        if mode == PackMode::Upper && crate::rootfs::whiteout::is_init_placeholder(&relp, &md) {
+            continue;
+        }
         if mode == PackMode::Upper && crate::rootfs::whiteout::is_whiteout(&md) {
             let wh = rel.join(format!("{WHITEOUT_PREFIX}{}", name.to_string_lossy()));
             let mut h = header_for(&md, tar::EntryType::Regular);

@@ -385,7 +385,7 @@ pub const LESSON_PICTURES: &[(&str, &[Picture])] = &[
 /// What the overlay picture's container does: the changes of the layers lesson's
 /// `layers-demo` (a file added, one changed, one deleted, a directory replaced).
 pub const OVERLAY_SCRIPT: &str =
-    "echo hello > /hello.txt; echo \"# mine\" >> /etc/hosts; rm /etc/passwd; rm -rf /home; mkdir /home";
+    "echo hello > /hello.txt; echo \"# mine\" >> /etc/os-release; rm /etc/passwd; rm -rf /home; mkdir /home";
 
 /// A lesson's name without its number: `13-comparing-isolation` -> `comparing-isolation`.
 pub fn slug(name: &str) -> &str {

@@ -113,15 +113,6 @@ pub fn add_peer(hosts_file: &Path, ip: Ipv4Addr, name: &str) -> Result<()> {
         .map_err(|e| Error::io(format!("append to {}", hosts_file.display()), e))
 }
 
-/// True for a path of an upper layer that is only the mount point of one of the three files
-/// (an empty file the runtime made): `diff` and `commit` leave it out, as Docker's init
-/// layer is never committed.
-pub fn is_placeholder(inside: &Path, meta: &std::fs::Metadata) -> bool {
-    meta.is_file()
-        && meta.len() == 0
-        && FILES.iter().any(|(p, _)| Path::new(p) == inside)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,3 +39,14 @@ fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
     }
     Some(buf[..r as usize].to_vec())
 }
+/// The files the runtime bind-mounts over every container's /etc (Docker's init layer),
+/// relative to the root.
+pub const INIT_FILES: [&str; 3] = ["etc/hostname", "etc/hosts", "etc/resolv.conf"];
+
+/// True for an entry of an upper layer that is only the mount point the runtime made for one
+/// of [`INIT_FILES`] (an empty file, where the image had none): `diff` and `commit` leave
+/// it out, as Docker never commits its init layer.
+pub fn is_init_placeholder(rel: &std::path::Path, md: &std::fs::Metadata) -> bool {
+    md.is_file() && md.len() == 0 && INIT_FILES.iter().any(|f| rel == std::path::Path::new(f))
+}
+
