@@ -100,14 +100,20 @@ fn network() -> Vec<String> {
 
 fn network_check(h: &HostFacts) -> IsolationCheck {
     let inside = network();
-    let shared: Vec<&String> = inside
-        .iter()
-        .filter(|i| *i != "lo" && h.host_interfaces.contains(i))
-        .collect();
+    let own_ns = std::fs::read_link("/proc/self/ns/net")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let shared = if h.host_net_ns.is_empty() {
+        inside
+            .iter()
+            .any(|i| i != "lo" && h.host_interfaces.contains(i))
+    } else {
+        own_ns == h.host_net_ns
+    };
     check(
         "network",
-        !shared.is_empty(),
-        if shared.is_empty() {
+        shared,
+        if !shared {
             format!("interfaces inside: {}", inside.join(" "))
         } else {
             format!("the host's interfaces are visible: {}", inside.join(" "))

@@ -351,6 +351,9 @@ impl HostSetup {
                 .into_iter()
                 .map(|(n, _)| n)
                 .collect(),
+            host_net_ns: std::fs::read_link("/proc/self/ns/net")
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             shm_id,
             leak_token: String::new(),
             leak_dir: PathBuf::new(),

@@ -13,6 +13,10 @@ pub struct HostFacts {
     pub host_pid: i32,
     pub host_hostname: String,
     pub host_interfaces: Vec<String>,
+    /// The host's network namespace (readlink /proc/self/ns/net of the runner): a container on
+    /// a bridge has an `eth0` too, so names alone do not tell.
+    #[serde(default)]
+    pub host_net_ns: String,
     /// A System V shared memory segment id made on the host.
     pub shm_id: i32,
     /// The mount-leak check mounts a tmpfs named `stagebox-leak-TOKEN` on LEAK_DIR.
