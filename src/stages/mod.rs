@@ -568,6 +568,19 @@ pub trait Stage: Sync {
     }
 }
 
+/// The top mount at `path` in /proc/self/mountinfo, if any: (fs type, super options).
+pub fn mount_at(path: &std::path::Path) -> Result<Option<(String, String)>, StageError> {
+    let infos = crate::kernel::mountinfo::read_self()
+        .map_err(|e| StageError::msg(format!("cannot read /proc/self/mountinfo: {e}")))?;
+    Ok(crate::kernel::mountinfo::top_at(&infos, path)
+        .map(|m| (m.fs_type.clone(), m.super_opts.clone())))
+}
+
+/// Is `path` a mount point in /proc/self/mountinfo?
+pub fn is_mount_point(path: &std::path::Path) -> Result<bool, StageError> {
+    Ok(mount_at(path)?.is_some())
+}
+
 /// Reads the inode of one of the process's namespaces, `/proc/self/ns/NAME`.
 pub fn ns_inode(name: &str) -> Result<String, StageError> {
     crate::kernel::ns::own(name)

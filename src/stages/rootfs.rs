@@ -67,18 +67,7 @@ static INFO: StageInfo = StageInfo {
     )],
 };
 
-/// The top mount at `path` in /proc/self/mountinfo, if any: (fs type, super options).
-pub fn mount_at(path: &Path) -> Result<Option<(String, String)>, StageError> {
-    let infos = crate::kernel::mountinfo::read_self()
-        .map_err(|e| StageError::msg(format!("cannot read /proc/self/mountinfo: {e}")))?;
-    Ok(crate::kernel::mountinfo::top_at(&infos, path)
-        .map(|m| (m.fs_type.clone(), m.super_opts.clone())))
-}
-
-/// Is `path` a mount point in /proc/self/mountinfo?
-pub fn is_mount_point(path: &Path) -> Result<bool, StageError> {
-    Ok(mount_at(path)?.is_some())
-}
+pub use super::{is_mount_point, mount_at};
 
 /// overlayfs splits its options at ',' and lowerdir at ':'; such paths cannot be passed.
 pub fn check_overlay_path(p: &Path) -> Result<(), String> {

@@ -217,7 +217,7 @@ pub fn bind_one(
                     v.target, b.0, b.1, src, a.0, a.1
                 )));
             }
-            if !super::rootfs::is_mount_point(&path)? {
+            if !super::is_mount_point(&path)? {
                 return Err(StageError::no_effect(format!(
                     "{} is not a mount point",
                     path.display()
