@@ -288,6 +288,13 @@ fn tcp_and_udp_reach_the_namespace_through_the_host_port_and_stop_leaves_nothing
         )
     );
     assert_eq!(serde_json::from_str::<Published>(&json).unwrap(), udp);
+    // The container record keeps the same fields and shows the same line.
+    let record = stagebox::state::container::PublishedPort::from(udp);
+    assert_eq!(
+        serde_json::to_value(&record).unwrap(),
+        serde_json::to_value(udp).unwrap()
+    );
+    assert_eq!(record.to_string(), udp.to_string());
 
     // The echo ports live in the namespace only: not on the host's loopback.
     assert!(
