@@ -6,8 +6,12 @@
 //! Its echo ports are not open on the host's loopback, so an echo that comes back through
 //! 127.0.0.1:HOST_PORT crossed namespaces, and the servers count what reached them. After
 //! `stop()` the host ports bind again and no thread named `sbproxy*` is left in
-//! /proc/self/task. Every socket has a timeout; traffic goes to 127.0.0.1 only. As root
-//! (the namespace); skips loudly without it, never with STAGEBOX_REQUIRE_ROOT=1.
+//! /proc/self/task. The rootless path is played by a thread that dropped CAP_SYS_ADMIN
+//! (capabilities are per thread): plain `start` is refused in one sentence, and
+//! `start_in_userns`, with a user namespace that owns the network namespace, relays through
+//! its helper process, which is reaped at stop. Every socket has a timeout; traffic goes to
+//! 127.0.0.1 only. As root (the namespaces); skips loudly without it, never with
+//! STAGEBOX_REQUIRE_ROOT=1.
 
 mod common;
 use common::*;
@@ -34,8 +38,17 @@ struct Holder(Child);
 
 impl Holder {
     fn new() -> Holder {
+        Holder::with(&["--net"])
+    }
+    /// A user namespace (root's own uid as 0, as a rootless runtime maps) that owns a
+    /// network namespace.
+    fn with_userns() -> Holder {
+        Holder::with(&["--user", "--map-root-user", "--net"])
+    }
+    fn with(flags: &[&str]) -> Holder {
         let child = Command::new("unshare")
-            .args(["--net", "sleep", "60"])
+            .args(flags)
+            .args(["sleep", "60"])
             .stdin(Stdio::null())
             .spawn()
             .expect("unshare --net sleep 60");
@@ -71,6 +84,11 @@ impl Holder {
     fn netns(&self) -> OwnedFd {
         std::fs::File::open(self.ns_path())
             .expect("open the namespace")
+            .into()
+    }
+    fn userns(&self) -> OwnedFd {
+        std::fs::File::open(format!("/proc/{}/ns/user", self.0.id()))
+            .expect("open the user namespace")
             .into()
     }
 }
@@ -517,6 +535,11 @@ struct CapData {
 /// Takes CAP_SYS_ADMIN out of the calling thread's effective set (capabilities are per
 /// thread; threads it spawns inherit its set). True when it is gone.
 fn drop_sys_admin_on_this_thread() -> bool {
+    drop_cap_on_this_thread(CAP_SYS_ADMIN)
+}
+
+/// Takes capability `cap` out of the calling thread's effective set. True when it is gone.
+fn drop_cap_on_this_thread(cap: u32) -> bool {
     const V3: u32 = 0x2008_0522;
     let mut hdr = CapHeader {
         version: V3,
@@ -526,7 +549,7 @@ fn drop_sys_admin_on_this_thread() -> bool {
     // SAFETY: header and a two-element data array, as capget(2) wants for version 3.
     let r = unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) };
     assert_eq!(r, 0, "capget");
-    data[0].effective &= !(1 << CAP_SYS_ADMIN);
+    data[0].effective &= !(1 << cap);
     // SAFETY: as above.
     let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
     assert_eq!(r, 0, "capset");
@@ -536,7 +559,7 @@ fn drop_sys_admin_on_this_thread() -> bool {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
         .expect("CapEff in /proc/thread-self/status");
-    eff & (1u64 << CAP_SYS_ADMIN) == 0
+    eff & (1u64 << cap) == 0
 }
 
 #[test]
@@ -569,4 +592,151 @@ fn without_cap_sys_admin_setns_is_refused_in_one_sentence_as_rootless_would_be()
     let left = within_2s(|| proxy_threads().is_empty().then_some(()));
     assert!(left.is_some(), "threads left: {:?}", proxy_threads());
     TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("the host port was closed again");
+}
+
+/// This process's children, from /proc/self/task/*/children.
+fn children() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return vec![];
+    };
+    let mut all: Vec<u32> = dir
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("children")).ok())
+        .flat_map(|t| {
+            t.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    all.sort_unstable();
+    all
+}
+
+#[test]
+fn in_a_user_namespace_a_helper_process_makes_the_sockets_without_cap_sys_admin() {
+    if !root_or_skip("in_a_user_namespace_a_helper_process_makes_the_sockets_without_cap_sys_admin")
+    {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let holder = Holder::with_userns();
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{}/ns/user", holder.0.id())).unwrap(),
+        std::fs::read_link("/proc/self/ns/user").unwrap(),
+        "the holder has a user namespace of its own"
+    );
+    let before = children();
+    let echo = Echo::start(&holder);
+    let (userns, netns) = (holder.userns(), holder.netns());
+    let specs = [
+        spec(echo.tcp_port, Proto::Tcp),
+        spec(echo.udp_port, Proto::Udp),
+        spec(9, Proto::Tcp),
+    ];
+    // Without CAP_SYS_ADMIN in the host's user namespace, as a rootless runtime: plain
+    // `start` is refused (the test above), the helper gets in through the user namespace.
+    let (proxy, during) = std::thread::spawn(move || {
+        assert!(
+            drop_sys_admin_on_this_thread(),
+            "CAP_SYS_ADMIN still effective"
+        );
+        let l = Listeners::bind(&specs).expect("bind");
+        let p = proxy::start_in_userns(l, userns, netns).expect("start with the helper");
+        (p, children())
+    })
+    .join()
+    .expect("the thread without CAP_SYS_ADMIN");
+    assert_eq!(
+        during.len(),
+        before.len() + 1,
+        "one helper process: {during:?}"
+    );
+    let helper = *during.iter().find(|p| !before.contains(p)).unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{helper}/ns/net")).unwrap(),
+        std::fs::read_link(holder.ns_path()).unwrap(),
+        "the helper is in the container's network namespace"
+    );
+    let (tcp, udp, nothing) = (
+        proxy.published()[0],
+        proxy.published()[1],
+        proxy.published()[2],
+    );
+    assert_eq!(
+        tcp_echo(tcp.host_port, b"through the helper"),
+        b"through the helper"
+    );
+    let big: Vec<u8> = (0..1 << 20).map(|i| (i % 253) as u8).collect();
+    assert!(
+        tcp_echo(tcp.host_port, &big) == big,
+        "1 MiB came back unchanged"
+    );
+    let a = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(
+        udp_echo(&a, udp.host_port, b"udp via helper"),
+        b"udp via helper"
+    );
+    assert_eq!(echo.tcp_conns.load(Ordering::SeqCst), 2);
+    let mut c = TcpStream::connect_timeout(
+        &SocketAddr::from((Ipv4Addr::LOCALHOST, nothing.host_port)),
+        T,
+    )
+    .expect("the host side accepts");
+    c.set_read_timeout(Some(T)).unwrap();
+    let mut buf = [0u8; 8];
+    match c.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("expected the connection closed, got {other:?}"),
+    }
+
+    proxy.stop();
+    assert_eq!(children(), before, "the helper is killed and reaped");
+    let left = within_2s(|| proxy_threads().is_empty().then_some(()));
+    assert!(left.is_some(), "threads left: {:?}", proxy_threads());
+    TcpListener::bind((Ipv4Addr::LOCALHOST, tcp.host_port)).expect("tcp port free");
+    UdpSocket::bind((Ipv4Addr::LOCALHOST, udp.host_port)).expect("udp port free");
+    echo.stop();
+}
+
+#[test]
+fn a_privileged_host_port_without_cap_net_bind_service_is_one_sentence() {
+    if !root_or_skip("a_privileged_host_port_without_cap_net_bind_service_is_one_sentence") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .expect("ip_unprivileged_port_start")
+        .trim()
+        .parse()
+        .expect("a number");
+    if start <= 1 {
+        eprintln!(
+            "SKIP: every port is unprivileged on this host (ip_unprivileged_port_start={start})"
+        );
+        return;
+    }
+    let port = start - 1;
+    let err = std::thread::spawn(move || {
+        // capability(7): CAP_NET_BIND_SERVICE is bit 10. The kernel checks it before it
+        // looks whether the port is in use, so the answer is the same either way.
+        assert!(
+            drop_cap_on_this_thread(10),
+            "CAP_NET_BIND_SERVICE still effective"
+        );
+        Listeners::bind(&[PortSpec {
+            host_port: Some(port),
+            ..spec(80, Proto::Tcp)
+        }])
+        .err()
+    })
+    .join()
+    .expect("the thread without CAP_NET_BIND_SERVICE")
+    .expect("binding a privileged port must fail");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "port {port}/tcp on 127.0.0.1 needs privilege to bind (EACCES): ports below {start} are root's on this host (net.ipv4.ip_unprivileged_port_start); choose a host port of {start} or more, as in -p {start}:80"
+        )
+    );
 }

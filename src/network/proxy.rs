@@ -30,13 +30,16 @@
 //!
 //! Privilege. setns(CLONE_NEWNET) needs CAP_SYS_ADMIN in the user namespace that owns the
 //! container's network namespace AND in the caller's own user namespace (the kernel's
-//! `netns_install`). Root has both. A rootless runtime has neither in its own (the initial)
-//! user namespace, even though it owns the container's: the setns fails with EPERM, and
-//! [`start`] returns that as one sentence. It cannot first join the container's user
-//! namespace either, because setns(CLONE_NEWUSER) is refused to a process with more than one
-//! thread. A rootless proxy needs a helper process that joins the user namespace and then
-//! the network namespace (single-threaded after fork) and hands connected sockets back over
-//! a unix socket (SCM_RIGHTS), as rootlesskit does: not done here.
+//! `netns_install`). Root has both, and [`start`] is all it needs. A rootless runtime has
+//! neither in its own (the initial) user namespace, even though it owns the container's:
+//! there [`start`] fails with EPERM, in one sentence. The threads cannot join the
+//! container's user namespace first either: setns(CLONE_NEWUSER) is refused to a process
+//! with more than one thread. So [`start_in_userns`] forks a helper process (one thread)
+//! that joins the user namespace, where it holds every capability, then the network
+//! namespace; it makes each socket the relays need there, connects it to
+//! `127.0.0.1:CONTAINER_PORT`, and hands it back over a unix socket (SCM_RIGHTS), in the
+//! spirit of rootlesskit's port driver. The relays then run on the host as before: a
+//! socket stays in its namespace wherever its descriptor goes.
 //!
 //! TCP: one thread per listener accepts (polling the listener and a stop pipe); each
 //! connection gets a thread that connects inside the container (refused: the client is
@@ -332,6 +335,29 @@ pub struct Proxy {
 /// `netns` (an open `/proc/PID/ns/net` of the container). Returns once every thread has
 /// entered the namespace, or the error of the first that could not (then nothing runs).
 pub fn start(listeners: Listeners, netns: OwnedFd) -> Result<Proxy, ProxyError> {
+    start_with(listeners, Maker::Here, Some(netns))
+}
+
+/// Starts serving `listeners` for a container in a user namespace of its own, as a rootless
+/// runtime must: a helper process (forked here) joins `userns` and then `netns`, and makes
+/// every socket the relays need there, handing each back over a unix socket. The proxy's
+/// threads stay in the host's namespaces. Works as root too. The helper is a child process
+/// of the caller until the proxy stops (then it is killed and reaped).
+pub fn start_in_userns(
+    listeners: Listeners,
+    userns: OwnedFd,
+    netns: OwnedFd,
+) -> Result<Proxy, ProxyError> {
+    let helper = Helper::spawn(&userns, &netns)?;
+    drop((userns, netns));
+    start_with(listeners, Maker::Helper(helper), None)
+}
+
+fn start_with(
+    listeners: Listeners,
+    maker: Maker,
+    netns: Option<OwnedFd>,
+) -> Result<Proxy, ProxyError> {
     let published = listeners.published();
     let (stop_r, stop_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ProxyError::Start {
@@ -340,7 +366,10 @@ pub fn start(listeners: Listeners, netns: OwnedFd) -> Result<Proxy, ProxyError> 
         })?;
     let stop_r = Arc::new(stop_r);
     let netns = Arc::new(netns);
-    let conns = Arc::new(Conns::default());
+    let conns = Arc::new(Conns {
+        inner: Mutex::default(),
+        maker,
+    });
     let mut proxy = Proxy {
         published,
         stop_w: Some(stop_w),
@@ -361,12 +390,15 @@ pub fn start(listeners: Listeners, netns: OwnedFd) -> Result<Proxy, ProxyError> 
                 "tcp",
                 Box::new(move || tcp_accept(l, port, &stop_r, &conns)),
             ),
-            Socket::Udp(u) => ("udp", Box::new(move || udp_relay(u, port, &stop_r))),
+            Socket::Udp(u) => ("udp", Box::new(move || udp_relay(u, port, &stop_r, &conns))),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("{THREAD_PREFIX}-{name}"))
             .spawn(move || {
-                let entered = nix::sched::setns(netns.as_fd(), CloneFlags::CLONE_NEWNET);
+                let entered = match netns.as_ref() {
+                    Some(ns) => nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET),
+                    None => Ok(()),
+                };
                 drop(netns);
                 let ok = entered.is_ok();
                 let _ = ready.send(entered);
@@ -449,10 +481,10 @@ impl Drop for Proxy {
 }
 
 /// The TCP connections in flight: a copy of each end (to shut them down on stop) and the
-/// threads relaying them.
-#[derive(Default)]
+/// threads relaying them; and how a socket in the container is made.
 struct Conns {
     inner: Mutex<ConnsInner>,
+    maker: Maker,
 }
 
 #[derive(Default)]
@@ -555,8 +587,7 @@ fn relay(client: TcpStream, port: u16, conns: &Arc<Conns>) {
 /// Runs in the container's network namespace (inherited from the accept thread).
 fn connect_and_copy(client: TcpStream, port: u16, conns: &Arc<Conns>) {
     let _ = client.set_nonblocking(false);
-    let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(server) = TcpStream::connect_timeout(&to, CONNECT_TIMEOUT) else {
+    let Ok(server) = conns.maker.tcp(port) else {
         return; // nothing listens inside (or it took too long): the client is closed
     };
     let _ = server.set_nodelay(true);
@@ -631,12 +662,11 @@ struct UdpClient {
     last: Instant,
 }
 
-fn udp_relay(host: UdpSocket, port: u16, stop: &OwnedFd) {
+fn udp_relay(host: UdpSocket, port: u16, stop: &OwnedFd, conns: &Conns) {
     if let Err(e) = host.set_nonblocking(true) {
         crate::trace::error(TRACE, &format!("port proxy: udp port {port}: {e}"));
         return;
     }
-    let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut clients: HashMap<SocketAddr, UdpClient> = HashMap::new();
     let mut buf = vec![0u8; 65536];
     loop {
@@ -669,9 +699,8 @@ fn udp_relay(host: UdpSocket, port: u16, stop: &OwnedFd) {
                             clients.remove(&a);
                         }
                     }
-                    // Made by this thread: in the container's network namespace.
-                    let made = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|s| {
-                        s.connect(to)?;
+                    // In the container's network namespace (made here or by the helper).
+                    let made = conns.maker.udp(port).and_then(|s| {
                         s.set_nonblocking(true)?;
                         Ok(s)
                     });
@@ -705,5 +734,283 @@ fn udp_relay(host: UdpSocket, port: u16, stop: &OwnedFd) {
             }
         }
         clients.retain(|_, c| now.duration_since(c.last) < UDP_IDLE);
+    }
+}
+
+/// How the relays get a socket in the container's network namespace, connected to
+/// `127.0.0.1:PORT` there.
+enum Maker {
+    /// The proxy's threads joined the namespace: a socket they make is in it.
+    Here,
+    /// A helper process in the container's user and network namespaces makes it.
+    Helper(Helper),
+}
+
+impl Maker {
+    fn tcp(&self, port: u16) -> std::io::Result<TcpStream> {
+        match self {
+            Maker::Here => TcpStream::connect_timeout(
+                &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                CONNECT_TIMEOUT,
+            ),
+            Maker::Helper(h) => h.make(Proto::Tcp, port).map(TcpStream::from),
+        }
+    }
+
+    fn udp(&self, port: u16) -> std::io::Result<UdpSocket> {
+        match self {
+            Maker::Here => {
+                let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+                s.connect((Ipv4Addr::LOCALHOST, port))?;
+                Ok(s)
+            }
+            Maker::Helper(h) => h.make(Proto::Udp, port).map(UdpSocket::from),
+        }
+    }
+}
+
+/// The helper process of [`start_in_userns`]. It is forked from a process that may have
+/// threads, so after the fork it makes only raw system calls (no allocation, no locks):
+/// setns(CLONE_NEWUSER) (allowed: it is one thread), setns(CLONE_NEWNET) (allowed: it now
+/// holds CAP_SYS_ADMIN in the user namespace that owns the network namespace, and is in
+/// it), then one request at a time over a SOCK_SEQPACKET pair: 3 bytes (protocol, port)
+/// in; a 4-byte errno out, with the connected socket as SCM_RIGHTS when it is 0.
+struct Helper {
+    sock: Mutex<OwnedFd>,
+    pid: nix::unistd::Pid,
+}
+
+impl Helper {
+    fn spawn(userns: &OwnedFd, netns: &OwnedFd) -> Result<Helper, ProxyError> {
+        use nix::sys::socket::{socketpair, SockFlag, SockType};
+        let start = |what: &'static str| {
+            move |e: Errno| ProxyError::Start {
+                what,
+                source: e.into(),
+            }
+        };
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(start("socketpair"))?;
+        let keep = [theirs.as_raw_fd(), userns.as_raw_fd(), netns.as_raw_fd()];
+        // SAFETY: the child runs only `helper_main`, which makes raw system calls and never
+        // returns.
+        match unsafe { nix::unistd::fork() }.map_err(start("fork the port helper"))? {
+            nix::unistd::ForkResult::Child => unsafe { helper_main(keep) },
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(theirs);
+                let helper = Helper {
+                    sock: Mutex::new(ours),
+                    pid: child,
+                };
+                // The helper's first word: whether it entered the namespaces.
+                let mut status = [0u8; 4];
+                let n = recv_timeout(&helper.sock_fd(), &mut status);
+                match n {
+                    Ok(4) => match i32::from_ne_bytes(status) {
+                        0 => Ok(helper),
+                        errno => Err(match Errno::from_raw(errno) {
+                            Errno::EPERM => ProxyError::SetnsPermission(Errno::EPERM),
+                            Errno::EINVAL | Errno::EBADF => {
+                                ProxyError::SetnsNotNetns(Errno::from_raw(errno))
+                            }
+                            e => ProxyError::Setns(e),
+                        }),
+                    },
+                    Ok(_) => Err(start("the port helper")(Errno::EPIPE)),
+                    Err(e) => Err(start("the port helper")(e)),
+                }
+            }
+        }
+    }
+
+    fn sock_fd(&self) -> MutexGuard<'_, OwnedFd> {
+        self.sock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn make(&self, proto: Proto, port: u16) -> std::io::Result<OwnedFd> {
+        use nix::sys::socket::{recvmsg, send, ControlMessageOwned, MsgFlags};
+        let sock = self.sock_fd();
+        let [hi, lo] = port.to_be_bytes();
+        let req = [u8::from(proto == Proto::Tcp), hi, lo];
+        send(sock.as_raw_fd(), &req, MsgFlags::MSG_NOSIGNAL)?;
+        let mut word = [0u8; 4];
+        let mut iov = [std::io::IoSliceMut::new(&mut word)];
+        let mut cmsg = nix::cmsg_space!(std::os::fd::RawFd);
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let mut fd = None;
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for raw in fds {
+                    // SAFETY: a descriptor the kernel just installed for us, owned by no one.
+                    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+                    fd.get_or_insert(owned);
+                }
+            }
+        }
+        let bytes = msg.bytes;
+        drop(sock);
+        if bytes != 4 {
+            return Err(std::io::Error::from(ErrorKind::UnexpectedEof));
+        }
+        match (i32::from_ne_bytes(word), fd) {
+            (0, Some(fd)) => Ok(fd),
+            (0, None) => Err(std::io::Error::from(ErrorKind::InvalidData)),
+            (errno, _) => Err(std::io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        // ECHILD when a subreaper's wait loop took it first: nothing left to do.
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+}
+
+/// recv with a 5 s timeout (the helper's first word).
+fn recv_timeout(sock: &OwnedFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    let mut p = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, CONNECT_TIMEOUT.as_millis() as i32) };
+    if Errno::result(n)? == 0 {
+        return Err(Errno::ETIMEDOUT);
+    }
+    nix::sys::socket::recv(sock.as_raw_fd(), buf, nix::sys::socket::MsgFlags::empty())
+}
+
+/// The helper process, after fork: raw system calls only, never returns.
+///
+/// SAFETY: call only in the child of a fork; `keep` is [socket, user ns, net ns].
+unsafe fn helper_main(keep: [libc::c_int; 3]) -> ! {
+    let [sock, userns, netns] = keep;
+    // Close every other descriptor: above all the host's listening sockets, so they are
+    // free again as soon as the proxy closes its own.
+    let mut sorted = keep;
+    sorted.sort_unstable();
+    let mut from: libc::c_uint = 3;
+    for fd in sorted {
+        let fd = fd as libc::c_uint;
+        if fd > from {
+            libc::syscall(libc::SYS_close_range, from, fd - 1, 0);
+        }
+        from = fd + 1;
+    }
+    libc::syscall(libc::SYS_close_range, from, libc::c_uint::MAX, 0);
+    let errno = || *libc::__errno_location();
+    let mut status: i32 = 0;
+    if libc::setns(userns, libc::CLONE_NEWUSER) != 0 || libc::setns(netns, libc::CLONE_NEWNET) != 0
+    {
+        status = errno();
+    }
+    libc::close(userns);
+    libc::close(netns);
+    let word = status.to_ne_bytes();
+    libc::send(sock, word.as_ptr().cast(), 4, libc::MSG_NOSIGNAL);
+    if status != 0 {
+        libc::_exit(1);
+    }
+    loop {
+        let mut req = [0u8; 3];
+        let n = libc::recv(sock, req.as_mut_ptr().cast(), 3, 0);
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        if n != 3 {
+            libc::_exit(0); // the proxy closed its end, or died
+        }
+        let ty = if req[0] == 1 {
+            libc::SOCK_STREAM
+        } else {
+            libc::SOCK_DGRAM
+        };
+        let port = u16::from_be_bytes([req[1], req[2]]);
+        let mut fd = libc::socket(libc::AF_INET, ty | libc::SOCK_CLOEXEC, 0);
+        let mut err: i32 = 0;
+        if fd < 0 {
+            err = errno();
+        } else {
+            // connect(2) honours SO_SNDTIMEO; put it back to none afterwards.
+            let mut tv = libc::timeval {
+                tv_sec: CONNECT_TIMEOUT.as_secs() as libc::time_t,
+                tv_usec: 0,
+            };
+            let tv_len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                tv_len,
+            );
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let r = libc::connect(
+                fd,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            if r != 0 {
+                err = errno();
+                libc::close(fd);
+                fd = -1;
+            } else {
+                tv.tv_sec = 0;
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDTIMEO,
+                    (&tv as *const libc::timeval).cast(),
+                    tv_len,
+                );
+            }
+        }
+        let mut word = err.to_ne_bytes();
+        let mut iov = libc::iovec {
+            iov_base: word.as_mut_ptr().cast(),
+            iov_len: 4,
+        };
+        // Room for one cmsghdr with one int, 8-byte aligned.
+        let mut space = [0u64; 4];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if fd >= 0 {
+            msg.msg_control = space.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(4) as _;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(4) as _;
+            std::ptr::copy_nonoverlapping(
+                (&fd as *const libc::c_int).cast::<u8>(),
+                libc::CMSG_DATA(c),
+                4,
+            );
+        }
+        libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
+        if fd >= 0 {
+            libc::close(fd);
+        }
     }
 }
