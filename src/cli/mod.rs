@@ -230,9 +230,13 @@ impl NetworkArgs {
         Vec<crate::network::ports::PortSpec>,
     )> {
         let req = crate::runtime::config::NetworkRequest::parse(self.network.as_deref())?;
-        let mut ports = Vec::new();
-        for p in &self.publish {
-            ports.extend(crate::network::ports::parse(p).map_err(crate::Error::Usage)?);
+        let ports = crate::network::ports::parse_all(&self.publish).map_err(crate::Error::Usage)?;
+        if !ports.is_empty()
+            && matches!(req, crate::runtime::config::NetworkRequest::Host)
+        {
+            return Err(crate::Error::usage(
+                "-p has nothing to publish with --network host: the container's ports are the host's already; drop -p",
+            ));
         }
         Ok((req, ports))
     }

@@ -48,6 +48,8 @@ pub struct Resolved {
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
+    /// The config's ExposedPorts (`80/tcp`), for `-P`.
+    pub exposed: Vec<String>,
 }
 
 /// Entrypoint + Cmd, with the run's overrides applied.
@@ -113,6 +115,7 @@ pub fn resolve(
             .clone()
             .or_else(|| c.user().clone())
             .filter(|u| !u.is_empty()),
+        exposed: c.exposed_ports().clone().unwrap_or_default(),
     }))
 }
 

@@ -164,6 +164,19 @@ impl<'a> HostState<'a> {
         }
     }
 
+    /// Stops the published ports' proxy (the net stage started it), freeing the host ports.
+    pub fn stop_proxy(&mut self) {
+        if let Some(d) = self
+            .data
+            .get_mut(&StageId::Net)
+            .and_then(|d| d.downcast_mut::<crate::stages::NetHostData>())
+        {
+            if let Some(p) = d.proxy.take() {
+                p.stop();
+            }
+        }
+    }
+
     pub fn header(&mut self, id: StageId) {
         if self.tracing && self.headed.insert(id) {
             if let Some(s) = registry::get(id) {
@@ -278,8 +291,14 @@ pub fn attach_network(
                     net.subnet,
                     ipam::leases_dir(&home, &name).join(lease.ip.to_string()).display()
                 ));
-                host.data
-                    .insert(StageId::Net, Box::new((ensured.records, notes)));
+                let data = host
+                    .data
+                    .entry(StageId::Net)
+                    .or_insert_with(|| Box::new(crate::stages::NetHostData::default()));
+                if let Some(d) = data.downcast_mut::<crate::stages::NetHostData>() {
+                    d.records.extend(ensured.records);
+                    d.notes.extend(notes);
+                }
                 for u in ipam::in_use(&home, &name) {
                     if u.holder == id {
                         continue;
@@ -349,5 +368,45 @@ pub fn attach_network(
     }
     host.net = setup.clone();
     prepared.spec.net = setup;
+    Ok(())
+}
+
+/// `-p` and `-P`: every host port bound now, before the container exists, so a port in use
+/// is one sentence and nothing else changed. The listeners wait in the net stage's data for
+/// its `parent_after`, which starts the proxy once the namespace is there.
+pub fn bind_ports(
+    cfg: &RunConfig,
+    prepared: &Prepared,
+    container: &mut Container,
+    host: &mut HostState<'_>,
+) -> Result<()> {
+    use crate::network::{ports, proxy};
+    let mut specs = cfg.publish.clone();
+    if cfg.publish_all {
+        let exposed = prepared
+            .image
+            .as_ref()
+            .map(|i| i.exposed.clone())
+            .unwrap_or_default();
+        specs.extend(ports::from_expose(&exposed).map_err(Error::Usage)?);
+        ports::check_duplicates(&specs).map_err(Error::Usage)?;
+    }
+    if specs.is_empty() {
+        return Ok(());
+    }
+    if !cfg.plan.enabled().contains(&StageId::Net) {
+        return Err(Error::usage(
+            "-p and -P need the net stage (a network namespace to publish from); drop --without net",
+        ));
+    }
+    let listeners = proxy::Listeners::bind(&specs).map_err(|e| Error::Usage(e.to_string()))?;
+    container.ports = listeners.published().into_iter().map(Into::into).collect();
+    host.data.insert(
+        StageId::Net,
+        Box::new(crate::stages::NetHostData {
+            listeners: Some(listeners),
+            ..Default::default()
+        }),
+    );
     Ok(())
 }

@@ -61,6 +61,7 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
         &started,
     )?;
     host::make_overlay_dirs(cfg, &mut prepared, &container)?;
+    host::bind_ports(cfg, &prepared, &mut container, &mut host)?;
     host::attach_network(cfg, &mut prepared, &mut container, &mut host)?;
     container.save(&cfg.state_dir)?;
     let enabled = cfg.plan.enabled();
@@ -110,7 +111,7 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
 
     started.set(true);
     mark_running(cfg, &mut container, workload);
-    let status = wait_for_workload(&host, workload, &mask, &mut reaper)?;
+    let status = wait_for_workload(&mut host, workload, &mask, &mut reaper)?;
     record_exit(cfg, &mut container, status);
     let description = report_finish(&mut host, &enabled, status);
     if host.tracing {
@@ -138,13 +139,15 @@ fn mark_running(cfg: &RunConfig, container: &mut Container, workload: Pid) {
 
 /// Waits for the workload, then ends what it left behind.
 fn wait_for_workload(
-    host: &HostState<'_>,
+    host: &mut HostState<'_>,
     workload: Pid,
     mask: &SigSet,
     reaper: &mut Reaper,
 ) -> Result<ExitKind> {
     let status = wait::wait_forwarding(workload, mask)?;
     reaper.pids.clear();
+    // Before the stragglers: a rootless proxy's helper is a child of the runtime too.
+    host.stop_proxy();
     let stragglers = wait::kill_stragglers();
     if host.tracing && stragglers > 0 {
         trace::note(

@@ -17,7 +17,7 @@
 //! its state directory's cgroup parent,
 //! never the whole run configuration.
 //!
-//! May import: `error`, `units`, `kernel`, `trace`, `state`, `cgroup`, `confine`, `rootfs`. Must not
+//! May import: `error`, `units`, `kernel`, `trace`, `state`, `cgroup`, `confine`, `rootfs`, `network` (the net stage makes its veth and starts the port proxy). Must not
 //! import `runtime`: the runtime drives the stages, not the other way round.
 
 use crate::kernel::sys::Sys;
@@ -264,6 +264,17 @@ pub struct ChildSpec {
     /// the overlay (Docker's init layer).
     #[serde(default)]
     pub etc_files: Vec<crate::state::container::VolumeMount>,
+}
+
+/// What the runtime prepares for the net stage's `parent_after` before the fork: what it
+/// did (the bridge, the lease: traced there) and the published ports' bound sockets.
+#[derive(Default)]
+pub struct NetHostData {
+    pub records: Vec<crate::kernel::sys::SyscallRecord>,
+    pub notes: Vec<String>,
+    pub listeners: Option<crate::network::proxy::Listeners>,
+    /// The running proxy, kept here until the runtime takes it.
+    pub proxy: Option<crate::network::proxy::Proxy>,
 }
 
 /// What the net stage does besides bringing up `lo` (`--network`).

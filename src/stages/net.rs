@@ -24,7 +24,7 @@
 //! and before the mount namespace, so that /sys, mounted by the proc stage, shows this
 //! namespace's interfaces (sysfs shows the network namespace of the process that mounts it).
 
-use super::{ns_inode, unshare_checked, ChildCtx, ChildSpec, HostCtx, NetSetup, Stage};
+use super::{ns_inode, unshare_checked, ChildCtx, ChildSpec, HostCtx, NetHostData, NetSetup, Stage};
 use super::{StageError, StageId, StageInfo};
 use crate::kernel::netlink::{Netlink, NetlinkError, Netns};
 use crate::kernel::sys::SyscallRecord;
@@ -91,45 +91,29 @@ impl Stage for Net {
     /// From the host: the veth pair, its container end made directly in the container's
     /// namespace, its host end plugged into the bridge and brought up.
     fn parent_after(&self, ctx: &mut HostCtx<'_>, pid: nix::unistd::Pid) -> crate::Result<()> {
-        let NetSetup::Veth {
-            bridge, host_end, ..
-        } = ctx.net.clone()
-        else {
-            return Ok(());
-        };
         // What the runtime did before the fork (the bridge, the lease), traced here.
-        if let Some(early) = ctx.data.remove(&StageId::Net) {
-            if let Ok(early) = early.downcast::<(Vec<SyscallRecord>, Vec<String>)>() {
-                ctx.records.extend(early.0);
-                ctx.notes.extend(early.1);
+        let mut listeners = None;
+        if let Some(data) = ctx.data.get_mut(&StageId::Net) {
+            if let Some(d) = data.downcast_mut::<NetHostData>() {
+                ctx.records.append(&mut d.records);
+                ctx.notes.append(&mut d.notes);
+                listeners = d.listeners.take();
             }
         }
-        let mut nl = Netlink::open().map_err(host_err)?;
-        let made = nl.create_veth(&host_end, CONTAINER_IF, Some(Netns::Pid(pid.as_raw() as u32)));
-        let r = made
-            .and_then(|()| nl.set_master(&host_end, &bridge))
-            .and_then(|()| nl.set_up(&host_end));
-        ctx.records.extend(nl.take_log());
-        if made_ok(&ctx.records) {
-            // The pair goes with the namespace; deleting the host end says so at once
-            // (the kernel frees a dead namespace's links a little later, asynchronously).
-            let end = host_end.clone();
-            ctx.undo.push(format!("delete veth {end}"), move || {
-                let mut nl = Netlink::open().map_err(|e| e.to_string())?;
-                match nl.delete_link(&end) {
-                    Ok(()) | Err(NetlinkError::NoSuchLink(_)) => Ok(()),
-                    Err(NetlinkError::Kernel {
-                        errno: nix::errno::Errno::ENODEV,
-                        ..
-                    }) => Ok(()),
-                    Err(e) => Err(e.to_string()),
-                }
-            });
+        if let NetSetup::Veth {
+            bridge, host_end, ..
+        } = ctx.net.clone()
+        {
+            veth(ctx, pid, &bridge, &host_end)?;
         }
-        r.map_err(host_err)?;
-        ctx.note(format!(
-            "veth pair: {host_end} on the host, in bridge {bridge}; {CONTAINER_IF} in the container's namespace (made there, never moved)"
-        ));
+        if let Some(l) = listeners {
+            let proxy = publish(ctx, pid, l)?;
+            if let Some(data) = ctx.data.get_mut(&StageId::Net) {
+                if let Some(d) = data.downcast_mut::<NetHostData>() {
+                    d.proxy = Some(proxy);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -183,6 +167,81 @@ impl Stage for Net {
         ));
         Ok(())
     }
+}
+
+/// The veth pair, its container end made directly in the container's namespace, its host
+/// end plugged into the bridge and brought up.
+fn veth(ctx: &mut HostCtx<'_>, pid: nix::unistd::Pid, bridge: &str, host_end: &str) -> crate::Result<()> {
+    let mut nl = Netlink::open().map_err(host_err)?;
+    let made = nl.create_veth(host_end, CONTAINER_IF, Some(Netns::Pid(pid.as_raw() as u32)));
+    let r = made
+        .and_then(|()| nl.set_master(host_end, bridge))
+        .and_then(|()| nl.set_up(host_end));
+    ctx.records.extend(nl.take_log());
+    if made_ok(&ctx.records) {
+        // The pair goes with the namespace; deleting the host end says so at once (the
+        // kernel frees a dead namespace's links a little later, asynchronously).
+        let end = host_end.to_string();
+        ctx.undo.push(format!("delete veth {end}"), move || {
+            let mut nl = Netlink::open().map_err(|e| e.to_string())?;
+            match nl.delete_link(&end) {
+                Ok(()) | Err(NetlinkError::NoSuchLink(_)) => Ok(()),
+                Err(NetlinkError::Kernel {
+                    errno: nix::errno::Errno::ENODEV,
+                    ..
+                }) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+    }
+    r.map_err(host_err)?;
+    ctx.note(format!(
+        "veth pair: {host_end} on the host, in bridge {bridge}; {CONTAINER_IF} in the container's namespace (made there, never moved)"
+    ));
+    Ok(())
+}
+
+/// `-p`: the proxy's threads join the container's network namespace (as root), or a helper
+/// process joins its user namespace and then its network namespace (rootless: setns into a
+/// network namespace needs CAP_SYS_ADMIN in the caller's own user namespace too).
+fn publish(
+    ctx: &mut HostCtx<'_>,
+    pid: nix::unistd::Pid,
+    listeners: crate::network::proxy::Listeners,
+) -> crate::Result<crate::network::proxy::Proxy> {
+    let open = |what: &str| {
+        let path = format!("/proc/{pid}/ns/{what}");
+        std::fs::File::open(&path)
+            .map(std::os::fd::OwnedFd::from)
+            .map_err(|e| crate::Error::io(format!("open {path}"), e))
+    };
+    let netns = open("net")?;
+    let root = nix::unistd::geteuid().is_root();
+    let published = listeners.published();
+    let proxy = if root {
+        crate::network::proxy::start(listeners, netns)
+    } else {
+        crate::network::proxy::start_in_userns(listeners, open("user")?, netns)
+    }
+    .map_err(|e| crate::Error::Stage {
+        stage: "net".into(),
+        message: e.to_string(),
+    })?;
+    ctx.record(
+        if root {
+            format!("setns(open(\"/proc/{pid}/ns/net\"), CLONE_NEWNET) in each proxy thread")
+        } else {
+            format!("fork(); setns(/proc/{pid}/ns/user); setns(/proc/{pid}/ns/net) in the proxy's helper")
+        },
+        "0",
+    );
+    for p in &published {
+        ctx.note(format!(
+            "published {p}: the proxy listens on the host and connects to 127.0.0.1:{} from inside the container's namespace",
+            p.container_port
+        ));
+    }
+    Ok(proxy)
 }
 
 /// Whether the veth request (the first netlink call) succeeded.

@@ -242,7 +242,7 @@ pub fn remove(state: &Path, key: &str, force: bool) -> Result<Container> {
 /// `stagebox ps [-a]`.
 pub fn ps_table(state: &Path, all: bool) -> String {
     let mut out = format!(
-        "{:<12}  {:<16}  {:<24}  {:<24}  {:<18}  {}\n",
+        "{:<12}  {:<16}  {:<24}  {:<24}  {:<18}  {:<16}  PORTS\n",
         "CONTAINER ID", "NAME", "IMAGE", "COMMAND", "STATUS", "CREATED"
     );
     let now = crate::units::now_secs();
@@ -268,15 +268,27 @@ pub fn ps_table(state: &Path, all: bool) -> String {
                     .collect::<String>()
             );
         }
-        out.push_str(&format!(
-            "{:<12}  {:<16}  {:<24}  {:<24}  {:<18}  {}\n",
+        // Docker's form: 0.0.0.0:8080->80/tcp, shown while the container runs.
+        let ports = if c.is_running() {
+            c.ports
+                .iter()
+                .map(|p| format!("{}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.proto))
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            String::new()
+        };
+        let line = format!(
+            "{:<12}  {:<16}  {:<24}  {:<24}  {:<18}  {:<16}  {ports}",
             c.id,
             c.name,
             image,
             format!("\"{cmd}\""),
             c.status_text(),
             crate::units::ago(now.saturating_sub(c.created))
-        ));
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }
