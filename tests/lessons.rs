@@ -136,7 +136,8 @@ lesson_tests! {
     lesson_10_images => "10-images",
     lesson_11_root_but_powerless => "11-root-but-powerless",
     lesson_12_user_namespaces => "12-user-namespaces",
-    lesson_13_comparing_isolation => "13-comparing-isolation",
+    lesson_13_how_a_packet_gets_in => "13-how-a-packet-gets-in",
+    lesson_14_comparing_isolation => "14-comparing-isolation",
 }
 
 #[test]
@@ -162,7 +163,8 @@ const MODEL_ANSWERS: &[(&str, &str)] = &[
     ("10", "FROM default\nCMD [\"echo\", \"hello from 10\"]\n"),
     ("11", "--cap-drop ALL --security-opt no-new-privileges"),
     ("12", "--uidmap 0:300000:65536"),
-    ("13", "--without ipc"),
+    ("13", "-p 8088:80"),
+    ("14", "--without ipc"),
 ];
 
 fn check(n: &str, answers: &Path) -> (i32, String) {

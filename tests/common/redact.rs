@@ -22,6 +22,9 @@
 //! - digests (64 hex digits) -> `[DIGEST]`, container and image ids (12 hex digits standing
 //!   alone) -> `[ID]`, the default hostname `stagebox-<6 hex>` -> `stagebox-[ID]`;
 //! - temp names (`stagebox-lesson.XXXXXX`, `stagebox-check.XXXXXX`) -> `[TMP]`;
+//! - a veth's host end, `veth<7 hex>` -> `veth[ID]`, and IPv4 addresses other than
+//!   127.0.0.1 and 0.0.0.0 -> `[IP]` (which address a container leases depends on what else
+//!   runs);
 //! - "N seconds ago" -> `[AGO]`;
 //! - this host's name -> `[HOST]`;
 //! - numbers that name host things at any length: a host pid in a trace note, the host's
@@ -279,6 +282,9 @@ fn redact_line(line: &str, stage: &mut Option<String>) -> Option<String> {
         if current == "user" && note.starts_with("added the entry") {
             return None;
         }
+        if current == "net" && once_per_host_net_note(note) {
+            return None;
+        }
         return Some(format!("    · {}", self::note(&current, note)));
     }
     // The pretty trace's one line for the host mounts the root switch takes out of view
@@ -327,6 +333,9 @@ fn redact_json(obj: &mut serde_json::Map<String, Value>) -> bool {
         _ => {
             if let Some(m) = get(obj, "message") {
                 if stage == "user" && m.starts_with("added the entry") {
+                    return false;
+                }
+                if stage == "net" && once_per_host_net_note(&m) {
                     return false;
                 }
                 let m = note(&stage, &everywhere(&m));
@@ -430,6 +439,20 @@ fn value(how: Redact, v: &str) -> String {
 
 /// A syscall of the trace; None when the line is left out.
 fn syscall(call: &str) -> Option<String> {
+    // The default bridge, its firewall rules and ip_forward are made by whichever run first
+    // finds them missing on this host.
+    if call.starts_with("RTM_NEWLINK bridge ")
+        || (call.starts_with("RTM_NEWADDR ") && call.contains(" dev stagebox"))
+        || call.starts_with("RTM_SETLINK stagebox")
+        || call.starts_with("nft -f")
+        || call.contains("/proc/sys/net/ipv4/ip_forward")
+    {
+        return None;
+    }
+    // The net stage: the pid whose namespace gets the veth's peer or the proxy.
+    if call.starts_with("RTM_") || call.starts_with("setns(") || call.starts_with("fork();") {
+        return Some(numbers_in_text(call));
+    }
     let first_arg = call
         .split_once("(\"")
         .and_then(|(_, rest)| rest.split('"').next())
@@ -466,6 +489,14 @@ fn syscall(call: &str) -> Option<String> {
         }
     }
     Some(call.to_string())
+}
+
+/// The net stage's notes about what the first run on a host makes (the bridge, ip_forward)
+/// or what another firewall on this host does.
+fn once_per_host_net_note(n: &str) -> bool {
+    (n.starts_with("bridge ") && n.contains(" made with "))
+        || n.starts_with("ip_forward was off")
+        || n.contains("FORWARD")
 }
 
 /// `/sys/fs/cgroup/.../stagebox` (the substitutions made `stagebox-<hash>` that already).
@@ -615,11 +646,50 @@ fn everywhere(line: &str) -> String {
     // The cgroup parent of another state directory, then the default hostname.
     l = cgroup_parents(&l);
     l = after_prefix(&l, "stagebox-", 6, is_lower_hex, "[ID]");
+    l = after_prefix(&l, "veth", 7, is_lower_hex, "[ID]");
+    l = ipv4s(&l);
     l = ages(&l);
     if !ctx.host.is_empty() {
         l = replace_word(&l, &ctx.host, "[HOST]");
     }
     l
+}
+
+/// Dotted IPv4 addresses standing alone -> `[IP]`, except the loopback and "any" ones.
+fn ipv4s(l: &str) -> String {
+    let chars: Vec<char> = l.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let boundary = i == 0 || !(chars[i - 1].is_ascii_alphanumeric() || chars[i - 1] == '.');
+        if boundary && chars[i].is_ascii_digit() {
+            let len = chars[i..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit() || **c == '.')
+                .count();
+            let cand: String = chars[i..i + len].iter().collect();
+            let cand = cand.trim_end_matches('.');
+            let alone = !chars
+                .get(i + cand.len())
+                .is_some_and(|c| c.is_ascii_alphanumeric());
+            if alone
+                && cand.parse::<std::net::Ipv4Addr>().is_ok()
+                && cand != "127.0.0.1"
+                && cand != "0.0.0.0"
+            {
+                out.push_str("[IP]");
+                i += cand.len();
+                continue;
+            }
+            let skip = cand.len().max(1);
+            out.extend(&chars[i..i + skip]);
+            i += skip;
+            continue;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
 }
 
 fn is_lower_hex(c: char) -> bool {
