@@ -519,7 +519,10 @@ fn pack_dir<W: Write>(
         let md = std::fs::symlink_metadata(&path)
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
         let ft = md.file_type();
-        if mode == PackMode::Upper && crate::rootfs::whiteout::is_init_placeholder(&relp, &md) {
+        if mode == PackMode::Upper
+            && (crate::rootfs::whiteout::is_init_placeholder(&relp, &md)
+                || (md.is_dir() && crate::rootfs::whiteout::only_init_placeholders(root, &relp)))
+        {
             continue;
         }
         if mode == PackMode::Upper && crate::rootfs::whiteout::is_whiteout(&md) {

@@ -39,7 +39,7 @@ fn walk(upper: &Path, rel: &Path, lower: &[PathBuf], out: &mut Vec<Entry>) {
             continue;
         }
         let existed = in_lower(lower, &rel_child);
-        if md.is_dir() && existed && only_init_placeholders(upper, &rel_child) {
+        if md.is_dir() && existed && crate::rootfs::whiteout::only_init_placeholders(upper, &rel_child) {
             // Copied up only to hold the init files' mount points: nothing the container did.
             continue;
         }
@@ -56,24 +56,6 @@ fn walk(upper: &Path, rel: &Path, lower: &[PathBuf], out: &mut Vec<Entry>) {
             walk(upper, &rel_child, &below, out);
         }
     }
-}
-
-/// True when a directory of the upper layer holds nothing but init-file mount points.
-fn only_init_placeholders(upper: &Path, rel: &Path) -> bool {
-    let Ok(rd) = std::fs::read_dir(upper.join(rel)) else {
-        return false;
-    };
-    let mut any = false;
-    for e in rd.flatten() {
-        any = true;
-        let ok = e.metadata().is_ok_and(|md| {
-            crate::rootfs::whiteout::is_init_placeholder(&rel.join(e.file_name()), &md)
-        });
-        if !ok {
-            return false;
-        }
-    }
-    any
 }
 
 /// The changes in `upper` relative to the `lower` layers, sorted by path.

@@ -39,6 +39,25 @@ fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
     }
     Some(buf[..r as usize].to_vec())
 }
+/// True when directory `rel` of the upper layer `upper` holds nothing but init-file mount
+/// points: copied up only to hold them, it is nothing the container did.
+pub fn only_init_placeholders(upper: &std::path::Path, rel: &std::path::Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(upper.join(rel)) else {
+        return false;
+    };
+    let mut any = false;
+    for e in rd.flatten() {
+        any = true;
+        let ok = e
+            .metadata()
+            .is_ok_and(|md| is_init_placeholder(&rel.join(e.file_name()), &md));
+        if !ok {
+            return false;
+        }
+    }
+    any
+}
+
 /// The files the runtime bind-mounts over every container's /etc (Docker's init layer),
 /// relative to the root.
 pub const INIT_FILES: [&str; 3] = ["etc/hostname", "etc/hosts", "etc/resolv.conf"];
