@@ -162,10 +162,16 @@ fn network_cmd(state: &std::path::Path, cmd: NetworkCmd) -> stagebox::Result<i32
                 ));
             }
             let net = ipam::create(state, &name, subnet.as_deref())?;
-            if let Err(e) = bridge::ensure(&net) {
-                let _ = ipam::remove(state, &name);
-                let _ = bridge::remove(&net);
-                return Err(e);
+            match bridge::ensure(&net) {
+                Ok(e) if e.unsupported.is_none() => {}
+                r => {
+                    let _ = ipam::remove(state, &name);
+                    let _ = bridge::remove(&net);
+                    return Err(match r {
+                        Ok(e) => stagebox::Error::usage(e.unsupported.unwrap_or_default()),
+                        Err(e) => e,
+                    });
+                }
             }
             println!("{}", net.name);
         }

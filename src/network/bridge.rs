@@ -77,6 +77,9 @@ fn nft_records(v: Vec<NftRecord>) -> impl Iterator<Item = SyscallRecord> {
 pub struct Ensured {
     pub records: Vec<SyscallRecord>,
     pub notes: Vec<String>,
+    /// Why this kernel cannot make the bridge (no bridge support, and no module loaded for
+    /// it): nothing was changed.
+    pub unsupported: Option<String>,
 }
 
 /// Makes network `net`'s bridge (address, up) and its firewall rules when the bridge is
@@ -92,8 +95,20 @@ pub fn ensure(net: &Network) -> Result<Ensured> {
             &Path::new(SHARED_HOME).join(format!(".{}.lock", net.bridge)),
         )?;
         if nl.index(&net.bridge).is_err() {
+            if let Err(NetlinkError::Kernel {
+                errno: nix::errno::Errno::EOPNOTSUPP,
+                ..
+            }) = nl.create_bridge(&net.bridge)
+            {
+                out.unsupported = Some(format!(
+                    "this kernel cannot make the bridge {} (no bridge support built in or loaded; stagebox never loads a module): use --network none, or load the bridge and veth modules",
+                    net.bridge
+                ));
+                return Ok(out);
+            }
             let r = nl
-                .create_bridge(&net.bridge)
+                .index(&net.bridge)
+                .map(|_| ())
                 .and_then(|()| nl.add_address(&net.bridge, net.gateway, net.subnet.prefix))
                 .and_then(|()| nl.set_up(&net.bridge));
             out.records.extend(nl.take_log());

@@ -247,7 +247,7 @@ pub fn attach_network(
     container: &mut Container,
     host: &mut HostState<'_>,
 ) -> Result<()> {
-    use crate::network::{bridge, etc, ipam};
+    use crate::network::{bridge, ipam};
     use crate::stages::NetSetup;
     let net_on = cfg.plan.enabled().contains(&StageId::Net);
     let root = nix::unistd::geteuid().is_root();
@@ -283,6 +283,14 @@ pub fn attach_network(
                 // Traced when the net stage reaches the runtime (its `parent_after`), so the
                 // lines stand under the stage, after the namespace is made.
                 let ensured = bridge::ensure(&net)?;
+                if let Some(why) = ensured.unsupported {
+                    if *req != crate::runtime::config::NetworkRequest::Default {
+                        return Err(Error::usage(why));
+                    }
+                    // Docker's default, where the kernel cannot do it: the namespace alone.
+                    host_note(host, format!("{why}; this run falls back to --network none"));
+                    return finish_network(cfg, prepared, container, host, NetSetup::Loopback, Vec::new());
+                }
                 let lease = ipam::allocate(&home, &name, &id)?;
                 let mut notes = ensured.notes;
                 notes.push(format!(
@@ -324,6 +332,33 @@ pub fn attach_network(
             _ => NetSetup::Loopback,
         },
     };
+    finish_network(cfg, prepared, container, host, setup, peers)
+}
+
+/// A note for the net stage's trace, printed when the stage reaches the runtime.
+fn host_note(host: &mut HostState<'_>, note: String) {
+    let data = host
+        .data
+        .entry(StageId::Net)
+        .or_insert_with(|| Box::new(crate::stages::NetHostData::default()));
+    if let Some(d) = data.downcast_mut::<crate::stages::NetHostData>() {
+        d.notes.push(note);
+    }
+}
+
+/// The /etc files and the record, once the network is decided.
+fn finish_network(
+    cfg: &RunConfig,
+    prepared: &mut Prepared,
+    container: &mut Container,
+    host: &mut HostState<'_>,
+    setup: crate::stages::NetSetup,
+    peers: Vec<(std::net::Ipv4Addr, String, std::path::PathBuf)>,
+) -> Result<()> {
+    use crate::network::etc;
+    use crate::stages::NetSetup;
+    let state = &cfg.state_dir;
+    let net_on = cfg.plan.enabled().contains(&StageId::Net);
     if prepared.spec.overlay.is_some() {
         let ip = match &setup {
             NetSetup::Veth { ip, .. } => Some(*ip),
