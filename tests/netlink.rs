@@ -94,17 +94,6 @@ fn inside<T: Send>(holder: &Holder, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-fn host_ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// What the host shows of its links and routes: must be the same before and after.
-fn host_network() -> (String, String) {
-    (host_ip(&["-o", "link"]), host_ip(&["route"]))
-}
-
 fn calls(nl: &mut Netlink) -> Vec<String> {
     nl.take_log().into_iter().map(|r| r.to_string()).collect()
 }

@@ -1012,7 +1012,14 @@ fn bad_network_input_is_one_sentence_and_changes_nothing() {
     let containers = state_dir().join("containers");
     let tree0 = tree(&containers);
     let overlap = "10.201.9.128/25".to_string();
+    // A host port in use: this test's own listener, on 127.0.0.1.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener of the test's");
+    let in_use = format!("127.0.0.1:{}:80", taken.local_addr().unwrap().port());
     let cases: Vec<Vec<&str>> = vec![
+        vec!["run", "--rm", "-p", &in_use, "--", "true"],
+        vec!["run", "--rm", "-p", "80:abc", "--", "true"],
+        vec!["run", "--rm", "-p", "18080:80", "-p", "18080:81", "--", "true"],
+        vec!["run", "--rm", "--network", "host", "-p", "18080:80", "--", "true"],
         vec!["network", "create", "--subnet", "10.0.0.0/33", "ntbad-x"],
         vec!["network", "create", "--subnet", &overlap, "ntbad-y"],
         vec!["run", "--rm", "--network", "nope", "--", "true"],
@@ -1053,11 +1060,14 @@ fn bad_network_input_is_one_sentence_and_changes_nothing() {
     // Those that name what is wrong say so.
     let why = |args: &[&str]| text(&stagebox(args).stderr);
     assert!(
-        why(&cases[1]).contains(&net.name),
+        why(&cases[5]).contains(&net.name),
         "the overlap names the network"
     );
-    assert!(why(&cases[2]).contains("nope"));
-    assert!(why(&cases[5]).contains("nosuch"));
+    assert!(why(&cases[0]).contains("already in use"), "{}", why(&cases[0]));
+    assert!(why(&cases[1]).contains("abc"));
+    assert!(why(&cases[6]).contains("nope"));
+    assert!(why(&cases[9]).contains("nosuch"));
+    drop(taken);
     let (code, _, err) = a.finish();
     assert_eq!(code, 0, "{err}");
     net.remove();

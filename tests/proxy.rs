@@ -247,14 +247,6 @@ fn udp_echo(client: &UdpSocket, port: u16, data: &[u8]) -> Vec<u8> {
     panic!("no UDP echo through port {port} in 3 tries");
 }
 
-fn host_network() -> (String, String) {
-    let ip = |args: &[&str]| {
-        let out = Command::new("ip").args(args).output().expect("ip");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    (ip(&["-o", "link"]), ip(&["route"]))
-}
-
 /// A port that is free on the host's 127.0.0.1 now (for TCP and UDP).
 fn free_port() -> u16 {
     for _ in 0..20 {

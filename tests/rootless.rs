@@ -796,3 +796,55 @@ fn the_default_flags_run_rootless() {
     assert_none_left(&m, "rootless default flags");
     assert!(home.containers_left().is_empty());
 }
+
+/// `-p` rootless: the proxy's helper joins the container's user namespace, then its network
+/// namespace, and hands back sockets connected to the container's 127.0.0.1; a client of the
+/// test's on the host's 127.0.0.1 gets what the server inside sends.
+#[test]
+fn a_published_port_answers_on_127_0_0_1_rootless() {
+    if !root_or_skip("rootless -p") {
+        return;
+    }
+    let _g = serial();
+    let home = Home::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let spec = format!("127.0.0.1:{port}:8080");
+    let m = marker();
+    let child = home
+        .cmd(&[
+            "run", "--rm", "--trace", "off", "-p", &spec, "--", "/bin/sh", "-c",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do echo published-rootless | nc -l -p 8080 && break; done", &m,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run stagebox as nobody");
+    let mut got = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline && !got.contains("published-rootless") {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            got = buf;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let out = child.wait_with_output().expect("wait for stagebox");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        got.contains("published-rootless"),
+        "nothing came back through 127.0.0.1:{port}: {got:?}; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_none_left(&m, "rootless -p");
+    // The host port is free again: the proxy went with the run.
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+}

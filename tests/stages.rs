@@ -115,7 +115,7 @@ fn net_has_only_loopback_and_it_is_up() {
         &std::fs::read_to_string("/proc/self/net/dev").unwrap(),
     );
     let out = sh_ok(
-        &[],
+        &["--network", "none"],
         "readlink /proc/self/ns/net; cat /proc/net/dev; ip link show lo",
     );
     let mut lines = out.lines();
@@ -274,7 +274,9 @@ fn pivot_detaches_the_host_tree_and_chroot_does_not() {
         !points(&pivot).iter().any(|p| p.contains("cgroup")),
         "host mounts still visible after pivot:\n{pivot}"
     );
-    assert!(pivot.lines().count() <= 8, "{pivot}");
+    // /, the three /etc files (Docker's init files, bind mounts), /proc, /sys, /dev and two
+    // mounts under /dev.
+    assert!(pivot.lines().count() <= 11, "{pivot}");
     // The real test: the classic escape, attempted from inside with stagebox's own probe
     // (exec'd from an fd, nothing copied in), looking for a marker file on the host.
     let marker = tempfile::NamedTempFile::new().unwrap();

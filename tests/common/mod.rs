@@ -352,3 +352,45 @@ pub fn mdbook_build(mdbook: &Path, book: &Path, dest: &Path) {
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+/// Whether a link name is one stagebox's runs make and remove on their own while tests run in
+/// parallel: the default bridge `stagebox0`, a network's `stagebox-<6 hex>`, a container's
+/// `veth<7 hex>`.
+pub fn is_runtime_link(name: &str) -> bool {
+    let hex = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit());
+    name == "stagebox0"
+        || name.strip_prefix("stagebox-").is_some_and(|h| hex(h, 6))
+        || name.strip_prefix("veth").is_some_and(|h| hex(h, 7))
+}
+
+/// The host's links (`ip -o link`) and routes (`ip route`), without those of the containers
+/// other tests run meanwhile ([`is_runtime_link`]): what a test that makes links of its own
+/// compares before and after.
+pub fn host_network() -> (String, String) {
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip");
+        assert!(out.status.success(), "ip {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let links: String = ip(&["-o", "link"])
+        .lines()
+        .filter(|l| {
+            let name = l.split(": ").nth(1).unwrap_or("");
+            let name = name.split('@').next().unwrap_or(name);
+            !is_runtime_link(name)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let routes: String = ip(&["route"])
+        .lines()
+        .filter(|l| {
+            let dev = l.split(" dev ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or("");
+            !is_runtime_link(dev)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    (links, routes)
+}
