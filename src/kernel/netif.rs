@@ -1,5 +1,7 @@
 //! Network interfaces as the kernel reports them: SIOCGIFFLAGS / SIOCSIFFLAGS on a socket,
-//! and /proc/PID/net/dev for the list of interfaces in a process's network namespace.
+//! /proc/PID/net/dev for the list of interfaces in a process's network namespace, and the
+//! one parser of /proc/PID/net/route (IPv4 routes) and /proc/PID/net/fib_trie (its local
+//! IPv4 addresses).
 
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -83,6 +85,91 @@ pub fn own_interfaces() -> Vec<(String, bool)> {
         .collect()
 }
 
+/// One line of /proc/net/route: the main table's IPv4 routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteLine {
+    pub device: String,
+    pub destination: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<std::net::Ipv4Addr>,
+}
+
+impl std::fmt::Display for RouteLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.prefix == 0 {
+            write!(f, "default")?;
+        } else {
+            write!(f, "{}/{}", self.destination, self.prefix)?;
+        }
+        if let Some(g) = self.gateway {
+            write!(f, " via {g}")?;
+        }
+        write!(f, " dev {}", self.device)
+    }
+}
+
+/// Parses /proc/net/route: hex destination, gateway and mask, each the native-endian u32 of
+/// the address's network-order bytes.
+pub fn parse_routes(text: &str) -> Vec<RouteLine> {
+    let ip = |h: &str| {
+        u32::from_str_radix(h, 16)
+            .ok()
+            .map(|v| std::net::Ipv4Addr::from(v.to_ne_bytes()))
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 8 {
+                return None;
+            }
+            let (dest, gw, mask) = (ip(f[1])?, ip(f[2])?, ip(f[7])?);
+            Some(RouteLine {
+                device: f[0].to_string(),
+                destination: dest,
+                prefix: u32::from(mask).leading_ones() as u8,
+                gateway: (!gw.is_unspecified()).then_some(gw),
+            })
+        })
+        .collect()
+}
+
+/// The local IPv4 addresses in /proc/net/fib_trie: each `|-- ADDR` followed by a
+/// `/32 host LOCAL` line, once each, in order.
+pub fn parse_local_addresses(text: &str) -> Vec<std::net::Ipv4Addr> {
+    let mut out: Vec<std::net::Ipv4Addr> = Vec::new();
+    let mut last: Option<std::net::Ipv4Addr> = None;
+    for line in text.lines() {
+        let t = line.trim_start_matches([' ', '|', '+', '-']).trim();
+        if let Ok(a) = t.parse::<std::net::Ipv4Addr>() {
+            last = Some(a);
+        } else if t.starts_with("/32 host LOCAL") {
+            if let Some(a) = last.take() {
+                if !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The routes of the calling process's network namespace, as `ip route` would print them.
+pub fn own_routes() -> Vec<String> {
+    parse_routes(&std::fs::read_to_string("/proc/self/net/route").unwrap_or_default())
+        .iter()
+        .map(|r| r.to_string())
+        .collect()
+}
+
+/// The local IPv4 addresses of the calling process's network namespace.
+pub fn own_addresses() -> Vec<String> {
+    parse_local_addresses(&std::fs::read_to_string("/proc/self/net/fib_trie").unwrap_or_default())
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +177,17 @@ mod tests {
     fn parses_net_dev() {
         let t = "Inter-|   Receive\n face |bytes\n    lo: 0 0 0\n  eth0: 1 2 3\n";
         assert_eq!(parse_net_dev(t), vec!["lo", "eth0"]);
+    }
+
+    #[test]
+    fn parses_routes_and_local_addresses() {
+        let route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                     eth0\t00000000\t0100580A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                     eth0\t0000580A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        let r: Vec<String> = parse_routes(route).iter().map(|r| r.to_string()).collect();
+        assert_eq!(r, vec!["default via 10.88.0.1 dev eth0", "10.88.0.0/16 dev eth0"]);
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 10.88.0.2\n        /32 host LOCAL\nLocal:\n     |-- 10.88.0.2\n        /32 host LOCAL\n     |-- 10.88.0.255\n        /32 link BROADCAST\n     |-- 127.0.0.1\n        /32 host LOCAL\n";
+        let a: Vec<String> = parse_local_addresses(trie).iter().map(|a| a.to_string()).collect();
+        assert_eq!(a, vec!["10.88.0.2", "127.0.0.1"]);
     }
 }

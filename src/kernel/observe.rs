@@ -24,6 +24,8 @@ pub const FACT_NAMES: &[&str] = &[
     "pid inside",
     "hostname",
     "interfaces",
+    "addresses",
+    "routes",
     "sysv ipc objects",
     "CapBnd",
     "CapEff",
@@ -51,6 +53,11 @@ pub struct InsideFacts {
     pub hostname: String,
     /// Interfaces with their up/down state.
     pub interfaces: Vec<(String, bool)>,
+    /// Local IPv4 addresses (/proc/self/net/fib_trie) and routes (/proc/self/net/route).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<String>,
     pub sysv_objects: usize,
     /// The effective uid as the process itself sees it (65534 when it is unmapped).
     #[serde(default)]
@@ -65,6 +72,8 @@ impl InsideFacts {
                 .map(|u| u.nodename().to_string_lossy().into_owned())
                 .unwrap_or_default(),
             interfaces: crate::kernel::netif::own_interfaces(),
+            addresses: crate::kernel::netif::own_addresses(),
+            routes: crate::kernel::netif::own_routes(),
             sysv_objects: super::sysv::visible_objects(),
         }
     }
@@ -289,6 +298,25 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Vec<Change> {
         ifaces(&a.inside.interfaces),
         ifaces(&b.inside.interfaces),
     );
+    let list = |v: &[String], sep: &str| {
+        if v.is_empty() {
+            "(none)".to_string()
+        } else {
+            v.join(sep)
+        }
+    };
+    change(
+        &mut out,
+        "addresses",
+        list(&a.inside.addresses, " "),
+        list(&b.inside.addresses, " "),
+    );
+    change(
+        &mut out,
+        "routes",
+        list(&a.inside.routes, ", "),
+        list(&b.inside.routes, ", "),
+    );
     change(
         &mut out,
         "sysv ipc objects",
@@ -465,6 +493,8 @@ mod tests {
         b.inside = InsideFacts {
             hostname: "h".into(),
             interfaces: vec![("lo".into(), true)],
+            addresses: vec!["127.0.0.1".into()],
+            routes: vec!["default via 10.0.0.1 dev eth0".into()],
             sysv_objects: 1,
             uid: 1,
         };

@@ -243,34 +243,18 @@ impl std::fmt::Display for HostRoute {
     }
 }
 
-/// Parses /proc/net/route: hex destination and mask in the kernel's byte order. The
-/// default route (mask 0) is left out: every subnet lies under it.
+/// The host's routes of /proc/net/route (`kernel::netif`'s parser). The default route
+/// (mask 0) is left out: every subnet lies under it.
 pub fn parse_proc_net_route(text: &str) -> Vec<HostRoute> {
-    let mut out = Vec::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 8 {
-            continue;
-        }
-        let (Ok(dest), Ok(mask)) = (u32::from_str_radix(f[1], 16), u32::from_str_radix(f[7], 16))
-        else {
-            continue;
-        };
-        // The kernel prints each address as the native-endian u32 of its network-order
-        // bytes.
-        let dest = Ipv4Addr::from(dest.to_ne_bytes());
-        let mask = u32::from(Ipv4Addr::from(mask.to_ne_bytes()));
-        if mask == 0 {
-            continue;
-        }
-        let prefix = mask.leading_ones() as u8;
-        out.push(HostRoute {
-            subnet: Subnet::raw(dest, prefix),
-            device: f[0].to_string(),
+    crate::kernel::netif::parse_routes(text)
+        .into_iter()
+        .filter(|r| r.prefix > 0)
+        .map(|r| HostRoute {
+            subnet: Subnet::raw(r.destination, r.prefix),
+            device: r.device,
             kind: "route",
-        });
-    }
-    out
+        })
+        .collect()
 }
 
 /// The host's routes (main table, /proc/net/route) and the subnets of its IPv4 addresses

@@ -47,6 +47,10 @@ pub enum Redact {
     Host,
     /// This host's interfaces: `[HOST INTERFACES]`.
     HostInterfaces,
+    /// This host's IPv4 addresses: `[HOST ADDRESSES]`.
+    HostAddresses,
+    /// This host's routes: `[HOST ROUTES]`.
+    HostRoutes,
     /// The cgroup the runtime sits in: `[HOST CGROUP]`.
     HostCgroup,
     /// The runtime's own capability set, which depends on the kernel and on what the host
@@ -101,6 +105,8 @@ pub const FACT_RULES: &[FactRule] = &[
     rule("uid inside", Numbers, Keep),
     rule("hostname", Host, Keep),
     rule("interfaces", HostInterfaces, Keep),
+    rule("addresses", HostAddresses, Keep),
+    rule("routes", HostRoutes, Keep),
     // The host's own System V objects come and go: whether the line is there at all does.
     rule("sysv ipc objects", Line, Line),
     // Read from /proc/PID/status: before, the host's own sets; after, Docker's.
@@ -428,6 +434,8 @@ fn value(how: Redact, v: &str) -> String {
         Processes => digits(v),
         Host => "[HOST]".into(),
         HostInterfaces => "[HOST INTERFACES]".into(),
+        HostAddresses => "[HOST ADDRESSES]".into(),
+        HostRoutes => "[HOST ROUTES]".into(),
         HostCgroup => "[HOST CGROUP]".into(),
         HostCaps => "[HOST CAPS]".into(),
         Measured => {
