@@ -327,6 +327,8 @@ pub struct Netlink {
     socket: Socket,
     seq: u32,
     log: Vec<SyscallRecord>,
+    /// Link indexes already asked for (forgotten when a link is renamed, moved or deleted).
+    known: std::collections::HashMap<String, u32>,
 }
 
 impl Netlink {
@@ -341,6 +343,7 @@ impl Netlink {
             socket,
             seq: 0,
             log: Vec::new(),
+            known: std::collections::HashMap::new(),
         })
     }
 
@@ -353,6 +356,15 @@ impl Netlink {
     /// One RTM_GETLINK with IFLA_IFNAME (no dump): the kernel answers with that link only.
     pub fn index(&mut self, name: &str) -> Result<u32, NetlinkError> {
         check_name(name)?;
+        if let Some(i) = self.known.get(name) {
+            return Ok(*i);
+        }
+        let i = self.ask_index(name)?;
+        self.known.insert(name.to_string(), i);
+        Ok(i)
+    }
+
+    fn ask_index(&mut self, name: &str) -> Result<u32, NetlinkError> {
         let mut req = LinkMessage::default();
         req.attributes.push(LinkAttribute::IfName(name.to_string()));
         let call = format!("RTM_GETLINK {name}");
@@ -562,6 +574,7 @@ impl Netlink {
     /// Moves a link into another network namespace (it leaves this one). Slow (about 20 ms:
     /// the kernel waits for an RCU grace period); prefer creating it there.
     pub fn set_netns(&mut self, name: &str, ns: Netns) -> Result<(), NetlinkError> {
+        let _ = self.known.remove(name);
         let call = format!("RTM_SETLINK {name} {}", ns.describe());
         self.set_link(name, |i| set_link_message(i, vec![ns.attribute()]), call)
     }
@@ -569,6 +582,8 @@ impl Netlink {
     /// Renames a link (the kernel refuses while it is up: EBUSY).
     pub fn rename(&mut self, name: &str, new_name: &str) -> Result<(), NetlinkError> {
         check_name(new_name)?;
+        let _ = self.known.remove(new_name);
+        let _ = self.known.remove(name);
         let call = format!("RTM_SETLINK {name} name {new_name}");
         let new = new_name.to_string();
         self.set_link(
@@ -604,6 +619,7 @@ impl Netlink {
     /// Deletes a link (for a veth, both ends go).
     pub fn delete_link(&mut self, name: &str) -> Result<(), NetlinkError> {
         let index = self.index(name)?;
+        let _ = self.known.remove(name);
         let call = format!("RTM_DELLINK {name}");
         self.request(
             RouteNetlinkMessage::DelLink(set_link_message(index, vec![])),

@@ -462,6 +462,10 @@ fn make(state: &Path, name: &str, subnet: Option<Subnet>, host: &[HostRoute]) ->
 
 /// The default network `bridge`, made on first use with the first free candidate subnet.
 pub fn default_bridge(state: &Path) -> Result<Network> {
+    // The host's routes are read (two netlink dumps) only when the record must be made.
+    if let Ok(n) = load(state, DEFAULT_NETWORK) {
+        return Ok(n);
+    }
     default_bridge_with_host(state, &host_routes())
 }
 

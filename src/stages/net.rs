@@ -27,7 +27,6 @@
 use super::{ns_inode, unshare_checked, ChildCtx, ChildSpec, HostCtx, NetHostData, NetSetup, Stage};
 use super::{StageError, StageId, StageInfo};
 use crate::kernel::netlink::{Netlink, NetlinkError, Netns};
-use crate::kernel::sys::SyscallRecord;
 use nix::sched::CloneFlags;
 use std::os::unix::fs::MetadataExt as _;
 
@@ -178,22 +177,9 @@ fn veth(ctx: &mut HostCtx<'_>, pid: nix::unistd::Pid, bridge: &str, host_end: &s
         .and_then(|()| nl.set_master(host_end, bridge))
         .and_then(|()| nl.set_up(host_end));
     ctx.records.extend(nl.take_log());
-    if made_ok(&ctx.records) {
-        // The pair goes with the namespace; deleting the host end says so at once (the
-        // kernel frees a dead namespace's links a little later, asynchronously).
-        let end = host_end.to_string();
-        ctx.undo.push(format!("delete veth {end}"), move || {
-            let mut nl = Netlink::open().map_err(|e| e.to_string())?;
-            match nl.delete_link(&end) {
-                Ok(()) | Err(NetlinkError::NoSuchLink(_)) => Ok(()),
-                Err(NetlinkError::Kernel {
-                    errno: nix::errno::Errno::ENODEV,
-                    ..
-                }) => Ok(()),
-                Err(e) => Err(e.to_string()),
-            }
-        });
-    }
+    // No undo: the pair goes with the namespace when the container's last process exits
+    // (the kernel's cleanup_net, a moment later). Deleting the host end by hand would make
+    // every run wait about 20 ms for RCU.
     r.map_err(host_err)?;
     ctx.note(format!(
         "veth pair: {host_end} on the host, in bridge {bridge}; {CONTAINER_IF} in the container's namespace (made there, never moved)"
@@ -242,13 +228,6 @@ fn publish(
         ));
     }
     Ok(proxy)
-}
-
-/// Whether the veth request (the first netlink call) succeeded.
-fn made_ok(records: &[SyscallRecord]) -> bool {
-    records
-        .iter()
-        .any(|r| r.call.contains("RTM_NEWLINK") && r.call.contains("veth") && r.result == "0")
 }
 
 /// `--network container:NAME`: setns into the other container's network namespace, then
