@@ -166,13 +166,10 @@ pub struct Published {
     pub proto: Proto,
 }
 
+/// The container record's line (`80/tcp -> 0.0.0.0:8080`), one format for both.
 impl std::fmt::Display for Published {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}/{} -> {}:{}",
-            self.container_port, self.proto, self.host_ip, self.host_port
-        )
+        crate::state::container::PublishedPort::from(*self).fmt(f)
     }
 }
 
