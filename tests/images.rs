@@ -736,3 +736,59 @@ fn an_image_with_many_layers_still_mounts() {
     );
     ok(&["rmi", "many-layers:1"]);
 }
+
+/// `build --network`: a RUN step gets the default bridge (an `eth0` and a default route, as
+/// in Docker), `--network none` only `lo`, `--network host` the host's own namespace; a
+/// container's namespace is refused in one sentence.
+#[test]
+fn build_network_decides_what_a_run_step_can_reach() {
+    if !root_or_skip("build --network") {
+        return;
+    }
+    let ctx = tempfile::tempdir().unwrap();
+    let host_ns = std::fs::read_link("/proc/self/ns/net")
+        .unwrap()
+        .display()
+        .to_string();
+    std::fs::write(
+        ctx.path().join("Containerfile"),
+        "FROM default\nRUN echo $(ls /sys/class/net) > /nets; readlink /proc/self/ns/net > /ns; cat /proc/net/route | wc -l > /routes\nCMD [\"cat\", \"/nets\", \"/ns\", \"/routes\"]\n",
+    )
+    .unwrap();
+    let dir = ctx.path().display().to_string();
+    for (network, tag) in [
+        (None, "buildnet:bridge"),
+        (Some("none"), "buildnet:none"),
+        (Some("host"), "buildnet:host"),
+    ] {
+        let mut args = vec!["build", "--no-cache", "-t", tag];
+        if let Some(n) = network {
+            args.extend(["--network", n]);
+        }
+        args.push(&dir);
+        let o = stagebox(&args);
+        assert!(o.status.success(), "build {network:?}: {}", text(&o).1);
+        let out = run_img(&["--network", "none", tag]);
+        let mut lines = out.lines();
+        let nets: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+        let ns = lines.next().unwrap_or("");
+        let routes: usize = lines.next().unwrap_or("0").trim().parse().unwrap_or(0);
+        match network {
+            None => {
+                assert_eq!(nets, ["eth0", "lo"], "{out}");
+                assert_ne!(ns, host_ns);
+                assert!(routes >= 3, "no default route in the RUN step: {out}");
+            }
+            Some("none") => {
+                assert_eq!(nets, ["lo"], "{out}");
+                assert_ne!(ns, host_ns);
+                assert_eq!(routes, 1, "routes without a network: {out}");
+            }
+            _ => assert_eq!(ns, host_ns, "--network host is the host's namespace: {out}"),
+        }
+        ok(&["rmi", tag]);
+    }
+    let o = stagebox(&["build", "--network", "container:x", "-t", "buildnet:c", &dir]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o).1.contains("cannot join a container"), "{}", text(&o).1);
+}
