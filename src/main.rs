@@ -59,7 +59,10 @@ fn image_cmd(state: &std::path::Path, cmd: ImageCmd) -> stagebox::Result<i32> {
             context,
         } => {
             let network = stagebox::runtime::config::NetworkRequest::parse(network.as_deref())?;
-            if matches!(network, stagebox::runtime::config::NetworkRequest::Container(_)) {
+            if matches!(
+                network,
+                stagebox::runtime::config::NetworkRequest::Container(_)
+            ) {
                 return Err(stagebox::Error::usage(
                     "build --network takes bridge, host, none or a network's name; a RUN step cannot join a container",
                 ));
@@ -143,7 +146,10 @@ fn network_cmd(state: &std::path::Path, cmd: NetworkCmd) -> stagebox::Result<i32
     };
     match cmd {
         NetworkCmd::Ls => {
-            println!("{:<20}  {:<16}  {:<18}  GATEWAY", "NAME", "BRIDGE", "SUBNET");
+            println!(
+                "{:<20}  {:<16}  {:<18}  GATEWAY",
+                "NAME", "BRIDGE", "SUBNET"
+            );
             for n in bridge::list(state) {
                 println!(
                     "{:<20}  {:<16}  {:<18}  {}",

@@ -270,7 +270,8 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s =
         std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
@@ -297,7 +298,8 @@ fn the_classic_example_builds_caches_and_answers_on_a_published_port() {
         )
     } else if static_server(ctx.path()).is_some() {
         (
-            "FROM default\nWORKDIR /app\nCOPY server /app/\nEXPOSE 80\nCMD [\"/app/server\"]\n".to_string(),
+            "FROM default\nWORKDIR /app\nCOPY server /app/\nEXPOSE 80\nCMD [\"/app/server\"]\n"
+                .to_string(),
             "/",
             "hello from the image\n",
         )
@@ -319,11 +321,22 @@ fn the_classic_example_builds_caches_and_answers_on_a_published_port() {
     let containerfile = containerfile.as_str();
     let (id, err) = build(ctx.path(), containerfile, "classic:1");
     assert!(id.trim().starts_with("sha256:"));
-    for want in ["STEP 1/5: FROM default", "STEP 3/5: COPY", "--> layer sha256:", "STEP 5/5: CMD"] {
-        assert!(err.contains(want), "{want:?} not in the build trace:\n{err}");
+    for want in [
+        "STEP 1/5: FROM default",
+        "STEP 3/5: COPY",
+        "--> layer sha256:",
+        "STEP 5/5: CMD",
+    ] {
+        assert!(
+            err.contains(want),
+            "{want:?} not in the build trace:\n{err}"
+        );
     }
     let img = inspect("classic:1");
-    assert_eq!(img["Config"]["ExposedPorts"], serde_json::json!({"80/tcp": {}}));
+    assert_eq!(
+        img["Config"]["ExposedPorts"],
+        serde_json::json!({"80/tcp": {}})
+    );
     assert_eq!(img["Config"]["WorkingDir"], "/app");
     // Same instruction, same parent, same files: the cached layer.
     let (_, again) = build(ctx.path(), containerfile, "classic:1");
@@ -363,7 +376,11 @@ fn the_classic_example_builds_caches_and_answers_on_a_published_port() {
         String::from_utf8_lossy(&listed.stdout).trim(),
         format!("80/tcp -> 0.0.0.0:{host}")
     );
-    assert_eq!(answer.as_deref(), Some(want), "GET {path} on 127.0.0.1:{host}");
+    assert_eq!(
+        answer.as_deref(),
+        Some(want),
+        "GET {path} on 127.0.0.1:{host}"
+    );
     ok(&["rmi", "classic:1"]);
 }
 
@@ -788,7 +805,18 @@ fn build_network_decides_what_a_run_step_can_reach() {
         }
         ok(&["rmi", tag]);
     }
-    let o = stagebox(&["build", "--network", "container:x", "-t", "buildnet:c", &dir]);
+    let o = stagebox(&[
+        "build",
+        "--network",
+        "container:x",
+        "-t",
+        "buildnet:c",
+        &dir,
+    ]);
     assert_eq!(o.status.code(), Some(125));
-    assert!(text(&o).1.contains("cannot join a container"), "{}", text(&o).1);
+    assert!(
+        text(&o).1.contains("cannot join a container"),
+        "{}",
+        text(&o).1
+    );
 }

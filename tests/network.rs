@@ -1022,8 +1022,19 @@ fn bad_network_input_is_one_sentence_and_changes_nothing() {
     let cases: Vec<Vec<&str>> = vec![
         vec!["run", "--rm", "-p", &in_use, "--", "true"],
         vec!["run", "--rm", "-p", "80:abc", "--", "true"],
-        vec!["run", "--rm", "-p", "18080:80", "-p", "18080:81", "--", "true"],
-        vec!["run", "--rm", "--network", "host", "-p", "18080:80", "--", "true"],
+        vec![
+            "run", "--rm", "-p", "18080:80", "-p", "18080:81", "--", "true",
+        ],
+        vec![
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "-p",
+            "18080:80",
+            "--",
+            "true",
+        ],
         vec!["network", "create", "--subnet", "10.0.0.0/33", "ntbad-x"],
         vec!["network", "create", "--subnet", &overlap, "ntbad-y"],
         vec!["run", "--rm", "--network", "nope", "--", "true"],
@@ -1067,7 +1078,11 @@ fn bad_network_input_is_one_sentence_and_changes_nothing() {
         why(&cases[5]).contains(&net.name),
         "the overlap names the network"
     );
-    assert!(why(&cases[0]).contains("already in use"), "{}", why(&cases[0]));
+    assert!(
+        why(&cases[0]).contains("already in use"),
+        "{}",
+        why(&cases[0])
+    );
     assert!(why(&cases[1]).contains("abc"));
     assert!(why(&cases[6]).contains("nope"));
     assert!(why(&cases[9]).contains("nosuch"));

@@ -260,7 +260,11 @@ fn run_step(
     let plan = crate::stages::plan::Plan::resolve(
         &crate::stages::plan::Toggles {
             only: None,
-            without: if host_net { vec!["net".into()] } else { Vec::new() },
+            without: if host_net {
+                vec!["net".into()]
+            } else {
+                Vec::new()
+            },
             volumes_given: false,
             confine: Default::default(),
         },

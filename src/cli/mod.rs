@@ -231,9 +231,7 @@ impl NetworkArgs {
     )> {
         let req = crate::runtime::config::NetworkRequest::parse(self.network.as_deref())?;
         let ports = crate::network::ports::parse_all(&self.publish).map_err(crate::Error::Usage)?;
-        if !ports.is_empty()
-            && matches!(req, crate::runtime::config::NetworkRequest::Host)
-        {
+        if !ports.is_empty() && matches!(req, crate::runtime::config::NetworkRequest::Host) {
             return Err(crate::Error::usage(
                 "-p has nothing to publish with --network host: the container's ports are the host's already; drop -p",
             ));

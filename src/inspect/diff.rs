@@ -39,7 +39,10 @@ fn walk(upper: &Path, rel: &Path, lower: &[PathBuf], out: &mut Vec<Entry>) {
             continue;
         }
         let existed = in_lower(lower, &rel_child);
-        if md.is_dir() && existed && crate::rootfs::whiteout::only_init_placeholders(upper, &rel_child) {
+        if md.is_dir()
+            && existed
+            && crate::rootfs::whiteout::only_init_placeholders(upper, &rel_child)
+        {
             // Copied up only to hold the init files' mount points: nothing the container did.
             continue;
         }

@@ -181,13 +181,20 @@ mod tests {
 
     #[test]
     fn parses_routes_and_local_addresses() {
-        let route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let route =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                      eth0\t00000000\t0100580A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
                      eth0\t0000580A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
         let r: Vec<String> = parse_routes(route).iter().map(|r| r.to_string()).collect();
-        assert_eq!(r, vec!["default via 10.88.0.1 dev eth0", "10.88.0.0/16 dev eth0"]);
+        assert_eq!(
+            r,
+            vec!["default via 10.88.0.1 dev eth0", "10.88.0.0/16 dev eth0"]
+        );
         let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 10.88.0.2\n        /32 host LOCAL\nLocal:\n     |-- 10.88.0.2\n        /32 host LOCAL\n     |-- 10.88.0.255\n        /32 link BROADCAST\n     |-- 127.0.0.1\n        /32 host LOCAL\n";
-        let a: Vec<String> = parse_local_addresses(trie).iter().map(|a| a.to_string()).collect();
+        let a: Vec<String> = parse_local_addresses(trie)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
         assert_eq!(a, vec!["10.88.0.2", "127.0.0.1"]);
     }
 }

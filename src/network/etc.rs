@@ -84,7 +84,12 @@ pub fn resolv_conf(host: &str, keep_loopback: bool) -> String {
 
 /// Writes the three files into `dir` (the container's state directory), readable inside.
 /// Returns (path inside, file on the host) for each.
-pub fn write_all(dir: &Path, hostname: &str, hosts: &str, resolv: &str) -> Result<Vec<(String, PathBuf)>> {
+pub fn write_all(
+    dir: &Path,
+    hostname: &str,
+    hosts: &str,
+    resolv: &str,
+) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     for (inside, file) in FILES {
         let text = match *file {
@@ -123,7 +128,10 @@ mod tests {
         let r = resolv_conf(host, false);
         assert!(!r.contains("127.0.0.53"), "{r}");
         assert!(r.contains("search lan"));
-        assert!(r.contains("nameserver 8.8.8.8\nnameserver 8.8.4.4\n"), "{r}");
+        assert!(
+            r.contains("nameserver 8.8.8.8\nnameserver 8.8.4.4\n"),
+            "{r}"
+        );
         let r = resolv_conf("nameserver 10.0.0.1\nnameserver ::1\n", false);
         assert_eq!(r, "nameserver 10.0.0.1\n");
         assert_eq!(resolv_conf(host, true), host);

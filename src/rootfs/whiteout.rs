@@ -68,4 +68,3 @@ pub const INIT_FILES: [&str; 3] = ["etc/hostname", "etc/hosts", "etc/resolv.conf
 pub fn is_init_placeholder(rel: &std::path::Path, md: &std::fs::Metadata) -> bool {
     md.is_file() && md.len() == 0 && INIT_FILES.iter().any(|f| rel == std::path::Path::new(f))
 }
-

@@ -24,7 +24,9 @@
 //! and before the mount namespace, so that /sys, mounted by the proc stage, shows this
 //! namespace's interfaces (sysfs shows the network namespace of the process that mounts it).
 
-use super::{ns_inode, unshare_checked, ChildCtx, ChildSpec, HostCtx, NetHostData, NetSetup, Stage};
+use super::{
+    ns_inode, unshare_checked, ChildCtx, ChildSpec, HostCtx, NetHostData, NetSetup, Stage,
+};
 use super::{StageError, StageId, StageInfo};
 use crate::kernel::netlink::{Netlink, NetlinkError, Netns};
 use nix::sched::CloneFlags;
@@ -120,7 +122,10 @@ impl Stage for Net {
     /// everything else via the bridge's address. Then each is read back over netlink.
     fn apply_after_parent(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
         let NetSetup::Veth {
-            ip, prefix, gateway, ..
+            ip,
+            prefix,
+            gateway,
+            ..
         } = ctx.spec.net.clone()
         else {
             return Ok(());
@@ -170,9 +175,18 @@ impl Stage for Net {
 
 /// The veth pair, its container end made directly in the container's namespace, its host
 /// end plugged into the bridge and brought up.
-fn veth(ctx: &mut HostCtx<'_>, pid: nix::unistd::Pid, bridge: &str, host_end: &str) -> crate::Result<()> {
+fn veth(
+    ctx: &mut HostCtx<'_>,
+    pid: nix::unistd::Pid,
+    bridge: &str,
+    host_end: &str,
+) -> crate::Result<()> {
     let mut nl = Netlink::open().map_err(host_err)?;
-    let made = nl.create_veth(host_end, CONTAINER_IF, Some(Netns::Pid(pid.as_raw() as u32)));
+    let made = nl.create_veth(
+        host_end,
+        CONTAINER_IF,
+        Some(Netns::Pid(pid.as_raw() as u32)),
+    );
     let r = made
         .and_then(|()| nl.set_master(host_end, bridge))
         .and_then(|()| nl.set_up(host_end));
@@ -245,9 +259,7 @@ fn join(ctx: &mut ChildCtx<'_>, name: &str, pid: i32) -> Result<(), StageError> 
     ctx.sys
         .raw(
             format!("setns(open({path:?}), CLONE_NEWNET)  # container {name}"),
-            &mut || {
-                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map(|()| 0)
-            },
+            &mut || nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map(|()| 0),
         )
         .map_err(|e| StageError::sys(&format!("setns({path}, CLONE_NEWNET)"), e))?;
     if ctx.verify {

@@ -335,8 +335,11 @@ fn bind_etc_files(ctx: &mut ChildCtx<'_>, merged: &Path) -> Result<(), StageErro
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| StageError::sys(&format!("open({merged:?}, O_PATH|O_DIRECTORY)"), e))?;
-    let real = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&root)))
-        .map_err(|e| StageError::msg(format!("readlink of the rootfs's descriptor: {e}")))?;
+    let real = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&root)
+    ))
+    .map_err(|e| StageError::msg(format!("readlink of the rootfs's descriptor: {e}")))?;
     for f in ctx.spec.etc_files.clone() {
         super::volumes::bind_one(ctx, std::os::fd::AsFd::as_fd(&root), &real, &f)?;
     }

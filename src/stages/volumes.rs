@@ -128,122 +128,113 @@ pub fn bind_one(
     v: &crate::state::container::VolumeMount,
 ) -> Result<(), StageError> {
     let root_path = root_path.to_path_buf();
-        let src = v.source.to_string_lossy().into_owned();
-        // The source is the user's host path: symlinks in it are followed, once, here.
-        let src_fd: OwnedFd = open(&v.source, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| StageError::msg(format!("volume source {src}: {e}")))?;
-        let src_st =
-            fstat(&src_fd).map_err(|e| StageError::sys(&format!("fstat({src:?})"), e))?;
-        let src_is_dir = src_st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-        let make = if src_is_dir { Make::Dir } else { Make::File };
-        let (opened, path) = open_target(root, &root_path, &v.target, make)?;
-        if !opened.made.is_empty() {
-            let made: Vec<String> = opened
-                .made
-                .iter()
-                .map(|m| m.display().to_string())
-                .collect();
-            ctx.note(format!(
-                "made {} in the rootfs, by mkdirat/openat from a descriptor, never by path",
-                made.join(", ")
-            ));
-        }
-        if opened.inside != Path::new(&v.target) {
-            ctx.note(format!(
-                "{} resolves to {} inside the rootfs",
+    let src = v.source.to_string_lossy().into_owned();
+    // The source is the user's host path: symlinks in it are followed, once, here.
+    let src_fd: OwnedFd = open(&v.source, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| StageError::msg(format!("volume source {src}: {e}")))?;
+    let src_st = fstat(&src_fd).map_err(|e| StageError::sys(&format!("fstat({src:?})"), e))?;
+    let src_is_dir = src_st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let make = if src_is_dir { Make::Dir } else { Make::File };
+    let (opened, path) = open_target(root, &root_path, &v.target, make)?;
+    if !opened.made.is_empty() {
+        let made: Vec<String> = opened
+            .made
+            .iter()
+            .map(|m| m.display().to_string())
+            .collect();
+        ctx.note(format!(
+            "made {} in the rootfs, by mkdirat/openat from a descriptor, never by path",
+            made.join(", ")
+        ));
+    }
+    if opened.inside != Path::new(&v.target) {
+        ctx.note(format!(
+            "{} resolves to {} inside the rootfs",
+            v.target,
+            opened.inside.display()
+        ));
+    }
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+    let (from, onto) = (fd_path(src_fd.as_fd()), fd_path(opened.fd.as_fd()));
+    ctx.sys
+        .raw(
+            format!(
+                "mount({src:?}, {:?} (through an O_PATH fd), NULL, {}, NULL)",
                 v.target,
-                opened.inside.display()
-            ));
-        }
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
-        let (from, onto) = (fd_path(src_fd.as_fd()), fd_path(opened.fd.as_fd()));
+                crate::kernel::sys::ms_flags_str(flags)
+            ),
+            &mut || {
+                nix::mount::mount(Some(&from), &onto, None::<&str>, flags, None::<&str>).map(|()| 0)
+            },
+        )
+        .map_err(|e| {
+            StageError::sys(
+                &format!("mount({src:?}, {:?}, MS_BIND|MS_REC)", v.target),
+                e,
+            )
+        })?;
+    drop(opened);
+    // The same walk again, now into the new mount: the descriptor for the :ro remount
+    // and for the checks.
+    let (mounted, _) = open_target(root, &root_path, &v.target, Make::Nothing)?;
+    if v.read_only {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
+        let onto = fd_path(mounted.fd.as_fd());
         ctx.sys
             .raw(
                 format!(
-                    "mount({src:?}, {:?} (through an O_PATH fd), NULL, {}, NULL)",
+                    "mount(NULL, {:?} (through an O_PATH fd), NULL, {}, NULL)",
                     v.target,
                     crate::kernel::sys::ms_flags_str(flags)
                 ),
                 &mut || {
-                    nix::mount::mount(Some(&from), &onto, None::<&str>, flags, None::<&str>)
+                    nix::mount::mount(None::<&str>, &onto, None::<&str>, flags, None::<&str>)
                         .map(|()| 0)
                 },
             )
             .map_err(|e| {
                 StageError::sys(
-                    &format!("mount({src:?}, {:?}, MS_BIND|MS_REC)", v.target),
+                    &format!("mount(NULL, {:?}, MS_BIND|MS_REMOUNT|MS_RDONLY)", v.target),
                     e,
                 )
             })?;
-        drop(opened);
-        // The same walk again, now into the new mount: the descriptor for the :ro remount
-        // and for the checks.
-        let (mounted, _) = open_target(root, &root_path, &v.target, Make::Nothing)?;
-        if v.read_only {
-            let flags =
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
-            let onto = fd_path(mounted.fd.as_fd());
-            ctx.sys
-                .raw(
-                    format!(
-                        "mount(NULL, {:?} (through an O_PATH fd), NULL, {}, NULL)",
-                        v.target,
-                        crate::kernel::sys::ms_flags_str(flags)
-                    ),
-                    &mut || {
-                        nix::mount::mount(
-                            None::<&str>,
-                            &onto,
-                            None::<&str>,
-                            flags,
-                            None::<&str>,
-                        )
-                        .map(|()| 0)
-                    },
-                )
-                .map_err(|e| {
-                    StageError::sys(
-                        &format!("mount(NULL, {:?}, MS_BIND|MS_REMOUNT|MS_RDONLY)", v.target),
-                        e,
-                    )
-                })?;
-        }
-        if ctx.verify {
-            let a = identity(src_fd.as_fd(), &src)?;
-            let b = identity(mounted.fd.as_fd(), &v.target)?;
-            if a != b {
-                return Err(StageError::no_effect(format!(
+    }
+    if ctx.verify {
+        let a = identity(src_fd.as_fd(), &src)?;
+        let b = identity(mounted.fd.as_fd(), &v.target)?;
+        if a != b {
+            return Err(StageError::no_effect(format!(
                     "{} is device:inode {}:{} but the host's {} is {}:{} (the mount did not land there, or something renamed a directory on the way since)",
                     v.target, b.0, b.1, src, a.0, a.1
                 )));
-            }
-            if !super::is_mount_point(&path)? {
+        }
+        if !super::is_mount_point(&path)? {
+            return Err(StageError::no_effect(format!(
+                "{} is not a mount point",
+                path.display()
+            )));
+        }
+        if v.read_only {
+            let ro = nix::sys::statvfs::fstatvfs(&mounted.fd)
+                .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+                .unwrap_or(false);
+            if !ro {
                 return Err(StageError::no_effect(format!(
-                    "{} is not a mount point",
-                    path.display()
+                    "{} is still writable after the :ro remount",
+                    v.target
                 )));
             }
-            if v.read_only {
-                let ro = nix::sys::statvfs::fstatvfs(&mounted.fd)
-                    .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
-                    .unwrap_or(false);
-                if !ro {
-                    return Err(StageError::no_effect(format!(
-                        "{} is still writable after the :ro remount",
-                        v.target
-                    )));
-                }
-            }
-            ctx.note(format!(
-                "{} {} -> {}: same inode inside and on the host (device:inode {}:{}){}",
-                v.kind,
-                src,
-                v.target,
-                a.0,
-                a.1,
-                if v.read_only { ", read-only" } else { "" }
-            ));
         }
+        ctx.note(format!(
+            "{} {} -> {}: same inode inside and on the host (device:inode {}:{}){}",
+            v.kind,
+            src,
+            v.target,
+            a.0,
+            a.1,
+            if v.read_only { ", read-only" } else { "" }
+        ));
+    }
     Ok(())
 }
 

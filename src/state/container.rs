@@ -272,7 +272,12 @@ pub fn ps_table(state: &Path, all: bool) -> String {
         let ports = if c.is_running() {
             c.ports
                 .iter()
-                .map(|p| format!("{}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.proto))
+                .map(|p| {
+                    format!(
+                        "{}:{}->{}/{}",
+                        p.host_ip, p.host_port, p.container_port, p.proto
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         } else {

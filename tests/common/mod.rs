@@ -387,7 +387,11 @@ pub fn host_network() -> (String, String) {
     let routes: String = ip(&["route"])
         .lines()
         .filter(|l| {
-            let dev = l.split(" dev ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or("");
+            let dev = l
+                .split(" dev ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .unwrap_or("");
             !is_runtime_link(dev)
         })
         .map(|l| format!("{l}\n"))
