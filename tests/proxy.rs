@@ -510,20 +510,6 @@ fn parsed_specs_bind_as_asked() {
 /// capability(7): CAP_SYS_ADMIN is bit 21.
 const CAP_SYS_ADMIN: u32 = 21;
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
 /// Takes CAP_SYS_ADMIN out of the calling thread's effective set (capabilities are per
 /// thread; threads it spawns inherit its set). True when it is gone.
 fn drop_sys_admin_on_this_thread() -> bool {
@@ -532,19 +518,9 @@ fn drop_sys_admin_on_this_thread() -> bool {
 
 /// Takes capability `cap` out of the calling thread's effective set. True when it is gone.
 fn drop_cap_on_this_thread(cap: u32) -> bool {
-    const V3: u32 = 0x2008_0522;
-    let mut hdr = CapHeader {
-        version: V3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: header and a two-element data array, as capget(2) wants for version 3.
-    let r = unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) };
-    assert_eq!(r, 0, "capget");
-    data[0].effective &= !(1 << cap);
-    // SAFETY: as above.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
-    assert_eq!(r, 0, "capset");
+    use stagebox::kernel::status::{capget, capset};
+    let (eff, prm, inh) = capget().expect("capget");
+    capset(eff & !(1u64 << cap), prm, inh).expect("capset");
     let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
     let eff = status
         .lines()

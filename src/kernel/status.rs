@@ -1,6 +1,7 @@
 //! The security fields of /proc/PID/status: the five capability sets, no_new_privs and the
 //! seccomp mode. The one reader of them; the confinement stages read back through it, and the
-//! trace compares them before and after each stage.
+//! trace compares them before and after each stage. Also capget(2) and capset(2) by hand
+//! (64-bit sets as the kernel's version 3 halves), the one place that lays out their structs.
 
 /// What /proc/PID/status says about a process's privileges.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -62,6 +63,70 @@ pub fn cap_last_cap() -> u32 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40)
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// capset(2) for the calling thread with 64-bit sets (version 3: two 32-bit halves).
+pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> nix::Result<i64> {
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [
+        CapData {
+            effective: effective as u32,
+            permitted: permitted as u32,
+            inheritable: inheritable as u32,
+        },
+        CapData {
+            effective: (effective >> 32) as u32,
+            permitted: (permitted >> 32) as u32,
+            inheritable: (inheritable >> 32) as u32,
+        },
+    ];
+    // SAFETY: the header and the two data structs are laid out as the kernel's
+    // __user_cap_header_struct and __user_cap_data_struct[2]; both outlive the call.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
+    nix::errno::Errno::result(r)
+}
+
+/// capget(2) for the calling thread: (effective, permitted, inheritable).
+pub fn capget() -> nix::Result<(u64, u64, u64)> {
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: a header and a two-element data array, as capget(2) wants for version 3.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut hdr as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    nix::errno::Errno::result(r)?;
+    let join = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
+    Ok((
+        join(data[0].effective, data[1].effective),
+        join(data[0].permitted, data[1].permitted),
+        join(data[0].inheritable, data[1].inheritable),
+    ))
 }
 
 #[cfg(test)]

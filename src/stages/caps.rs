@@ -45,46 +45,6 @@ static INFO: StageInfo = StageInfo {
     requires: &[],
 };
 
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-/// capset(2) with 64-bit sets (version 3: two 32-bit halves).
-fn capset(effective: u64, permitted: u64, inheritable: u64) -> nix::Result<i64> {
-    let mut hdr = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let data = [
-        CapData {
-            effective: effective as u32,
-            permitted: permitted as u32,
-            inheritable: inheritable as u32,
-        },
-        CapData {
-            effective: (effective >> 32) as u32,
-            permitted: (permitted >> 32) as u32,
-            inheritable: (inheritable >> 32) as u32,
-        },
-    ];
-    // SAFETY: the header and the two data structs are laid out as the kernel's
-    // __user_cap_header_struct and __user_cap_data_struct[2]; both outlive the call.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
-    nix::errno::Errno::result(r).map(|v| v as i64)
-}
-
 fn hex(v: u64) -> String {
     format!("{v:016x}")
 }
@@ -162,7 +122,9 @@ impl Stage for Caps {
             e = hex(working)
         );
         ctx.sys
-            .raw(call, &mut || capset(working, working, 0))
+            .raw(call, &mut || {
+                crate::kernel::status::capset(working, working, 0)
+            })
             .map_err(|e| StageError::sys("capset()", e))?;
 
         if ctx.verify {
