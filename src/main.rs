@@ -230,6 +230,42 @@ fn compare_cmd(opts: &stagebox::inspect::compare::CompareOpts) -> stagebox::Resu
     Ok(0)
 }
 
+/// `stagebox pause` / `unpause`: what the freezer says on stderr, the name on stdout.
+fn pause_cmd(
+    state: &std::path::Path,
+    containers: Vec<String>,
+    frozen: bool,
+) -> stagebox::Result<i32> {
+    for c in containers {
+        let what = stagebox::runtime::ops::pause(state, &c, frozen)?;
+        eprintln!("stagebox: {what}");
+        println!("{c}");
+    }
+    Ok(0)
+}
+
+/// `stagebox exec`: the trace on stderr as `run`'s, then the command's exit status.
+fn exec_cmd(state: &std::path::Path, args: stagebox::cli::ExecArgs) -> stagebox::Result<i32> {
+    let mode: stagebox::trace::TraceMode = args.trace.parse()?;
+    let mut command = args.command;
+    if command.first().map(String::as_str) == Some("--") {
+        command.remove(0);
+    }
+    let opts = stagebox::runtime::exec::ExecOptions {
+        container: args.container,
+        argv: command,
+        env: args.env,
+        workdir: args.workdir,
+        user: args.user,
+        interactive: args.interactive,
+        tty: args.tty,
+        detach: args.detach,
+        tracing: mode != stagebox::trace::TraceMode::Off && !args.detach,
+    };
+    stagebox::trace::init(mode, stagebox::trace::Focus::all());
+    stagebox::runtime::exec::exec(state, &opts)
+}
+
 fn real_main(cli: Cli) -> stagebox::Result<i32> {
     let state = cli.state.unwrap_or_else(default_state_dir);
     // A relative state dir (`--state x`, STAGEBOX_STATE=x) means x under the current
@@ -269,6 +305,10 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
         }
         Cmd::Rm { force, containers } => {
             for c in containers {
+                if force {
+                    // A process frozen by the v1 freezer takes SIGKILL only once thawed.
+                    stagebox::runtime::ops::thaw_if_paused(&state, &c);
+                }
                 let removed = stagebox::state::container::remove(&state, &c, force)?;
                 println!("{}", removed.id);
             }
@@ -395,6 +435,56 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             } else {
                 stagebox::learn::lessons::run(lesson, &env, !no_pause)
             }
+        }
+        Cmd::Exec(args) => exec_cmd(&state, args),
+        Cmd::Top { container } => {
+            print!("{}", stagebox::runtime::ops::top(&state, &container)?);
+            Ok(0)
+        }
+        Cmd::Stats {
+            no_stream,
+            containers,
+        } => {
+            stagebox::runtime::ops::stats(&state, &containers, !no_stream, &mut |t| {
+                if !no_stream {
+                    // Clear the screen and go home, as docker stats does.
+                    print!("\x1b[2J\x1b[H");
+                }
+                print!("{t}");
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+            })?;
+            Ok(0)
+        }
+        Cmd::Pause { containers } => pause_cmd(&state, containers, true),
+        Cmd::Unpause { containers } => pause_cmd(&state, containers, false),
+        Cmd::Cp { src, dest } => {
+            stagebox::runtime::copy::cp(&state, &src, &dest)?;
+            Ok(0)
+        }
+        Cmd::Export { output, container } => {
+            match output {
+                Some(p) => {
+                    let mut f = std::fs::File::create(&p).map_err(|e| {
+                        stagebox::Error::usage(format!("cannot create {}: {e}", p.display()))
+                    })?;
+                    stagebox::runtime::copy::export(&state, &container, &mut f)?;
+                }
+                None => {
+                    use std::io::IsTerminal;
+                    if std::io::stdout().is_terminal() {
+                        return Err(stagebox::Error::usage(
+                            "export writes a tar; redirect stdout to a file or give -o FILE",
+                        ));
+                    }
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    stagebox::runtime::copy::export(&state, &container, &mut out)?;
+                    use std::io::Write;
+                    out.flush()
+                        .map_err(|e| stagebox::Error::io("write the tar to stdout", e))?;
+                }
+            }
+            Ok(0)
         }
         Cmd::Book { out, lessons } => {
             let all = stagebox::learn::lessons::load(lessons.as_deref())?;

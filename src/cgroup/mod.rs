@@ -22,14 +22,19 @@
 //!
 //! `mod.rs` holds the layout, the root, the event log and the helpers v1.rs and v2.rs share;
 //! `manager.rs` picks one of them for the host (or the delegated subtree); `limits.rs` parses
-//! Docker's flags; `delegation.rs` finds a delegated subtree.
+//! Docker's flags; `delegation.rs` finds a delegated subtree. `member.rs` finds the host
+//! directories of the cgroups a process is in and joins them (`exec`); `freezer.rs` freezes
+//! and thaws a cgroup (`pause`); `stats.rs` reads what it uses now (`stats`).
 //!
 //! May import: `error`, `units`, `kernel` (the mountinfo reader). It knows nothing of stages
 //! or containers: the cgroup stage drives it.
 
 pub mod delegation;
+pub mod freezer;
 pub mod limits;
 pub mod manager;
+pub mod member;
+pub mod stats;
 pub mod v1;
 pub mod v2;
 

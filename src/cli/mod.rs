@@ -511,6 +511,81 @@ pub enum Cmd {
         #[arg(long, env = "STAGEBOX_LESSONS", value_name = "DIR")]
         lessons: Option<PathBuf>,
     },
+    /// Run a command in a running container: setns(2) into its namespaces, its cgroups and confinement.
+    Exec(ExecArgs),
+    /// The processes of a running container, as the host sees them (ps -ef columns).
+    Top {
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+    },
+    /// CPU %, memory and processes of running containers, from their cgroup files.
+    Stats {
+        /// Print one table and stop (otherwise one a second until Ctrl-C).
+        #[arg(long)]
+        no_stream: bool,
+        #[arg(value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Freeze every process of a container (the cgroup freezer).
+    Pause {
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Thaw a paused container.
+    Unpause {
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Copy files between a running container and the host: CONTAINER:SRC DEST or SRC CONTAINER:DEST.
+    Cp {
+        #[arg(value_name = "SRC")]
+        src: String,
+        #[arg(value_name = "DEST")]
+        dest: String,
+    },
+    /// Write a running container's root filesystem as a tar (to stdout, or -o FILE).
+    Export {
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+    },
+}
+
+/// `stagebox exec [-i] [-t] [-d] [-e K=V] [-w DIR] [-u USER] CONTAINER CMD [ARG...]`.
+#[derive(Args, Clone)]
+pub struct ExecArgs {
+    /// Keep stdin open (without it the command's stdin is /dev/null).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// The command gets the caller's terminal as it is (no new pty) and TERM=xterm.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Start the command and return at once, printing nothing.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Set a variable (K=V, or K for the caller's value), after the container's own.
+    #[arg(short, long, value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Working directory inside the container (default: the workload's).
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Run as this user: uid[:gid] or name[:group] (from the container's /etc/passwd).
+    #[arg(short, long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Trace format on stderr: pretty, verbose, json or off.
+    #[arg(
+        long,
+        env = "STAGEBOX_TRACE",
+        default_value = "pretty",
+        value_name = "FORMAT"
+    )]
+    pub trace: String,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+    /// The command and its arguments (`--` before them is accepted).
+    #[arg(value_name = "CMD", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 /// `stagebox run IMAGE [CMD...]`, `--image`, `--entrypoint`, `--user`.

@@ -63,6 +63,8 @@ pub fn create_container(
         network: None,
         ip: None,
         ports: Vec::new(),
+        exec: exec_record(cfg, prepared),
+        paused: false,
     };
     let dir = c.dir(&cfg.state_dir);
     crate::state::dir::create_private(&crate::state::container::containers_dir(&cfg.state_dir))?;
@@ -75,6 +77,33 @@ pub fn create_container(
         crate::state::dir::remove_tree(&dir).map_err(|e| e.to_string())
     });
     Ok(c)
+}
+
+/// What `stagebox exec` repeats: the workload's environment, directory, user and profile.
+fn exec_record(cfg: &RunConfig, prepared: &Prepared) -> crate::state::container::ExecRecord {
+    let e = &prepared.exec;
+    let seccomp = cfg
+        .plan
+        .is_on(StageId::Seccomp)
+        .then(|| match &cfg.security.seccomp_profile {
+            Some(p) => std::path::absolute(p)
+                .unwrap_or(p.clone())
+                .display()
+                .to_string(),
+            None => "default".to_string(),
+        });
+    crate::state::container::ExecRecord {
+        env: e.env.clone(),
+        workdir: e.workdir.clone(),
+        uid: e.user.as_ref().map(|u| u.uid),
+        gid: e.user.as_ref().map(|u| u.gid),
+        groups: e
+            .user
+            .as_ref()
+            .map(|u| u.groups.clone())
+            .unwrap_or_default(),
+        seccomp,
+    }
 }
 
 /// Makes the named and anonymous volumes `-v` asks for; those made now are removed again

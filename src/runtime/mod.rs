@@ -12,14 +12,20 @@
 //! - `child`: the container process, stage after stage, then execve.
 //! - `channel`: the messages between the two.
 //! - `wait`: waiting for the workload, forwarding signals, and its exit status.
+//! - `exec`: a new process in a running container, by setns(2) into its namespaces.
+//! - `ops`: `pause`/`unpause` (the freezer), `top` and `stats` of a running container.
+//! - `copy`: `cp` and `export` through a running container's root, never leaving it.
 //!
 //! May import: everything from `stages` down. Nothing below imports it.
 
 pub mod channel;
 pub mod child;
 pub mod config;
+pub mod copy;
+pub mod exec;
 pub mod follow;
 pub mod host;
+pub mod ops;
 pub mod prepare;
 pub mod wait;
 

@@ -53,6 +53,29 @@ pub struct Container {
     /// Published ports (`-p`, `-P`), as bound on the host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<crate::state::container::PublishedPort>,
+    /// What `stagebox exec` needs to start a process as the workload was started.
+    #[serde(default)]
+    pub exec: ExecRecord,
+    /// Frozen by `stagebox pause` (the cgroup freezer); `ps` says "paused" while it runs.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// How the workload was started, for `stagebox exec` (the rest, namespaces, cgroups and
+/// capabilities, is read from the running workload itself).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecRecord {
+    /// The workload's environment, `K=V`.
+    pub env: Vec<String>,
+    /// Its working directory inside the container (None: `/`).
+    pub workdir: Option<String>,
+    /// The user it runs as inside (None: root, 0:0).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub groups: Vec<u32>,
+    /// The seccomp profile: "default" (Docker's), an absolute path, or None when the seccomp
+    /// stage was off.
+    pub seccomp: Option<String>,
 }
 
 /// A published port as the container record keeps it: `80/tcp -> 0.0.0.0:8080`.
@@ -117,7 +140,9 @@ impl Container {
     }
 
     pub fn status_text(&self) -> String {
-        if self.is_running() {
+        if self.is_running() && self.paused {
+            "paused".into()
+        } else if self.is_running() {
             "running".into()
         } else {
             match self.exit_code {
@@ -320,6 +345,8 @@ mod tests {
             network: None,
             ip: None,
             ports: vec![],
+            exec: Default::default(),
+            paused: false,
         }
     }
 
