@@ -125,7 +125,7 @@ fn walk(
         match kind(&st) {
             SFlag::S_IFDIR => {
                 visit(Entry::Dir(&child_rel, &st))?;
-                if st.st_dev as u64 == dev {
+                if st.st_dev == dev {
                     let Ok(fd) = openat(
                         dir,
                         name,
@@ -138,7 +138,7 @@ fn walk(
                 }
                 visit(Entry::Leave)?;
             }
-            SFlag::S_IFREG if st.st_dev as u64 == dev => {
+            SFlag::S_IFREG if st.st_dev == dev => {
                 let fd = openat(
                     dir,
                     name,
