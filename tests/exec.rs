@@ -403,3 +403,84 @@ fn exec_joins_a_user_namespace_first_and_keeps_no_new_privs() {
         )
     );
 }
+
+#[test]
+fn cp_and_export_of_a_stopped_container_read_its_layers() {
+    if !root_or_skip("cp_and_export_of_a_stopped_container_read_its_layers") {
+        return;
+    }
+    let state = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("exec-stopped-{}", std::process::id()));
+    std::fs::create_dir_all(&state).unwrap();
+    let sb = |args: &[&str]| {
+        let mut all = vec!["--state", state.to_str().unwrap()];
+        all.extend_from_slice(args);
+        cmd(&all).output().expect("run stagebox")
+    };
+    let mounts_before = common::host_mounts();
+    let o = sb(&[
+        "run",
+        "--name",
+        "s1",
+        "--trace",
+        "off",
+        "--",
+        "sh",
+        "-c",
+        "echo stopped > /etc/s-marker; rm /etc/passwd; mkdir /tmp/d",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let export = |file: &PathBuf| -> Vec<String> {
+        let o = sb(&["export", "-o", file.to_str().unwrap(), "s1"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        tar::Archive::new(std::fs::File::open(file).unwrap())
+            .entries()
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().unwrap().display().to_string())
+            .collect()
+    };
+    let tar = state.join("e.tar");
+    let names = export(&tar);
+    assert!(
+        names.iter().any(|n| n == "etc/s-marker"),
+        "the writable layer is in the export"
+    );
+    assert!(
+        names.iter().any(|n| n == "etc/group"),
+        "the image is in the export"
+    );
+    assert!(
+        !names.iter().any(|n| n == "etc/passwd"),
+        "the whiteout hides the deleted file"
+    );
+    // Out and in: into the writable layer, as the container's own writes go.
+    let out = state.join("m");
+    assert!(sb(&["cp", "s1:/etc/s-marker", out.to_str().unwrap()])
+        .status
+        .success());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "stopped\n");
+    assert_eq!(
+        sb(&["cp", "s1:/etc/passwd", out.to_str().unwrap()])
+            .status
+            .code(),
+        Some(125)
+    );
+    let f = state.join("newf");
+    std::fs::write(&f, "new\n").unwrap();
+    assert!(sb(&["cp", f.to_str().unwrap(), "s1:/tmp/d/"])
+        .status
+        .success());
+    let upper = PathBuf::from(
+        String::from_utf8_lossy(&sb(&["inspect", "-f", "upper_dir", "s1"]).stdout).trim(),
+    );
+    assert_eq!(
+        std::fs::read_to_string(upper.join("tmp/d/newf")).unwrap(),
+        "new\n"
+    );
+    assert!(export(&tar).iter().any(|n| n == "tmp/d/newf"));
+    // The layers were mounted in a namespace of the command's own: nothing left on the host.
+    assert_eq!(common::host_mounts(), mounts_before);
+    assert!(sb(&["rm", "s1"]).status.success());
+    let _ = std::fs::remove_dir_all(&state);
+}

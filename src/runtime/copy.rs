@@ -11,8 +11,16 @@
 //! Files copied in belong to the container's root (the host uid its uid_map gives 0).
 //! `export` writes the root filesystem as a tar, staying on the root's own filesystem
 //! (`/proc`, `/sys`, `/dev` and volumes are other mounts: their directories are kept empty,
-//! as in Docker's export). A stopped container has no root to go through: `cp` and `export`
-//! refuse it in one sentence (its layers are `STATE/containers/ID/upper` over the image's).
+//! as in Docker's export).
+//!
+//! A stopped container has no root to go through: its layers are mounted again, in a mount
+//! namespace of this process's own (`unshare(CLONE_NEWNS)`, everything made private first, so
+//! nothing reaches the host and the mount ends with the process). Copying out or exporting
+//! mounts the writable layer read-only as the top lower layer (`lowerdir=upper:image...`), so
+//! its whiteouts hide what it deleted; copying in mounts the overlay as the container had it
+//! (`upperdir=upper`), so the new files land in its writable layer the way its own writes do.
+//! Only `trusted.overlay.*` xattrs are read there: an opaque directory a user-namespace run
+//! marked with `user.overlay.opaque` shows the lower layers' files under it.
 
 use crate::error::{Error, Result};
 use crate::rootfs::walk::{open_in_root, Make};
@@ -159,18 +167,19 @@ fn walk(
     Ok(())
 }
 
-/// `stagebox cp`: one side must be `CONTAINER:PATH` of a running container.
+/// `stagebox cp`: one side must be `CONTAINER:PATH` (running or not).
 pub fn cp(state: &Path, src: &str, dest: &str) -> Result<()> {
     match (parse_side(src), parse_side(dest)) {
         (Side::Container(c, from), Side::Host(to)) => {
-            let (_, pid) = super::exec::running(state, &c)
-                .map_err(|_| not_running(&c, "cp"))?;
-            copy_out(pid, &from, &to)
+            let (root, _) = root_for(state, &c, false)?;
+            copy_out(root, &from, &to)
         }
         (Side::Host(from), Side::Container(c, to)) => {
-            let (_, pid) = super::exec::running(state, &c)
-                .map_err(|_| not_running(&c, "cp"))?;
-            copy_in(pid, &from, &to)
+            if std::fs::symlink_metadata(&from).is_err() {
+                return Err(Error::usage(format!("there is no {} to copy", from.display())));
+            }
+            let (root, ids) = root_for(state, &c, true)?;
+            copy_in(root, ids, &from, &to)
         }
         _ => Err(Error::usage(
             "cp copies between a container and the host: one side is CONTAINER:PATH, the other a host path",
@@ -178,14 +187,70 @@ pub fn cp(state: &Path, src: &str, dest: &str) -> Result<()> {
     }
 }
 
-fn not_running(c: &str, what: &str) -> Error {
-    Error::usage(format!(
-        "container {c} is not running; {what} goes through a running container's root (a stopped one's layers are not read yet)"
+/// The container's root and the host ids of its root user: the workload's root while it
+/// runs, else its layers mounted again in a private mount namespace (see the top).
+fn root_for(state: &Path, key: &str, writable: bool) -> Result<(OwnedFd, (u32, u32))> {
+    if let Ok((_, pid)) = super::exec::running(state, key) {
+        return Ok((root_of(pid)?, root_ids(pid)));
+    }
+    let c = crate::state::container::find(state, key)?;
+    if c.lower.is_empty() {
+        return Err(Error::usage(format!(
+            "container {key} is not running and has no layers of its own (it ran on the host's filesystem)"
+        )));
+    }
+    let lower: Vec<String> = c.lower.iter().map(|l| l.display().to_string()).collect();
+    let (upper, work, merged) = (c.upper(state), c.work(state), c.merged(state));
+    let data = if writable {
+        format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            upper.display(),
+            work.display()
+        )
+    } else {
+        format!("lowerdir={}:{}", upper.display(), lower.join(":"))
+    };
+    if data.len() > 4000 || data.matches(',').count() > 2 {
+        return Err(Error::usage(format!(
+            "container {key} is not running, and its layers' paths do not fit in one overlay mount here"
+        )));
+    }
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(sys("unshare(CLONE_NEWNS)"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(sys("make this process's mounts private"))?;
+    std::fs::create_dir_all(&merged)
+        .map_err(|e| Error::io(format!("create {}", merged.display()), e))?;
+    let flags = if writable {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_RDONLY
+    };
+    mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        flags,
+        Some(data.as_str()),
+    )
+    .map_err(sys(format!("mount the layers of container {key}")))?;
+    Ok((
+        std::fs::File::open(&merged)
+            .map(OwnedFd::from)
+            .map_err(|e| Error::io(format!("open {}", merged.display()), e))?,
+        (0, 0),
     ))
 }
 
-fn copy_out(pid: i32, from: &Path, to: &Path) -> Result<()> {
-    let root = root_of(pid)?;
+fn copy_out(root: OwnedFd, from: &Path, to: &Path) -> Result<()> {
     let opened = open_in_root(root.as_fd(), from, Make::Nothing)?;
     let st = fstat(&opened.fd).map_err(sys("fstat"))?;
     let base = opened
@@ -264,11 +329,9 @@ fn write_host_file(p: &Path, from: &mut std::fs::File, mode: u32) -> Result<()> 
     Ok(())
 }
 
-fn copy_in(pid: i32, from: &Path, to: &Path) -> Result<()> {
+fn copy_in(root: OwnedFd, ids: (u32, u32), from: &Path, to: &Path) -> Result<()> {
     let meta = std::fs::symlink_metadata(from)
         .map_err(|e| Error::usage(format!("cannot copy {}: {e}", from.display())))?;
-    let root = root_of(pid)?;
-    let ids = root_ids(pid);
     // DEST an existing directory: SRC goes inside it under its own name (Docker's rule).
     let (parent, name) = match open_in_root(root.as_fd(), to, Make::Nothing) {
         Ok(o)
@@ -379,12 +442,10 @@ fn put(
     Ok(())
 }
 
-/// `stagebox export`: the container's root filesystem as a tar, to `out`.
+/// `stagebox export`: the container's root filesystem as a tar, to `out` (running or not).
 pub fn export(state: &Path, key: &str, out: &mut dyn Write) -> Result<()> {
-    let (_, pid) = super::exec::running(state, key).map_err(|_| not_running(key, "export"))?;
-    let root = root_of(pid)?;
+    let (root, (uid0, gid0)) = root_for(state, key, false)?;
     let st = fstat(&root).map_err(sys("fstat the container's root"))?;
-    let (uid0, gid0) = root_ids(pid);
     let inside = |host: u32, zero: u32| host.checked_sub(zero).unwrap_or(host) as u64;
     let mut tar = tar::Builder::new(out);
     let bad = |e: std::io::Error| Error::io("write the tar", e);
