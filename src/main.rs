@@ -432,7 +432,13 @@ fn main() {
                 .unwrap_or("error: invalid arguments")
                 .trim_start_matches("error: ")
                 .to_string();
-            eprintln!("stagebox: {first}; see `stagebox --help`");
+            // clap's "did you mean": `tip: a similar argument exists: '--hostname'`.
+            let tip = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("tip: "))
+                .map(|t| format!(" ({t})"))
+                .unwrap_or_default();
+            eprintln!("stagebox: {first}{tip}; see `stagebox --help`");
             std::process::exit(125);
         }
     };

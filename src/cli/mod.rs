@@ -251,9 +251,12 @@ pub struct RunArgs {
     /// What to make the default rootfs from: auto, busybox or host.
     #[arg(long, value_name = "SOURCE", default_value = "auto")]
     pub rootfs_source: String,
-    /// The container's hostname (default: stagebox-<short id>).
-    #[arg(long, value_name = "NAME")]
+    /// The container's hostname (default: stagebox-<short id>); needs the uts stage.
+    #[arg(short = 'h', long, value_name = "NAME")]
     pub hostname: Option<String>,
+    /// Print help (`-h` is the hostname, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// Trace format on stderr: pretty, verbose (pretty, with each host mount the root switch
     /// takes out of view on a line of its own), json or off.
     #[arg(
@@ -380,6 +383,7 @@ impl RunArgs {
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Run a command in a container built from the stages.
+    #[command(disable_help_flag = true)]
     Run(RunArgs),
     /// List every stage: what it does, on or off by default, the lesson that teaches it.
     Stages,
@@ -525,17 +529,22 @@ pub struct ImageRunArgs {
     /// Run as this user: uid[:gid] or name[:group] (names from the image's /etc/passwd).
     #[arg(short = 'u', long, value_name = "USER")]
     pub user: Option<String>,
-    /// IMAGE [CMD [ARG...]]: an image, then the command that replaces its Cmd.
-    #[arg(value_name = "IMAGE [CMD]", allow_hyphen_values = true, num_args = 1..)]
-    pub positional: Vec<String>,
+    /// The image (NAME[:TAG] or ID), after the options; everything after it is the command.
+    #[arg(value_name = "IMAGE")]
+    pub positional: Option<String>,
+    /// The command that replaces the image's Cmd, and its arguments, taken as they are.
+    #[arg(value_name = "CMD", allow_hyphen_values = true, num_args = 1..)]
+    pub args: Vec<String>,
 }
 
 impl ImageRunArgs {
     /// The image part of the run config, and the command (after the image, or after --).
     pub fn split(self, after_dashes: Vec<String>) -> (crate::image::run::RunImage, Vec<String>) {
-        let mut pos = self.positional.into_iter();
-        let image = self.image.or_else(|| pos.next());
-        let mut command: Vec<String> = pos.collect();
+        // With --image, the first word after the options is the command, not an image.
+        let (image, mut command) = match self.image {
+            Some(i) => (Some(i), self.positional.into_iter().chain(self.args).collect()),
+            None => (self.positional, self.args),
+        };
         // `run IMAGE -- CMD`: clap hands the -- over as a value.
         if command.first().is_some_and(|a| a == "--") {
             command.remove(0);
@@ -668,5 +677,66 @@ pub fn parse_source(s: &str) -> crate::Result<RootfsSource> {
         other => Err(crate::Error::usage(format!(
             "unknown rootfs source {other:?}; use auto, busybox or host"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn run(argv: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut full = vec!["stagebox", "run"];
+        full.extend(argv);
+        match Cli::try_parse_from(full)?.cmd {
+            Cmd::Run(a) => Ok(a),
+            _ => unreachable!(),
+        }
+    }
+
+    fn split(argv: &[&str]) -> (Option<String>, Vec<String>) {
+        let a = run(argv).unwrap();
+        let (img, cmd) = a.image.split(a.command);
+        let img = img.source.map(|s| match s {
+            crate::image::run::ImageSource::Ref(r) => r,
+            #[allow(unreachable_patterns)]
+            _ => String::new(),
+        });
+        (img, cmd)
+    }
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn image_and_command_forms() {
+        assert_eq!(split(&["--", "sh", "-c", "x"]), (None, v(&["sh", "-c", "x"])));
+        assert_eq!(split(&["--rm", "img", "sh", "-c", "x"]), (Some("img".into()), v(&["sh", "-c", "x"])));
+        assert_eq!(split(&["img", "--", "sh", "-c"]), (Some("img".into()), v(&["sh", "-c"])));
+        assert_eq!(split(&["img", "ls", "--rm", "-h"]), (Some("img".into()), v(&["ls", "--rm", "-h"])));
+        assert_eq!(split(&["img", "sh", "--", "x"]), (Some("img".into()), v(&["sh", "--", "x"])));
+        assert_eq!(split(&["--image", "img", "sh", "-c", "x"]), (Some("img".into()), v(&["sh", "-c", "x"])));
+        assert_eq!(split(&["--image", "img", "--", "sh"]), (Some("img".into()), v(&["sh"])));
+        assert_eq!(split(&["img"]), (Some("img".into()), v(&[])));
+        let a = run(&["--probe", "--", "--escape"]).unwrap();
+        assert!(a.probe);
+        assert_eq!(a.image.split(a.command).1, v(&["--escape"]));
+    }
+
+    #[test]
+    fn unknown_flags_are_errors_with_a_suggestion() {
+        let e = run(&["--hostnme", "x", "--", "true"]).err().unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert!(e.render().to_string().contains("--hostname"), "{}", e.render());
+        assert!(run(&["-Z", "default", "true"]).is_err());
+    }
+
+    #[test]
+    fn short_h_is_the_hostname_and_help_is_long() {
+        let a = run(&["-h", "lab", "--", "hostname"]).unwrap();
+        assert_eq!(a.hostname.as_deref(), Some("lab"));
+        let e = run(&["--help"]).err().unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
     }
 }
