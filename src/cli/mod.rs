@@ -240,6 +240,103 @@ impl NetworkArgs {
     }
 }
 
+/// Docker's namespace flags (`--pid host` ...): each `host` switches its stage off.
+#[derive(Args, Clone, Default)]
+pub struct NamespaceArgs {
+    /// host: share the host's PID namespace (the pid stage off); private (default): its own.
+    #[arg(long, value_name = "MODE")]
+    pub pid: Option<String>,
+    /// host: share the host's IPC namespace (the ipc stage off); private (default): its own.
+    #[arg(long, value_name = "MODE")]
+    pub ipc: Option<String>,
+    /// host: share the host's UTS namespace, its hostname included (the uts stage off).
+    #[arg(long, value_name = "MODE")]
+    pub uts: Option<String>,
+    /// host: share the host's cgroup namespace (the cgroupns stage off); private (default).
+    #[arg(long, value_name = "MODE")]
+    pub cgroupns: Option<String>,
+}
+
+impl NamespaceArgs {
+    /// The namespaces shared with the host; a value other than host or private is one sentence.
+    pub fn parse(&self) -> crate::Result<crate::stages::plan::HostNamespaces> {
+        let host = |flag: &str, v: &Option<String>| -> crate::Result<bool> {
+            match v.as_deref() {
+                None | Some("private") => Ok(false),
+                Some("host") => Ok(true),
+                Some(other) => Err(crate::Error::usage(format!(
+                    "--{flag} {other:?} is not a mode; use host (share the host's namespace) or private (the default)"
+                ))),
+            }
+        };
+        Ok(crate::stages::plan::HostNamespaces {
+            pid: host("pid", &self.pid)?,
+            ipc: host("ipc", &self.ipc)?,
+            uts: host("uts", &self.uts)?,
+            net: false,
+            cgroupns: host("cgroupns", &self.cgroupns)?,
+        })
+    }
+}
+
+/// Docker's `--env-file`, `--mount`, `--tmpfs`, `--ulimit` and `--init`.
+#[derive(Args, Clone, Default)]
+pub struct ExtraRunArgs {
+    /// Read environment variables from a file: KEY=VALUE lines (KEY alone: the caller's
+    /// value), # comments and blank lines skipped; --env wins over it.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// A mount, Docker's way: type=bind|volume|tmpfs,source=...,target=...[,readonly].
+    #[arg(long, value_name = "MOUNT")]
+    pub mount: Vec<String>,
+    /// Mount a fresh tmpfs: /path[:options], e.g. /tmp:size=64m,mode=1777.
+    #[arg(long, value_name = "PATH[:OPTS]")]
+    pub tmpfs: Vec<String>,
+    /// A resource limit for the container's processes: NAME=SOFT[:HARD] (nofile, nproc, core,
+    /// stack, ...; -1: unlimited).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
+    /// Run stagebox's own init as PID 1: it forwards signals to the command and reaps zombies.
+    #[arg(long)]
+    pub init: bool,
+}
+
+impl ExtraRunArgs {
+    /// The environment from the --env-file files, in order (a missing file is one sentence).
+    pub fn env_from_files(&self) -> crate::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for f in &self.env_file {
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                crate::Error::usage(format!("--env-file {}: {e}", f.display()))
+            })?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim_start();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                match line.split_once('=') {
+                    Some(("", _)) => {
+                        return Err(crate::Error::usage(format!(
+                            "--env-file {} line {}: no variable name before '='",
+                            f.display(),
+                            n + 1
+                        )))
+                    }
+                    Some(_) => out.push(line.to_string()),
+                    // KEY alone: the caller's value, or nothing when the caller has none.
+                    None => {
+                        let key = line.trim_end();
+                        if let Ok(v) = std::env::var(key) {
+                            out.push(format!("{key}={v}"));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// `stagebox run`'s flags.
 #[derive(Args)]
 pub struct RunArgs {
@@ -304,6 +401,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub network: NetworkArgs,
     #[command(flatten)]
+    pub namespaces: NamespaceArgs,
+    #[command(flatten)]
+    pub extra: ExtraRunArgs,
+    #[command(flatten)]
     pub image: ImageRunArgs,
     /// The command and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
@@ -325,18 +426,47 @@ impl RunArgs {
             None => crate::trace::Focus::all(),
         };
         let limits = self.limits.parse()?;
-        let volumes = self
+        let mut volumes = self
             .volume
             .iter()
             .map(|v| crate::state::volume::parse(v))
             .collect::<crate::Result<Vec<_>>>()?;
-        let (confine, security) = self.security.parse()?;
-        let (network, publish) = self.network.parse()?;
-        let mut toggles = self.toggles.clone();
-        if network == crate::runtime::config::NetworkRequest::Host {
-            toggles.without.push("net".into());
+        let mut tmpfs = Vec::new();
+        for m in &self.extra.mount {
+            match crate::state::volume::parse_mount(m)? {
+                crate::state::volume::MountArg::Volume(v) => volumes.push(v),
+                crate::state::volume::MountArg::Tmpfs(t) => tmpfs.push(t),
+            }
         }
-        let plan = toggles.plan_confined(!volumes.is_empty(), confine)?;
+        for t in &self.extra.tmpfs {
+            tmpfs.push(crate::state::volume::parse_tmpfs(t)?);
+        }
+        let ulimits = self
+            .extra
+            .ulimit
+            .iter()
+            .map(|u| crate::runtime::config::Ulimit::parse(u))
+            .collect::<crate::Result<Vec<_>>>()?;
+        let mut env = self.extra.env_from_files()?;
+        env.extend(self.env.iter().cloned());
+        let (mut confine, security) = self.security.parse()?;
+        let (network, publish) = self.network.parse()?;
+        confine.host_ns = self.namespaces.parse()?;
+        confine.host_ns.net = network == crate::runtime::config::NetworkRequest::Host;
+        let plan = self
+            .toggles
+            .plan_confined(!volumes.is_empty() || !tmpfs.is_empty(), confine)?;
+        if let (Some(h), false) = (&self.hostname, plan.is_on(crate::stages::StageId::Uts)) {
+            let why = plan
+                .stages
+                .iter()
+                .find(|s| s.id == crate::stages::StageId::Uts)
+                .map(|s| s.why.clone())
+                .unwrap_or_default();
+            return Err(crate::Error::usage(format!(
+                "--hostname {h} needs the uts stage, which is off here ({why}): without a UTS namespace of its own the container's hostname is the host's, and setting it would rename the host; drop --hostname or switch the uts stage on"
+            )));
+        }
         if !matches!(
             network,
             crate::runtime::config::NetworkRequest::Default
@@ -362,7 +492,7 @@ impl RunArgs {
             plan,
             probe,
             state_dir: state,
-            env: self.env,
+            env,
             workdir: self.workdir,
             trace,
             trace_focus,
@@ -376,6 +506,11 @@ impl RunArgs {
             network,
             publish,
             publish_all: self.network.publish_all,
+            extras: crate::runtime::config::RunExtras {
+                init: self.extra.init,
+                ulimits,
+                tmpfs,
+            },
         })
     }
 }
