@@ -74,12 +74,13 @@ pub fn follow_stages(
                 ));
                 current = pid;
             }
-            ToParent::Exec => {
+            ToParent::NotRunnable { message, code } => {
+                reaper.kill_all();
+                return Err(Error::NotRunnable { message, code });
+            }
+            ToParent::Exec { path, argv } => {
                 if tracing {
-                    trace::exec(&format!(
-                        "execve({:?}, {:?}) as host pid {current}",
-                        prepared.exec.path, prepared.exec.argv
-                    ));
+                    trace::exec(&format!("execve({path:?}, {argv:?}) as host pid {current}"));
                     let n = prepared.exec.preserve_fds;
                     if n > 0 {
                         trace::exec(&format!(
