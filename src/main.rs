@@ -240,7 +240,10 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
     // a container; `run` makes it after its flags are checked.
     if !matches!(
         cli.cmd,
-        Cmd::Stages | Cmd::Plan { .. } | Cmd::Doctor { .. } | Cmd::Probe { .. } | Cmd::Run(_)
+        Cmd::Stages | Cmd::Plan { .. } | Cmd::Doctor { .. }
+            | Cmd::Probe { .. }
+            | Cmd::Run(_)
+            | Cmd::Init { .. }
     ) {
         let create = matches!(
             cli.cmd,
@@ -355,6 +358,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             escape.then_some(marker.as_deref()),
             checks.as_deref(),
         ),
+        Cmd::Init { command } => stagebox::runtime::init::run(&command),
         Cmd::Compare {
             rootfs,
             stages,

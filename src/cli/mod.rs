@@ -582,6 +582,13 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// PID 1 of `run --init` (exec'd inside the container): runs CMD, forwards signals to
+    /// it, reaps zombies, exits with its status.
+    #[command(hide = true)]
+    Init {
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
     /// Report what this process sees: pid, hostname, namespaces, root, mounts, maps, network.
     Probe {
         #[arg(long)]

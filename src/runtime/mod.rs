@@ -12,6 +12,7 @@
 //! - `child`: the container process, stage after stage, then execve.
 //! - `channel`: the messages between the two.
 //! - `wait`: waiting for the workload, forwarding signals, and its exit status.
+//! - `init`: `stagebox init`, the PID 1 of `run --init`: forwards signals, reaps zombies.
 //!
 //! May import: everything from `stages` down. Nothing below imports it.
 
@@ -20,6 +21,7 @@ pub mod child;
 pub mod config;
 pub mod follow;
 pub mod host;
+pub mod init;
 pub mod prepare;
 pub mod wait;
 
