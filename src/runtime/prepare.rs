@@ -133,6 +133,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
             userns,
             net: crate::stages::NetSetup::Loopback,
             etc_files: Vec::new(),
+            tmpfs: cfg.extras.tmpfs.clone(),
         },
         exec,
         _exe: exe,
@@ -379,6 +380,11 @@ fn check_flags(cfg: &RunConfig) -> Result<()> {
                 "a container named {n:?} already exists; remove it with `stagebox rm {n}` or pick another --name"
             )));
         }
+    }
+    if !cfg.extras.tmpfs.is_empty() && !plan.is_on(StageId::Volumes) {
+        return Err(Error::usage(
+            "--tmpfs (or --mount type=tmpfs) was given but the volumes stage, which mounts it, is off; switch it on or drop the tmpfs",
+        ));
     }
     if !cfg.volumes.is_empty() && !plan.is_on(StageId::Volumes) {
         return Err(Error::usage(
