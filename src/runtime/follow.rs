@@ -79,6 +79,15 @@ pub fn follow_stages(
                 return Err(Error::NotRunnable { message, code });
             }
             ToParent::Exec { path, argv } => {
+                if !prepared.ulimits.is_empty() {
+                    let lines = super::rlimits::apply(current.as_raw(), &prepared.ulimits)
+                        .inspect_err(|_| reaper.kill_all())?;
+                    if tracing {
+                        for l in lines {
+                            trace::exec(&l);
+                        }
+                    }
+                }
                 if tracing {
                     trace::exec(&format!("execve({path:?}, {argv:?}) as host pid {current}"));
                     let n = prepared.exec.preserve_fds;

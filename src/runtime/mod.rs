@@ -12,6 +12,7 @@
 //! - `child`: the container process, stage after stage, then execve.
 //! - `channel`: the messages between the two.
 //! - `wait`: waiting for the workload, forwarding signals, and its exit status.
+//! - `rlimits`: `--ulimit`, set on the container process with prlimit(2) before the exec.
 //! - `init`: `stagebox init`, the PID 1 of `run --init`: forwards signals, reaps zombies.
 //!
 //! May import: everything from `stages` down. Nothing below imports it.
@@ -23,6 +24,7 @@ pub mod follow;
 pub mod host;
 pub mod init;
 pub mod prepare;
+pub mod rlimits;
 pub mod wait;
 
 use crate::error::{Error, Result};

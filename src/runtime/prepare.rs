@@ -18,6 +18,8 @@ pub struct Prepared {
     _exe: Option<OwnedFd>,
     /// The image run, if any (its layers are the overlay's lower dirs).
     pub image: Option<crate::image::run::Resolved>,
+    /// `--ulimit`: set on the container process at the exec step (`rlimits`).
+    pub ulimits: Vec<super::config::Ulimit>,
 }
 
 pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
@@ -138,6 +140,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         exec,
         _exe: exe,
         image,
+        ulimits: cfg.extras.ulimits.clone(),
     })
 }
 
