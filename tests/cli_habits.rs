@@ -10,6 +10,13 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The tests compare the state directory and the cgroups before and after: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// This test binary's own state directory (its default rootfs made once).
 fn state() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -53,6 +60,7 @@ fn containers() -> Vec<String> {
 
 #[test]
 fn a_mistyped_flag_is_an_error_with_a_suggestion() {
+    let _g = serial();
     let (code, out, err) = run(&["run", "--hostnme", "x", "--", "true"]);
     assert_eq!(code, 125, "{err}");
     assert!(out.is_empty());
@@ -69,6 +77,7 @@ fn a_mistyped_flag_is_an_error_with_a_suggestion() {
 
 #[test]
 fn long_help_prints_usage_and_short_h_is_the_hostname() {
+    let _g = serial();
     let (code, out, _) = run(&["run", "--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("Usage:") && out.contains("--hostname"), "{out}");
@@ -81,6 +90,7 @@ fn long_help_prints_usage_and_short_h_is_the_hostname() {
 
 #[test]
 fn pid_host_shares_the_hosts_pid_namespace_and_the_plan_says_so() {
+    let _g = serial();
     if !root_or_skip("pid_host") {
         return;
     }
@@ -100,6 +110,7 @@ fn pid_host_shares_the_hosts_pid_namespace_and_the_plan_says_so() {
 
 #[test]
 fn a_hostname_without_the_uts_stage_is_refused() {
+    let _g = serial();
     let before = containers();
     for flags in [&["--uts", "host"][..], &["--without", "uts"][..]] {
         let mut args = vec!["run", "--rm"];
@@ -118,6 +129,7 @@ fn a_hostname_without_the_uts_stage_is_refused() {
 
 #[test]
 fn env_file_mount_and_tmpfs() {
+    let _g = serial();
     if !root_or_skip("env_file_mount_and_tmpfs") {
         return;
     }
@@ -177,6 +189,7 @@ fn env_file_mount_and_tmpfs() {
 
 #[test]
 fn ulimit_is_set_in_the_container() {
+    let _g = serial();
     if !root_or_skip("ulimit") {
         return;
     }
@@ -195,6 +208,7 @@ fn ulimit_is_set_in_the_container() {
 
 #[test]
 fn the_command_is_looked_up_after_the_volumes_with_dockers_exit_codes() {
+    let _g = serial();
     if !root_or_skip("command_lookup") {
         return;
     }
@@ -222,12 +236,28 @@ fn the_command_is_looked_up_after_the_volumes_with_dockers_exit_codes() {
     assert_eq!(code, 126, "{err}");
     assert_eq!(err.trim(), "stagebox: exec: \"/v/plain.sh\": permission denied");
     assert_eq!(containers(), before, "nothing left behind");
-    // No cgroup left under this state directory's parent (cgroup v2 layout).
-    let parent = Path::new("/sys/fs/cgroup").join(stagebox::state::dir::cgroup_parent(state()));
-    let left: Vec<_> = std::fs::read_dir(&parent)
-        .map(|rd| rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "cgroups left under {}: {left:?}", parent.display());
+    // No container cgroup left under this state directory's parent, in any hierarchy.
+    let parent = stagebox::state::dir::cgroup_parent(state());
+    let roots = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .chain([PathBuf::from("/sys/fs/cgroup")]);
+    let mut seen = 0;
+    for dir in roots.map(|r| r.join(&parent)).filter(|d| d.is_dir()) {
+        seen += 1;
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "cgroups left under {}: {left:?}", dir.display());
+    }
+    // The place looked at is the right one: a container's cgroup is under that parent.
+    let (_, out, _) = run(&["run", "--rm", "--trace", "off", "--without", "cgroupns", "--", "cat", "/proc/self/cgroup"]);
+    assert!(out.contains(&format!(":/{parent}/")), "{parent} not in {out}");
+    let _ = seen;
     // --probe still runs stagebox's own file.
     let (code, out, err) = run(&["run", "--rm", "--trace", "off", "--probe"]);
     assert_eq!(code, 0, "{err}");
@@ -264,6 +294,7 @@ fn wait_bounded(child: &mut std::process::Child, limit: Duration) -> Option<i32>
 
 #[test]
 fn init_is_pid_1_forwards_sigterm_and_reaps_orphans() {
+    let _g = serial();
     if !root_or_skip("init") {
         return;
     }
