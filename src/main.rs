@@ -240,7 +240,9 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
     // a container; `run` makes it after its flags are checked.
     if !matches!(
         cli.cmd,
-        Cmd::Stages | Cmd::Plan { .. } | Cmd::Doctor { .. }
+        Cmd::Stages
+            | Cmd::Plan { .. }
+            | Cmd::Doctor { .. }
             | Cmd::Probe { .. }
             | Cmd::Run(_)
             | Cmd::Init { .. }

@@ -80,11 +80,16 @@ fn long_help_prints_usage_and_short_h_is_the_hostname() {
     let _g = serial();
     let (code, out, _) = run(&["run", "--help"]);
     assert_eq!(code, 0);
-    assert!(out.contains("Usage:") && out.contains("--hostname"), "{out}");
+    assert!(
+        out.contains("Usage:") && out.contains("--hostname"),
+        "{out}"
+    );
     if !root_or_skip("short_h_is_the_hostname") {
         return;
     }
-    let (code, out, err) = run(&["run", "--rm", "--trace", "off", "-h", "lab", "--", "hostname"]);
+    let (code, out, err) = run(&[
+        "run", "--rm", "--trace", "off", "-h", "lab", "--", "hostname",
+    ]);
     assert_eq!((code, out.trim()), (0, "lab"), "{err}");
 }
 
@@ -95,12 +100,31 @@ fn pid_host_shares_the_hosts_pid_namespace_and_the_plan_says_so() {
         return;
     }
     let (code, out, err) = run(&[
-        "run", "--rm", "--pid", "host", "--trace-stages", "pid", "--", "readlink", "/proc/self/ns/pid",
+        "run",
+        "--rm",
+        "--pid",
+        "host",
+        "--trace-stages",
+        "pid",
+        "--",
+        "readlink",
+        "/proc/self/ns/pid",
     ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), host_ns("pid"));
-    assert!(err.contains("(--pid host)"), "the trace names the flag: {err}");
-    let (code, out, _) = run(&["run", "--rm", "--trace", "off", "--", "readlink", "/proc/self/ns/pid"]);
+    assert!(
+        err.contains("(--pid host)"),
+        "the trace names the flag: {err}"
+    );
+    let (code, out, _) = run(&[
+        "run",
+        "--rm",
+        "--trace",
+        "off",
+        "--",
+        "readlink",
+        "/proc/self/ns/pid",
+    ]);
     assert_eq!(code, 0);
     assert_ne!(out.trim(), host_ns("pid"), "private is the default");
     let (code, _, err) = run(&["run", "--ipc", "shared", "--", "true"]);
@@ -135,10 +159,24 @@ fn env_file_mount_and_tmpfs() {
     }
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("env");
-    std::fs::write(&f, "# a comment\n\nA=1\nB=two words\nCALLER_VAR\nGONE_VAR\n").unwrap();
+    std::fs::write(
+        &f,
+        "# a comment\n\nA=1\nB=two words\nCALLER_VAR\nGONE_VAR\n",
+    )
+    .unwrap();
     let out = sb(&[
-        "run", "--rm", "--trace", "off", "--env-file", f.to_str().unwrap(), "-e", "A=from-e", "--",
-        "sh", "-c", "echo \"$A|$B|$CALLER_VAR|${GONE_VAR-unset}\"",
+        "run",
+        "--rm",
+        "--trace",
+        "off",
+        "--env-file",
+        f.to_str().unwrap(),
+        "-e",
+        "A=from-e",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$A|$B|$CALLER_VAR|${GONE_VAR-unset}\"",
     ])
     .env("CALLER_VAR", "mine")
     .env_remove("GONE_VAR")
@@ -157,8 +195,17 @@ fn env_file_mount_and_tmpfs() {
     // tmpfs, both ways: mountinfo inside shows a tmpfs there; nothing on the host.
     let host_before = host_mounts();
     let (code, out, err) = run(&[
-        "run", "--rm", "--trace", "off", "--mount", "type=tmpfs,target=/t", "--tmpfs", "/u:size=1m",
-        "--", "cat", "/proc/self/mountinfo",
+        "run",
+        "--rm",
+        "--trace",
+        "off",
+        "--mount",
+        "type=tmpfs,target=/t",
+        "--tmpfs",
+        "/u:size=1m",
+        "--",
+        "cat",
+        "/proc/self/mountinfo",
     ]);
     assert_eq!(code, 0, "{err}");
     for (path, size) in [("/t", None), ("/u", Some("size=1024k"))] {
@@ -177,7 +224,16 @@ fn env_file_mount_and_tmpfs() {
     std::fs::write(d.path().join("hello"), "hi\n").unwrap();
     let m = format!("type=bind,source={},target=/b,readonly", d.path().display());
     let (code, out, err) = run(&[
-        "run", "--rm", "--trace", "off", "--mount", &m, "--", "sh", "-c", "cat /b/hello; touch /b/x || echo ro",
+        "run",
+        "--rm",
+        "--trace",
+        "off",
+        "--mount",
+        &m,
+        "--",
+        "sh",
+        "-c",
+        "cat /b/hello; touch /b/x || echo ro",
     ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "hi\nro\n");
@@ -194,13 +250,24 @@ fn ulimit_is_set_in_the_container() {
         return;
     }
     let (code, out, err) = run(&[
-        "run", "--rm", "--trace-stages", "uts", "--ulimit", "nofile=100:200", "--", "grep", "Max open files",
+        "run",
+        "--rm",
+        "--trace-stages",
+        "uts",
+        "--ulimit",
+        "nofile=100:200",
+        "--",
+        "grep",
+        "Max open files",
         "/proc/self/limits",
     ]);
     assert_eq!(code, 0, "{err}");
     let f: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(&f[3..5], &["100", "200"], "{out}");
-    assert!(err.contains("prlimit(") && err.contains("RLIMIT_NOFILE"), "{err}");
+    assert!(
+        err.contains("prlimit(") && err.contains("RLIMIT_NOFILE"),
+        "{err}"
+    );
     let (code, _, err) = run(&["run", "--ulimit", "nofiles=1", "--", "true"]);
     assert_eq!(code, 125);
     assert!(err.contains("unknown limit \"nofiles\""), "{err}");
@@ -213,14 +280,35 @@ fn the_command_is_looked_up_after_the_volumes_with_dockers_exit_codes() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    std::fs::write(d.path().join("hello.sh"), "#!/bin/sh\necho hello from a volume\n").unwrap();
+    std::fs::write(
+        d.path().join("hello.sh"),
+        "#!/bin/sh\necho hello from a volume\n",
+    )
+    .unwrap();
     std::fs::write(d.path().join("plain.sh"), "#!/bin/sh\necho no\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(d.path().join("hello.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(d.path().join("plain.sh"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        d.path().join("hello.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        d.path().join("plain.sh"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let v = format!("{}:/v", d.path().display());
     let before = containers();
-    let (code, out, err) = run(&["run", "--rm", "--trace", "off", "-v", &v, "--", "/v/hello.sh"]);
+    let (code, out, err) = run(&[
+        "run",
+        "--rm",
+        "--trace",
+        "off",
+        "-v",
+        &v,
+        "--",
+        "/v/hello.sh",
+    ]);
     assert_eq!((code, out.as_str()), (0, "hello from a volume\n"), "{err}");
     let (code, out, err) = run(&["run", "--rm", "--trace", "off", "--", "no-such-command"]);
     assert_eq!(code, 127, "{err}");
@@ -229,12 +317,36 @@ fn the_command_is_looked_up_after_the_volumes_with_dockers_exit_codes() {
         err.trim(),
         "stagebox: exec: \"no-such-command\": executable file not found in $PATH"
     );
-    let (code, _, err) = run(&["run", "--rm", "--trace", "off", "-v", &v, "--", "/v/missing"]);
+    let (code, _, err) = run(&[
+        "run",
+        "--rm",
+        "--trace",
+        "off",
+        "-v",
+        &v,
+        "--",
+        "/v/missing",
+    ]);
     assert_eq!(code, 127, "{err}");
-    assert!(err.contains("stat /v/missing: no such file or directory"), "{err}");
-    let (code, _, err) = run(&["run", "--rm", "--trace", "off", "-v", &v, "--", "/v/plain.sh"]);
+    assert!(
+        err.contains("stat /v/missing: no such file or directory"),
+        "{err}"
+    );
+    let (code, _, err) = run(&[
+        "run",
+        "--rm",
+        "--trace",
+        "off",
+        "-v",
+        &v,
+        "--",
+        "/v/plain.sh",
+    ]);
     assert_eq!(code, 126, "{err}");
-    assert_eq!(err.trim(), "stagebox: exec: \"/v/plain.sh\": permission denied");
+    assert_eq!(
+        err.trim(),
+        "stagebox: exec: \"/v/plain.sh\": permission denied"
+    );
     assert_eq!(containers(), before, "nothing left behind");
     // No container cgroup left under this state directory's parent, in any hierarchy.
     let parent = stagebox::state::dir::cgroup_parent(state());
@@ -252,11 +364,28 @@ fn the_command_is_looked_up_after_the_volumes_with_dockers_exit_codes() {
             .filter(|e| e.path().is_dir())
             .map(|e| e.file_name())
             .collect();
-        assert!(left.is_empty(), "cgroups left under {}: {left:?}", dir.display());
+        assert!(
+            left.is_empty(),
+            "cgroups left under {}: {left:?}",
+            dir.display()
+        );
     }
     // The place looked at is the right one: a container's cgroup is under that parent.
-    let (_, out, _) = run(&["run", "--rm", "--trace", "off", "--without", "cgroupns", "--", "cat", "/proc/self/cgroup"]);
-    assert!(out.contains(&format!(":/{parent}/")), "{parent} not in {out}");
+    let (_, out, _) = run(&[
+        "run",
+        "--rm",
+        "--trace",
+        "off",
+        "--without",
+        "cgroupns",
+        "--",
+        "cat",
+        "/proc/self/cgroup",
+    ]);
+    assert!(
+        out.contains(&format!(":/{parent}/")),
+        "{parent} not in {out}"
+    );
     let _ = seen;
     // --probe still runs stagebox's own file.
     let (code, out, err) = run(&["run", "--rm", "--trace", "off", "--probe"]);
@@ -268,7 +397,11 @@ fn spawn_named(name: &str, extra: &[&str], script: &str) -> std::process::Child 
     let mut args = vec!["run", "--rm", "--trace", "off", "--name", name];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
-    sb(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    sb(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// The host pid of the container's PID 1, once its record says running.
@@ -300,11 +433,25 @@ fn init_is_pid_1_forwards_sigterm_and_reaps_orphans() {
     }
     // PID 1 inside is stagebox init; the command is its child.
     let (code, out, err) = run(&[
-        "run", "--rm", "--trace", "off", "--init", "--", "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; echo $$",
+        "run",
+        "--rm",
+        "--trace",
+        "off",
+        "--init",
+        "--",
+        "sh",
+        "-c",
+        "tr '\\0' ' ' < /proc/1/cmdline; echo; echo $$",
     ]);
     assert_eq!(code, 0, "{err}");
     let mut lines = out.lines();
-    assert!(lines.next().unwrap_or("").starts_with("stagebox init -- /bin/sh"), "{out}");
+    assert!(
+        lines
+            .next()
+            .unwrap_or("")
+            .starts_with("stagebox init -- /bin/sh"),
+        "{out}"
+    );
     assert_ne!(lines.next(), Some("1"), "the shell is not PID 1: {out}");
 
     // SIGTERM to the container's PID 1 (init) reaches the shell, which dies of it: 143.
@@ -313,7 +460,11 @@ fn init_is_pid_1_forwards_sigterm_and_reaps_orphans() {
     let p = pid1(&name);
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(p),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let code = wait_bounded(&mut c, Duration::from_secs(5));
     assert_eq!(code, Some(143), "init forwarded SIGTERM");
     assert!(t.elapsed() < Duration::from_secs(3));
@@ -323,9 +474,21 @@ fn init_is_pid_1_forwards_sigterm_and_reaps_orphans() {
     let mut c = spawn_named(&name, &[], "trap - TERM; sleep 100");
     let p = pid1(&name);
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert_eq!(wait_bounded(&mut c, Duration::from_millis(1500)), None, "PID 1 shell died of SIGTERM");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(p),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(
+        wait_bounded(&mut c, Duration::from_millis(1500)),
+        None,
+        "PID 1 shell died of SIGTERM"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(p),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     assert_eq!(wait_bounded(&mut c, Duration::from_secs(5)), Some(137));
 
     // An orphan that ends becomes a zombie until PID 1 waits for it. PID 1's child makes an
@@ -343,9 +506,17 @@ fn init_is_pid_1_forwards_sigterm_and_reaps_orphans() {
             .chain(children(p).into_iter().flat_map(children))
             .filter(|c| state_of(*c) == Some('Z'))
             .collect();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         assert!(wait_bounded(&mut c, Duration::from_secs(5)).is_some());
-        assert_eq!(!zombies.is_empty(), want_zombie, "--init {init}: zombies {zombies:?}");
+        assert_eq!(
+            !zombies.is_empty(),
+            want_zombie,
+            "--init {init}: zombies {zombies:?}"
+        );
     }
 }
 

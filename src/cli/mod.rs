@@ -306,9 +306,8 @@ impl ExtraRunArgs {
     pub fn env_from_files(&self) -> crate::Result<Vec<String>> {
         let mut out = Vec::new();
         for f in &self.env_file {
-            let text = std::fs::read_to_string(f).map_err(|e| {
-                crate::Error::usage(format!("--env-file {}: {e}", f.display()))
-            })?;
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| crate::Error::usage(format!("--env-file {}: {e}", f.display())))?;
             for (n, line) in text.lines().enumerate() {
                 let line = line.trim_start();
                 if line.is_empty() || line.starts_with('#') {
@@ -515,6 +514,8 @@ impl RunArgs {
     }
 }
 
+// Parsed once per process: the size of `run`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Run a command in a container built from the stages.
@@ -684,7 +685,10 @@ impl ImageRunArgs {
     pub fn split(self, after_dashes: Vec<String>) -> (crate::image::run::RunImage, Vec<String>) {
         // With --image, the first word after the options is the command, not an image.
         let (image, mut command) = match self.image {
-            Some(i) => (Some(i), self.positional.into_iter().chain(self.args).collect()),
+            Some(i) => (
+                Some(i),
+                self.positional.into_iter().chain(self.args).collect(),
+            ),
             None => (self.positional, self.args),
         };
         // `run IMAGE -- CMD`: clap hands the -- over as a value.
@@ -853,13 +857,34 @@ mod tests {
 
     #[test]
     fn image_and_command_forms() {
-        assert_eq!(split(&["--", "sh", "-c", "x"]), (None, v(&["sh", "-c", "x"])));
-        assert_eq!(split(&["--rm", "img", "sh", "-c", "x"]), (Some("img".into()), v(&["sh", "-c", "x"])));
-        assert_eq!(split(&["img", "--", "sh", "-c"]), (Some("img".into()), v(&["sh", "-c"])));
-        assert_eq!(split(&["img", "ls", "--rm", "-h"]), (Some("img".into()), v(&["ls", "--rm", "-h"])));
-        assert_eq!(split(&["img", "sh", "--", "x"]), (Some("img".into()), v(&["sh", "--", "x"])));
-        assert_eq!(split(&["--image", "img", "sh", "-c", "x"]), (Some("img".into()), v(&["sh", "-c", "x"])));
-        assert_eq!(split(&["--image", "img", "--", "sh"]), (Some("img".into()), v(&["sh"])));
+        assert_eq!(
+            split(&["--", "sh", "-c", "x"]),
+            (None, v(&["sh", "-c", "x"]))
+        );
+        assert_eq!(
+            split(&["--rm", "img", "sh", "-c", "x"]),
+            (Some("img".into()), v(&["sh", "-c", "x"]))
+        );
+        assert_eq!(
+            split(&["img", "--", "sh", "-c"]),
+            (Some("img".into()), v(&["sh", "-c"]))
+        );
+        assert_eq!(
+            split(&["img", "ls", "--rm", "-h"]),
+            (Some("img".into()), v(&["ls", "--rm", "-h"]))
+        );
+        assert_eq!(
+            split(&["img", "sh", "--", "x"]),
+            (Some("img".into()), v(&["sh", "--", "x"]))
+        );
+        assert_eq!(
+            split(&["--image", "img", "sh", "-c", "x"]),
+            (Some("img".into()), v(&["sh", "-c", "x"]))
+        );
+        assert_eq!(
+            split(&["--image", "img", "--", "sh"]),
+            (Some("img".into()), v(&["sh"]))
+        );
         assert_eq!(split(&["img"]), (Some("img".into()), v(&[])));
         let a = run(&["--probe", "--", "--escape"]).unwrap();
         assert!(a.probe);
@@ -870,7 +895,11 @@ mod tests {
     fn unknown_flags_are_errors_with_a_suggestion() {
         let e = run(&["--hostnme", "x", "--", "true"]).err().unwrap();
         assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
-        assert!(e.render().to_string().contains("--hostname"), "{}", e.render());
+        assert!(
+            e.render().to_string().contains("--hostname"),
+            "{}",
+            e.render()
+        );
         assert!(run(&["-Z", "default", "true"]).is_err());
     }
 

@@ -458,7 +458,9 @@ fn do_exec(
                         Some(&SigSet::all()),
                         None,
                     );
-                    return Err(not_runnable(crate::rootfs::NotRunnable::from_errno(path, e)));
+                    return Err(not_runnable(crate::rootfs::NotRunnable::from_errno(
+                        path, e,
+                    )));
                 }
                 Ok(never) => match never {},
             }

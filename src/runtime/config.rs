@@ -1,8 +1,8 @@
 //! What to run: the command, its root filesystem, the stage toggles and the trace format.
 
+use crate::error::{Error, Result};
 use crate::rootfs::default::RootfsSource;
 use crate::stages::plan::Plan;
-use crate::error::{Error, Result};
 use crate::trace::{Focus, TraceMode};
 use std::path::PathBuf;
 
@@ -78,14 +78,26 @@ pub const ULIMIT_NAMES: [(&str, i32, &str); 15] = [
     ("fsize", libc::RLIMIT_FSIZE as i32, "Max file size"),
     ("locks", libc::RLIMIT_LOCKS as i32, "Max file locks"),
     ("memlock", libc::RLIMIT_MEMLOCK as i32, "Max locked memory"),
-    ("msgqueue", libc::RLIMIT_MSGQUEUE as i32, "Max msgqueue size"),
+    (
+        "msgqueue",
+        libc::RLIMIT_MSGQUEUE as i32,
+        "Max msgqueue size",
+    ),
     ("nice", libc::RLIMIT_NICE as i32, "Max nice priority"),
     ("nofile", libc::RLIMIT_NOFILE as i32, "Max open files"),
     ("nproc", libc::RLIMIT_NPROC as i32, "Max processes"),
     ("rss", libc::RLIMIT_RSS as i32, "Max resident set"),
-    ("rtprio", libc::RLIMIT_RTPRIO as i32, "Max realtime priority"),
+    (
+        "rtprio",
+        libc::RLIMIT_RTPRIO as i32,
+        "Max realtime priority",
+    ),
     ("rttime", libc::RLIMIT_RTTIME as i32, "Max realtime timeout"),
-    ("sigpending", libc::RLIMIT_SIGPENDING as i32, "Max pending signals"),
+    (
+        "sigpending",
+        libc::RLIMIT_SIGPENDING as i32,
+        "Max pending signals",
+    ),
     ("stack", libc::RLIMIT_STACK as i32, "Max stack size"),
 ];
 
@@ -94,18 +106,23 @@ impl Ulimit {
     pub fn parse(arg: &str) -> Result<Ulimit> {
         let bad = |why: String| Error::usage(format!("--ulimit {arg}: {why}"));
         let Some((name, values)) = arg.split_once('=') else {
-            return Err(bad("write NAME=SOFT[:HARD], for example nofile=1024:2048".into()));
+            return Err(bad(
+                "write NAME=SOFT[:HARD], for example nofile=1024:2048".into()
+            ));
         };
         let Some((_, resource, _)) = ULIMIT_NAMES.iter().find(|(n, _, _)| *n == name) else {
             let names: Vec<&str> = ULIMIT_NAMES.iter().map(|(n, _, _)| *n).collect();
-            return Err(bad(format!("unknown limit {name:?}; the names are {}", names.join(", "))));
+            return Err(bad(format!(
+                "unknown limit {name:?}; the names are {}",
+                names.join(", ")
+            )));
         };
         let num = |v: &str| -> Result<u64> {
             match v {
                 "-1" | "unlimited" => Ok(libc::RLIM_INFINITY),
-                v => v.parse::<u64>().map_err(|_| {
-                    bad(format!("{v:?} is not a number (or -1 for unlimited)"))
-                }),
+                v => v
+                    .parse::<u64>()
+                    .map_err(|_| bad(format!("{v:?} is not a number (or -1 for unlimited)"))),
             }
         };
         let (soft, hard) = match values.split_once(':') {

@@ -167,7 +167,9 @@ fn tmpfs_one(
                 crate::kernel::sys::ms_flags_str(flags),
                 data
             ),
-            &mut || nix::mount::mount(Some("tmpfs"), &onto, Some("tmpfs"), flags, data_arg).map(|()| 0),
+            &mut || {
+                nix::mount::mount(Some("tmpfs"), &onto, Some("tmpfs"), flags, data_arg).map(|()| 0)
+            },
         )
         .map_err(|e| StageError::sys(&format!("mount(tmpfs, {:?}, {data:?})", t.target), e))?;
     drop(opened);

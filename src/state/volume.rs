@@ -184,7 +184,9 @@ pub fn parse_mount(arg: &str) -> Result<MountArg> {
     };
     let opt = if ro { ":ro" } else { "" };
     match (kind, source) {
-        ("bind", Some(s)) if s.starts_with('/') => Ok(MountArg::Volume(parse(&format!("{s}:{target}{opt}"))?)),
+        ("bind", Some(s)) if s.starts_with('/') => {
+            Ok(MountArg::Volume(parse(&format!("{s}:{target}{opt}"))?))
+        }
         ("bind", _) => Err(Error::usage(format!(
             "--mount {arg}: a bind mount needs source=/absolute/host/path"
         ))),
