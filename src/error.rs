@@ -30,13 +30,20 @@ pub enum Error {
     NotRoot { what: String },
     #[error("{path}: {message}")]
     Path { path: PathBuf, message: String },
+    /// The workload's command could not be exec'd: 127 (not found) or 126 (not runnable),
+    /// as Docker exits.
+    #[error("{message}")]
+    NotRunnable { message: String, code: i32 },
 }
 
 impl Error {
     /// What `stagebox` exits with for this error: always 125, as `docker run` does, so a
     /// caller can tell a runtime failure from the workload's own exit status.
     pub fn exit_code(&self) -> i32 {
-        125
+        match self {
+            Error::NotRunnable { code, .. } => *code,
+            _ => 125,
+        }
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {

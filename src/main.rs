@@ -276,7 +276,12 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
     // a container; `run` makes it after its flags are checked.
     if !matches!(
         cli.cmd,
-        Cmd::Stages | Cmd::Plan { .. } | Cmd::Doctor { .. } | Cmd::Probe { .. } | Cmd::Run(_)
+        Cmd::Stages
+            | Cmd::Plan { .. }
+            | Cmd::Doctor { .. }
+            | Cmd::Probe { .. }
+            | Cmd::Run(_)
+            | Cmd::Init { .. }
     ) {
         let create = matches!(
             cli.cmd,
@@ -395,6 +400,7 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             escape.then_some(marker.as_deref()),
             checks.as_deref(),
         ),
+        Cmd::Init { command } => stagebox::runtime::init::run(&command),
         Cmd::Compare {
             rootfs,
             stages,
@@ -522,7 +528,13 @@ fn main() {
                 .unwrap_or("error: invalid arguments")
                 .trim_start_matches("error: ")
                 .to_string();
-            eprintln!("stagebox: {first}; see `stagebox --help`");
+            // clap's "did you mean": `tip: a similar argument exists: '--hostname'`.
+            let tip = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("tip: "))
+                .map(|t| format!(" ({t})"))
+                .unwrap_or_default();
+            eprintln!("stagebox: {first}{tip}; see `stagebox --help`");
             std::process::exit(125);
         }
     };

@@ -82,10 +82,8 @@ fn missing_rootfs_and_missing_command() {
         &["run", "--rootfs", "/nonexistent/rootfs", "--", "true"],
         "--rootfs /nonexistent/rootfs does not exist",
     );
-    fails(
-        &["run", "--", "no-such-command"],
-        "\"no-such-command\" was not found",
-    );
+    // A missing command is found missing inside the container, once the volumes are
+    // mounted: 127, as Docker exits (tests/cli_habits.rs).
     fails(&["run"], "no command given");
     fails(
         &["run", "--hostname", "a/b", "--", "true"],

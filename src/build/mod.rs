@@ -289,6 +289,7 @@ fn run_step(
         volumes: Vec::new(),
         limits: Default::default(),
         security: Default::default(),
+        extras: Default::default(),
         image: RunImage {
             source: Some(ImageSource::Built(Box::new(Built {
                 label: format!("(build of {})", s.label),

@@ -240,6 +240,102 @@ impl NetworkArgs {
     }
 }
 
+/// Docker's namespace flags (`--pid host` ...): each `host` switches its stage off.
+#[derive(Args, Clone, Default)]
+pub struct NamespaceArgs {
+    /// host: share the host's PID namespace (the pid stage off); private (default): its own.
+    #[arg(long, value_name = "MODE")]
+    pub pid: Option<String>,
+    /// host: share the host's IPC namespace (the ipc stage off); private (default): its own.
+    #[arg(long, value_name = "MODE")]
+    pub ipc: Option<String>,
+    /// host: share the host's UTS namespace, its hostname included (the uts stage off).
+    #[arg(long, value_name = "MODE")]
+    pub uts: Option<String>,
+    /// host: share the host's cgroup namespace (the cgroupns stage off); private (default).
+    #[arg(long, value_name = "MODE")]
+    pub cgroupns: Option<String>,
+}
+
+impl NamespaceArgs {
+    /// The namespaces shared with the host; a value other than host or private is one sentence.
+    pub fn parse(&self) -> crate::Result<crate::stages::plan::HostNamespaces> {
+        let host = |flag: &str, v: &Option<String>| -> crate::Result<bool> {
+            match v.as_deref() {
+                None | Some("private") => Ok(false),
+                Some("host") => Ok(true),
+                Some(other) => Err(crate::Error::usage(format!(
+                    "--{flag} {other:?} is not a mode; use host (share the host's namespace) or private (the default)"
+                ))),
+            }
+        };
+        Ok(crate::stages::plan::HostNamespaces {
+            pid: host("pid", &self.pid)?,
+            ipc: host("ipc", &self.ipc)?,
+            uts: host("uts", &self.uts)?,
+            net: false,
+            cgroupns: host("cgroupns", &self.cgroupns)?,
+        })
+    }
+}
+
+/// Docker's `--env-file`, `--mount`, `--tmpfs`, `--ulimit` and `--init`.
+#[derive(Args, Clone, Default)]
+pub struct ExtraRunArgs {
+    /// Read environment variables from a file: KEY=VALUE lines (KEY alone: the caller's
+    /// value), # comments and blank lines skipped; --env wins over it.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// A mount, Docker's way: type=bind|volume|tmpfs,source=...,target=...[,readonly].
+    #[arg(long, value_name = "MOUNT")]
+    pub mount: Vec<String>,
+    /// Mount a fresh tmpfs: /path[:options], e.g. /tmp:size=64m,mode=1777.
+    #[arg(long, value_name = "PATH[:OPTS]")]
+    pub tmpfs: Vec<String>,
+    /// A resource limit for the container's processes: NAME=SOFT[:HARD] (nofile, nproc, core,
+    /// stack, ...; -1: unlimited).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
+    /// Run stagebox's own init as PID 1: it forwards signals to the command and reaps zombies.
+    #[arg(long)]
+    pub init: bool,
+}
+
+impl ExtraRunArgs {
+    /// The environment from the --env-file files, in order (a missing file is one sentence).
+    pub fn env_from_files(&self) -> crate::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for f in &self.env_file {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| crate::Error::usage(format!("--env-file {}: {e}", f.display())))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim_start();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                match line.split_once('=') {
+                    Some(("", _)) => {
+                        return Err(crate::Error::usage(format!(
+                            "--env-file {} line {}: no variable name before '='",
+                            f.display(),
+                            n + 1
+                        )))
+                    }
+                    Some(_) => out.push(line.to_string()),
+                    // KEY alone: the caller's value, or nothing when the caller has none.
+                    None => {
+                        let key = line.trim_end();
+                        if let Ok(v) = std::env::var(key) {
+                            out.push(format!("{key}={v}"));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// `stagebox run`'s flags.
 #[derive(Args)]
 pub struct RunArgs {
@@ -251,9 +347,12 @@ pub struct RunArgs {
     /// What to make the default rootfs from: auto, busybox or host.
     #[arg(long, value_name = "SOURCE", default_value = "auto")]
     pub rootfs_source: String,
-    /// The container's hostname (default: stagebox-<short id>).
-    #[arg(long, value_name = "NAME")]
+    /// The container's hostname (default: stagebox-<short id>); needs the uts stage.
+    #[arg(short = 'h', long, value_name = "NAME")]
     pub hostname: Option<String>,
+    /// Print help (`-h` is the hostname, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// Trace format on stderr: pretty, verbose (pretty, with each host mount the root switch
     /// takes out of view on a line of its own), json or off.
     #[arg(
@@ -301,6 +400,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub network: NetworkArgs,
     #[command(flatten)]
+    pub namespaces: NamespaceArgs,
+    #[command(flatten)]
+    pub extra: ExtraRunArgs,
+    #[command(flatten)]
     pub image: ImageRunArgs,
     /// The command and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
@@ -322,18 +425,47 @@ impl RunArgs {
             None => crate::trace::Focus::all(),
         };
         let limits = self.limits.parse()?;
-        let volumes = self
+        let mut volumes = self
             .volume
             .iter()
             .map(|v| crate::state::volume::parse(v))
             .collect::<crate::Result<Vec<_>>>()?;
-        let (confine, security) = self.security.parse()?;
-        let (network, publish) = self.network.parse()?;
-        let mut toggles = self.toggles.clone();
-        if network == crate::runtime::config::NetworkRequest::Host {
-            toggles.without.push("net".into());
+        let mut tmpfs = Vec::new();
+        for m in &self.extra.mount {
+            match crate::state::volume::parse_mount(m)? {
+                crate::state::volume::MountArg::Volume(v) => volumes.push(v),
+                crate::state::volume::MountArg::Tmpfs(t) => tmpfs.push(t),
+            }
         }
-        let plan = toggles.plan_confined(!volumes.is_empty(), confine)?;
+        for t in &self.extra.tmpfs {
+            tmpfs.push(crate::state::volume::parse_tmpfs(t)?);
+        }
+        let ulimits = self
+            .extra
+            .ulimit
+            .iter()
+            .map(|u| crate::runtime::config::Ulimit::parse(u))
+            .collect::<crate::Result<Vec<_>>>()?;
+        let mut env = self.extra.env_from_files()?;
+        env.extend(self.env.iter().cloned());
+        let (mut confine, security) = self.security.parse()?;
+        let (network, publish) = self.network.parse()?;
+        confine.host_ns = self.namespaces.parse()?;
+        confine.host_ns.net = network == crate::runtime::config::NetworkRequest::Host;
+        let plan = self
+            .toggles
+            .plan_confined(!volumes.is_empty() || !tmpfs.is_empty(), confine)?;
+        if let (Some(h), false) = (&self.hostname, plan.is_on(crate::stages::StageId::Uts)) {
+            let why = plan
+                .stages
+                .iter()
+                .find(|s| s.id == crate::stages::StageId::Uts)
+                .map(|s| s.why.clone())
+                .unwrap_or_default();
+            return Err(crate::Error::usage(format!(
+                "--hostname {h} needs the uts stage, which is off here ({why}): without a UTS namespace of its own the container's hostname is the host's, and setting it would rename the host; drop --hostname or switch the uts stage on"
+            )));
+        }
         if !matches!(
             network,
             crate::runtime::config::NetworkRequest::Default
@@ -359,7 +491,7 @@ impl RunArgs {
             plan,
             probe,
             state_dir: state,
-            env: self.env,
+            env,
             workdir: self.workdir,
             trace,
             trace_focus,
@@ -373,13 +505,21 @@ impl RunArgs {
             network,
             publish,
             publish_all: self.network.publish_all,
+            extras: crate::runtime::config::RunExtras {
+                init: self.extra.init,
+                ulimits,
+                tmpfs,
+            },
         })
     }
 }
 
+// Parsed once per process: the size of `run`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Run a command in a container built from the stages.
+    #[command(disable_help_flag = true)]
     Run(RunArgs),
     /// List every stage: what it does, on or off by default, the lesson that teaches it.
     Stages,
@@ -442,6 +582,13 @@ pub enum Cmd {
         source: String,
         #[arg(long)]
         json: bool,
+    },
+    /// PID 1 of `run --init` (exec'd inside the container): runs CMD, forwards signals to
+    /// it, reaps zombies, exits with its status.
+    #[command(hide = true)]
+    Init {
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
     },
     /// Report what this process sees: pid, hostname, namespaces, root, mounts, maps, network.
     Probe {
@@ -600,17 +747,25 @@ pub struct ImageRunArgs {
     /// Run as this user: uid[:gid] or name[:group] (names from the image's /etc/passwd).
     #[arg(short = 'u', long, value_name = "USER")]
     pub user: Option<String>,
-    /// IMAGE [CMD [ARG...]]: an image, then the command that replaces its Cmd.
-    #[arg(value_name = "IMAGE [CMD]", allow_hyphen_values = true, num_args = 1..)]
-    pub positional: Vec<String>,
+    /// The image (NAME[:TAG] or ID), after the options; everything after it is the command.
+    #[arg(value_name = "IMAGE")]
+    pub positional: Option<String>,
+    /// The command that replaces the image's Cmd, and its arguments, taken as they are.
+    #[arg(value_name = "CMD", allow_hyphen_values = true, num_args = 1..)]
+    pub args: Vec<String>,
 }
 
 impl ImageRunArgs {
     /// The image part of the run config, and the command (after the image, or after --).
     pub fn split(self, after_dashes: Vec<String>) -> (crate::image::run::RunImage, Vec<String>) {
-        let mut pos = self.positional.into_iter();
-        let image = self.image.or_else(|| pos.next());
-        let mut command: Vec<String> = pos.collect();
+        // With --image, the first word after the options is the command, not an image.
+        let (image, mut command) = match self.image {
+            Some(i) => (
+                Some(i),
+                self.positional.into_iter().chain(self.args).collect(),
+            ),
+            None => (self.positional, self.args),
+        };
         // `run IMAGE -- CMD`: clap hands the -- over as a value.
         if command.first().is_some_and(|a| a == "--") {
             command.remove(0);
@@ -743,5 +898,91 @@ pub fn parse_source(s: &str) -> crate::Result<RootfsSource> {
         other => Err(crate::Error::usage(format!(
             "unknown rootfs source {other:?}; use auto, busybox or host"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn run(argv: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut full = vec!["stagebox", "run"];
+        full.extend(argv);
+        match Cli::try_parse_from(full)?.cmd {
+            Cmd::Run(a) => Ok(a),
+            _ => unreachable!(),
+        }
+    }
+
+    fn split(argv: &[&str]) -> (Option<String>, Vec<String>) {
+        let a = run(argv).unwrap();
+        let (img, cmd) = a.image.split(a.command);
+        let img = img.source.map(|s| match s {
+            crate::image::run::ImageSource::Ref(r) => r,
+            #[allow(unreachable_patterns)]
+            _ => String::new(),
+        });
+        (img, cmd)
+    }
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn image_and_command_forms() {
+        assert_eq!(
+            split(&["--", "sh", "-c", "x"]),
+            (None, v(&["sh", "-c", "x"]))
+        );
+        assert_eq!(
+            split(&["--rm", "img", "sh", "-c", "x"]),
+            (Some("img".into()), v(&["sh", "-c", "x"]))
+        );
+        assert_eq!(
+            split(&["img", "--", "sh", "-c"]),
+            (Some("img".into()), v(&["sh", "-c"]))
+        );
+        assert_eq!(
+            split(&["img", "ls", "--rm", "-h"]),
+            (Some("img".into()), v(&["ls", "--rm", "-h"]))
+        );
+        assert_eq!(
+            split(&["img", "sh", "--", "x"]),
+            (Some("img".into()), v(&["sh", "--", "x"]))
+        );
+        assert_eq!(
+            split(&["--image", "img", "sh", "-c", "x"]),
+            (Some("img".into()), v(&["sh", "-c", "x"]))
+        );
+        assert_eq!(
+            split(&["--image", "img", "--", "sh"]),
+            (Some("img".into()), v(&["sh"]))
+        );
+        assert_eq!(split(&["img"]), (Some("img".into()), v(&[])));
+        let a = run(&["--probe", "--", "--escape"]).unwrap();
+        assert!(a.probe);
+        assert_eq!(a.image.split(a.command).1, v(&["--escape"]));
+    }
+
+    #[test]
+    fn unknown_flags_are_errors_with_a_suggestion() {
+        let e = run(&["--hostnme", "x", "--", "true"]).err().unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert!(
+            e.render().to_string().contains("--hostname"),
+            "{}",
+            e.render()
+        );
+        assert!(run(&["-Z", "default", "true"]).is_err());
+    }
+
+    #[test]
+    fn short_h_is_the_hostname_and_help_is_long() {
+        let a = run(&["-h", "lab", "--", "hostname"]).unwrap();
+        assert_eq!(a.hostname.as_deref(), Some("lab"));
+        let e = run(&["--help"]).err().unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
     }
 }

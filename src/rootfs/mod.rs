@@ -174,6 +174,91 @@ pub fn resolve_command(layers: &[PathBuf], cmd: &str, path_var: &str) -> Result<
     )))
 }
 
+/// Why a command cannot be exec'd, in Docker's words, and the exit status Docker gives:
+/// 127 for a command that is not there, 126 for one that is there but cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct NotRunnable {
+    pub message: String,
+    pub code: i32,
+}
+
+impl NotRunnable {
+    /// A bare name found in no directory of PATH.
+    pub fn not_in_path(cmd: &str) -> NotRunnable {
+        NotRunnable {
+            message: format!("exec: {cmd:?}: executable file not found in $PATH"),
+            code: 127,
+        }
+    }
+
+    /// What execve(2) (or a stat before it) said about `cmd`, as Docker says it.
+    pub fn from_errno(cmd: &str, e: nix::errno::Errno) -> NotRunnable {
+        use nix::errno::Errno;
+        match e {
+            Errno::ENOENT | Errno::ENOTDIR => NotRunnable {
+                message: format!("exec: {cmd:?}: stat {cmd}: no such file or directory"),
+                code: 127,
+            },
+            Errno::EACCES | Errno::EPERM => NotRunnable {
+                message: format!("exec: {cmd:?}: permission denied"),
+                code: 126,
+            },
+            Errno::EISDIR => NotRunnable {
+                message: format!("exec: {cmd:?}: is a directory"),
+                code: 126,
+            },
+            other => NotRunnable {
+                message: format!("exec: {cmd:?}: {}", other.desc().to_lowercase()),
+                code: 126,
+            },
+        }
+    }
+}
+
+/// Finds `cmd` the way execvp(3) and Docker's runtime do, in this process's own root: called
+/// inside the container after the root switch, with the volumes mounted, so `/v/hello.sh` on
+/// a volume is found. A path (with a `/`) is taken as it is (relative to `cwd`); a bare name
+/// is looked up in the directories of `path_var`, the first regular file with an execute bit
+/// winning. Returns the path to exec.
+pub fn lookup_command(
+    cmd: &str,
+    path_var: &str,
+    cwd: Option<&Path>,
+) -> std::result::Result<String, NotRunnable> {
+    use std::os::unix::fs::PermissionsExt;
+    if cmd.contains('/') {
+        let p = match cwd {
+            Some(c) if !cmd.starts_with('/') => c.join(cmd),
+            _ => PathBuf::from(cmd),
+        };
+        let md = std::fs::metadata(&p).map_err(|e| {
+            NotRunnable::from_errno(
+                cmd,
+                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT)),
+            )
+        })?;
+        if md.is_dir() {
+            return Err(NotRunnable::from_errno(cmd, nix::errno::Errno::EISDIR));
+        }
+        if nix::unistd::access(&p, nix::unistd::AccessFlags::X_OK).is_err()
+            || md.permissions().mode() & 0o111 == 0
+        {
+            return Err(NotRunnable::from_errno(cmd, nix::errno::Errno::EACCES));
+        }
+        return Ok(cmd.to_string());
+    }
+    for dir in path_var.split(':').filter(|d| d.starts_with('/')) {
+        let candidate = format!("{}/{cmd}", dir.trim_end_matches('/'));
+        if let Ok(md) = std::fs::metadata(&candidate) {
+            if md.is_file() && md.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(NotRunnable::not_in_path(cmd))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +314,32 @@ mod tests {
         assert!(e.to_string().contains("\"nope\" was not found"), "{e}");
         assert!(resolve_command(root, "/bin/sh", DEFAULT_PATH).is_ok());
         assert!(resolve_command(root, "/bin/nope", DEFAULT_PATH).is_err());
+    }
+
+    #[test]
+    fn lookup_says_what_docker_says() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let x = d.path().join("x");
+        std::fs::write(&x, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&x, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let n = d.path().join("n");
+        std::fs::write(&n, b"").unwrap();
+        std::fs::set_permissions(&n, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let dir = d.path().to_str().unwrap();
+        assert_eq!(lookup_command("x", dir, None).unwrap(), format!("{dir}/x"));
+        let e = lookup_command("n", dir, None).unwrap_err();
+        assert_eq!(e.code, 127);
+        assert_eq!(e.message, "exec: \"n\": executable file not found in $PATH");
+        let e = lookup_command(n.to_str().unwrap(), dir, None).unwrap_err();
+        assert_eq!(e.code, 126, "{e}");
+        assert!(e.message.ends_with("permission denied"), "{e}");
+        let e = lookup_command("/no/such/x", dir, None).unwrap_err();
+        assert_eq!(e.code, 127);
+        assert_eq!(
+            e.message,
+            "exec: \"/no/such/x\": stat /no/such/x: no such file or directory"
+        );
+        assert_eq!(lookup_command("./x", "", Some(d.path())).unwrap(), "./x");
     }
 }

@@ -30,8 +30,12 @@ pub enum ToParent {
     /// waits for Continue before applying it.
     Reached { stage: StageId },
     /// Every stage is done; the container process execs the workload once told to go on
-    /// (so the trace line comes before anything the workload prints).
-    Exec,
+    /// (so the trace line comes before anything the workload prints). `path` is the command
+    /// as looked up inside the container (after the volumes are mounted).
+    Exec { path: String, argv: Vec<String> },
+    /// The command cannot be exec'd: Docker's sentence and exit status (127 not found, 126
+    /// not runnable). The runtime prints it and exits with that status.
+    NotRunnable { message: String, code: i32 },
     /// The pid stage forked: this is the new container process, as a host pid.
     Handover { pid: i32 },
     /// The first half of a stage whose runtime side acts in the middle (user: the maps) is

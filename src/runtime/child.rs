@@ -32,12 +32,16 @@ pub struct ExecSpec {
     /// `--preserve-fds N`: descriptors 3 .. 3+N-1 stay open across exec; all others above 2
     /// are closed.
     pub preserve_fds: u32,
+    /// `--init`: exec stagebox's own `init` (through `exe_fd`), which runs the command.
+    pub init: bool,
 }
 
 struct Failure {
     stage: String,
     message: String,
     syscalls: Vec<SyscallRecord>,
+    /// The command cannot be exec'd: Docker's exit status for it (127 or 126), not 125.
+    exit: Option<i32>,
 }
 
 fn fail(stage: &str, e: impl std::fmt::Display) -> Failure {
@@ -45,7 +49,43 @@ fn fail(stage: &str, e: impl std::fmt::Display) -> Failure {
         stage: stage.to_string(),
         message: e.to_string(),
         syscalls: Vec::new(),
+        exit: None,
     }
+}
+
+fn not_runnable(e: crate::rootfs::NotRunnable) -> Failure {
+    Failure {
+        stage: "exec".into(),
+        message: e.message,
+        syscalls: Vec::new(),
+        exit: Some(e.code),
+    }
+}
+
+/// The path and argv to exec. The command is looked up here, inside the container after the
+/// root switch and with the volumes mounted (so a command on a volume is found), with the
+/// container's PATH, as execvp(3) would; with `--init`, stagebox's own file is exec'd as
+/// `stagebox init -- PATH ARGS...`. Not found is 127, found but not runnable 126.
+fn resolve_exec(exec: &ExecSpec) -> Result<(String, Vec<String>), Failure> {
+    if exec.exe_fd.is_some() && !exec.init {
+        return Ok((exec.path.clone(), exec.argv.clone()));
+    }
+    let Some(cmd) = exec.argv.first() else {
+        return Err(fail("exec", "no command given"));
+    };
+    let path_var = exec
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(crate::rootfs::DEFAULT_PATH);
+    let cwd = exec.workdir.as_deref().map(std::path::Path::new);
+    let path = crate::rootfs::lookup_command(cmd, path_var, cwd).map_err(not_runnable)?;
+    if exec.init {
+        let mut argv: Vec<String> = vec!["stagebox".into(), "init".into(), "--".into(), path];
+        argv.extend(exec.argv.iter().skip(1).cloned());
+        return Ok(("/proc/self/exe".into(), argv));
+    }
+    Ok((path, exec.argv.clone()))
 }
 
 fn wait_continue(ch: &mut Channel, stage: &str) -> Result<(), Failure> {
@@ -67,14 +107,23 @@ pub fn main(
 ) -> ! {
     let code = match run(&mut ch, spec, plan, exec, trace, old_mask, parent) {
         Ok(never) => match never {},
-        Err(f) => {
-            let _ = ch.send(&ToParent::Error {
-                stage: f.stage,
-                message: f.message,
-                syscalls: f.syscalls,
-            });
-            125
-        }
+        Err(f) => match f.exit {
+            Some(code) => {
+                let _ = ch.send(&ToParent::NotRunnable {
+                    message: f.message,
+                    code,
+                });
+                code
+            }
+            None => {
+                let _ = ch.send(&ToParent::Error {
+                    stage: f.stage,
+                    message: f.message,
+                    syscalls: f.syscalls,
+                });
+                125
+            }
+        },
     };
     // SAFETY: _exit(2) ends this forked process without running the parent's atexit
     // handlers or flushing its copies of stdio buffers.
@@ -202,6 +251,7 @@ fn run(
                 stage: name.to_string(),
                 message: e.0,
                 syscalls,
+                exit: None,
             });
         }
         root = new_root;
@@ -223,7 +273,12 @@ fn run(
             set_pdeathsig();
         }
     }
-    ch.send(&ToParent::Exec).map_err(|e| fail("exec", e))?;
+    let (path, argv) = resolve_exec(exec)?;
+    ch.send(&ToParent::Exec {
+        path: path.clone(),
+        argv: argv.clone(),
+    })
+    .map_err(|e| fail("exec", e))?;
     wait_continue(ch, "exec")?;
     // With the maps written by the user itself the kernel denies setgroups(2) for good
     // (/proc/PID/setgroups "deny"); the supplementary groups stay as they are.
@@ -231,7 +286,7 @@ fn run(
         spec.userns.as_ref().map(|u| &u.writer),
         Some(crate::stages::MapWriter::Unprivileged)
     );
-    do_exec(exec, old_mask, may_setgroups)
+    do_exec(exec, &path, &argv, old_mask, may_setgroups)
 }
 
 fn cstrings(v: &[String]) -> Result<Vec<CString>, Failure> {
@@ -339,6 +394,8 @@ fn cloexec_one_by_one(first: RawFd) -> Result<(), Failure> {
 
 fn do_exec(
     exec: &ExecSpec,
+    path: &str,
+    argv: &[String],
     old_mask: &SigSet,
     may_setgroups: bool,
 ) -> Result<std::convert::Infallible, Failure> {
@@ -352,7 +409,7 @@ fn do_exec(
         nix::unistd::chdir(dir.as_str())
             .map_err(|e| fail("exec", StageError::sys(&format!("chdir({dir:?})"), e)))?;
     }
-    let argv = cstrings(&exec.argv)?;
+    let argv = cstrings(argv)?;
     let env = cstrings(&exec.env)?;
     // Before the user switch: the fallback reads /proc/self/fd, which a process that gave up
     // root may no longer read (it is no longer dumpable).
@@ -390,10 +447,21 @@ fn do_exec(
             }
         }
         None => {
-            let path = CString::new(exec.path.as_bytes())
+            let c_path = CString::new(path.as_bytes())
                 .map_err(|_| fail("exec", "the command path contains a NUL byte"))?;
-            match nix::unistd::execve(&path, &argv, &env) {
-                Err(e) => StageError::sys(&format!("execve({:?})", exec.path), e),
+            match nix::unistd::execve(&c_path, &argv, &env) {
+                // Looked up already; this is what the exec itself refused (after a user
+                // switch, or a script's missing interpreter): Docker's 126/127 too.
+                Err(e) => {
+                    let _ = nix::sys::signal::sigprocmask(
+                        SigmaskHow::SIG_BLOCK,
+                        Some(&SigSet::all()),
+                        None,
+                    );
+                    return Err(not_runnable(crate::rootfs::NotRunnable::from_errno(
+                        path, e,
+                    )));
+                }
                 Ok(never) => match never {},
             }
         }

@@ -1,5 +1,6 @@
 //! What to run: the command, its root filesystem, the stage toggles and the trace format.
 
+use crate::error::{Error, Result};
 use crate::rootfs::default::RootfsSource;
 use crate::stages::plan::Plan;
 use crate::trace::{Focus, TraceMode};
@@ -43,6 +44,103 @@ pub struct RunConfig {
     /// `-p` (parsed), and `-P`: publish the image's EXPOSEd ports too.
     pub publish: Vec<crate::network::ports::PortSpec>,
     pub publish_all: bool,
+    /// `--init`, `--ulimit`, `--tmpfs`/`--mount type=tmpfs`.
+    pub extras: RunExtras,
+}
+
+/// Docker's `--init`, `--ulimit` and tmpfs mounts.
+#[derive(Debug, Clone, Default)]
+pub struct RunExtras {
+    /// `--init`: stagebox's own `init` runs as PID 1 and runs the command as its child.
+    pub init: bool,
+    /// `--ulimit NAME=SOFT[:HARD]`, set on the container process before it execs.
+    pub ulimits: Vec<Ulimit>,
+    /// `--tmpfs` and `--mount type=tmpfs`: mounted by the volumes stage.
+    pub tmpfs: Vec<crate::state::volume::TmpfsMount>,
+}
+
+/// One `--ulimit`: a resource limit (rlimit) for the container's processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ulimit {
+    /// Docker's name (`nofile`).
+    pub name: String,
+    /// `RLIMIT_*`.
+    pub resource: i32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Docker's `--ulimit` names and the RLIMIT_* each sets.
+pub const ULIMIT_NAMES: [(&str, i32, &str); 15] = [
+    ("core", libc::RLIMIT_CORE as i32, "Max core file size"),
+    ("cpu", libc::RLIMIT_CPU as i32, "Max cpu time"),
+    ("data", libc::RLIMIT_DATA as i32, "Max data size"),
+    ("fsize", libc::RLIMIT_FSIZE as i32, "Max file size"),
+    ("locks", libc::RLIMIT_LOCKS as i32, "Max file locks"),
+    ("memlock", libc::RLIMIT_MEMLOCK as i32, "Max locked memory"),
+    (
+        "msgqueue",
+        libc::RLIMIT_MSGQUEUE as i32,
+        "Max msgqueue size",
+    ),
+    ("nice", libc::RLIMIT_NICE as i32, "Max nice priority"),
+    ("nofile", libc::RLIMIT_NOFILE as i32, "Max open files"),
+    ("nproc", libc::RLIMIT_NPROC as i32, "Max processes"),
+    ("rss", libc::RLIMIT_RSS as i32, "Max resident set"),
+    (
+        "rtprio",
+        libc::RLIMIT_RTPRIO as i32,
+        "Max realtime priority",
+    ),
+    ("rttime", libc::RLIMIT_RTTIME as i32, "Max realtime timeout"),
+    (
+        "sigpending",
+        libc::RLIMIT_SIGPENDING as i32,
+        "Max pending signals",
+    ),
+    ("stack", libc::RLIMIT_STACK as i32, "Max stack size"),
+];
+
+impl Ulimit {
+    /// Parses `NAME=SOFT[:HARD]` (Docker's syntax; -1 or unlimited: no limit).
+    pub fn parse(arg: &str) -> Result<Ulimit> {
+        let bad = |why: String| Error::usage(format!("--ulimit {arg}: {why}"));
+        let Some((name, values)) = arg.split_once('=') else {
+            return Err(bad(
+                "write NAME=SOFT[:HARD], for example nofile=1024:2048".into()
+            ));
+        };
+        let Some((_, resource, _)) = ULIMIT_NAMES.iter().find(|(n, _, _)| *n == name) else {
+            let names: Vec<&str> = ULIMIT_NAMES.iter().map(|(n, _, _)| *n).collect();
+            return Err(bad(format!(
+                "unknown limit {name:?}; the names are {}",
+                names.join(", ")
+            )));
+        };
+        let num = |v: &str| -> Result<u64> {
+            match v {
+                "-1" | "unlimited" => Ok(libc::RLIM_INFINITY),
+                v => v
+                    .parse::<u64>()
+                    .map_err(|_| bad(format!("{v:?} is not a number (or -1 for unlimited)"))),
+            }
+        };
+        let (soft, hard) = match values.split_once(':') {
+            Some((s, h)) => (num(s)?, num(h)?),
+            None => (num(values)?, num(values)?),
+        };
+        if soft > hard {
+            return Err(bad(format!(
+                "the soft limit {soft} is above the hard limit {hard}; the kernel refuses that"
+            )));
+        }
+        Ok(Ulimit {
+            name: name.to_string(),
+            resource: *resource,
+            soft,
+            hard,
+        })
+    }
 }
 
 /// What `--network` asks of the net stage.

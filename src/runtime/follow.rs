@@ -74,12 +74,22 @@ pub fn follow_stages(
                 ));
                 current = pid;
             }
-            ToParent::Exec => {
+            ToParent::NotRunnable { message, code } => {
+                reaper.kill_all();
+                return Err(Error::NotRunnable { message, code });
+            }
+            ToParent::Exec { path, argv } => {
+                if !prepared.ulimits.is_empty() {
+                    let lines = super::rlimits::apply(current.as_raw(), &prepared.ulimits)
+                        .inspect_err(|_| reaper.kill_all())?;
+                    if tracing {
+                        for l in lines {
+                            trace::exec(&l);
+                        }
+                    }
+                }
                 if tracing {
-                    trace::exec(&format!(
-                        "execve({:?}, {:?}) as host pid {current}",
-                        prepared.exec.path, prepared.exec.argv
-                    ));
+                    trace::exec(&format!("execve({path:?}, {argv:?}) as host pid {current}"));
                     let n = prepared.exec.preserve_fds;
                     if n > 0 {
                         trace::exec(&format!(

@@ -15,6 +15,8 @@
 //! - `exec`: a new process in a running container, by setns(2) into its namespaces.
 //! - `ops`: `pause`/`unpause` (the freezer), `top` and `stats` of a running container.
 //! - `copy`: `cp` and `export` through a running container's root, never leaving it.
+//! - `rlimits`: `--ulimit`, set on the container process with prlimit(2) before the exec.
+//! - `init`: `stagebox init`, the PID 1 of `run --init`: forwards signals, reaps zombies.
 //!
 //! May import: everything from `stages` down. Nothing below imports it.
 
@@ -25,8 +27,10 @@ pub mod copy;
 pub mod exec;
 pub mod follow;
 pub mod host;
+pub mod init;
 pub mod ops;
 pub mod prepare;
+pub mod rlimits;
 pub mod wait;
 
 use crate::error::{Error, Result};

@@ -18,6 +18,8 @@ pub struct Prepared {
     _exe: Option<OwnedFd>,
     /// The image run, if any (its layers are the overlay's lower dirs).
     pub image: Option<crate::image::run::Resolved>,
+    /// `--ulimit`: set on the container process at the exec step (`rlimits`).
+    pub ulimits: Vec<super::config::Ulimit>,
 }
 
 pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
@@ -44,11 +46,6 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         None => None,
     };
     let (env, hostname) = environment(cfg, id, &image, &user)?;
-    let path_var = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(DEFAULT_PATH)
-        .to_string();
     let workdir = working_dir(cfg, &image, &lookup)?;
     let (exec, exe) = match &cfg.probe {
         Some(args) => {
@@ -67,6 +64,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                     user: user.clone(),
                     make_workdir: image.is_some(),
                     preserve_fds: cfg.security.preserve_fds,
+                    init: false,
                 },
                 Some(exe),
             )
@@ -81,19 +79,33 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                     "no command given; write it after --, for example: stagebox run -- /bin/sh",
                 ));
             };
-            let path = rootfs::resolve_command(&lookup, cmd, &path_var)?;
+            if cmd.is_empty() {
+                return Err(Error::usage(
+                    "the command to run is empty; give one after --",
+                ));
+            }
+            // Looked up inside the container, once the volumes are mounted (child.rs):
+            // `run -v DIR:/v -- /v/hello.sh` finds it there, as Docker does.
+            let exe = if cfg.extras.init {
+                let f = std::fs::File::open("/proc/self/exe")
+                    .map_err(|e| Error::io("open /proc/self/exe", e))?;
+                Some(OwnedFd::from(f))
+            } else {
+                None
+            };
             (
                 ExecSpec {
-                    path,
+                    path: cmd.clone(),
                     argv,
                     env,
                     workdir,
-                    exe_fd: None,
+                    exe_fd: exe.as_ref().map(|f| f.as_raw_fd()),
                     user,
                     make_workdir: image.is_some(),
                     preserve_fds: cfg.security.preserve_fds,
+                    init: cfg.extras.init,
                 },
-                None,
+                exe,
             )
         }
     };
@@ -123,10 +135,12 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
             userns,
             net: crate::stages::NetSetup::Loopback,
             etc_files: Vec::new(),
+            tmpfs: cfg.extras.tmpfs.clone(),
         },
         exec,
         _exe: exe,
         image,
+        ulimits: cfg.extras.ulimits.clone(),
     })
 }
 
@@ -369,6 +383,11 @@ fn check_flags(cfg: &RunConfig) -> Result<()> {
                 "a container named {n:?} already exists; remove it with `stagebox rm {n}` or pick another --name"
             )));
         }
+    }
+    if !cfg.extras.tmpfs.is_empty() && !plan.is_on(StageId::Volumes) {
+        return Err(Error::usage(
+            "--tmpfs (or --mount type=tmpfs) was given but the volumes stage, which mounts it, is off; switch it on or drop the tmpfs",
+        ));
     }
     if !cfg.volumes.is_empty() && !plan.is_on(StageId::Volumes) {
         return Err(Error::usage(

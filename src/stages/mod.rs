@@ -264,6 +264,8 @@ pub struct ChildSpec {
     /// the overlay (Docker's init layer).
     #[serde(default)]
     pub etc_files: Vec<crate::state::container::VolumeMount>,
+    /// `--tmpfs` and `--mount type=tmpfs`: fresh tmpfs mounts the volumes stage makes.
+    pub tmpfs: Vec<crate::state::volume::TmpfsMount>,
 }
 
 /// What the runtime prepares for the net stage's `parent_after` before the fork: what it
@@ -320,6 +322,7 @@ impl ChildSpec {
             userns: None,
             net: NetSetup::Loopback,
             etc_files: vec![],
+            tmpfs: vec![],
         }
     }
 

@@ -35,6 +35,34 @@ pub struct ConfineToggles {
     /// The runtime is not root: every namespace needs the user namespace first, so the user
     /// stage is on (and refusing it is an error).
     pub rootless: bool,
+    /// `--pid host`, `--ipc host`, `--uts host`, `--network host`, `--cgroupns host`: the
+    /// namespace stages these switch off, the plan naming the flag as the reason.
+    pub host_ns: HostNamespaces,
+}
+
+/// Which namespaces Docker's `--pid`/`--ipc`/`--uts`/`--network`/`--cgroupns host` share with
+/// the host: each switches its stage off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostNamespaces {
+    pub pid: bool,
+    pub ipc: bool,
+    pub uts: bool,
+    pub net: bool,
+    pub cgroupns: bool,
+}
+
+impl HostNamespaces {
+    /// The flag that switches stage `id` off, if one does.
+    pub fn flag(&self, id: StageId) -> Option<&'static str> {
+        match id {
+            StageId::Pid if self.pid => Some("--pid host"),
+            StageId::Ipc if self.ipc => Some("--ipc host"),
+            StageId::Uts if self.uts => Some("--uts host"),
+            StageId::Net if self.net => Some("--network host"),
+            StageId::Cgroupns if self.cgroupns => Some("--cgroupns host"),
+            _ => None,
+        }
+    }
 }
 
 /// The stages `--privileged` switches off, as Docker's flag does.
@@ -119,6 +147,15 @@ impl Plan {
                 _ if info.id == StageId::Volumes && !toggles.volumes_given => {
                     (false, "no -v given".to_string())
                 }
+                _ if toggles.confine.host_ns.flag(info.id).is_some() => (
+                    false,
+                    toggles
+                        .confine
+                        .host_ns
+                        .flag(info.id)
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
                 _ if toggles.confine.privileged && PRIVILEGED_OFF.contains(&info.id) => {
                     (false, "--privileged".to_string())
                 }
@@ -392,6 +429,16 @@ mod tests {
         };
         let p = Plan::resolve(&tg, RootSwitch::Pivot).unwrap();
         assert!(p.is_on(StageId::Nnp) && !p.is_on(StageId::Seccomp) && p.is_on(StageId::Caps));
+    }
+
+    #[test]
+    fn host_namespace_flags_switch_their_stage_off_and_say_so() {
+        let mut tg = t(Some("uts,pid,mount"), "");
+        tg.confine.host_ns.pid = true;
+        let p = Plan::resolve(&tg, RootSwitch::Pivot).unwrap();
+        let s = p.stages.iter().find(|s| s.id == StageId::Pid).unwrap();
+        assert!(!s.enabled && s.why == "--pid host", "{s:?}");
+        assert!(p.is_on(StageId::Uts));
     }
 
     #[test]

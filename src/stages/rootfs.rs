@@ -372,6 +372,7 @@ mod tests {
             userns: None,
             net: Default::default(),
             etc_files: vec![],
+            tmpfs: vec![],
         };
         let mut rec = Recorder::new();
         let mut ctx = ChildCtx::new(&mut rec, &spec);

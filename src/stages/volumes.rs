@@ -28,6 +28,12 @@
 //! descriptor, mounted from `/proc/self/fd/M`), so the directory checked is the one mounted.
 //! The trace shows the intended container path with "(through an O_PATH fd)".
 //!
+//! `--tmpfs /path[:opts]` and `--mount type=tmpfs,target=/path` are mounted here too: a
+//! tmpfs is memory, not a host directory (`mount("tmpfs", TARGET, "tmpfs", MS_NOSUID|
+//! MS_NODEV|MS_NOEXEC, "size=...,mode=...")`), made on the same kind of O_PATH descriptor
+//! and read back from /proc/self/mountinfo (a tmpfs mount at the target). Like every mount
+//! here it exists only in the container's mount namespace and goes when the namespace does.
+//!
 //! Why here in the order: after rootfs (the mount points live inside it) and before pivot
 //! (the host paths must still be reachable).
 
@@ -97,7 +103,7 @@ impl Stage for Volumes {
 
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
         let root_path = ctx.target_root();
-        if ctx.spec.volumes.is_empty() {
+        if ctx.spec.volumes.is_empty() && ctx.spec.tmpfs.is_empty() {
             return Ok(());
         }
         let root: OwnedFd = open(
@@ -113,8 +119,75 @@ impl Stage for Volumes {
         for v in ctx.spec.volumes.clone() {
             bind_one(ctx, root.as_fd(), &root_path, &v)?;
         }
+        for t in ctx.spec.tmpfs.clone() {
+            tmpfs_one(ctx, root.as_fd(), &root_path, &t)?;
+        }
         Ok(())
     }
+}
+
+/// Splits Docker's tmpfs options into mount flags and the data tmpfs reads (size, mode,
+/// uid, gid, nr_inodes ...). Docker's default: nosuid, nodev, noexec.
+fn tmpfs_flags(options: &str) -> (MsFlags, String) {
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let mut data = Vec::new();
+    for o in options.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" => flags -= MsFlags::MS_RDONLY,
+            "exec" => flags -= MsFlags::MS_NOEXEC,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "suid" => flags -= MsFlags::MS_NOSUID,
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "dev" => flags -= MsFlags::MS_NODEV,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            other => data.push(other),
+        }
+    }
+    (flags, data.join(","))
+}
+
+/// One tmpfs mounted onto TARGET inside the rootfs (through an O_PATH descriptor, as the
+/// bind mounts are), and read back from /proc/self/mountinfo.
+fn tmpfs_one(
+    ctx: &mut ChildCtx<'_>,
+    root: BorrowedFd<'_>,
+    root_path: &Path,
+    t: &crate::state::volume::TmpfsMount,
+) -> Result<(), StageError> {
+    let (opened, path) = open_target(root, root_path, &t.target, Make::Dir)?;
+    let (flags, data) = tmpfs_flags(&t.options);
+    let onto = fd_path(opened.fd.as_fd());
+    let data_arg = (!data.is_empty()).then_some(data.as_str());
+    ctx.sys
+        .raw(
+            format!(
+                "mount(\"tmpfs\", {:?} (through an O_PATH fd), \"tmpfs\", {}, {:?})",
+                t.target,
+                crate::kernel::sys::ms_flags_str(flags),
+                data
+            ),
+            &mut || {
+                nix::mount::mount(Some("tmpfs"), &onto, Some("tmpfs"), flags, data_arg).map(|()| 0)
+            },
+        )
+        .map_err(|e| StageError::sys(&format!("mount(tmpfs, {:?}, {data:?})", t.target), e))?;
+    drop(opened);
+    if ctx.verify {
+        match super::mount_at(&path)? {
+            Some((fs, opts)) if fs == "tmpfs" => ctx.note(format!(
+                "tmpfs at {}: mountinfo shows a tmpfs there ({opts})",
+                t.target
+            )),
+            other => {
+                return Err(StageError::no_effect(format!(
+                    "{} is not a tmpfs mount after mount(2) (mountinfo: {other:?})",
+                    t.target
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One bind mount of a host file or directory onto TARGET inside the rootfs (a descriptor

@@ -124,6 +124,97 @@ pub fn parse(arg: &str) -> Result<VolumeSpec> {
     }
 }
 
+/// A `--tmpfs /path[:opts]` or `--mount type=tmpfs,...`: a fresh tmpfs the volumes stage
+/// mounts inside the container's mount namespace, before the root switch. Nothing on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsMount {
+    /// The path inside the container.
+    pub target: String,
+    /// mount(2) data for tmpfs (`size=64m,mode=1777`); flags (`ro`, `noexec` ...) are in it
+    /// too, and the stage splits them off.
+    pub options: String,
+}
+
+/// Parses `--tmpfs /path[:opts]` (Docker's syntax: opts as mount(8) takes them).
+pub fn parse_tmpfs(arg: &str) -> Result<TmpfsMount> {
+    let (target, options) = arg.split_once(':').unwrap_or((arg, ""));
+    if !target.starts_with('/') {
+        return Err(Error::usage(format!(
+            "--tmpfs {arg}: the path {target:?} must be absolute inside the container"
+        )));
+    }
+    Ok(TmpfsMount {
+        target: clean_target(target, arg)?,
+        options: options.to_string(),
+    })
+}
+
+/// What a `--mount` argument is: a volume spec as `-v` has them, or a tmpfs.
+#[derive(Debug, Clone)]
+pub enum MountArg {
+    Volume(VolumeSpec),
+    Tmpfs(TmpfsMount),
+}
+
+/// Parses Docker's `--mount type=bind|volume|tmpfs,source=...,target=...[,readonly]` (also
+/// `src`, `dst`/`destination`, `ro`, and `tmpfs-size`/`tmpfs-mode` for tmpfs).
+pub fn parse_mount(arg: &str) -> Result<MountArg> {
+    let (mut kind, mut source, mut target, mut ro) = ("volume", None, None, false);
+    let mut tmpfs_opts = Vec::new();
+    for kv in arg.split(',').filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "type" => kind = v,
+            "source" | "src" => source = Some(v),
+            "target" | "dst" | "destination" => target = Some(v),
+            "readonly" | "ro" => ro = v.is_empty() || v == "true" || v == "1",
+            "tmpfs-size" => tmpfs_opts.push(format!("size={v}")),
+            "tmpfs-mode" => tmpfs_opts.push(format!("mode={v}")),
+            _ => {
+                return Err(Error::usage(format!(
+                    "--mount {arg}: unknown key {k:?}; use type, source, target, readonly (and tmpfs-size, tmpfs-mode)"
+                )))
+            }
+        }
+    }
+    let Some(target) = target else {
+        return Err(Error::usage(format!(
+            "--mount {arg}: no target; add target=/path/inside"
+        )));
+    };
+    let opt = if ro { ":ro" } else { "" };
+    match (kind, source) {
+        ("bind", Some(s)) if s.starts_with('/') => {
+            Ok(MountArg::Volume(parse(&format!("{s}:{target}{opt}"))?))
+        }
+        ("bind", _) => Err(Error::usage(format!(
+            "--mount {arg}: a bind mount needs source=/absolute/host/path"
+        ))),
+        ("volume", Some(s)) if !s.is_empty() && !s.starts_with('/') => {
+            Ok(MountArg::Volume(parse(&format!("{s}:{target}{opt}"))?))
+        }
+        ("volume", None) => Ok(MountArg::Volume(parse(&format!("{target}{opt}"))?)),
+        ("volume", Some(_)) => Err(Error::usage(format!(
+            "--mount {arg}: a volume's source is a volume name; for a host path use type=bind"
+        ))),
+        ("tmpfs", None) => {
+            if ro {
+                tmpfs_opts.insert(0, "ro".into());
+            }
+            Ok(MountArg::Tmpfs(TmpfsMount {
+                target: clean_target(target, arg)?,
+                options: tmpfs_opts.join(","),
+            }))
+        }
+        ("tmpfs", Some(_)) => Err(Error::usage(format!(
+            "--mount {arg}: a tmpfs has no source; drop source="
+        ))),
+        (other, _) => Err(Error::usage(format!(
+            "--mount {arg}: unknown type {other:?}; use bind, volume or tmpfs"
+        ))),
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Volume {
     pub name: String,

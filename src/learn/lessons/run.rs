@@ -329,7 +329,11 @@ pub fn refuse_answer(check: &ExerciseCheck, answer: &str) -> Option<String> {
     let crate::cli::Cmd::Run(args) = cli.cmd else {
         return Some("the answer is not flags for `stagebox run`".into());
     };
-    if !args.image.positional.is_empty() || args.image.image.is_some() || !args.command.is_empty() {
+    if args.image.positional.is_some()
+        || !args.image.args.is_empty()
+        || args.image.image.is_some()
+        || !args.command.is_empty()
+    {
         return Some(
             "the answer names an image or a command: write only the flags for `stagebox run`; the check supplies the command".into(),
         );
