@@ -121,38 +121,15 @@ fn environment(record: &[String], extra: &[String], tty: bool) -> Vec<String> {
     env
 }
 
-/// Docker's answer for a command that is not there or cannot run, and its exit status.
+/// The command found with the container's PATH (rootfs::lookup_command, as `run` does), or
+/// Docker's sentence and exit status for one that is not there or cannot run.
 fn lookup(cmd: &str, env: &[String]) -> std::result::Result<String, (i32, String)> {
-    use std::os::unix::fs::PermissionsExt;
-    let runnable = |p: &Path| {
-        std::fs::metadata(p)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
-    if cmd.contains('/') {
-        return match std::fs::metadata(cmd) {
-            Err(e) => Err((127, format!("exec: \"{cmd}\": stat {cmd}: {e}"))),
-            Ok(m) if m.is_dir() => Err((126, format!("exec: \"{cmd}\": is a directory"))),
-            Ok(_) if !runnable(Path::new(cmd)) => {
-                Err((126, format!("exec: \"{cmd}\": permission denied")))
-            }
-            Ok(_) => Ok(cmd.to_string()),
-        };
-    }
     let path = env
         .iter()
         .rev()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or("/usr/sbin:/usr/bin:/sbin:/bin");
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(cmd))
-        .find(|p| runnable(p))
-        .map(|p| p.display().to_string())
-        .ok_or((
-            127,
-            format!("exec: \"{cmd}\": executable file not found in $PATH"),
-        ))
+    crate::rootfs::lookup_command(cmd, path, None).map_err(|e| (e.code, e.message))
 }
 
 fn open_dir(path: &str) -> Result<OwnedFd> {
