@@ -155,7 +155,7 @@ fn exec_joins_the_containers_namespaces_cgroups_and_confinement() {
         "-d prints nothing"
     );
     let _kill = common::KillMarked(m2.clone());
-    let detached = common::within_2s(|| common::marked_pids(&m2).first().copied())
+    let detached = common::within(10, || common::marked_pids(&m2).first().copied())
         .expect("the detached exec runs");
     let cg = |p: i32| std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap();
     assert_eq!(

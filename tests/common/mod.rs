@@ -264,7 +264,13 @@ pub fn parent_of(pid: i32) -> Option<i32> {
 /// Polls `found` until it returns Some, for up to 2 s (a process being exec'd shows an
 /// empty command line for a moment).
 pub fn within_2s<T>(found: impl Fn() -> Option<T>) -> Option<T> {
-    for _ in 0..100 {
+    within(2, found)
+}
+
+/// `found()` polled every 20 ms for up to `secs` seconds (a loaded CI machine is slow to
+/// start a process).
+pub fn within<T>(secs: u64, found: impl Fn() -> Option<T>) -> Option<T> {
+    for _ in 0..secs * 50 {
         if let Some(t) = found() {
             return Some(t);
         }
