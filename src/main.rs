@@ -2,7 +2,9 @@
 //! sentence on stderr and exit status 125. The clap definition is in `stagebox::cli`.
 
 use clap::Parser;
-use stagebox::cli::{parse_source, Cli, Cmd, ImageCmd, NetworkCmd, VolumeCmd};
+use stagebox::cli::{
+    parse_source, Cli, Cmd, ContainerCmd, ImageCmd, NetworkCmd, PsArgs, VolumeCmd,
+};
 use stagebox::state::dir::default_state_dir;
 
 fn json<T: serde::Serialize>(v: &T) -> stagebox::Result<String> {
@@ -202,6 +204,60 @@ fn network_cmd(state: &std::path::Path, cmd: NetworkCmd) -> stagebox::Result<i32
     Ok(0)
 }
 
+fn ps_cmd(state: &std::path::Path, a: PsArgs) -> stagebox::Result<i32> {
+    let opts = stagebox::state::container::PsOptions {
+        all: a.all,
+        quiet: a.quiet,
+        filters: a.filter,
+        format: a.format,
+        last: if a.latest { Some(1) } else { a.last },
+    };
+    print!("{}", stagebox::state::container::ps(state, &opts)?);
+    Ok(0)
+}
+
+/// `rm A B C`: each one removed or reported (one line on stderr), on past a failure, as
+/// Docker's. Exit status 1 when any failed, as Docker's: not 125, because the others were
+/// removed (125 promises that nothing changed).
+fn rm_cmd(state: &std::path::Path, containers: &[String], force: bool) -> i32 {
+    let mut failed = false;
+    for c in containers {
+        if force {
+            // A process frozen by the v1 freezer takes SIGKILL only once thawed.
+            stagebox::runtime::ops::thaw_if_paused(state, c);
+        }
+        match stagebox::runtime::cleanup::remove(state, c, force) {
+            Ok(id) => println!("{id}"),
+            Err(e) => {
+                eprintln!("stagebox: {e}");
+                failed = true;
+            }
+        }
+    }
+    i32::from(failed)
+}
+
+fn container_cmd(state: &std::path::Path, cmd: ContainerCmd) -> stagebox::Result<i32> {
+    match cmd {
+        ContainerCmd::Prune { force: _ } => {
+            let p = stagebox::runtime::cleanup::prune(state);
+            println!("Deleted Containers:");
+            for id in &p.ids {
+                println!("{id}");
+            }
+            println!();
+            println!(
+                "Total reclaimed space: {}",
+                stagebox::units::size_decimal(p.reclaimed)
+            );
+            for e in &p.errors {
+                eprintln!("stagebox: {e}");
+            }
+            Ok(i32::from(!p.errors.is_empty()))
+        }
+    }
+}
+
 fn compare_format(as_json: bool, markdown: bool) -> stagebox::inspect::compare::Format {
     use stagebox::inspect::compare::Format;
     if as_json {
@@ -304,21 +360,16 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
             print!("{}", stagebox::cli::tables::stages_table());
             Ok(0)
         }
-        Cmd::Ps { all } => {
-            print!("{}", stagebox::state::container::ps_table(&state, all));
+        Cmd::Ps(args) => ps_cmd(&state, args),
+        Cmd::Rm { force, containers } => Ok(rm_cmd(&state, &containers, force)),
+        Cmd::Rename {
+            container,
+            new_name,
+        } => {
+            stagebox::state::container::rename(&state, &container, &new_name)?;
             Ok(0)
         }
-        Cmd::Rm { force, containers } => {
-            for c in containers {
-                if force {
-                    // A process frozen by the v1 freezer takes SIGKILL only once thawed.
-                    stagebox::runtime::ops::thaw_if_paused(&state, &c);
-                }
-                let removed = stagebox::state::container::remove(&state, &c, force)?;
-                println!("{}", removed.id);
-            }
-            Ok(0)
-        }
+        Cmd::Container { cmd } => container_cmd(&state, cmd),
         Cmd::Diff { container } => {
             let c = stagebox::state::container::find(&state, &container)?;
             print!(

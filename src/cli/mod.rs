@@ -523,10 +523,19 @@ pub enum Cmd {
     Run(RunArgs),
     /// List every stage: what it does, on or off by default, the lesson that teaches it.
     Stages,
-    /// List containers (running ones; -a: all kept ones).
-    Ps {
-        #[arg(short, long)]
-        all: bool,
+    /// List containers (running ones; -a: all kept ones, dead ones included).
+    Ps(PsArgs),
+    /// Rename a container (refused with "Conflict" when the new name is taken).
+    Rename {
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+        #[arg(value_name = "NEW_NAME")]
+        new_name: String,
+    },
+    /// Manage containers: `container prune` removes every stopped or dead one.
+    Container {
+        #[command(subcommand)]
+        cmd: ContainerCmd,
     },
     /// Remove containers (-f: also running ones, killing them).
     Rm {
@@ -870,6 +879,40 @@ pub enum NetworkCmd {
     Rm {
         #[arg(required = true, value_name = "NETWORK")]
         names: Vec<String>,
+    },
+}
+
+/// `stagebox ps` flags, as Docker's.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PsArgs {
+    /// All kept containers, not only running ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only the ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// status=running|created|exited|dead, name=NAME (part of it), id=ID (a prefix); repeatable.
+    #[arg(short, long = "filter", value_name = "FILTER")]
+    pub filter: Vec<String>,
+    /// A Go template of {{.ID}} {{.Names}} {{.Image}} {{.Command}} {{.Status}} {{.State}} {{.Ports}} {{.CreatedAt}}.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
+    /// The last N containers made (all states).
+    #[arg(short = 'n', long = "last", value_name = "N")]
+    pub last: Option<usize>,
+    /// The last container made (-n 1).
+    #[arg(short = 'l', long)]
+    pub latest: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ContainerCmd {
+    /// Remove every container whose run is over (exited, or dead: its stagebox was killed),
+    /// with all it left: cgroups, leases, directories without a record.
+    Prune {
+        /// Accepted for Docker's habit; prune never asks.
+        #[arg(short, long)]
+        force: bool,
     },
 }
 

@@ -12,6 +12,8 @@
 //! - `netlink`: a small synchronous rtnetlink client (veth pairs, bridges, moving a link to
 //!   another network namespace, addresses, routes, and the dumps of links, addresses and
 //!   routes), each request recorded like a syscall.
+//! - `proc`: a process's start time from /proc/PID/stat (a pid with its start time is never
+//!   reused, so a kept record can tell its process from a stranger with the same pid).
 //! - `status`: the capability sets, no_new_privs and seccomp mode from /proc/PID/status.
 //! - `sysv`: System V IPC objects the reader can see.
 //! - `observe`: a snapshot of what a process sees, read from outside, and the difference
@@ -26,6 +28,7 @@ pub mod netif;
 pub mod netlink;
 pub mod ns;
 pub mod observe;
+pub mod proc;
 #[cfg(test)]
 pub mod recorder;
 pub mod status;

@@ -40,7 +40,7 @@ pub fn create_container(
             .collect(),
         None => prepared.exec.argv.clone(),
     };
-    let c = Container {
+    let mut c = Container {
         id: id.to_string(),
         name: cfg
             .name
@@ -65,10 +65,15 @@ pub fn create_container(
         ports: Vec::new(),
         exec: exec_record(cfg, prepared),
         paused: false,
+        runtime_start: None,
+        pid_start: None,
     };
+    // This process owns the record from its first save: if it is killed, the record says
+    // "dead" rather than "created".
+    c.set_runtime(std::process::id() as i32);
     let dir = c.dir(&cfg.state_dir);
-    crate::state::dir::create_private(&crate::state::container::containers_dir(&cfg.state_dir))?;
-    crate::state::dir::create_private(&dir)?;
+    // The directory and a first record, the name reserved under the names lock.
+    crate::state::container::create(&cfg.state_dir, &c)?;
     let (started, remove) = (started.clone(), cfg.remove);
     undo.push(format!("remove container {}", dir.display()), move || {
         if started.get() && !remove {

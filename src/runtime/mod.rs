@@ -17,11 +17,14 @@
 //! - `copy`: `cp` and `export` through a running container's root, never leaving it.
 //! - `rlimits`: `--ulimit`, set on the container process with prlimit(2) before the exec.
 //! - `init`: `stagebox init`, the PID 1 of `run --init`: forwards signals, reaps zombies.
+//! - `cleanup`: `rm` and `container prune`: everything a container left, its runtime killed
+//!   or not (record, cgroups in every hierarchy, processes, leases, rules, orphan directories).
 //!
 //! May import: everything from `stages` down. Nothing below imports it.
 
 pub mod channel;
 pub mod child;
+pub mod cleanup;
 pub mod config;
 pub mod copy;
 pub mod exec;
@@ -73,7 +76,7 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
     host::make_overlay_dirs(cfg, &mut prepared, &container)?;
     host::bind_ports(cfg, &prepared, &mut container, &mut host)?;
     host::attach_network(cfg, &mut prepared, &mut container, &mut host)?;
-    container.save(&cfg.state_dir)?;
+    save_setup(cfg, &container)?;
     let enabled = cfg.plan.enabled();
     for sid in &enabled {
         host.hook(*sid, |s, ctx| s.prepare(ctx))?;
@@ -137,12 +140,31 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
     Ok(status.code())
 }
 
-/// The record says "running", with the workload's and the runtime's pids (for `ps`).
+/// What the setup added to the record (volumes, network, ports), written under its lock; the
+/// name is the record's own (a `rename` may have changed it).
+fn save_setup(cfg: &RunConfig, container: &Container) -> Result<()> {
+    crate::state::container::update(&cfg.state_dir, &container.id, |rec| {
+        let name = std::mem::take(&mut rec.name);
+        *rec = container.clone();
+        rec.name = name;
+    })
+    .map(|_| ())
+}
+
+/// The record says "running", with the workload's and the runtime's pids and start times.
 fn mark_running(cfg: &RunConfig, container: &mut Container, workload: Pid) {
     container.status = "running".into();
-    container.pid = Some(workload.as_raw());
-    container.runtime_pid = Some(std::process::id() as i32);
-    if let Err(e) = container.save(&cfg.state_dir) {
+    container.set_workload(Some(workload.as_raw()));
+    container.set_runtime(std::process::id() as i32);
+    let c = container.clone();
+    let r = crate::state::container::update(&cfg.state_dir, &container.id, |rec| {
+        rec.status = c.status;
+        rec.pid = c.pid;
+        rec.pid_start = c.pid_start;
+        rec.runtime_pid = c.runtime_pid;
+        rec.runtime_start = c.runtime_start;
+    });
+    if let Err(e) = r {
         trace::error("run", &e.to_string());
     }
 }
@@ -172,10 +194,26 @@ fn wait_for_workload(
 fn record_exit(cfg: &RunConfig, container: &mut Container, status: ExitKind) {
     container.status = "exited".into();
     container.exit_code = Some(status.code());
-    container.pid = None;
+    container.set_workload(None);
     if !cfg.remove {
-        if let Err(e) = container.save(&cfg.state_dir) {
+        let r = crate::state::container::update(&cfg.state_dir, &container.id, |rec| {
+            rec.status = "exited".into();
+            rec.exit_code = Some(status.code());
+            rec.pid = None;
+            rec.pid_start = None;
+        });
+        if let Err(e) = r {
+            if !container.dir(&cfg.state_dir).exists() {
+                return; // removed meanwhile (rm -f): nothing to say
+            }
             trace::error("run", &e.to_string());
+            // The exit status must reach the user even when the record cannot say it (a
+            // full disk), with the trace off too.
+            eprintln!(
+                "stagebox: could not save the record of container {}: {e} (exit status {})",
+                container.name,
+                status.code()
+            );
         }
     }
 }

@@ -23,7 +23,8 @@ pub fn pause(state: &Path, key: &str, frozen: bool) -> Result<String> {
     }
     let out = crate::cgroup::freezer::set(&member::of_pid(pid)?, frozen)?;
     c.paused = frozen;
-    c.save(state)?;
+    // Under the record's lock, on the record as it is now (the runtime may have written it).
+    crate::state::container::update(state, &c.id, |r| r.paused = frozen)?;
     Ok(format!(
         "wrote {} to {}; {} says {}",
         out.wrote.1,

@@ -378,11 +378,9 @@ fn check_flags(cfg: &RunConfig) -> Result<()> {
     }
     if let Some(n) = &cfg.name {
         crate::state::container::check_name(n)?;
-        if crate::state::container::find(&cfg.state_dir, n).is_ok_and(|c| &c.name == n) {
-            return Err(Error::usage(format!(
-                "a container named {n:?} already exists; remove it with `stagebox rm {n}` or pick another --name"
-            )));
-        }
+        // A quick look before anything is made; `state::container::create` decides under
+        // the names lock.
+        crate::state::container::check_name_free(&cfg.state_dir, n)?;
     }
     if !cfg.extras.tmpfs.is_empty() && !plan.is_on(StageId::Volumes) {
         return Err(Error::usage(

@@ -59,6 +59,13 @@ pub struct Container {
     /// Frozen by `stagebox pause` (the cgroup freezer); `ps` says "paused" while it runs.
     #[serde(default)]
     pub paused: bool,
+    /// The start time (/proc/PID/stat field 22) of `runtime_pid`: with it a reused pid is
+    /// never taken for the runtime. Set with [`Container::set_runtime`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_start: Option<u64>,
+    /// The start time of `pid` (the workload), checked before it is ever signalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
 }
 
 /// How the workload was started, for `stagebox exec` (the rest, namespaces, cgroups and
@@ -115,28 +122,85 @@ impl Container {
         self.dir(state).join("merged")
     }
 
-    /// Writes config.json atomically (temp file + rename).
+    /// Writes config.json atomically (temp file + rename). Only for a record no other process
+    /// can know yet; a kept record changes through [`update`], and is made by [`create`].
     pub fn save(&self, state: &Path) -> Result<()> {
         let dir = self.dir(state);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        super::atomic::write_json_atomic(&dir.join("config.json"), self)
+        self.write_record(state)
+    }
+
+    /// config.json written atomically into the existing directory (never makes it again).
+    fn write_record(&self, state: &Path) -> Result<()> {
+        super::atomic::write_json_atomic(&self.dir(state).join(RECORD), self)
     }
 
     pub fn load(dir: &Path) -> Result<Container> {
-        let p = dir.join("config.json");
+        let p = dir.join(RECORD);
         let text = std::fs::read(&p).map_err(|e| Error::io(format!("read {}", p.display()), e))?;
         serde_json::from_slice(&text)
             .map_err(|e| Error::usage(format!("{} is not a container record: {e}", p.display())))
     }
 
+    /// Records `pid` as the process that owns this container now (the runtime, or a monitor),
+    /// with its start time.
+    pub fn set_runtime(&mut self, pid: i32) {
+        self.runtime_pid = Some(pid);
+        self.runtime_start = crate::kernel::proc::start_time(pid);
+    }
+
+    /// Records the workload's host pid with its start time.
+    pub fn set_workload(&mut self, pid: Option<i32>) {
+        self.pid = pid;
+        self.pid_start = pid.and_then(crate::kernel::proc::start_time);
+    }
+
+    /// Is the process recorded as this container's runtime still that process? Its pid must
+    /// be alive with the start time recorded with it (a reused pid has another); a record
+    /// from before start times were kept falls back to kill(pid, 0).
+    pub fn runtime_alive(&self) -> bool {
+        match (self.runtime_pid, self.runtime_start) {
+            (Some(p), Some(start)) => crate::kernel::proc::is_same_process(p, start),
+            (Some(p), None) => nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok(),
+            (None, _) => false,
+        }
+    }
+
+    /// The workload's pid, only while it is still the process that was recorded.
+    pub fn live_workload(&self) -> Option<i32> {
+        match (self.pid, self.pid_start) {
+            (Some(p), Some(start)) if crate::kernel::proc::is_same_process(p, start) => Some(p),
+            _ => None,
+        }
+    }
+
     /// Is the run that owns this record still alive? A record left "running" by a runtime
-    /// that was SIGKILLed is reported as exited.
+    /// that was SIGKILLed, or whose pid now belongs to another process, is not.
     pub fn is_running(&self) -> bool {
-        self.status == "running"
-            && self.runtime_pid.is_some_and(|p| {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
-            })
+        self.status == "running" && self.runtime_alive()
+    }
+
+    /// Killed before it could say how it ended: its record says created or running, it had a
+    /// runtime, and that runtime is gone.
+    pub fn is_dead(&self) -> bool {
+        self.exit_code.is_none()
+            && (self.status == "running" || self.status == "created")
+            && self.runtime_pid.is_some()
+            && !self.runtime_alive()
+    }
+
+    /// One word for `ps -f status=`: running, created, exited or dead.
+    pub fn state_word(&self) -> &'static str {
+        if self.is_running() {
+            "running"
+        } else if self.is_dead() {
+            "dead"
+        } else if self.exit_code.is_some() || self.status == "exited" {
+            "exited"
+        } else {
+            "created"
+        }
     }
 
     pub fn status_text(&self) -> String {
@@ -144,14 +208,155 @@ impl Container {
             "paused".into()
         } else if self.is_running() {
             "running".into()
+        } else if self.is_dead() {
+            "dead (its runtime was killed)".into()
         } else {
             match self.exit_code {
                 Some(c) => format!("exited ({c})"),
-                None if self.status == "running" => "dead (its runtime was killed)".into(),
                 None => self.status.clone(),
             }
         }
     }
+}
+
+/// The record's file name in a container's directory.
+pub const RECORD: &str = "config.json";
+
+/// The lock every new name and every rename takes: STATE/containers/.names.lock.
+fn names_lock(state: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let dir = containers_dir(state);
+    super::dir::create_private(&dir)?;
+    super::lease::lock_exclusive(&dir.join(".names.lock"))
+}
+
+/// The lock of one container's record: STATE/containers/ID/.lock. Err when the directory is
+/// gone (the container was removed).
+fn record_lock(state: &Path, id: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = containers_dir(state).join(id).join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|_| no_such(id))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::io(format!("flock {}", path.display()), e.into()))
+}
+
+fn no_such(key: &str) -> Error {
+    Error::usage(format!(
+        "no container named or with id {key:?}; `stagebox ps -a` lists them"
+    ))
+}
+
+fn conflict(name: &str, id: &str) -> Error {
+    Error::usage(format!(
+        "Conflict: the container name {name:?} is already in use by container {id:?}; remove that container or choose another name"
+    ))
+}
+
+/// "Conflict" when a kept container has the name `name` (no lock: a quick look before a run
+/// makes anything; [`create`] decides under the names lock).
+pub fn check_name_free(state: &Path, name: &str) -> Result<()> {
+    match list(state).into_iter().find(|o| o.name == name) {
+        Some(other) => Err(conflict(name, &other.id)),
+        None => Ok(()),
+    }
+}
+
+/// Makes a new container's directory and first record, the name reserved atomically: under
+/// the names lock no other record may have the name. A directory made here without its record
+/// (the disk is full) is removed again. Returns a "Conflict" sentence when the name is taken.
+pub fn create(state: &Path, c: &Container) -> Result<()> {
+    let _names = names_lock(state)?;
+    if let Some(other) = list(state)
+        .into_iter()
+        .find(|o| o.name == c.name || o.id == c.id)
+    {
+        return Err(conflict(&c.name, &other.id));
+    }
+    let dir = c.dir(state);
+    super::dir::create_private(&dir)?;
+    if let Err(e) = c.write_record(state) {
+        let _ = super::dir::remove_tree(&dir);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Changes a kept record: takes its lock, reads it again, lets `f` change it, and writes it
+/// atomically. Err when the record is gone (removed meanwhile) or cannot be written (the
+/// file on disk is then as it was).
+pub fn update(state: &Path, id: &str, f: impl FnOnce(&mut Container)) -> Result<Container> {
+    let _lock = record_lock(state, id)?;
+    let dir = containers_dir(state).join(id);
+    if !dir.join(RECORD).exists() {
+        return Err(no_such(id));
+    }
+    let mut c = Container::load(&dir)?;
+    f(&mut c);
+    c.write_record(state)?;
+    Ok(c)
+}
+
+/// `stagebox rename OLD NEW`, under the names lock: Conflict when NEW is taken.
+pub fn rename(state: &Path, key: &str, new: &str) -> Result<Container> {
+    check_name(new)?;
+    let _names = names_lock(state)?;
+    let c = find(state, key)?;
+    if let Some(other) = list(state)
+        .into_iter()
+        .find(|o| o.name == new && o.id != c.id)
+    {
+        return Err(conflict(new, &other.id));
+    }
+    let new = new.to_string();
+    update(state, &c.id, |r| r.name = new)
+}
+
+/// The ids of directories under STATE/containers without a record: left by a run killed
+/// between its mkdir and its first save (or by a removal killed halfway). Read under the names
+/// lock, which every creation holds from its mkdir to its save, so none of them is being made.
+pub fn orphans(state: &Path) -> Result<Vec<String>> {
+    let _names = names_lock(state)?;
+    Ok(orphans_unlocked(state, std::time::Duration::ZERO))
+}
+
+/// Directories without a record, at least `older_than` old (for `ps`, which takes no lock).
+pub fn orphans_unlocked(state: &Path, older_than: std::time::Duration) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(containers_dir(state))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter(|e| !e.path().join(RECORD).exists())
+                .filter(|e| {
+                    e.metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age >= older_than)
+                })
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Removes the directory of a record-less container `id` (an orphan), under the names lock.
+pub fn remove_orphan(state: &Path, id: &str) -> Result<bool> {
+    let _names = names_lock(state)?;
+    if id.is_empty() || id.starts_with('.') || id.contains('/') {
+        return Ok(false);
+    }
+    let dir = containers_dir(state).join(id);
+    if !dir.is_dir() || dir.join(RECORD).exists() {
+        return Ok(false);
+    }
+    super::dir::remove_tree(&dir).map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
+    Ok(true)
 }
 
 /// `stagebox inspect`: the record plus where its layers are, as JSON.
@@ -230,97 +435,281 @@ pub fn check_object_name(name: &str, what: &str, noun: &str, max: usize) -> Resu
     Ok(())
 }
 
-/// Removes a container's directory. A running one is refused unless `force`, which kills
-/// its workload first and waits for its runtime to finish.
-pub fn remove(state: &Path, key: &str, force: bool) -> Result<Container> {
-    let c = find(state, key)?;
-    if c.is_running() {
-        if !force {
-            return Err(Error::usage(format!(
-                "container {} is running; stop it first or use rm -f",
-                c.name
-            )));
-        }
-        if let Some(pid) = c.pid {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        for _ in 0..200 {
-            match Container::load(&c.dir(state)) {
-                Ok(now) if now.is_running() => {
-                    std::thread::sleep(std::time::Duration::from_millis(25))
-                }
-                _ => break,
-            }
+/// Before a removal: a running container is refused unless `force`, which SIGKILLs its
+/// workload (only if the recorded pid is still that process) and waits up to 5 s for its
+/// runtime to record the exit.
+pub fn stop_for_removal(state: &Path, c: &Container, force: bool) -> Result<()> {
+    if !c.is_running() {
+        return Ok(());
+    }
+    if !force {
+        return Err(Error::usage(format!(
+            "container {} is running; stop it first or use rm -f",
+            c.name
+        )));
+    }
+    if let Some(pid) = c.live_workload() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    for _ in 0..200 {
+        match Container::load(&c.dir(state)) {
+            Ok(now) if now.is_running() => std::thread::sleep(std::time::Duration::from_millis(25)),
+            _ => break,
         }
     }
-    let dir = c.dir(state);
+    Ok(())
+}
+
+/// Removes a container's directory, under its record lock (so no update writes it again).
+pub fn remove_dir(state: &Path, id: &str) -> Result<()> {
+    let dir = containers_dir(state).join(id);
+    let _lock = record_lock(state, id);
     if dir.exists() {
         super::dir::remove_tree(&dir)
             .map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
     }
+    Ok(())
+}
+
+/// Removes a container's record and directory (not what it left in the kernel: see
+/// `runtime::cleanup`). A running one is refused unless `force` ([`stop_for_removal`]).
+pub fn remove(state: &Path, key: &str, force: bool) -> Result<Container> {
+    let c = find(state, key)?;
+    stop_for_removal(state, &c, force)?;
+    remove_dir(state, &c.id)?;
     Ok(c)
 }
 
-/// `stagebox ps [-a]`.
-pub fn ps_table(state: &Path, all: bool) -> String {
-    let mut out = format!(
+/// What `stagebox ps` shows: `-a`, `-q`, `-f KEY=VALUE` (status, name, id), `-n N`, and
+/// `--format` with Go template fields.
+#[derive(Debug, Clone, Default)]
+pub struct PsOptions {
+    pub all: bool,
+    pub quiet: bool,
+    pub filters: Vec<String>,
+    pub format: Option<String>,
+    pub last: Option<usize>,
+}
+
+/// The fields `ps --format` knows, as Docker names them.
+pub const PS_FIELDS: &[&str] = &[
+    "ID",
+    "Names",
+    "Image",
+    "Command",
+    "Status",
+    "State",
+    "Ports",
+    "CreatedAt",
+];
+
+/// The statuses `ps -f status=` takes.
+pub const PS_STATUSES: &[&str] = &["running", "created", "exited", "dead"];
+
+/// One row of `ps`: a record, or a directory left without one.
+struct Row {
+    id: String,
+    name: String,
+    image: String,
+    command: String,
+    status: String,
+    state: String,
+    ports: String,
+    created: u64,
+}
+
+fn row(c: &Container) -> Row {
+    // Docker's form: 0.0.0.0:8080->80/tcp, shown while the container runs.
+    let ports = if c.is_running() {
+        c.ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}->{}/{}",
+                    p.host_ip, p.host_port, p.container_port, p.proto
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        String::new()
+    };
+    Row {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        image: c.image.clone(),
+        command: c.command.join(" "),
+        status: c.status_text(),
+        state: c.state_word().into(),
+        ports,
+        created: c.created,
+    }
+}
+
+fn orphan_row(state: &Path, id: &str) -> Row {
+    let created = std::fs::metadata(containers_dir(state).join(id))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    Row {
+        id: id.into(),
+        name: String::new(),
+        image: String::new(),
+        command: String::new(),
+        status: "dead (no record: its run was killed while making it)".into(),
+        state: "dead".into(),
+        ports: String::new(),
+        created,
+    }
+}
+
+fn check_filters(filters: &[String]) -> Result<Vec<(String, String)>> {
+    filters
+        .iter()
+        .map(|f| {
+            let (k, v) = f.split_once('=').unwrap_or((f, ""));
+            match k {
+                "status" if PS_STATUSES.contains(&v) => Ok((k.into(), v.into())),
+                "status" => Err(Error::usage(format!(
+                    "ps -f status={v}: the status is one of {}",
+                    PS_STATUSES.join(", ")
+                ))),
+                "name" | "id" if !v.is_empty() => Ok((k.into(), v.into())),
+                _ => Err(Error::usage(format!(
+                    "ps -f {f:?}: the filters are status=running|created|exited|dead, name=NAME and id=ID"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// `{{.Field}}` replaced by the row's fields; anything else between braces is refused.
+fn render_template(template: &str, r: &Row, now: u64) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(j) = after.find("}}") else {
+            return Err(Error::usage(format!(
+                "ps --format {template:?}: a '{{{{' has no '}}}}'"
+            )));
+        };
+        let field = after[..j].trim();
+        let value = match field {
+            ".ID" => r.id.clone(),
+            ".Names" => r.name.clone(),
+            ".Image" => r.image.clone(),
+            ".Command" => format!("\"{}\"", r.command),
+            ".Status" => r.status.clone(),
+            ".State" => r.state.clone(),
+            ".Ports" => r.ports.clone(),
+            ".CreatedAt" => crate::units::ago(now.saturating_sub(r.created)),
+            _ => {
+                return Err(Error::usage(format!(
+                    "ps --format: {{{{{field}}}}} is not a field; use {}",
+                    PS_FIELDS
+                        .iter()
+                        .map(|f| format!("{{{{.{f}}}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
+        };
+        out.push_str(&value);
+        rest = &after[j + 2..];
+    }
+    out.push_str(rest);
+    Ok(out.replace("\\t", "\t").replace("\\n", "\n"))
+}
+
+/// `stagebox ps [-a] [-q] [-f ...] [--format ...] [-n N]`.
+pub fn ps(state: &Path, opts: &PsOptions) -> Result<String> {
+    let filters = check_filters(&opts.filters)?;
+    let now = crate::units::now_secs();
+    // A status filter looks at stopped containers too, as Docker's does.
+    let all = opts.all || opts.last.is_some() || filters.iter().any(|(k, _)| k == "status");
+    let mut rows: Vec<Row> = list(state).iter().map(row).collect();
+    if all {
+        // Older than a second: a directory younger than that may be a creation under way.
+        for id in orphans_unlocked(state, std::time::Duration::from_secs(1)) {
+            rows.push(orphan_row(state, &id));
+        }
+    }
+    rows.retain(|r| {
+        (all || r.state == "running")
+            && filters.iter().all(|(k, v)| match k.as_str() {
+                "status" => r.state == *v,
+                "name" => r.name.contains(v.as_str()),
+                _ => r.id.starts_with(v.as_str()),
+            })
+    });
+    rows.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+    if let Some(n) = opts.last {
+        // The n made last.
+        rows.drain(..rows.len().saturating_sub(n));
+    }
+    let mut out = String::new();
+    if opts.quiet {
+        for r in &rows {
+            out.push_str(&r.id);
+            out.push('\n');
+        }
+        return Ok(out);
+    }
+    if let Some(t) = &opts.format {
+        // Checked once even when no container matches.
+        render_template(t, &orphan_row(state, ""), now)?;
+        for r in &rows {
+            out.push_str(&render_template(t, r, now)?);
+            out.push('\n');
+        }
+        return Ok(out);
+    }
+    out.push_str(&format!(
         "{:<12}  {:<16}  {:<24}  {:<24}  {:<18}  {:<16}  PORTS\n",
         "CONTAINER ID", "NAME", "IMAGE", "COMMAND", "STATUS", "CREATED"
-    );
-    let now = crate::units::now_secs();
-    for c in list(state) {
-        if !all && !c.is_running() {
-            continue;
-        }
-        let mut cmd = c.command.join(" ");
+    ));
+    for r in rows {
+        let mut cmd = r.command.clone();
         if cmd.chars().count() > 22 {
             cmd = format!("{}…", cmd.chars().take(21).collect::<String>());
         }
-        let mut image = c.image.clone();
+        let mut image = r.image.clone();
         if image.chars().count() > 24 {
-            image = format!(
-                "…{}",
-                image
-                    .chars()
-                    .rev()
-                    .take(23)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<String>()
-            );
+            let tail: Vec<char> = image.chars().rev().take(23).collect();
+            image = format!("…{}", tail.into_iter().rev().collect::<String>());
         }
-        // Docker's form: 0.0.0.0:8080->80/tcp, shown while the container runs.
-        let ports = if c.is_running() {
-            c.ports
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{}:{}->{}/{}",
-                        p.host_ip, p.host_port, p.container_port, p.proto
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        } else {
-            String::new()
-        };
         let line = format!(
-            "{:<12}  {:<16}  {:<24}  {:<24}  {:<18}  {:<16}  {ports}",
-            c.id,
-            c.name,
+            "{:<12}  {:<16}  {:<24}  {:<24}  {:<18}  {:<16}  {}",
+            r.id,
+            r.name,
             image,
             format!("\"{cmd}\""),
-            c.status_text(),
-            crate::units::ago(now.saturating_sub(c.created))
+            r.status,
+            crate::units::ago(now.saturating_sub(r.created)),
+            r.ports
         );
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    out
+    Ok(out)
+}
+
+/// `stagebox ps [-a]` as a table (what `ps` without filters prints).
+pub fn ps_table(state: &Path, all: bool) -> String {
+    ps(
+        state,
+        &PsOptions {
+            all,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -347,6 +736,8 @@ mod tests {
             ports: vec![],
             exec: Default::default(),
             paused: false,
+            runtime_start: None,
+            pid_start: None,
         }
     }
 
