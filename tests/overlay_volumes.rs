@@ -122,7 +122,7 @@ fn containers_are_kept_listed_and_removed() {
     // A second container with the same name is refused before anything happens.
     let (code, _, err) = run_named("kept-one", &[], "true");
     assert_eq!(code, 125);
-    assert!(err.contains("already exists"), "{err}");
+    assert!(err.contains("is already in use by container"), "{err}");
     let dir = container_dir("kept-one");
     rm("kept-one");
     assert!(!dir.exists());

@@ -241,15 +241,24 @@ pub fn create(state: &Path, name: &str, anonymous: bool) -> Result<Volume> {
     }
     let data = dir.join("_data");
     super::dir::create_private(&volumes_dir(state))?;
-    std::fs::create_dir_all(&data)
-        .map_err(|e| Error::io(format!("create {}", data.display()), e))?;
+    // Made here (not by a concurrent run of the same -v name): removed again if a later step
+    // fails (a full disk), so no half-made volume is left that `volume ls` cannot show.
+    let made_here = std::fs::create_dir(&dir).is_ok();
     let v = Volume {
         name: name.to_string(),
-        mountpoint: data,
+        mountpoint: data.clone(),
         created: crate::units::now_secs(),
         anonymous,
     };
-    super::atomic::write_json_atomic(&meta, &v)?;
+    let r = std::fs::create_dir_all(&data)
+        .map_err(|e| Error::io(format!("create {}", data.display()), e))
+        .and_then(|()| super::atomic::write_json_atomic(&meta, &v));
+    if let Err(e) = r {
+        if made_here {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return Err(e);
+    }
     Ok(v)
 }
 
@@ -305,8 +314,26 @@ pub fn materialize(
     specs: &[VolumeSpec],
     id: &str,
 ) -> Result<(Vec<VolumeMount>, Vec<String>)> {
-    let mut mounts = Vec::new();
     let mut created = Vec::new();
+    match materialize_into(state, specs, id, &mut created) {
+        Ok(mounts) => Ok((mounts, created)),
+        Err(e) => {
+            // Those made before the failing one go again: the caller never learns of them.
+            for name in &created {
+                let _ = std::fs::remove_dir_all(volumes_dir(state).join(name));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn materialize_into(
+    state: &Path,
+    specs: &[VolumeSpec],
+    id: &str,
+    created: &mut Vec<String>,
+) -> Result<Vec<VolumeMount>> {
+    let mut mounts = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, s) in specs.iter().enumerate() {
         if !seen.insert(s.target().to_string()) {
@@ -360,7 +387,7 @@ pub fn materialize(
         };
         mounts.push(m);
     }
-    Ok((mounts, created))
+    Ok(mounts)
 }
 
 #[cfg(test)]
