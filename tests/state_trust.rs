@@ -464,3 +464,45 @@ fn a_full_disk_does_not_swallow_the_exit_status() {
     }
     assert_eq!(mounts_under(tmp.path()), mounts_before, "the tmpfs is still mounted");
 }
+
+#[test]
+fn rm_f_ends_a_running_container_and_all_it_made() {
+    if !root_or_skip("rm_f_ends_a_running_container_and_all_it_made") {
+        return;
+    }
+    let r = rootfs();
+    let r = r.to_str().expect("utf-8 path");
+    let tmp = tempdir();
+    let state = tmp.path().join("state");
+    let m = marker();
+    let mut child = sb(
+        &state,
+        &run_args(r, &["--name", "live", "--", "/bin/sh", "-c", "sleep 30; :", &m]),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("start stagebox");
+    let _guard = KillMarked(m.clone());
+    let mut running = None;
+    let t = Instant::now();
+    while running.is_none() && t.elapsed() < Duration::from_secs(10) {
+        let (_, ids, _) = out(&state, &["ps", "-q", "-f", "status=running"]);
+        running = (!ids.trim().is_empty()).then_some(ids);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(running.is_some(), "the container never ran");
+    assert!(!cgroup_dirs(&state).is_empty(), "a running container has cgroups");
+    let (code, _, e) = out(&state, &["rm", "live"]);
+    assert_eq!(code, 1);
+    assert!(e.contains("is running"), "{e}");
+    let (code, o, e) = out(&state, &["rm", "-f", "live"]);
+    assert_eq!(code, 0, "{e}");
+    assert_eq!(o.trim(), running.unwrap_or_default().trim());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(137), "the run ends with SIGKILL's status");
+    assert_none_left(&m, "rm -f");
+    assert!(cgroup_dirs(&state).is_empty());
+    let (_, all, _) = out(&state, &["ps", "-a", "-q"]);
+    assert!(all.is_empty(), "{all}");
+}

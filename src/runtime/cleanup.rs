@@ -20,6 +20,7 @@ use crate::cgroup::{self, CgroupRoot, Layout};
 use crate::error::{Error, Result};
 use crate::state::container::{self, Container};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// What `container prune` removed.
 #[derive(Debug, Default)]
@@ -145,6 +146,14 @@ fn disk_usage(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Polls `done` every 10 ms for up to `limit`.
+fn wait_until(limit: Duration, done: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// SIGKILL to `pid` only while it is still the process that started at `start`.
 fn kill_if_same(pid: i32, start: Option<u64>) {
     if let Some(start) = start {
@@ -208,22 +217,23 @@ pub fn remove(state: &Path, key: &str, force: bool) -> Result<String> {
     container::stop_for_removal(state, &c, force)?;
     let now = Container::load(&c.dir(state)).unwrap_or(c);
     if now.runtime_alive() {
-        // Being made (or ended) by a stagebox that still runs.
-        if !force {
-            return Err(Error::usage(format!(
-                "container {} is still being set up or taken down by stagebox pid {}; wait for it, or use rm -f",
-                now.name,
-                now.runtime_pid.unwrap_or(0)
-            )));
+        // Its stagebox (or monitor) still runs: taking the container down after its exit
+        // (a moment), or still setting it up.
+        if now.exit_code.is_some() || force {
+            wait_until(Duration::from_secs(3), || !now.runtime_alive());
         }
-        if let Some(p) = now.runtime_pid {
-            kill_if_same(p, now.runtime_start);
-        }
-        for _ in 0..200 {
-            if !now.runtime_alive() {
-                break;
+        if now.runtime_alive() {
+            if !force {
+                return Err(Error::usage(format!(
+                    "container {} is still being set up by stagebox pid {}; wait for it, or use rm -f",
+                    now.name,
+                    now.runtime_pid.unwrap_or(0)
+                )));
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            if let Some(p) = now.runtime_pid {
+                kill_if_same(p, now.runtime_start);
+            }
+            wait_until(Duration::from_secs(2), || !now.runtime_alive());
         }
     }
     let mut errors = Vec::new();

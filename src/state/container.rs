@@ -761,6 +761,81 @@ mod tests {
     }
 
     #[test]
+    fn a_name_has_one_owner_and_updates_keep_other_fields() {
+        let d = tempfile::tempdir().unwrap();
+        create(d.path(), &sample("abc123000000", "web")).unwrap();
+        let e = create(d.path(), &sample("def456000000", "web")).unwrap_err();
+        assert_eq!(e.exit_code(), 125);
+        assert_eq!(
+            e.to_string(),
+            "Conflict: the container name \"web\" is already in use by container \"abc123000000\"; remove that container or choose another name"
+        );
+        assert!(!d.path().join("containers/def456000000").exists());
+        create(d.path(), &sample("def456000000", "db")).unwrap();
+        assert!(rename(d.path(), "db", "web").is_err());
+        rename(d.path(), "db", "cache").unwrap();
+        let c = update(d.path(), "def456000000", |c| c.exit_code = Some(3)).unwrap();
+        assert_eq!((c.name.as_str(), c.exit_code), ("cache", Some(3)));
+        assert_eq!(find(d.path(), "cache").unwrap().exit_code, Some(3));
+        remove(d.path(), "cache", false).unwrap();
+        assert!(update(d.path(), "def456000000", |_| {}).is_err(), "a removed record stays removed");
+        assert!(!d.path().join("containers/def456000000").exists());
+    }
+
+    #[test]
+    fn liveness_needs_the_recorded_start_time() {
+        let me = std::process::id() as i32;
+        let mut c = sample("abc123000000", "web");
+        c.status = "running".into();
+        c.exit_code = None;
+        c.set_runtime(me);
+        assert!(c.is_running());
+        assert_eq!(c.state_word(), "running");
+        c.runtime_start = c.runtime_start.map(|s| s + 1);
+        assert!(!c.is_running(), "the same pid with another start time is another process");
+        assert_eq!(c.status_text(), "dead (its runtime was killed)");
+        c.set_workload(Some(me));
+        assert_eq!(c.live_workload(), Some(me));
+        c.pid_start = c.pid_start.map(|s| s + 1);
+        assert_eq!(c.live_workload(), None);
+    }
+
+    #[test]
+    fn ps_filters_and_formats() {
+        let d = tempfile::tempdir().unwrap();
+        sample("abc123000000", "web").save(d.path()).unwrap();
+        let mut db = sample("def456000000", "db");
+        db.status = "created".into();
+        db.exit_code = None;
+        db.save(d.path()).unwrap();
+        std::fs::create_dir_all(d.path().join("containers/0000aaaa0000")).unwrap();
+        let ps = |o: PsOptions| ps(d.path(), &o);
+        let q = |f: &[&str]| PsOptions {
+            quiet: true,
+            filters: f.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        assert_eq!(ps(q(&["status=exited"])).unwrap(), "abc123000000\n");
+        assert_eq!(ps(q(&["status=created"])).unwrap(), "def456000000\n");
+        assert_eq!(ps(q(&["name=we"])).unwrap(), "", "without -a only running ones");
+        let all = PsOptions {
+            all: true,
+            format: Some("{{.ID}}\\t{{.Names}} {{ .State }}".into()),
+            ..Default::default()
+        };
+        assert_eq!(ps(all).unwrap(), "abc123000000\tweb exited\ndef456000000\tdb created\n");
+        let bad = PsOptions {
+            format: Some("{{.Size}}".into()),
+            ..Default::default()
+        };
+        assert_eq!(ps(bad).unwrap_err().exit_code(), 125);
+        assert!(ps(q(&["colour=red"])).is_err());
+        assert_eq!(orphans(d.path()).unwrap(), ["0000aaaa0000"]);
+        assert!(remove_orphan(d.path(), "0000aaaa0000").unwrap());
+        assert!(!remove_orphan(d.path(), "abc123000000").unwrap(), "a dir with a record is no orphan");
+    }
+
+    #[test]
     fn names_follow_dockers_rule() {
         assert!(check_name("web-1.a_b").is_ok());
         assert!(check_name("-x").is_err());
