@@ -13,12 +13,9 @@ use std::time::{Duration, Instant};
 
 /// The shared default rootfs, made once in the tests' state directory.
 fn rootfs() -> PathBuf {
-    stagebox::rootfs::default::ensure(
-        state_dir(),
-        stagebox::rootfs::default::RootfsSource::Auto,
-    )
-    .expect("the default rootfs")
-    .path
+    stagebox::rootfs::default::ensure(state_dir(), stagebox::rootfs::default::RootfsSource::Auto)
+        .expect("the default rootfs")
+        .path
 }
 
 /// A temp dir under cargo's target tmp (not /tmp), removed when dropped.
@@ -141,7 +138,10 @@ fn a_hundred_killed_runs_are_pruned_completely() {
         let name = format!("k{n}");
         let mut child = sb(
             &state,
-            &run_args(r, &["--name", &name, "--", "/bin/sh", "-c", "sleep 5; :", &m]),
+            &run_args(
+                r,
+                &["--name", &name, "--", "/bin/sh", "-c", "sleep 5; :", &m],
+            ),
         )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -167,11 +167,15 @@ fn a_hundred_killed_runs_are_pruned_completely() {
     let (code, dead, _) = out(&state, &["ps", "-a", "-q", "-f", "status=dead"]);
     assert_eq!(code, 0);
     let (_, running, _) = out(&state, &["ps", "-q"]);
-    assert!(running.trim().is_empty(), "killed runs shown running: {running}");
+    assert!(
+        running.trim().is_empty(),
+        "killed runs shown running: {running}"
+    );
     let exited = records.iter().filter(|c| c.exit_code.is_some()).count();
     assert_eq!(
         dead.lines().count() + exited,
-        records.len() + stagebox::state::container::orphans_unlocked(&state, Duration::from_secs(1)).len(),
+        records.len()
+            + stagebox::state::container::orphans_unlocked(&state, Duration::from_secs(1)).len(),
         "every killed run is dead or exited in ps -a:\n{dead}"
     );
     let t = Instant::now();
@@ -256,7 +260,10 @@ fn concurrent_runs_of_one_name_have_one_winner() {
             .into_iter()
             .map(|c| c.wait_with_output().expect("wait"))
             .collect();
-        let winners = results.iter().filter(|o| o.status.code() == Some(0)).count();
+        let winners = results
+            .iter()
+            .filter(|o| o.status.code() == Some(0))
+            .count();
         assert_eq!(winners, 1, "round {round}: {results:?}");
         for o in results.iter().filter(|o| o.status.code() != Some(0)) {
             let err = String::from_utf8_lossy(&o.stderr);
@@ -280,7 +287,10 @@ fn concurrent_runs_of_one_name_have_one_winner() {
     // rename: a taken name is a Conflict, a free one moves.
     let (code, _, err) = out(&state, &["rename", "dup0", "dup1"]);
     assert_eq!(code, 125);
-    assert!(err.contains("Conflict: the container name \"dup1\""), "{err}");
+    assert!(
+        err.contains("Conflict: the container name \"dup1\""),
+        "{err}"
+    );
     let (code, _, err) = out(&state, &["rename", "dup0", "fresh"]);
     assert_eq!(code, 0, "{err}");
     let (_, names, _) = out(&state, &["ps", "-a", "--format", "{{.Names}}"]);
@@ -430,11 +440,14 @@ fn a_full_disk_does_not_swallow_the_exit_status() {
         let lines: Vec<&str> = e.lines().collect();
         assert!(
             lines.len() == 1
-                && lines[0].starts_with("stagebox: could not save the record of container filler: ")
+                && lines[0]
+                    .starts_with("stagebox: could not save the record of container filler: ")
                 && lines[0].ends_with("(exit status 7)"),
             "{e}"
         );
-        let dir = stagebox::state::container::find(&state, "filler").unwrap().dir(&state);
+        let dir = stagebox::state::container::find(&state, "filler")
+            .unwrap()
+            .dir(&state);
         let temps: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .flatten()
@@ -447,7 +460,10 @@ fn a_full_disk_does_not_swallow_the_exit_status() {
         // A new volume on a full disk is not left half-made, by the library or by a run.
         fill(&state);
         assert!(stagebox::state::volume::create(&state, "halfvol", false).is_err());
-        assert!(!state.join("volumes/halfvol").exists(), "a half-made volume");
+        assert!(
+            !state.join("volumes/halfvol").exists(),
+            "a half-made volume"
+        );
         let (code, _, e) = out(&state, &run_args(r, &["-v", "newvol:/v", "--", "true"]));
         assert_eq!(code, 125, "{e}");
         assert!(!state.join("volumes/newvol").exists(), "a half-made volume");
@@ -462,7 +478,11 @@ fn a_full_disk_does_not_swallow_the_exit_status() {
         assert!(left.is_empty(), "a half-made container: {left:?}");
         assert!(cgroup_dirs(&state).is_empty());
     }
-    assert_eq!(mounts_under(tmp.path()), mounts_before, "the tmpfs is still mounted");
+    assert_eq!(
+        mounts_under(tmp.path()),
+        mounts_before,
+        "the tmpfs is still mounted"
+    );
 }
 
 #[test]
@@ -477,7 +497,10 @@ fn rm_f_ends_a_running_container_and_all_it_made() {
     let m = marker();
     let mut child = sb(
         &state,
-        &run_args(r, &["--name", "live", "--", "/bin/sh", "-c", "sleep 30; :", &m]),
+        &run_args(
+            r,
+            &["--name", "live", "--", "/bin/sh", "-c", "sleep 30; :", &m],
+        ),
     )
     .stdout(Stdio::null())
     .stderr(Stdio::null())
@@ -492,7 +515,10 @@ fn rm_f_ends_a_running_container_and_all_it_made() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(running.is_some(), "the container never ran");
-    assert!(!cgroup_dirs(&state).is_empty(), "a running container has cgroups");
+    assert!(
+        !cgroup_dirs(&state).is_empty(),
+        "a running container has cgroups"
+    );
     let (code, _, e) = out(&state, &["rm", "live"]);
     assert_eq!(code, 1);
     assert!(e.contains("is running"), "{e}");
@@ -500,7 +526,11 @@ fn rm_f_ends_a_running_container_and_all_it_made() {
     assert_eq!(code, 0, "{e}");
     assert_eq!(o.trim(), running.unwrap_or_default().trim());
     let status = child.wait().expect("wait");
-    assert_eq!(status.code(), Some(137), "the run ends with SIGKILL's status");
+    assert_eq!(
+        status.code(),
+        Some(137),
+        "the run ends with SIGKILL's status"
+    );
     assert_none_left(&m, "rm -f");
     assert!(cgroup_dirs(&state).is_empty());
     let (_, all, _) = out(&state, &["ps", "-a", "-q"]);

@@ -32,8 +32,14 @@ pub struct Pruned {
     pub errors: Vec<String>,
 }
 
-/// Every hierarchy's mount point on this host (v2, each v1 mount once, named v1 ones).
+/// Every hierarchy's mount point on this host (v2, each v1 mount once, named v1 ones); for a
+/// user other than root, the cgroup v2 subtree delegated to it, where its runs' cgroups are.
 fn hierarchy_mounts() -> Vec<PathBuf> {
+    if !nix::unistd::geteuid().is_root() {
+        return cgroup::delegation::detect()
+            .map(|d| vec![d.root])
+            .unwrap_or_default();
+    }
     let Ok(layout) = Layout::detect() else {
         return Vec::new();
     };

@@ -206,9 +206,8 @@ fn record_exit(cfg: &RunConfig, container: &mut Container, status: ExitKind) {
             if !container.dir(&cfg.state_dir).exists() {
                 return; // removed meanwhile (rm -f): nothing to say
             }
-            trace::error("run", &e.to_string());
             // The exit status must reach the user even when the record cannot say it (a
-            // full disk), with the trace off too.
+            // full disk), with the trace off too: one line.
             eprintln!(
                 "stagebox: could not save the record of container {}: {e} (exit status {})",
                 container.name,

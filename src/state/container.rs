@@ -778,7 +778,10 @@ mod tests {
         assert_eq!((c.name.as_str(), c.exit_code), ("cache", Some(3)));
         assert_eq!(find(d.path(), "cache").unwrap().exit_code, Some(3));
         remove(d.path(), "cache", false).unwrap();
-        assert!(update(d.path(), "def456000000", |_| {}).is_err(), "a removed record stays removed");
+        assert!(
+            update(d.path(), "def456000000", |_| {}).is_err(),
+            "a removed record stays removed"
+        );
         assert!(!d.path().join("containers/def456000000").exists());
     }
 
@@ -792,7 +795,10 @@ mod tests {
         assert!(c.is_running());
         assert_eq!(c.state_word(), "running");
         c.runtime_start = c.runtime_start.map(|s| s + 1);
-        assert!(!c.is_running(), "the same pid with another start time is another process");
+        assert!(
+            !c.is_running(),
+            "the same pid with another start time is another process"
+        );
         assert_eq!(c.status_text(), "dead (its runtime was killed)");
         c.set_workload(Some(me));
         assert_eq!(c.live_workload(), Some(me));
@@ -817,13 +823,20 @@ mod tests {
         };
         assert_eq!(ps(q(&["status=exited"])).unwrap(), "abc123000000\n");
         assert_eq!(ps(q(&["status=created"])).unwrap(), "def456000000\n");
-        assert_eq!(ps(q(&["name=we"])).unwrap(), "", "without -a only running ones");
+        assert_eq!(
+            ps(q(&["name=we"])).unwrap(),
+            "",
+            "without -a only running ones"
+        );
         let all = PsOptions {
             all: true,
             format: Some("{{.ID}}\\t{{.Names}} {{ .State }}".into()),
             ..Default::default()
         };
-        assert_eq!(ps(all).unwrap(), "abc123000000\tweb exited\ndef456000000\tdb created\n");
+        assert_eq!(
+            ps(all).unwrap(),
+            "abc123000000\tweb exited\ndef456000000\tdb created\n"
+        );
         let bad = PsOptions {
             format: Some("{{.Size}}".into()),
             ..Default::default()
@@ -832,7 +845,10 @@ mod tests {
         assert!(ps(q(&["colour=red"])).is_err());
         assert_eq!(orphans(d.path()).unwrap(), ["0000aaaa0000"]);
         assert!(remove_orphan(d.path(), "0000aaaa0000").unwrap());
-        assert!(!remove_orphan(d.path(), "abc123000000").unwrap(), "a dir with a record is no orphan");
+        assert!(
+            !remove_orphan(d.path(), "abc123000000").unwrap(),
+            "a dir with a record is no orphan"
+        );
     }
 
     #[test]
