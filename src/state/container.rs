@@ -222,25 +222,30 @@ impl Container {
 /// The record's file name in a container's directory.
 pub const RECORD: &str = "config.json";
 
-/// The lock every new name and every rename takes: STATE/containers/.names.lock.
+/// flock(2) on a directory itself: no lock file is left behind, and a lock taken on a
+/// directory that is then removed stays on the removed one (its holder sees the record gone).
+fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let f =
+        std::fs::File::open(dir).map_err(|e| Error::io(format!("open {}", dir.display()), e))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::io(format!("flock {}", dir.display()), e.into()))
+}
+
+/// The lock every new name and every rename takes: a flock on STATE/containers itself.
 fn names_lock(state: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     let dir = containers_dir(state);
     super::dir::create_private(&dir)?;
-    super::lease::lock_exclusive(&dir.join(".names.lock"))
+    lock_dir(&dir)
 }
 
-/// The lock of one container's record: STATE/containers/ID/.lock. Err when the directory is
-/// gone (the container was removed).
+/// The lock of one container's record: a flock on STATE/containers/ID itself. Err when the
+/// directory is gone (the container was removed).
 fn record_lock(state: &Path, id: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
-    let path = containers_dir(state).join(id).join(".lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|_| no_such(id))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::io(format!("flock {}", path.display()), e.into()))
+    let dir = containers_dir(state).join(id);
+    if !dir.is_dir() {
+        return Err(no_such(id));
+    }
+    lock_dir(&dir).map_err(|_| no_such(id))
 }
 
 fn no_such(key: &str) -> Error {
@@ -318,6 +323,9 @@ pub fn rename(state: &Path, key: &str, new: &str) -> Result<Container> {
 /// between its mkdir and its first save (or by a removal killed halfway). Read under the names
 /// lock, which every creation holds from its mkdir to its save, so none of them is being made.
 pub fn orphans(state: &Path) -> Result<Vec<String>> {
+    if !containers_dir(state).is_dir() {
+        return Ok(Vec::new());
+    }
     let _names = names_lock(state)?;
     Ok(orphans_unlocked(state, std::time::Duration::ZERO))
 }
