@@ -794,6 +794,37 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_creations_of_one_name_have_one_winner() {
+        let d = tempfile::tempdir().unwrap();
+        for round in 0..40 {
+            let name = format!("dup{round}");
+            let barrier = std::sync::Barrier::new(6);
+            let wins = std::sync::atomic::AtomicUsize::new(0);
+            std::thread::scope(|s| {
+                for t in 0..6 {
+                    let (name, barrier, wins, state) = (&name, &barrier, &wins, d.path());
+                    s.spawn(move || {
+                        let c = sample(&format!("{round:06}{t:06}"), name);
+                        barrier.wait();
+                        match create(state, &c) {
+                            Ok(()) => {
+                                wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            Err(e) => assert!(e.to_string().starts_with("Conflict: "), "{e}"),
+                        }
+                    });
+                }
+            });
+            assert_eq!(wins.into_inner(), 1, "round {round}");
+        }
+        assert_eq!(list(d.path()).len(), 40);
+        assert!(
+            orphans(d.path()).unwrap().is_empty(),
+            "a loser left its directory"
+        );
+    }
+
+    #[test]
     fn liveness_needs_the_recorded_start_time() {
         let me = std::process::id() as i32;
         let mut c = sample("abc123000000", "web");
