@@ -697,7 +697,11 @@ pub fn ps(state: &Path, opts: &PsOptions) -> Result<String> {
             r.id,
             r.name,
             image,
-            format!("\"{cmd}\""),
+            if r.state == "dead" && r.name.is_empty() {
+                String::new()
+            } else {
+                format!("\"{cmd}\"")
+            },
             r.status,
             crate::units::ago(now.saturating_sub(r.created)),
             r.ports
