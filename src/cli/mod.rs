@@ -891,7 +891,7 @@ pub struct PsArgs {
     /// Only the ids.
     #[arg(short, long)]
     pub quiet: bool,
-    /// status=running|created|exited|dead, name=NAME (part of it), id=ID (a prefix); repeatable.
+    /// status=running|paused|created|exited|dead, name=NAME (part of it), id=ID (a prefix); repeatable.
     #[arg(short, long = "filter", value_name = "FILTER")]
     pub filter: Vec<String>,
     /// A Go template of {{.ID}} {{.Names}} {{.Image}} {{.Command}} {{.Status}} {{.State}} {{.Ports}} {{.CreatedAt}}.

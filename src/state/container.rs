@@ -190,9 +190,11 @@ impl Container {
             && !self.runtime_alive()
     }
 
-    /// One word for `ps -f status=`: running, created, exited or dead.
+    /// One word for `ps -f status=`: running, paused, created, exited or dead.
     pub fn state_word(&self) -> &'static str {
-        if self.is_running() {
+        if self.is_running() && self.paused {
+            "paused"
+        } else if self.is_running() {
             "running"
         } else if self.is_dead() {
             "dead"
@@ -515,7 +517,7 @@ pub const PS_FIELDS: &[&str] = &[
 ];
 
 /// The statuses `ps -f status=` takes.
-pub const PS_STATUSES: &[&str] = &["running", "created", "exited", "dead"];
+pub const PS_STATUSES: &[&str] = &["running", "paused", "created", "exited", "dead"];
 
 /// One row of `ps`: a record, or a directory left without one.
 struct Row {
@@ -588,7 +590,7 @@ fn check_filters(filters: &[String]) -> Result<Vec<(String, String)>> {
                 ))),
                 "name" | "id" if !v.is_empty() => Ok((k.into(), v.into())),
                 _ => Err(Error::usage(format!(
-                    "ps -f {f:?}: the filters are status=running|created|exited|dead, name=NAME and id=ID"
+                    "ps -f {f:?}: the filters are status=running|paused|created|exited|dead, name=NAME and id=ID"
                 ))),
             }
         })
@@ -649,7 +651,7 @@ pub fn ps(state: &Path, opts: &PsOptions) -> Result<String> {
         }
     }
     rows.retain(|r| {
-        (all || r.state == "running")
+        (all || r.state == "running" || r.state == "paused")
             && filters.iter().all(|(k, v)| match k.as_str() {
                 "status" => r.state == *v,
                 "name" => r.name.contains(v.as_str()),
