@@ -144,7 +144,7 @@ fn exec_joins_the_containers_namespaces_cgroups_and_confinement() {
     assert!(workload.iter().any(|l| l == "Seccomp: 2"), "{workload:?}");
     // The cgroups, read from the host: a detached exec carries a marker to find it by.
     let m2 = marker();
-    let o = r.sb(&["exec", "-d", "exec1", "sh", "-c", "sleep 30", &m2]);
+    let o = r.sb(&["exec", "-d", "exec1", "sh", "-c", "sleep 30; :", &m2]);
     assert!(
         o.status.success(),
         "exec -d: {}",
