@@ -300,6 +300,93 @@ fn pause_cmd(
     Ok(0)
 }
 
+/// The arguments after `run`, kept in the record for `start`.
+fn run_args() -> Vec<String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().position(|a| a == "run") {
+        Some(i) => args[i + 1..].to_vec(),
+        None => Vec::new(),
+    }
+}
+
+/// `run`, in the foreground or (-d) through a monitor that prints the id.
+fn run_cmd(cfg: stagebox::runtime::config::RunConfig) -> stagebox::Result<i32> {
+    stagebox::state::dir::secure(&cfg.state_dir, true)?;
+    stagebox::trace::init(cfg.trace, cfg.trace_focus.clone());
+    if cfg.lifecycle.detach {
+        println!("{}", stagebox::runtime::monitor::detach(&cfg)?);
+        return Ok(0);
+    }
+    stagebox::runtime::run(&cfg)
+}
+
+/// Docker's habit for commands on several containers: each one's name as given when it
+/// worked, a sentence for each that did not, and a failure status if any did.
+fn each(containers: &[String], f: impl Fn(&str) -> stagebox::Result<()>) -> stagebox::Result<i32> {
+    let mut failed = None;
+    for c in containers {
+        match f(c) {
+            Ok(()) => println!("{c}"),
+            Err(e) => {
+                eprintln!("stagebox: {e}");
+                failed = Some(e.exit_code());
+            }
+        }
+    }
+    Ok(failed.unwrap_or(0))
+}
+
+/// `start [-a] [-i]`: each stopped container runs again from the `run` arguments its record
+/// keeps, on its own record, directory and writable layer.
+fn start_cmd(
+    state: &std::path::Path,
+    containers: &[String],
+    attach: bool,
+    interactive: bool,
+) -> stagebox::Result<i32> {
+    for key in containers {
+        let c = stagebox::state::container::find(state, key)?;
+        if c.is_running() {
+            println!("{key}");
+            continue;
+        }
+        if c.lifecycle.run_args.is_empty() {
+            return Err(stagebox::Error::usage(format!(
+                "container {} was made by an older stagebox that kept no run arguments; run a new one",
+                c.name
+            )));
+        }
+        let argv = ["stagebox", "run"]
+            .into_iter()
+            .map(String::from)
+            .chain(c.lifecycle.run_args.iter().cloned());
+        let Cmd::Run(args) = Cli::try_parse_from(argv)
+            .map_err(|e| {
+                stagebox::Error::usage(format!("the kept run arguments of {}: {e}", c.name))
+            })?
+            .cmd
+        else {
+            return Err(stagebox::Error::usage(
+                "the kept run arguments are not a run",
+            ));
+        };
+        let mut cfg = args.into_config(state.to_path_buf())?;
+        cfg.lifecycle.run_args = c.lifecycle.run_args.clone();
+        cfg.lifecycle.id = Some(c.id.clone());
+        cfg.lifecycle.reuse = true;
+        cfg.lifecycle.detach = !attach;
+        cfg.lifecycle.interactive = cfg.lifecycle.interactive || interactive;
+        if attach {
+            return run_cmd(cfg);
+        }
+        stagebox::state::dir::secure(&cfg.state_dir, true)?;
+        stagebox::trace::init(cfg.trace, cfg.trace_focus.clone());
+        stagebox::runtime::monitor::detach(&cfg)?;
+        println!("{key}");
+    }
+    Ok(0)
+}
+
 /// `stagebox exec`: the trace on stderr as `run`'s, then the command's exit status.
 fn exec_cmd(state: &std::path::Path, args: stagebox::cli::ExecArgs) -> stagebox::Result<i32> {
     let mode: stagebox::trace::TraceMode = args.trace.parse()?;
@@ -351,10 +438,55 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
     }
     match cli.cmd {
         Cmd::Run(args) => {
-            let cfg = args.into_config(state)?;
-            stagebox::state::dir::secure(&cfg.state_dir, true)?;
-            stagebox::trace::init(cfg.trace, cfg.trace_focus.clone());
-            stagebox::runtime::run(&cfg)
+            let mut cfg = args.into_config(state)?;
+            cfg.lifecycle.run_args = run_args();
+            run_cmd(cfg)
+        }
+        Cmd::Logs {
+            follow,
+            tail,
+            timestamps,
+            since,
+            container,
+        } => {
+            use stagebox::runtime::control;
+            let opts = control::LogsOptions {
+                follow,
+                tail: control::parse_tail(&tail)?,
+                timestamps,
+                since: since
+                    .map(|s| stagebox::state::logs::parse_since(&s, std::time::SystemTime::now()))
+                    .transpose()?,
+            };
+            control::logs(&state, &container, &opts)?;
+            Ok(0)
+        }
+        Cmd::Stop { time, containers } => each(&containers, |c| {
+            stagebox::runtime::control::stop(&state, c, time)
+        }),
+        Cmd::Kill { signal, containers } => each(&containers, |c| {
+            stagebox::runtime::control::kill(&state, c, &signal)
+        }),
+        Cmd::Wait { containers } => {
+            for c in containers {
+                println!("{}", stagebox::runtime::control::wait(&state, &c)?);
+            }
+            Ok(0)
+        }
+        Cmd::Start {
+            attach,
+            interactive,
+            containers,
+        } => start_cmd(&state, &containers, attach, interactive),
+        Cmd::Restart { time, containers } => {
+            for c in &containers {
+                stagebox::runtime::control::stop(&state, c, time)?;
+            }
+            start_cmd(&state, &containers, false, false)
+        }
+        Cmd::Attach { container } => {
+            stagebox::runtime::control::attach(&state, &container)?;
+            Ok(0)
         }
         Cmd::Stages => {
             print!("{}", stagebox::cli::tables::stages_table());

@@ -302,6 +302,7 @@ fn run_step(
         network,
         publish: Vec::new(),
         publish_all: false,
+        lifecycle: Default::default(),
     };
     // The runtime blocks the signals it forwards and leaves them blocked: put the mask back
     // so the next step's workload starts with the mask we had.

@@ -405,6 +405,8 @@ pub struct RunArgs {
     pub extra: ExtraRunArgs,
     #[command(flatten)]
     pub image: ImageRunArgs,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
     /// The command and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -477,6 +479,7 @@ impl RunArgs {
                 self.network.network.as_deref().unwrap_or_default()
             )));
         }
+        let lifecycle = self.lifecycle.parse(self.rm)?;
         let default_source = parse_source(&self.rootfs_source)?;
         let (probe, command) = if self.probe {
             (Some(command), Vec::new())
@@ -510,6 +513,68 @@ impl RunArgs {
                 ulimits,
                 tmpfs,
             },
+            lifecycle,
+        })
+    }
+}
+
+/// A container that lives on its own: `run -d`, `-i`, `-t`, and how it is stopped and restarted.
+#[derive(Args, Clone, Default)]
+pub struct LifecycleArgs {
+    /// Run detached: a monitor process holds the container and keeps its output (`stagebox
+    /// logs`); the id is printed once the workload runs.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep the workload's stdin open (with -d: a pipe the monitor holds).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the workload a pseudo-terminal as stdin, stdout and stderr (with -d).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Restart policy, handled by the monitor of a detached container: no, on-failure[:N],
+    /// always or unless-stopped.
+    #[arg(long, value_name = "POLICY", default_value = "no")]
+    pub restart: String,
+    /// The signal `stop` sends first (default: the image's StopSignal, else SIGTERM).
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL when it is not given -t (default 10).
+    #[arg(long, value_name = "SECONDS")]
+    pub stop_timeout: Option<u64>,
+}
+
+impl LifecycleArgs {
+    pub fn parse(&self, rm: bool) -> crate::Result<crate::runtime::lifecycle::Lifecycle> {
+        use crate::runtime::lifecycle::RestartPolicy;
+        let restart = RestartPolicy::parse(&self.restart)?;
+        if restart != RestartPolicy::No && !self.detach {
+            return Err(crate::Error::usage(
+                "--restart needs -d: the monitor of a detached container is what restarts it",
+            ));
+        }
+        if restart != RestartPolicy::No && rm {
+            return Err(crate::Error::usage(
+                "--restart and --rm cannot be used together: one keeps the container running, the other removes it when it exits",
+            ));
+        }
+        // Without -d, -i and -t change nothing: the workload inherits this terminal (and
+        // stdin) already.
+        if let Some(s) = &self.stop_signal {
+            crate::runtime::lifecycle::parse_signal(s, "--stop-signal")?;
+        }
+        Ok(crate::runtime::lifecycle::Lifecycle {
+            detach: self.detach,
+            interactive: self.interactive,
+            tty: self.tty,
+            restart,
+            restart_text: if restart == RestartPolicy::No {
+                String::new()
+            } else {
+                self.restart.clone()
+            },
+            stop_signal: self.stop_signal.clone(),
+            stop_timeout: self.stop_timeout,
+            ..Default::default()
         })
     }
 }
@@ -523,6 +588,67 @@ pub enum Cmd {
     Run(RunArgs),
     /// List every stage: what it does, on or off by default, the lesson that teaches it.
     Stages,
+    /// Print a detached container's output (stdout and stderr, as the workload wrote them).
+    Logs {
+        /// Follow: keep printing until the container stops.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines (or "all").
+        #[arg(short = 'n', long, value_name = "N", default_value = "all")]
+        tail: String,
+        /// Prefix each line with its RFC 3339 time.
+        #[arg(short, long)]
+        timestamps: bool,
+        /// Only lines since this time (RFC 3339, Unix seconds, or a duration such as 10m).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+    },
+    /// Stop containers: their stop signal (SIGTERM unless the image says otherwise), then
+    /// SIGKILL after -t seconds.
+    Stop {
+        /// Seconds to wait before SIGKILL (default: --stop-timeout from run, else 10).
+        #[arg(short = 't', long = "time", value_name = "SECONDS")]
+        time: Option<u64>,
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers' main process (default SIGKILL).
+    Kill {
+        #[arg(short = 's', long, value_name = "SIGNAL", default_value = "KILL")]
+        signal: String,
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Wait until containers stop; print each one's exit code.
+    Wait {
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Run stopped containers again, on their own writable layer (detached unless -a).
+    Start {
+        /// Stay attached: the workload runs in the foreground with your terminal.
+        #[arg(short, long)]
+        attach: bool,
+        /// With -a: keep stdin open (the workload reads your terminal).
+        #[arg(short, long)]
+        interactive: bool,
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Stop containers, then start them again.
+    Restart {
+        #[arg(short = 't', long = "time", value_name = "SECONDS")]
+        time: Option<u64>,
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Show a detached container's output as it comes (its pty with -t); Ctrl-C detaches.
+    Attach {
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+    },
     /// List containers (running ones; -a: all kept ones, dead ones included).
     Ps(PsArgs),
     /// Rename a container (refused with "Conflict" when the new name is taken).

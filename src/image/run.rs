@@ -50,6 +50,8 @@ pub struct Resolved {
     pub user: Option<String>,
     /// The config's ExposedPorts (`80/tcp`), for `-P`.
     pub exposed: Vec<String>,
+    /// The config's StopSignal (`stop` sends it first).
+    pub stop_signal: Option<String>,
 }
 
 /// Entrypoint + Cmd, with the run's overrides applied.
@@ -116,6 +118,7 @@ pub fn resolve(
             .or_else(|| c.user().clone())
             .filter(|u| !u.is_empty()),
         exposed: c.exposed_ports().clone().unwrap_or_default(),
+        stop_signal: c.stop_signal().clone(),
     }))
 }
 

@@ -34,6 +34,11 @@ pub struct ExecSpec {
     pub preserve_fds: u32,
     /// `--init`: exec stagebox's own `init` (through `exe_fd`), which runs the command.
     pub init: bool,
+    /// A detached run: what the container process puts on 0, 1 and 2 as its first step
+    /// (pipes, or a pty's slave), instead of the monitor's own.
+    pub stdio: Option<[RawFd; 3]>,
+    /// `-t`: become a session leader with the pty (on 0) as controlling terminal before exec.
+    pub tty: bool,
 }
 
 struct Failure {
@@ -197,6 +202,9 @@ fn run(
             "the runtime exited before the container started",
         ));
     }
+    if let Some(stdio) = exec.stdio {
+        take_stdio(stdio)?;
+    }
     let mut root: Option<PathBuf> = None;
     for planned in &plan.stages {
         let name = planned.id.name();
@@ -287,6 +295,36 @@ fn run(
         Some(crate::stages::MapWriter::Unprivileged)
     );
     do_exec(exec, &path, &argv, old_mask, may_setgroups)
+}
+
+/// A detached run: the workload's pipes or pty become this process's 0, 1 and 2, first of
+/// all, so the caller's terminal is let go of at once and nothing of the monitor's reaches
+/// the workload (the originals are close-on-exec).
+fn take_stdio(stdio: [RawFd; 3]) -> Result<(), Failure> {
+    for (target, fd) in stdio.into_iter().enumerate() {
+        // SAFETY: dup2 on descriptors this process inherited from the runtime, still open.
+        if unsafe { libc::dup2(fd, target as RawFd) } < 0 {
+            return Err(fail(
+                "run",
+                StageError::sys(&format!("dup2({fd}, {target})"), nix::errno::Errno::last()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `-t`: a new session whose controlling terminal is the pty on 0, as a terminal's login
+/// shell has (`test -t 0` is true, and job control works).
+fn take_terminal() -> Result<(), Failure> {
+    nix::unistd::setsid().map_err(|e| fail("exec", StageError::sys("setsid()", e)))?;
+    // SAFETY: TIOCSCTTY on descriptor 0 with argument 0 (never steal another session's).
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+        return Err(fail(
+            "exec",
+            StageError::sys("ioctl(0, TIOCSCTTY)", nix::errno::Errno::last()),
+        ));
+    }
+    Ok(())
 }
 
 fn cstrings(v: &[String]) -> Result<Vec<CString>, Failure> {
@@ -411,6 +449,9 @@ fn do_exec(
     }
     let argv = cstrings(argv)?;
     let env = cstrings(&exec.env)?;
+    if exec.tty {
+        take_terminal()?;
+    }
     // Before the user switch: the fallback reads /proc/self/fd, which a process that gave up
     // root may no longer read (it is no longer dumpable).
     close_on_exec_from(3 + exec.preserve_fds)?;

@@ -46,6 +46,8 @@ pub struct RunConfig {
     pub publish_all: bool,
     /// `--init`, `--ulimit`, `--tmpfs`/`--mount type=tmpfs`.
     pub extras: RunExtras,
+    /// `-d`, `-i`, `-t`, `--restart`, stop settings; `start` and restarts reuse a container.
+    pub lifecycle: super::lifecycle::Lifecycle,
 }
 
 /// Docker's `--init`, `--ulimit` and tmpfs mounts.

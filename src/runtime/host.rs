@@ -40,6 +40,23 @@ pub fn create_container(
             .collect(),
         None => prepared.exec.argv.clone(),
     };
+    let lc = &cfg.lifecycle;
+    let lifecycle = crate::state::lifecycle::LifecycleRecord {
+        detached: lc.detach,
+        tty: lc.tty,
+        interactive: lc.interactive,
+        run_args: lc.run_args.clone(),
+        stop_signal: lc
+            .stop_signal
+            .clone()
+            .or_else(|| prepared.image.as_ref().and_then(|i| i.stop_signal.clone())),
+        stop_timeout: lc.stop_timeout,
+        restart: lc.restart_text.clone(),
+        restart_count: 0,
+    };
+    if lc.reuse {
+        return reuse_container(cfg, id, lifecycle);
+    }
     let mut c = Container {
         id: id.to_string(),
         name: cfg
@@ -67,6 +84,7 @@ pub fn create_container(
         paused: false,
         runtime_start: None,
         pid_start: None,
+        lifecycle,
     };
     // This process owns the record from its first save: if it is killed, the record says
     // "dead" rather than "created".
@@ -109,6 +127,29 @@ fn exec_record(cfg: &RunConfig, prepared: &Prepared) -> crate::state::container:
             .unwrap_or_default(),
         seccomp,
     }
+}
+
+/// `start` or a restart: the kept record and directory (its writable layer with them) run
+/// again; nothing is removed if this run fails. The restart count carries over.
+fn reuse_container(
+    cfg: &RunConfig,
+    id: &str,
+    mut lifecycle: crate::state::lifecycle::LifecycleRecord,
+) -> Result<Container> {
+    let dir = crate::state::container::containers_dir(&cfg.state_dir).join(id);
+    let mut c = Container::load(&dir)?;
+    c.status = "created".into();
+    c.exit_code = None;
+    c.pid = None;
+    c.volumes.clear();
+    c.ports.clear();
+    c.network = None;
+    c.ip = None;
+    lifecycle.restart_count = c.lifecycle.restart_count;
+    c.lifecycle = lifecycle;
+    c.set_runtime(std::process::id() as i32);
+    c.set_workload(None);
+    Ok(c)
 }
 
 /// Makes the named and anonymous volumes `-v` asks for; those made now are removed again

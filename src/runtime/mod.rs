@@ -19,6 +19,10 @@
 //! - `init`: `stagebox init`, the PID 1 of `run --init`: forwards signals, reaps zombies.
 //! - `cleanup`: `rm` and `container prune`: everything a container left, its runtime killed
 //!   or not (record, cgroups in every hierarchy, processes, leases, rules, orphan directories).
+//! - `lifecycle`: `-d`, `-i`, `-t`, `--restart`, stop settings, and the container a run reuses.
+//! - `detached`: inside a detached run, the workload's stdio and its json-file log.
+//! - `control`: `stop`, `kill`, `wait`, `logs`, `attach` on a container from outside.
+//! - `monitor`: the process that holds a detached container (`run -d`, `start`, restarts).
 //!
 //! May import: everything from `stages` down. Nothing below imports it.
 
@@ -26,11 +30,15 @@ pub mod channel;
 pub mod child;
 pub mod cleanup;
 pub mod config;
+pub mod control;
 pub mod copy;
+pub mod detached;
 pub mod exec;
 pub mod follow;
 pub mod host;
 pub mod init;
+pub mod lifecycle;
+pub mod monitor;
 pub mod ops;
 pub mod prepare;
 pub mod rlimits;
@@ -58,7 +66,7 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
         ..cfg.clone()
     };
     let cfg = &fitted;
-    let id = new_id();
+    let id = cfg.lifecycle.id.clone().unwrap_or_else(new_id);
     let mut prepared = prepare::prepare(cfg, &id)?;
     let mut host = HostState::new(cfg, &id, prepared.spec.userns.clone());
     // From here on the host changes; every change is on the undo list, and what should
@@ -82,6 +90,11 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
         host.hook(*sid, |s, ctx| s.prepare(ctx))?;
     }
 
+    let mut io = detached::WorkloadIo::new(cfg)?;
+    if let Some(io) = &io {
+        prepared.exec.stdio = Some(io.child_stdio());
+        prepared.exec.tty = cfg.lifecycle.tty;
+    }
     let (parent_ch, child_ch) = channel::pair().map_err(|e| Error::Stage {
         stage: "run".into(),
         message: e.to_string(),
@@ -109,6 +122,9 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
         Ok(nix::unistd::ForkResult::Parent { child }) => child,
     };
     drop(child_ch);
+    if let Some(io) = &mut io {
+        io.after_fork();
+    }
     // Declared after `host`, so dropped before it: on an early return the container's
     // processes are killed before the undo list removes their cgroup.
     let mut reaper = Reaper { pids: vec![first] };
@@ -124,7 +140,16 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
 
     started.set(true);
     mark_running(cfg, &mut container, workload);
+    if let Some(io) = &mut io {
+        if let Err(e) = io.start_logging(&detached::log_file(cfg, &container)) {
+            trace::error("run", &e.to_string());
+        }
+    }
+    detached::started(cfg, &container);
     let status = wait_for_workload(&mut host, workload, &mask, &mut reaper)?;
+    if let Some(io) = io {
+        io.finish();
+    }
     record_exit(cfg, &mut container, status);
     let description = report_finish(&mut host, &enabled, status);
     if host.tracing {
@@ -192,12 +217,20 @@ fn wait_for_workload(
 
 /// The record says "exited" with the status (kept unless `--rm`).
 fn record_exit(cfg: &RunConfig, container: &mut Container, status: ExitKind) {
-    container.status = "exited".into();
     container.exit_code = Some(status.code());
     container.set_workload(None);
+    // A detached container whose policy restarts it stays "running" for its monitor.
+    let lc = &cfg.lifecycle;
+    let restarts = lc.detach
+        && !crate::state::lifecycle::is_stopping(&container.dir(&cfg.state_dir))
+        && lc
+            .restart
+            .restarts(status.code(), container.lifecycle.restart_count);
+    let now = if restarts { "running" } else { "exited" };
+    container.status = now.into();
     if !cfg.remove {
         let r = crate::state::container::update(&cfg.state_dir, &container.id, |rec| {
-            rec.status = "exited".into();
+            rec.status = now.into();
             rec.exit_code = Some(status.code());
             rec.pid = None;
             rec.pid_start = None;

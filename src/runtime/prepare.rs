@@ -65,6 +65,8 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                     make_workdir: image.is_some(),
                     preserve_fds: cfg.security.preserve_fds,
                     init: false,
+                    stdio: None,
+                    tty: false,
                 },
                 Some(exe),
             )
@@ -104,6 +106,8 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                     make_workdir: image.is_some(),
                     preserve_fds: cfg.security.preserve_fds,
                     init: cfg.extras.init,
+                    stdio: None,
+                    tty: false,
                 },
                 exe,
             )
@@ -378,9 +382,11 @@ fn check_flags(cfg: &RunConfig) -> Result<()> {
     }
     if let Some(n) = &cfg.name {
         crate::state::container::check_name(n)?;
-        // A quick look before anything is made; `state::container::create` decides under
-        // the names lock.
-        crate::state::container::check_name_free(&cfg.state_dir, n)?;
+        if !cfg.lifecycle.reuse {
+            // A quick look before anything is made; `state::container::create` decides
+            // under the names lock (`start` and restarts keep their own name).
+            crate::state::container::check_name_free(&cfg.state_dir, n)?;
+        }
     }
     if !cfg.extras.tmpfs.is_empty() && !plan.is_on(StageId::Volumes) {
         return Err(Error::usage(

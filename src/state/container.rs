@@ -66,6 +66,9 @@ pub struct Container {
     /// The start time of `pid` (the workload), checked before it is ever signalled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_start: Option<u64>,
+    /// Detached runs, `start`, `stop` and restarts (`state::lifecycle`).
+    #[serde(default)]
+    pub lifecycle: crate::state::lifecycle::LifecycleRecord,
 }
 
 /// How the workload was started, for `stagebox exec` (the rest, namespaces, cgroups and
@@ -752,6 +755,7 @@ mod tests {
             paused: false,
             runtime_start: None,
             pid_start: None,
+            lifecycle: Default::default(),
         }
     }
 

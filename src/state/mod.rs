@@ -2,7 +2,8 @@
 //! and the one way this program writes a file that must never be seen half-written.
 //!
 //! Layout under the state root (`STAGEBOX_STATE`, else /var/lib/stagebox as root):
-//! `containers/ID/` (config.json, upper/, work/, merged/), `volumes/NAME/`, `images/`
+//! `containers/ID/` (config.json, upper/, work/, merged/; for a detached container
+//! `ID-json.log`, `monitor.log`: `lifecycle`, `logs`), `volumes/NAME/`, `images/`
 //! (owned by `image/`), `rootfs/` (owned by `rootfs/`).
 //! Outside it: `subids` owns the `stagebox` entry of /etc/subuid and /etc/subgid and the leases
 //! of its slices in /run/stagebox/userns (the ids belong to the host, not to one state dir).
@@ -15,5 +16,7 @@ pub mod container;
 pub mod dir;
 pub mod ids;
 pub mod lease;
+pub mod lifecycle;
+pub mod logs;
 pub mod subids;
 pub mod volume;
