@@ -485,10 +485,16 @@ fn attach_relays_input_and_both_streams() {
         }
     }
     got.sort();
+    assert_eq!(
+        got,
+        vec!["stderr: err hello", "stdout: got hello"],
+        "attach gave nothing; the log has {:?}, attach exited {:?}",
+        b.text(&["logs", "a"]),
+        child.try_wait()
+    );
     // Ending attach leaves the container running.
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(got, vec!["stderr: err hello", "stdout: got hello"]);
     assert_eq!(b.record("a")["state"], "running");
     assert_eq!(b.text(&["logs", "a"]), "got hello\n");
     assert_eq!(b.text(&["stop", "-t", "1", "a"]), "a\n");

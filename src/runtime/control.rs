@@ -184,6 +184,7 @@ fn follow(state: &Path, c: &Container, path: &Path, offset: &mut u64, opts: &Log
 /// not put in raw mode: input goes line by line.
 pub fn attach(state: &Path, key: &str) -> Result<()> {
     use std::io::Read;
+    use std::os::fd::AsFd;
     let c = find(state, key)?;
     if !c.is_running() {
         return Err(Error::usage(format!(
@@ -205,9 +206,18 @@ pub fn attach(state: &Path, key: &str) -> Result<()> {
         )
     })?;
     if c.lifecycle.interactive || c.lifecycle.tty {
-        if let Ok(mut to) = conn.try_clone() {
+        // A closed stdin (no descriptor 0) just sends nothing.
+        let stdin = std::io::stdin().as_fd().try_clone_to_owned();
+        if let (Ok(mut to), Ok(stdin)) = (conn.try_clone(), stdin) {
             std::thread::spawn(move || {
-                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to);
+                // read(2) as it comes, line by line from a terminal (no splice, no buffering).
+                let mut from = std::fs::File::from(stdin);
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = from.read(&mut buf) {
+                    if n == 0 || to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
                 let _ = to.shutdown(std::net::Shutdown::Write);
             });
         }

@@ -220,13 +220,16 @@ impl WorkloadIo {
                     Ok((conn, _)) => {
                         let _ = conn.set_nonblocking(false);
                         let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(1)));
-                        if let (Some(input), Ok(reader)) = (&input, conn.try_clone()) {
+                        // A client gets the output first: the reply to its first input
+                        // line must not come before it is on the list.
+                        let reader = conn.try_clone();
+                        if let Ok(mut c) = clients.lock() {
+                            c.push(conn);
+                        }
+                        if let (Some(input), Ok(reader)) = (&input, reader) {
                             if let Ok(input) = input.try_clone() {
                                 std::thread::spawn(move || relay_input(reader, input));
                             }
-                        }
-                        if let Ok(mut c) = clients.lock() {
-                            c.push(conn);
                         }
                     }
                     Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
@@ -264,7 +267,19 @@ impl WorkloadIo {
 /// What an attached client typed, to the workload's stdin, until the client goes.
 fn relay_input(mut from: std::os::unix::net::UnixStream, to: OwnedFd) {
     let mut to = std::fs::File::from(to);
-    let _ = std::io::copy(&mut from, &mut to);
+    let mut buf = [0u8; 4096];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
 }
 
 /// Docker's stdcopy frame header: the stream (1 stdout, 2 stderr), three zeros, the length.
