@@ -39,8 +39,9 @@ fn wait_stopped(state: &Path, c: &Container, limit: Duration) -> bool {
     }
 }
 
+/// Signals the workload, only if the recorded pid is still that process (its start time).
 fn signal(c: &Container, sig: Signal) -> Result<()> {
-    let Some(pid) = c.pid else {
+    let Some(pid) = c.live_workload() else {
         return Ok(());
     };
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {

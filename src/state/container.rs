@@ -461,6 +461,8 @@ pub fn stop_for_removal(state: &Path, c: &Container, force: bool) -> Result<()> 
             c.name
         )));
     }
+    // Its monitor must not restart it (`--restart`).
+    let _ = super::lifecycle::mark_stopping(&c.dir(state));
     if let Some(pid) = c.live_workload() {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
