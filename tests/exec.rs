@@ -280,6 +280,14 @@ fn pause_freezes_and_stats_reads_the_cgroup() {
         !state.starts_with('R'),
         "a frozen workload is not runnable: {state}"
     );
+    // exec into a frozen cgroup would freeze too: refused in one sentence.
+    let e = r.sb(&["exec", "pause1", "true"]);
+    assert_eq!(e.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&e.stderr).contains("is paused"),
+        "{}",
+        String::from_utf8_lossy(&e.stderr)
+    );
     assert!(r.sb(&["unpause", "pause1"]).status.success());
     assert_eq!(stagebox::cgroup::freezer::state(&members), Some(false));
     let b = count(pid);

@@ -137,7 +137,8 @@ lesson_tests! {
     lesson_11_root_but_powerless => "11-root-but-powerless",
     lesson_12_user_namespaces => "12-user-namespaces",
     lesson_13_how_a_packet_gets_in => "13-how-a-packet-gets-in",
-    lesson_14_comparing_isolation => "14-comparing-isolation",
+    lesson_14_docker_exec_is_setns => "14-docker-exec-is-setns",
+    lesson_15_comparing_isolation => "15-comparing-isolation",
 }
 
 #[test]
@@ -164,7 +165,8 @@ const MODEL_ANSWERS: &[(&str, &str)] = &[
     ("11", "--cap-drop ALL --security-opt no-new-privileges"),
     ("12", "--uidmap 0:300000:65536"),
     ("13", "-p 8088:80"),
-    ("14", "--without ipc"),
+    ("14", "--init"),
+    ("15", "--without ipc"),
 ];
 
 fn check(n: &str, answers: &Path) -> (i32, String) {
@@ -191,6 +193,11 @@ fn model_answers_pass_and_wrong_ones_say_what_is_wrong() {
         assert_eq!(code, 0, "lesson {n} with {answer:?}: {out}");
         assert!(out.contains("passes every check"), "{out}");
     }
+    // Lesson 14: without --init, the shell as PID 1 ignores stop's SIGTERM.
+    std::fs::write(dir.path().join("14.txt"), "--hostname lab").expect("write answer");
+    let (code, out) = check("14", dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("exited (137)"), "{out}");
     std::fs::write(dir.path().join("03.txt"), "--only uts").expect("write answer");
     let (code, out) = check("3", dir.path());
     assert_eq!(code, 1, "{out}");

@@ -191,6 +191,13 @@ struct Plan {
 
 fn plan(state: &Path, o: &ExecOptions) -> Result<Plan> {
     let (c, pid) = running(state, &o.container)?;
+    // A process that joins a frozen cgroup freezes with it: Docker refuses too.
+    if c.paused {
+        return Err(Error::usage(format!(
+            "container {} is paused; `stagebox unpause {}` first",
+            o.container, o.container
+        )));
+    }
     if o.argv.is_empty() {
         return Err(Error::usage(
             "exec needs a command to run: stagebox exec CONTAINER CMD [ARG...]",
