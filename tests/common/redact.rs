@@ -487,7 +487,12 @@ fn syscall(call: &str) -> Option<String> {
     let proc_pid = call
         .strip_prefix("write(\"/proc/")
         .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
-    if proc_pid || call.starts_with("flock(") || call.starts_with("exec(") {
+    // exec's chroot into the workload's root: `fchdir(</proc/PID/root>)`.
+    if proc_pid
+        || call.starts_with("flock(")
+        || call.starts_with("exec(")
+        || call.starts_with("fchdir(</proc/")
+    {
         return Some(numbers_in_text(call));
     }
     // The pid moved into a cgroup.

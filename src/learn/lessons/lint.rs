@@ -163,6 +163,14 @@ fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>,
     let mut value_next = false;
     let mut after_dashdash = false;
     let mut probe = false;
+    // `run [OPTIONS] [IMAGE] CMD...` and `exec [OPTIONS] CONTAINER CMD...`: the words after
+    // this many positionals are the command's, whatever they look like.
+    let positionals_before_command = match sub.as_str() {
+        "run" => 0,
+        "exec" => 1,
+        _ => usize::MAX,
+    };
+    let mut positionals = 0;
     for w in &words[i + 1..] {
         if toggles_next {
             toggles_next = false;
@@ -174,8 +182,11 @@ fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>,
             continue;
         }
         // `run [OPTIONS] IMAGE [CMD...]`: after the image, the words are the command's.
-        if sub == "run" && !after_dashdash && !w.starts_with('-') {
-            break;
+        if !after_dashdash && !w.starts_with('-') {
+            if positionals >= positionals_before_command {
+                break;
+            }
+            positionals += 1;
         }
         if w == "--" {
             if !(sub == "run" && probe) {
