@@ -138,24 +138,6 @@ fn open_dir(path: &str) -> Result<OwnedFd> {
         .map_err(|e| Error::io(format!("open {path}"), e))
 }
 
-/// seccomp(SECCOMP_SET_MODE_FILTER, 0, &prog).
-fn load_filter(filter: &[crate::confine::seccomp::Insn]) -> nix::Result<i64> {
-    let prog = libc::sock_fprog {
-        len: filter.len() as libc::c_ushort,
-        filter: filter.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: prog points at `filter` (sock_filter's layout), which outlives the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0 as libc::c_ulong,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    nix::errno::Errno::result(r)
-}
-
 fn prctl(op: libc::c_int, arg: libc::c_ulong) -> nix::Result<i64> {
     // SAFETY: the prctl options used here take integer arguments only.
     let r = unsafe {
@@ -489,7 +471,7 @@ fn child(p: &Plan, o: &ExecOptions, old_mask: &nix::sys::signal::SigSet) -> (i32
     }
     if let Some(prog) = &p.seccomp {
         for f in &prog.filters {
-            let r = load_filter(f);
+            let r = crate::stages::seccomp::load(f);
             syscall(
                 t,
                 format!(

@@ -59,8 +59,9 @@ static INFO: StageInfo = StageInfo {
     requires: &[],
 };
 
-/// seccomp(SECCOMP_SET_MODE_FILTER, 0, &prog): the filter is copied into the kernel.
-fn load(filter: &[Insn]) -> nix::Result<i64> {
+/// seccomp(SECCOMP_SET_MODE_FILTER, 0, &prog): the filter is copied into the kernel. Also
+/// `exec`'s, for a process joining a running container.
+pub fn load(filter: &[Insn]) -> nix::Result<i64> {
     let prog = libc::sock_fprog {
         len: filter.len() as libc::c_ushort,
         // Insn is #[repr(C)] with sock_filter's layout (u16, u8, u8, u32).
