@@ -280,8 +280,9 @@ fn the_host_cgroup_tree_is_left_as_found() {
             .unwrap();
     }
     let rootfs = bad.display().to_string();
+    // Docker's status for a command that cannot be invoked: 126.
     let (code, _, err, marker) = sh_marked(&["-m", "64m", "--rootfs", &rootfs], "true");
-    assert_eq!(code, 125, "{err}");
+    assert_eq!(code, 126, "{err}");
     assert!(err.contains("exec"), "{err}");
     assert_tree_unchanged("stage error", &before);
     assert_none_left(&marker, "stage error");
