@@ -133,7 +133,12 @@ pub struct SecurityArgs {
     #[arg(long, value_name = "DEVICE")]
     pub device: Vec<String>,
     /// Pass this many descriptors above 2 (3 .. 3+N-1) to the workload; every other one is closed.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
     pub preserve_fds: u32,
     /// The user stage: auto (a range of 65536 host ids of its own, from the `stagebox` entry
     /// of /etc/subuid) or host (no user namespace; Docker's default as root).
