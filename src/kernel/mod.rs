@@ -16,6 +16,7 @@
 //!   reused, so a kept record can tell its process from a stranger with the same pid).
 //! - `status`: the capability sets, no_new_privs and seccomp mode from /proc/PID/status.
 //! - `sysv`: System V IPC objects the reader can see.
+//! - `unixsock`: bind and connect unix sockets whose path is longer than `sun_path`.
 //! - `observe`: a snapshot of what a process sees, read from outside, and the difference
 //!   between two snapshots (what the trace prints after each stage).
 //!
@@ -34,3 +35,4 @@ pub mod recorder;
 pub mod status;
 pub mod sys;
 pub mod sysv;
+pub mod unixsock;

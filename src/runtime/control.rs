@@ -200,7 +200,7 @@ pub fn attach(state: &Path, key: &str) -> Result<()> {
         )));
     }
     let path = crate::state::lifecycle::attach_socket_path(&c.dir(state));
-    let mut conn = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
+    let mut conn = crate::kernel::unixsock::connect(&path).map_err(|e| {
         Error::io(
             format!("connect to {} (the container's monitor)", path.display()),
             e,

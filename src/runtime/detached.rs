@@ -204,8 +204,13 @@ impl WorkloadIo {
     /// The attach socket: a thread accepts clients until the workload is gone.
     fn listen(&mut self, path: &Path) {
         let _ = std::fs::remove_file(path);
-        let Ok(listener) = std::os::unix::net::UnixListener::bind(path) else {
-            return;
+        let listener = match crate::kernel::unixsock::bind(path) {
+            Ok(listener) => listener,
+            Err(e) => {
+                // The monitor's stderr is monitor.log: `attach` then says it cannot connect.
+                eprintln!("stagebox: attach socket {}: {e}", path.display());
+                return;
+            }
         };
         if listener.set_nonblocking(true).is_err() {
             return;
