@@ -48,6 +48,7 @@ pub mod stages;
 pub mod runtime;
 
 pub mod build;
+pub mod oci;
 
 pub mod inspect;
 

@@ -404,6 +404,7 @@ fn exec_cmd(state: &std::path::Path, args: stagebox::cli::ExecArgs) -> stagebox:
         tty: args.tty,
         detach: args.detach,
         tracing: mode != stagebox::trace::TraceMode::Off && !args.detach,
+        ..Default::default()
     };
     stagebox::trace::init(mode, stagebox::trace::Focus::all());
     stagebox::runtime::exec::exec(state, &opts)
@@ -690,7 +691,139 @@ fn real_main(cli: Cli) -> stagebox::Result<i32> {
     }
 }
 
+/// runc's command line: what engines call (`stagebox::cli::oci`).
+fn oci_main(args: Vec<std::ffi::OsString>) -> ! {
+    use stagebox::cli::oci::OciCli;
+    let cli = match OciCli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    let log = cli.log.as_ref().and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
+    let json = cli.log_format == "json";
+    let result = oci_run(&cli, log.as_ref().and_then(|f| f.try_clone().ok()));
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            let msg = e.to_string();
+            if let Some(mut f) = log {
+                use std::io::Write as _;
+                let time = stagebox::units::rfc3339(stagebox::units::now_secs());
+                let line = if json {
+                    serde_json::json!({"level": "error", "msg": msg, "time": time}).to_string()
+                } else {
+                    format!("time={time:?} level=error msg={msg:?}")
+                };
+                let _ = writeln!(f, "{line}");
+            }
+            eprintln!("stagebox: {msg}");
+            // runc's status for a failed command; a workload's own status passes through.
+            std::process::exit(1);
+        }
+    }
+}
+
+fn oci_run(cli: &stagebox::cli::oci::OciCli, log: Option<std::fs::File>) -> stagebox::Result<i32> {
+    use stagebox::cli::oci::OciCmd;
+    use stagebox::oci::commands;
+    if cli.systemd_cgroup {
+        return Err(stagebox::Error::usage(
+            "--systemd-cgroup is not supported: stagebox manages cgroups itself (cgroupfs); configure the engine with cgroup_manager = \"cgroupfs\"",
+        ));
+    }
+    if !matches!(cli.log_format.as_str(), "text" | "json") {
+        return Err(stagebox::Error::usage(format!(
+            "unknown --log-format {:?}; use text or json",
+            cli.log_format
+        )));
+    }
+    let trace: stagebox::trace::TraceMode = match &cli.trace {
+        Some(t) => t.parse()?,
+        None => stagebox::trace::TraceMode::Off,
+    };
+    stagebox::trace::init_to(
+        trace,
+        stagebox::trace::Focus::all(),
+        log.filter(|_| trace != stagebox::trace::TraceMode::Off),
+    );
+    let state = cli.root.clone().unwrap_or_else(default_state_dir);
+    let state = std::path::absolute(&state).unwrap_or(state);
+    let create = matches!(cli.cmd, OciCmd::Create(_) | OciCmd::Run { .. });
+    if !matches!(cli.cmd, OciCmd::Features | OciCmd::Spec { .. }) {
+        stagebox::state::dir::secure(&state, create)?;
+    }
+    let invocation =
+        |a: &stagebox::cli::oci::CreateArgs, create: bool| stagebox::oci::map::Invocation {
+            id: a.id.clone(),
+            state_dir: state.clone(),
+            create,
+            pid_file: a.pid_file.clone(),
+            console_socket: a.console_socket.clone(),
+            no_pivot: a.no_pivot,
+            preserve_fds: a.preserve_fds,
+            trace,
+        };
+    match &cli.cmd {
+        OciCmd::Create(a) => commands::create(&a.bundle, &invocation(a, true)),
+        OciCmd::Run { args, detach, keep } => {
+            let inv = invocation(args, *detach);
+            if *detach {
+                commands::create(&args.bundle, &inv)?;
+                commands::start(&state, &args.id).map(|_| 0)
+            } else {
+                let _ = keep;
+                commands::create(&args.bundle, &inv)
+            }
+        }
+        OciCmd::Start { id } => commands::start(&state, id).map(|_| 0),
+        OciCmd::State { id } => {
+            println!("{}", commands::state(&state, id)?);
+            Ok(0)
+        }
+        OciCmd::Kill { all, id, signal } => commands::kill(&state, id, signal, *all).map(|_| 0),
+        OciCmd::Delete { force, id } => commands::delete(&state, id, *force).map(|_| 0),
+        OciCmd::Exec(a) => commands::exec(
+            &state,
+            &commands::ExecRequest {
+                id: a.id.clone(),
+                process: a.process.clone(),
+                detach: a.detach,
+                pid_file: a.pid_file.clone(),
+                console_socket: a.console_socket.clone(),
+                tty: a.tty,
+                cwd: a.cwd.clone(),
+                env: a.env.clone(),
+                user: a.user.clone(),
+                command: a.command.clone(),
+            },
+        ),
+        OciCmd::Ps { format, id, .. } => {
+            println!("{}", commands::ps(&state, id, format)?);
+            Ok(0)
+        }
+        OciCmd::Pause { id } => commands::pause(&state, id, true).map(|_| 0),
+        OciCmd::Resume { id } => commands::pause(&state, id, false).map(|_| 0),
+        OciCmd::Features => {
+            println!("{}", commands::features());
+            Ok(0)
+        }
+        OciCmd::Spec { bundle, rootless } => commands::spec(bundle, *rootless).map(|_| 0),
+    }
+}
+
 fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if stagebox::cli::oci::wants_oci(&args[1.min(args.len())..], &default_state_dir()) {
+        oci_main(args);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

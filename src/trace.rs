@@ -100,6 +100,8 @@ impl Visit for Fields {
 struct StageboxLayer {
     mode: TraceMode,
     focus: Focus,
+    /// Where the lines go instead of stderr (an OCI runtime's `--log` file).
+    sink: Option<std::sync::Mutex<std::fs::File>>,
 }
 
 fn json_line(f: &BTreeMap<&'static str, String>) -> String {
@@ -207,8 +209,17 @@ impl<S: tracing::Subscriber> Layer<S> for StageboxLayer {
         let mut fields = Fields::default();
         event.record(&mut fields);
         if let Some(line) = self.line(&fields.0) {
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "{line}");
+            match &self.sink {
+                Some(file) => {
+                    if let Ok(mut f) = file.lock() {
+                        let _ = writeln!(f, "{line}");
+                    }
+                }
+                None => {
+                    let mut err = std::io::stderr().lock();
+                    let _ = writeln!(err, "{line}");
+                }
+            }
         }
     }
 }
@@ -216,10 +227,17 @@ impl<S: tracing::Subscriber> Layer<S> for StageboxLayer {
 /// Installs the trace layer for the whole process. Colors follow NO_COLOR and whether stderr
 /// is a terminal.
 pub fn init(mode: TraceMode, focus: Focus) {
+    init_to(mode, focus, None)
+}
+
+/// As `init`, the lines going to `file` when one is given (no colors there).
+pub fn init_to(mode: TraceMode, focus: Focus, file: Option<std::fs::File>) {
     use std::io::IsTerminal;
-    let color = std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
+    let color =
+        file.is_none() && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
     colored::control::set_override(color);
-    let subscriber = tracing_subscriber::registry().with(StageboxLayer { mode, focus });
+    let sink = file.map(std::sync::Mutex::new);
+    let subscriber = tracing_subscriber::registry().with(StageboxLayer { mode, focus, sink });
     let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
@@ -336,7 +354,11 @@ mod tests {
         mode: TraceMode,
         focus: Focus,
     ) -> Vec<String> {
-        let layer = StageboxLayer { mode, focus };
+        let layer = StageboxLayer {
+            mode,
+            focus,
+            sink: None,
+        };
         events.iter().filter_map(|f| layer.line(f)).collect()
     }
 

@@ -28,6 +28,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("stages", 7),
     ("runtime", 8),
     ("build", 9),
+    ("oci", 9),
     ("inspect", 10),
     ("cli", 11),
     ("learn", 12),

@@ -303,6 +303,7 @@ fn run_step(
         publish: Vec::new(),
         publish_all: false,
         lifecycle: Default::default(),
+        oci: None,
     };
     // The runtime blocks the signals it forwards and leaves them blocked: put the mask back
     // so the next step's workload starts with the mask we had.

@@ -3,11 +3,13 @@
 //! calls into the library.
 //!
 //! `tables.rs` renders what people read in a terminal: the stage list, a plan, `ps`, `images`
-//! and `history`.
+//! and `history`. `oci.rs` is runc's command line (what engines call) and the rule that picks
+//! it over this one.
 //!
 //! May import: everything from `inspect` down. Only `learn` (the book renders the CLI
 //! reference) and `main.rs` import it.
 
+pub mod oci;
 pub mod tables;
 
 use crate::rootfs::default::RootfsSource;
@@ -519,6 +521,7 @@ impl RunArgs {
                 tmpfs,
             },
             lifecycle,
+            oci: None,
         })
     }
 }

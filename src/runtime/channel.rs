@@ -121,6 +121,15 @@ impl Channel {
     }
 
     /// The descriptors received so far, in order.
+    /// Ends the conversation before the exec (an OCI container that waits for `start`): the
+    /// other side reads end-of-file, as it would once the exec closed this descriptor.
+    pub fn hang_up(&self) {
+        let _ = nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+            nix::sys::socket::Shutdown::Both,
+        );
+    }
+
     pub fn take_fds(&mut self) -> Vec<OwnedFd> {
         std::mem::take(&mut self.fds)
     }

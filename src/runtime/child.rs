@@ -39,6 +39,9 @@ pub struct ExecSpec {
     pub stdio: Option<[RawFd; 3]>,
     /// `-t`: become a session leader with the pty (on 0) as controlling terminal before exec.
     pub tty: bool,
+    /// An OCI `create`: the container's directory, where the process waits on `exec.fifo`
+    /// for `start` before the exec (`runtime::oci`).
+    pub start_fifo: Option<RawFd>,
 }
 
 struct Failure {
@@ -263,6 +266,10 @@ fn run(
             });
         }
         root = new_root;
+        if planned.id == stages::StageId::Proc && planned.enabled && !spec.sysctl.is_empty() {
+            write_sysctls(&spec.sysctl, root.as_deref(), &mut syscalls)
+                .map_err(|e| fail(name, e))?;
+        }
         if fork_requested {
             fork_for_pid(ch, &mut syscalls)?;
         }
@@ -282,12 +289,21 @@ fn run(
         }
     }
     let (path, argv) = resolve_exec(exec)?;
+    if exec.start_fifo.is_some() {
+        // `create` exits once this process waits for `start`; it must not take it along.
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    }
     ch.send(&ToParent::Exec {
         path: path.clone(),
         argv: argv.clone(),
     })
     .map_err(|e| fail("exec", e))?;
     wait_continue(ch, "exec")?;
+    if let Some(dir) = exec.start_fifo {
+        ch.hang_up();
+        super::oci::wait_for_start(dir).map_err(|e| fail("exec", e))?;
+    }
     // With the maps written by the user itself the kernel denies setgroups(2) for good
     // (/proc/PID/setgroups "deny"); the supplementary groups stay as they are.
     let may_setgroups = !matches!(
@@ -295,6 +311,40 @@ fn run(
         Some(crate::stages::MapWriter::Unprivileged)
     );
     do_exec(exec, &path, &argv, old_mask, may_setgroups)
+}
+
+/// An OCI config's `linux.sysctl`: each key written under the container's fresh /proc/sys
+/// (its own namespaces: a net.* key is this network namespace's) and read back.
+fn write_sysctls(
+    sysctl: &[(String, String)],
+    root: Option<&std::path::Path>,
+    syscalls: &mut Vec<SyscallRecord>,
+) -> Result<(), String> {
+    let base = root
+        .map(|r| r.join("proc/sys"))
+        .unwrap_or_else(|| PathBuf::from("/proc/sys"));
+    for (key, value) in sysctl {
+        if key.contains("..") || key.starts_with('/') {
+            return Err(format!("linux.sysctl {key:?} is not a sysctl name"));
+        }
+        let path = base.join(key.replace('.', "/"));
+        std::fs::write(&path, value)
+            .map_err(|e| format!("linux.sysctl {key}: write {}: {e}", path.display()))?;
+        let back = std::fs::read_to_string(&path).unwrap_or_default();
+        let same = back.split_whitespace().eq(value.split_whitespace());
+        if !same {
+            return Err(format!(
+                "linux.sysctl {key}={value:?} did not take effect: {} says {:?}",
+                path.display(),
+                back.trim()
+            ));
+        }
+        syscalls.push(SyscallRecord {
+            call: format!("write(\"/proc/sys/{}\", {value:?})", key.replace('.', "/")),
+            result: format!("0 (reads back {:?})", back.trim()),
+        });
+    }
+    Ok(())
 }
 
 /// A detached run: the workload's pipes or pty become this process's 0, 1 and 2, first of

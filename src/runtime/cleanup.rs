@@ -98,9 +98,14 @@ fn remove_cgroup_tree(root: &CgroupRoot, dir: &Path) -> std::result::Result<(), 
 /// Removes container `id`'s cgroups in every hierarchy (killing what is in them), then the
 /// parents that are left empty.
 fn remove_cgroups(state: &Path, id: &str, errors: &mut Vec<String>) {
+    remove_cgroups_at(&crate::state::dir::cgroup_parent(state), id, errors)
+}
+
+/// Removes the cgroup `PARENT/LEAF` in every hierarchy, then the parent if it is left empty.
+fn remove_cgroups_at(parent: &str, leaf: &str, errors: &mut Vec<String>) {
     let root = CgroupRoot::host();
-    for parent in cgroup_parents(state) {
-        let dir = parent.join(id);
+    for parent in hierarchy_mounts().into_iter().map(|m| m.join(parent)) {
+        let dir = parent.join(leaf);
         if dir.is_dir() {
             if let Err(e) = remove_cgroup_tree(&root, &dir) {
                 errors.push(e);
@@ -178,7 +183,10 @@ fn clean(state: &Path, c: &Container, errors: &mut Vec<String>) -> u64 {
     if let Some(pid) = c.live_workload() {
         kill_if_same(pid, c.pid_start);
     }
-    remove_cgroups(state, &c.id, errors);
+    match c.oci.as_ref().and_then(|o| o.cgroup.as_ref()) {
+        Some((parent, leaf)) => remove_cgroups_at(parent, leaf, errors),
+        None => remove_cgroups(state, &c.id, errors),
+    }
     let dir = c.dir(state);
     unmount_under(&dir, errors);
     if c.network.is_some() {
@@ -256,7 +264,8 @@ pub fn remove(state: &Path, key: &str, force: bool) -> Result<String> {
 pub fn prune(state: &Path) -> Pruned {
     let mut out = Pruned::default();
     for c in container::list(state) {
-        if c.runtime_alive() {
+        // An OCI container has no runtime process: it is alive while its own process is.
+        if c.runtime_alive() || (c.oci.is_some() && c.live_workload().is_some()) {
             continue;
         }
         out.reclaimed += clean(state, &c, &mut out.errors);

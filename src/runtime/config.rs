@@ -48,6 +48,8 @@ pub struct RunConfig {
     pub extras: RunExtras,
     /// `-d`, `-i`, `-t`, `--restart`, stop settings; `start` and restarts reuse a container.
     pub lifecycle: super::lifecycle::Lifecycle,
+    /// An OCI bundle's run (`stagebox create`/`run` with runc's command line).
+    pub oci: Option<super::oci::OciRun>,
 }
 
 /// Docker's `--init`, `--ulimit` and tmpfs mounts.

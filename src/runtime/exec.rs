@@ -63,6 +63,11 @@ pub struct ExecOptions {
     pub tty: bool,
     pub detach: bool,
     pub tracing: bool,
+    /// runc's `exec --pid-file`: the new process's host pid, written once it is forked.
+    pub pid_file: Option<std::path::PathBuf>,
+    /// runc's `exec --console-socket` with a terminal: this pty slave becomes the process's
+    /// 0, 1 and 2 and its controlling terminal.
+    pub console: Option<std::os::fd::RawFd>,
 }
 
 /// The namespaces joined, in the order the kernel needs (see the top of this file).
@@ -386,6 +391,9 @@ pub fn exec(state: &Path, o: &ExecOptions) -> Result<i32> {
             unsafe { libc::_exit(code) }
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
+            if let Some(f) = &o.pid_file {
+                super::oci::write_pid_file(f, child.as_raw())?;
+            }
             if o.detach {
                 return Ok(0);
             }
@@ -398,6 +406,17 @@ pub fn exec(state: &Path, o: &ExecOptions) -> Result<i32> {
 /// Returns only on failure: the exit status and the sentence.
 fn child(p: &Plan, o: &ExecOptions, old_mask: &nix::sys::signal::SigSet) -> (i32, String) {
     let t = o.tracing;
+    if let Some(pty) = o.console {
+        for target in 0..3 {
+            // SAFETY: dup2 of a descriptor this process holds.
+            if unsafe { libc::dup2(pty, target) } < 0 {
+                return (125, format!("dup2 of the terminal onto {target} failed"));
+            }
+        }
+        let _ = nix::unistd::setsid();
+        // SAFETY: TIOCSCTTY on descriptor 0 with argument 0.
+        unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+    }
     if let Err(e) = nix::unistd::chdir(p.workdir.as_str()) {
         return (
             126,

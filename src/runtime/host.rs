@@ -85,6 +85,16 @@ pub fn create_container(
         runtime_start: None,
         pid_start: None,
         lifecycle,
+        oci: cfg
+            .oci
+            .as_ref()
+            .map(|o| crate::state::container::OciRecord {
+                bundle: o.bundle.clone(),
+                annotations: o.annotations.clone(),
+                cgroup: o.cgroups_path.clone(),
+                hooks: o.hooks.clone(),
+                created: crate::units::rfc3339(crate::units::now_secs()),
+            }),
     };
     // This process owns the record from its first save: if it is killed, the record says
     // "dead" rather than "created".
@@ -210,6 +220,9 @@ pub struct HostState<'a> {
     id: &'a str,
     /// The cgroup parent of the state directory (`stagebox`, or `stagebox-<hash>`).
     cgroup_parent: String,
+    /// The container's own cgroup directory's name (its id, or `linux.cgroupsPath`'s last
+    /// part).
+    cgroup_leaf: String,
     pub undo: Undo,
     data: HashMap<StageId, Box<dyn std::any::Any>>,
     /// Stages whose header line is printed already.
@@ -228,7 +241,14 @@ impl<'a> HostState<'a> {
         HostState {
             cfg,
             id,
-            cgroup_parent: crate::state::dir::cgroup_parent(&cfg.state_dir),
+            cgroup_parent: match cfg.oci.as_ref().and_then(|o| o.cgroups_path.as_ref()) {
+                Some((parent, _)) => parent.clone(),
+                None => crate::state::dir::cgroup_parent(&cfg.state_dir),
+            },
+            cgroup_leaf: match cfg.oci.as_ref().and_then(|o| o.cgroups_path.as_ref()) {
+                Some((_, leaf)) => leaf.clone(),
+                None => id.to_string(),
+            },
             undo: Undo::default(),
             data: HashMap::new(),
             headed: HashSet::new(),
@@ -275,6 +295,7 @@ impl<'a> HostState<'a> {
         let mut ctx = HostCtx {
             limits: &self.cfg.limits,
             cgroup_parent: &self.cgroup_parent,
+            cgroup_leaf: &self.cgroup_leaf,
             id: self.id,
             devices: &self.cfg.security.devices,
             undo: &mut self.undo,

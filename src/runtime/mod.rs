@@ -23,6 +23,8 @@
 //! - `detached`: inside a detached run, the workload's stdio and its json-file log.
 //! - `control`: `stop`, `kill`, `wait`, `logs`, `attach` on a container from outside.
 //! - `monitor`: the process that holds a detached container (`run -d`, `start`, restarts).
+//! - `oci`: an OCI bundle's container: `create` stops it before the exec (runc's exec.fifo)
+//!   until `start`; the pid file, the console socket, oomScoreAdj.
 //!
 //! May import: everything from `stages` down. Nothing below imports it.
 
@@ -39,6 +41,7 @@ pub mod host;
 pub mod init;
 pub mod lifecycle;
 pub mod monitor;
+pub mod oci;
 pub mod ops;
 pub mod prepare;
 pub mod rlimits;
@@ -95,6 +98,12 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
         prepared.exec.stdio = Some(io.child_stdio());
         prepared.exec.tty = cfg.lifecycle.tty;
     }
+    // An OCI bundle's container waits on exec.fifo before its exec; its terminal's master
+    // goes to the engine's console socket.
+    let (_fifo_dir, _console) = match &cfg.oci {
+        Some(o) => oci_setup(o, &mut prepared, &container.dir(&cfg.state_dir))?,
+        None => (None, None),
+    };
     let (parent_ch, child_ch) = channel::pair().map_err(|e| Error::Stage {
         stage: "run".into(),
         message: e.to_string(),
@@ -139,6 +148,81 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
     )?;
 
     started.set(true);
+    if let Some(o) = &cfg.oci {
+        if let Some(v) = o.oom_score_adj {
+            oci::set_oom_score_adj(workload.as_raw(), v).inspect_err(|_| reaper.kill_all())?;
+        }
+        mark_created(cfg, &mut container, workload);
+        if let Some(p) = &o.pid_file {
+            oci::write_pid_file(p, workload.as_raw()).inspect_err(|_| reaper.kill_all())?;
+        }
+        if let Some(h) = &o.hooks {
+            let state = oci::state_json(
+                &id,
+                "created",
+                Some(workload.as_raw()),
+                &o.bundle,
+                &o.annotations,
+            );
+            for (kind, list) in [
+                ("prestart", h.prestart()),
+                ("createRuntime", h.create_runtime()),
+                ("createContainer", h.create_container()),
+            ] {
+                oci::run_hooks(kind, list.as_deref().unwrap_or_default(), &state)
+                    .inspect_err(|_| reaper.kill_all())?;
+            }
+        }
+        if o.create {
+            // The process waits for `start`, and belongs to whoever called `create` now:
+            // what the run made stays for `delete`.
+            reaper.pids.clear();
+            host.undo.forget();
+            if host.tracing {
+                trace::note(
+                    "exec",
+                    &format!(
+                        "created: host pid {workload} waits on exec.fifo for `stagebox start`"
+                    ),
+                );
+            }
+            return Ok(0);
+        }
+        let hooks = o.hooks.clone().unwrap_or_default();
+        let state = oci::state_json(
+            &id,
+            "created",
+            Some(workload.as_raw()),
+            &o.bundle,
+            &o.annotations,
+        );
+        oci::run_hooks(
+            "startContainer",
+            hooks.start_container().as_deref().unwrap_or_default(),
+            &state,
+        )
+        .inspect_err(|_| reaper.kill_all())?;
+        oci::release(
+            &container.dir(&cfg.state_dir),
+            std::time::Duration::from_secs(10),
+        )
+        .inspect_err(|_| reaper.kill_all())?;
+        let state = oci::state_json(
+            &id,
+            "running",
+            Some(workload.as_raw()),
+            &o.bundle,
+            &o.annotations,
+        );
+        if let Err(e) = oci::run_hooks(
+            "poststart",
+            hooks.poststart().as_deref().unwrap_or_default(),
+            &state,
+        ) {
+            // runc: a failing poststart hook is reported; the container keeps running.
+            eprintln!("stagebox: {e}");
+        }
+    }
     mark_running(cfg, &mut container, workload);
     if let Some(io) = &mut io {
         if let Err(e) = io.start_logging(&detached::log_file(cfg, &container)) {
@@ -174,6 +258,50 @@ fn save_setup(cfg: &RunConfig, container: &Container) -> Result<()> {
         rec.name = name;
     })
     .map(|_| ())
+}
+
+/// An OCI run's FIFO (its directory's descriptor, for the container process) and, with
+/// `process.terminal`, the pty's slave as the container's 0, 1 and 2.
+fn oci_setup(
+    o: &oci::OciRun,
+    prepared: &mut prepare::Prepared,
+    dir: &std::path::Path,
+) -> Result<(Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd>)> {
+    use std::os::fd::AsRawFd;
+    let fifo_dir = oci::make_fifo(dir)?;
+    prepared.exec.start_fifo = Some(fifo_dir.as_raw_fd());
+    let console = match (o.terminal, &o.console_socket) {
+        (false, _) => None,
+        (true, Some(socket)) => {
+            let slave = oci::console(socket)?;
+            prepared.exec.stdio = Some([slave.as_raw_fd(); 3]);
+            prepared.exec.tty = true;
+            Some(slave)
+        }
+        (true, None) => {
+            return Err(Error::usage(
+                "process.terminal is true but no --console-socket was given: the terminal's master must go to someone; pass --console-socket PATH, or set process.terminal to false",
+            ))
+        }
+    };
+    Ok((Some(fifo_dir), console))
+}
+
+/// An OCI container's record says "created" with its process's pid; no runtime stays with it.
+fn mark_created(cfg: &RunConfig, container: &mut Container, workload: Pid) {
+    container.status = "created".into();
+    container.set_workload(Some(workload.as_raw()));
+    let c = container.clone();
+    let r = crate::state::container::update(&cfg.state_dir, &container.id, |rec| {
+        rec.status = c.status;
+        rec.pid = c.pid;
+        rec.pid_start = c.pid_start;
+        rec.runtime_pid = None;
+        rec.runtime_start = None;
+    });
+    if let Err(e) = r {
+        trace::error("run", &e.to_string());
+    }
 }
 
 /// The record says "running", with the workload's and the runtime's pids and start times.

@@ -67,6 +67,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                     init: false,
                     stdio: None,
                     tty: false,
+                    start_fifo: None,
                 },
                 Some(exe),
             )
@@ -108,6 +109,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                     init: cfg.extras.init,
                     stdio: None,
                     tty: false,
+                    start_fifo: None,
                 },
                 exe,
             )
@@ -140,6 +142,11 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
             net: crate::stages::NetSetup::Loopback,
             etc_files: Vec::new(),
             tmpfs: cfg.extras.tmpfs.clone(),
+            sysctl: cfg
+                .oci
+                .as_ref()
+                .map(|o| o.sysctl.clone())
+                .unwrap_or_default(),
         },
         exec,
         _exe: exe,

@@ -173,22 +173,38 @@ impl Stage for Cgroup {
         let root = CgroupRoot::host();
         let euid = nix::unistd::geteuid();
         let (mgr, cgroup_path): (Rc<dyn Manager>, String) = if euid.is_root() {
-            let mgr =
-                cgroup::manager::for_layout(&root, &layout, ctx.cgroup_parent, ctx.id, limits)?;
+            let mgr = cgroup::manager::for_layout(
+                &root,
+                &layout,
+                ctx.cgroup_parent,
+                ctx.cgroup_leaf,
+                limits,
+            )?;
             if ctx.userns.is_some() {
                 ctx.note("with the user stage the container's root is an unprivileged host uid: it may read its cgroup (through its cgroup namespace) but not change it, since no subtree is delegated to it; the limits are written from the host");
             }
-            (mgr.into(), format!("/{}/{}", ctx.cgroup_parent, ctx.id))
+            (
+                mgr.into(),
+                format!("/{}/{}", ctx.cgroup_parent, ctx.cgroup_leaf),
+            )
         } else {
             match delegation::decide(delegation::detect(), limits, euid.as_raw())? {
                 Rootless::Delegated(d) => {
-                    let mgr =
-                        cgroup::manager::delegated(&root, &d, ctx.cgroup_parent, ctx.id, limits)?;
+                    let mgr = cgroup::manager::delegated(
+                        &root,
+                        &d,
+                        ctx.cgroup_parent,
+                        ctx.cgroup_leaf,
+                        limits,
+                    )?;
                     ctx.note(format!(
                         "rootless: the cgroup goes in the subtree delegated to uid {euid}, {}",
                         d.root.display()
                     ));
-                    (mgr.into(), d.container_cgroup(ctx.cgroup_parent, ctx.id))
+                    (
+                        mgr.into(),
+                        d.container_cgroup(ctx.cgroup_parent, ctx.cgroup_leaf),
+                    )
                 }
                 // The plan normally has this stage off then (Plan::fit_rootless_cgroup).
                 Rootless::NoCgroup(reason) => {
@@ -213,7 +229,10 @@ impl Stage for Cgroup {
         emit(ctx, swept);
         let undo_mgr = mgr.clone();
         ctx.undo.push(
-            format!("remove the cgroup {}/{}", ctx.cgroup_parent, ctx.id),
+            format!(
+                "remove the cgroup {}/{}",
+                ctx.cgroup_parent, ctx.cgroup_leaf
+            ),
             move || undo_mgr.destroy(),
         );
         let mut log = Log::default();

@@ -266,6 +266,10 @@ pub struct ChildSpec {
     pub etc_files: Vec<crate::state::container::VolumeMount>,
     /// `--tmpfs` and `--mount type=tmpfs`: fresh tmpfs mounts the volumes stage makes.
     pub tmpfs: Vec<crate::state::volume::TmpfsMount>,
+    /// An OCI config's `linux.sysctl`: written under the container's own /proc/sys right
+    /// after the proc stage mounted it (before the paths stage makes it read-only).
+    #[serde(default)]
+    pub sysctl: Vec<(String, String)>,
 }
 
 /// What the runtime prepares for the net stage's `parent_after` before the fork: what it
@@ -323,6 +327,7 @@ impl ChildSpec {
             net: NetSetup::Loopback,
             etc_files: vec![],
             tmpfs: vec![],
+            sysctl: vec![],
         }
     }
 
@@ -472,6 +477,11 @@ impl Undo {
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
     }
+    /// Drops every action without running it: what they would undo now outlives this
+    /// process on purpose (an OCI `create`; `delete` removes it later).
+    pub fn forget(&mut self) {
+        self.actions.clear();
+    }
 }
 
 impl Drop for Undo {
@@ -489,6 +499,9 @@ pub struct HostCtx<'a> {
     /// The directory the container's cgroup goes in, in every hierarchy: one per state
     /// directory (`state::dir::cgroup_parent`), so that two installs never meet.
     pub cgroup_parent: &'a str,
+    /// The name of the container's own cgroup directory under `cgroup_parent`: its id, or
+    /// the last part of an OCI config's `linux.cgroupsPath`.
+    pub cgroup_leaf: &'a str,
     /// The container's id (12 hex digits).
     pub id: &'a str,
     /// The devices `--device` adds to the allow list (the devices stage writes the rules).

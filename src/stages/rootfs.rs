@@ -373,6 +373,7 @@ mod tests {
             net: Default::default(),
             etc_files: vec![],
             tmpfs: vec![],
+            sysctl: vec![],
         };
         let mut rec = Recorder::new();
         let mut ctx = ChildCtx::new(&mut rec, &spec);

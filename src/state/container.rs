@@ -69,6 +69,28 @@ pub struct Container {
     /// Detached runs, `start`, `stop` and restarts (`state::lifecycle`).
     #[serde(default)]
     pub lifecycle: crate::state::lifecycle::LifecycleRecord,
+    /// A container made from an OCI bundle (`stagebox create`): no runtime stays with it;
+    /// the engine that called `create` is its process's parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciRecord>,
+}
+
+/// What an OCI container keeps beyond its process: for `state`, `delete` and the hooks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OciRecord {
+    pub bundle: PathBuf,
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// `linux.cgroupsPath` as `PARENT/LEAF`, when the config gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<(String, String)>,
+    /// The config's hooks that run after `create`: poststart (by `start`), poststop (by
+    /// `delete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// RFC 3339, as `state` prints it.
+    #[serde(default)]
+    pub created: String,
 }
 
 /// How the workload was started, for `stagebox exec` (the rest, namespaces, cgroups and
@@ -181,7 +203,23 @@ impl Container {
     /// Is the run that owns this record still alive? A record left "running" by a runtime
     /// that was SIGKILLed, or whose pid now belongs to another process, is not.
     pub fn is_running(&self) -> bool {
-        self.status == "running" && self.runtime_alive()
+        match &self.oci {
+            // Its process is all there is: running while that process lives.
+            Some(_) => self.status == "running" && self.live_workload().is_some(),
+            None => self.status == "running" && self.runtime_alive(),
+        }
+    }
+
+    /// The OCI state word: creating, created, running, paused or stopped.
+    pub fn oci_status(&self) -> &'static str {
+        let alive = self.live_workload().is_some();
+        match self.status.as_str() {
+            "creating" => "creating",
+            "created" if alive => "created",
+            "running" if alive && self.paused => "paused",
+            "running" if alive => "running",
+            _ => "stopped",
+        }
     }
 
     /// Killed before it could say how it ended: its record says created or running, it had a
@@ -758,6 +796,7 @@ mod tests {
             runtime_start: None,
             pid_start: None,
             lifecycle: Default::default(),
+            oci: None,
         }
     }
 
