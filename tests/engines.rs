@@ -360,7 +360,11 @@ impl HostView {
             .output()
             .map(|o| text(&o.stdout))
             .unwrap_or_default();
-        let mut tables: Vec<&str> = nft.lines().collect();
+        // stagebox's own table comes and goes with other tests' bridges: not the engines'.
+        let mut tables: Vec<&str> = nft
+            .lines()
+            .filter(|t| !t.trim_end().ends_with(" stagebox"))
+            .collect();
         tables.sort();
         let (links, routes) = host_network();
         HostView {
@@ -383,7 +387,8 @@ const PODMAN_IMAGE: &str = "localhost/stagebox-engines:latest";
 /// A podman of the test's own: private stores and config, the runtime under test.
 struct Podman {
     dir: tempfile::TempDir,
-    /// podman refuses a --runroot longer than 50 characters: it lives in a short dir in /tmp.
+    /// podman refuses a --runroot longer than 50 characters (its sockets are there and in
+    /// tmp_dir): both live in a short dir in /tmp.
     short: tempfile::TempDir,
     parent: String,
     marker: String,
@@ -410,9 +415,13 @@ impl Podman {
         let dir = temp_dir("podman-");
         let d = dir.path();
         std::fs::create_dir_all(d.join("tmp")).expect("tmp dir");
+        let short = tempfile::Builder::new()
+            .prefix("sbe-")
+            .tempdir()
+            .expect("short dir for podman's runroot");
         let conf = format!(
             r#"[engine]
-tmp_dir = "{d}/tmp"
+tmp_dir = "{s}/tmp"
 image_copy_tmp_dir = "{d}/tmp"
 cgroup_manager = "cgroupfs"
 events_logger = "none"
@@ -421,13 +430,10 @@ runtime_supports_json = ["crun", "runc", "stagebox"]
 network_backend = "cni"
 network_config_dir = "{d}/networks"
 "#,
-            d = d.display()
+            d = d.display(),
+            s = short.path().display()
         );
         std::fs::write(d.join("containers.conf"), conf).expect("containers.conf");
-        let short = tempfile::Builder::new()
-            .prefix("sbe-")
-            .tempdir()
-            .expect("short dir for podman's runroot");
         let p = Podman {
             dir,
             short,
@@ -455,7 +461,7 @@ network_config_dir = "{d}/networks"
             .arg("--runroot")
             .arg(self.short.path().join("runroot"))
             .arg("--tmpdir")
-            .arg(d.join("tmp"))
+            .arg(self.short.path().join("tmp"))
             .args(["--storage-driver", "vfs", "--runtime"])
             .arg(runtime())
             .args(args);
@@ -859,7 +865,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             finished: false,
         };
         let up = within(30, || {
-            c.out_quiet(&["version"]).status.success().then_some(())
+            c.out(&["version"]).status.success().then_some(())
         });
         assert!(
             up.is_some(),
@@ -868,6 +874,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         );
         c.import_image();
         c
+    }
+
+    /// The temp dir, and the socket dir when it is apart.
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.dir.path().to_path_buf()];
+        v.extend(self.sock_dir.as_ref().map(|s| s.path().to_path_buf()));
+        v
     }
 
     fn sock(&self) -> PathBuf {
@@ -907,10 +920,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         let mut c = Command::new("ctr");
         c.arg("--address").arg(self.sock()).args(args);
         c
-    }
-
-    fn out_quiet(&self, args: &[&str]) -> Output {
-        bounded(self.ctr(args), CMD_SECS)
     }
 
     fn out(&self, args: &[&str]) -> Output {
@@ -1006,15 +1015,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             state_dir.display()
         );
         self.stop_daemon();
-        let dir = self.dir.path().display().to_string();
-        let gone = within(10, || processes_mentioning(&dir).is_empty().then_some(()));
-        assert!(
-            gone.is_some(),
-            "processes of containerd (shims) left:\n{}",
-            processes_mentioning(&dir).join("\n")
-        );
-        let mounts = mounts_under(self.dir.path());
-        assert!(mounts.is_empty(), "mounts left under {dir}: {mounts:?}");
+        for d in self.dirs() {
+            let dir = d.display().to_string();
+            let gone = within(10, || processes_mentioning(&dir).is_empty().then_some(()));
+            assert!(
+                gone.is_some(),
+                "processes of containerd (shims) left:\n{}",
+                processes_mentioning(&dir).join("\n")
+            );
+            let mounts = mounts_under(&d);
+            assert!(mounts.is_empty(), "mounts left under {dir}: {mounts:?}");
+        }
         let cgroups: Vec<String> = cgroups_under(&self.parent);
         assert!(
             cgroups.is_empty(),
@@ -1043,8 +1054,10 @@ impl Drop for Containerd {
         }
         self.stop_daemon();
         let _ = KillMarked(self.marker.clone());
-        kill_processes_mentioning(&self.dir.path().display().to_string());
-        unmount_under(self.dir.path());
+        for d in self.dirs() {
+            kill_processes_mentioning(&d.display().to_string());
+            unmount_under(&d);
+        }
         let _ = remove_cgroup_tree(&self.parent);
         let _ = self.remove_run_containerd();
     }
