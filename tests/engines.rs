@@ -788,6 +788,28 @@ fn podman_network_none_has_only_lo() {
     p.finish(&[]);
 }
 
+#[test]
+fn podman_missing_command_is_127_with_the_runtimes_sentence() {
+    if !engine_or_skip("podman missing command", &["podman", "conmon"]) {
+        return;
+    }
+    let _one = one_at_a_time();
+    let p = Podman::new();
+    // runc looks the command up at `create`; podman turns a message with "no such file or
+    // directory" into 127, as Docker does, and shows the runtime's sentence.
+    let mut run = p.podman(&["run"]);
+    run.args(p.run_opts())
+        .args(["--rm", PODMAN_IMAGE, "/no-such-command", &p.marker]);
+    let out = bounded(run, CMD_SECS);
+    assert_eq!(out.status.code(), Some(127), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("/no-such-command"),
+        "the runtime's error names the command: {}",
+        show(&out)
+    );
+    p.finish(&[]);
+}
+
 // ----------------------------------------------------------------------------------------
 // containerd
 
@@ -864,9 +886,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             ids: Vec::new(),
             finished: false,
         };
-        let up = within(30, || {
-            c.out(&["version"]).status.success().then_some(())
-        });
+        let up = within(30, || c.out(&["version"]).status.success().then_some(()));
         assert!(
             up.is_some(),
             "containerd did not come up in 30 s:\n{}",
