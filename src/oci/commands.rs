@@ -185,6 +185,8 @@ pub fn delete(state: &Path, id: &str, force: bool) -> Result<()> {
     let o = c.oci.clone().unwrap_or_default();
     crate::runtime::cleanup::remove(state, &c.id, true)?;
     let _ = std::fs::remove_file(state.join(format!("seccomp-{}.json", c.id)));
+    // As runc leaves its --root: nothing once the last container is deleted.
+    let _ = std::fs::remove_dir(container::containers_dir(state));
     if let Some(h) = &o.hooks {
         let st = oci::state_json(&c.id, "stopped", None, &o.bundle, &o.annotations);
         if let Err(e) = oci::run_hooks("poststop", h.poststop().as_deref().unwrap_or_default(), &st)
@@ -251,7 +253,7 @@ pub fn exec(state: &Path, a: &ExecRequest) -> Result<i32> {
         ));
     }
     let console = match (terminal, &a.console_socket) {
-        (true, Some(s)) => Some(oci::console(s)?),
+        (true, Some(s)) => Some(oci::console_connect(s)?),
         (true, None) => {
             return Err(Error::usage(
                 "a terminal needs --console-socket: the terminal's master must go to someone",
@@ -272,6 +274,7 @@ pub fn exec(state: &Path, a: &ExecRequest) -> Result<i32> {
         tracing: false,
         pid_file: a.pid_file.clone(),
         console: console.as_ref().map(|f| f.as_raw_fd()),
+        stdio_as_given: true,
     };
     crate::runtime::exec::exec(state, &opts)
 }

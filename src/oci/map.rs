@@ -127,6 +127,7 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
     let mut volumes = Vec::new();
     let mut tmpfs = Vec::new();
     let mut proc_wanted = false;
+    let mut cgroup_mount = false;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         let dest = m.destination().to_string_lossy().into_owned();
         let typ = m.typ().clone().unwrap_or_default();
@@ -147,7 +148,7 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
             (dest.as_str(), typ.as_str()),
             ("/sys/fs/cgroup", "cgroup" | "cgroup2")
         ) {
-            notes.push(format!("{field}: /sys/fs/cgroup is not mounted (the container reads its limits from the host's view)"));
+            cgroup_mount = true;
             continue;
         }
         if is_bind {
@@ -176,9 +177,21 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
             continue;
         }
         if typ == "tmpfs" {
+            // Flags as the config says them (not Docker's noexec/nodev default); the
+            // propagation words are the mount stage's business (private).
+            let mut opts = vec!["exec".to_string(), "dev".into(), "suid".into()];
+            for o in &options {
+                match o.as_str() {
+                    "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" => {}
+                    "tmpcopyup" => notes.push(format!(
+                        "{field}: tmpcopyup is not done: the tmpfs starts empty, without the image's files"
+                    )),
+                    other => opts.push(other.to_string()),
+                }
+            }
             tmpfs.push(crate::state::volume::TmpfsMount {
                 target: dest,
-                options: options.join(","),
+                options: opts.join(","),
             });
             continue;
         }
@@ -475,6 +488,7 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
         hooks: spec.hooks().clone(),
         oom_score_adj: process.oom_score_adj(),
         sysctl,
+        cgroup_mount: cgroup_mount && proc_wanted,
     };
     let cfg = RunConfig {
         command: args,

@@ -42,6 +42,9 @@ pub struct ExecSpec {
     /// An OCI `create`: the container's directory, where the process waits on `exec.fifo`
     /// for `start` before the exec (`runtime::oci`).
     pub start_fifo: Option<RawFd>,
+    /// An OCI `process.terminal`: the connected console socket; the pty is opened inside
+    /// the container at the exec step (`runtime::oci::console_inside`).
+    pub console: Option<RawFd>,
 }
 
 struct Failure {
@@ -289,6 +292,9 @@ fn run(
         }
     }
     let (path, argv) = resolve_exec(exec)?;
+    if let Some(sock) = exec.console {
+        super::oci::console_inside(sock).map_err(|e| fail("exec", e))?;
+    }
     if exec.start_fifo.is_some() {
         // `create` exits once this process waits for `start`; it must not take it along.
         // SAFETY: prctl with integer arguments only.
@@ -499,7 +505,7 @@ fn do_exec(
     }
     let argv = cstrings(argv)?;
     let env = cstrings(&exec.env)?;
-    if exec.tty {
+    if exec.tty && exec.console.is_none() {
         take_terminal()?;
     }
     // Before the user switch: the fallback reads /proc/self/fd, which a process that gave up

@@ -65,9 +65,12 @@ pub struct ExecOptions {
     pub tracing: bool,
     /// runc's `exec --pid-file`: the new process's host pid, written once it is forked.
     pub pid_file: Option<std::path::PathBuf>,
-    /// runc's `exec --console-socket` with a terminal: this pty slave becomes the process's
-    /// 0, 1 and 2 and its controlling terminal.
+    /// runc's `exec --console-socket` with a terminal: the connected socket; the process
+    /// opens its pty inside the container and sends the master (`oci::console_inside`).
     pub console: Option<std::os::fd::RawFd>,
+    /// runc's `exec`: the process keeps the caller's 0, 1 and 2 (an engine's pipes) even
+    /// when detached.
+    pub stdio_as_given: bool,
 }
 
 /// The namespaces joined, in the order the kernel needs (see the top of this file).
@@ -298,6 +301,14 @@ pub fn exec(state: &Path, o: &ExecOptions) -> Result<i32> {
             ),
         );
     }
+    // runc's --pid-file, opened while the caller's directory and root are still in view.
+    let pid_out = match &o.pid_file {
+        Some(f) => Some(
+            std::fs::File::create(f)
+                .map_err(|e| Error::io(format!("create {}", f.display()), e))?,
+        ),
+        None => None,
+    };
     // 1. The cgroups, while the host's /sys/fs/cgroup is in view.
     let me = std::process::id() as i32;
     let before_cg = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
@@ -391,8 +402,10 @@ pub fn exec(state: &Path, o: &ExecOptions) -> Result<i32> {
             unsafe { libc::_exit(code) }
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
-            if let Some(f) = &o.pid_file {
-                super::oci::write_pid_file(f, child.as_raw())?;
+            if let Some(mut f) = pid_out {
+                use std::io::Write as _;
+                f.write_all(child.as_raw().to_string().as_bytes())
+                    .map_err(|e| Error::io("write the pid file", e))?;
             }
             if o.detach {
                 return Ok(0);
@@ -406,16 +419,10 @@ pub fn exec(state: &Path, o: &ExecOptions) -> Result<i32> {
 /// Returns only on failure: the exit status and the sentence.
 fn child(p: &Plan, o: &ExecOptions, old_mask: &nix::sys::signal::SigSet) -> (i32, String) {
     let t = o.tracing;
-    if let Some(pty) = o.console {
-        for target in 0..3 {
-            // SAFETY: dup2 of a descriptor this process holds.
-            if unsafe { libc::dup2(pty, target) } < 0 {
-                return (125, format!("dup2 of the terminal onto {target} failed"));
-            }
+    if let Some(sock) = o.console {
+        if let Err(e) = super::oci::console_inside(sock) {
+            return (125, format!("the terminal: {e}"));
         }
-        let _ = nix::unistd::setsid();
-        // SAFETY: TIOCSCTTY on descriptor 0 with argument 0.
-        unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
     }
     if let Err(e) = nix::unistd::chdir(p.workdir.as_str()) {
         return (
@@ -559,11 +566,13 @@ fn child(p: &Plan, o: &ExecOptions, old_mask: &nix::sys::signal::SigSet) -> (i32
             o.argv, p.uid, p.gid, p.workdir
         ));
     }
-    if !o.interactive || o.detach {
+    if o.stdio_as_given || o.console.is_some() {
+        // runc's exec: 0, 1 and 2 are the engine's (pipes it reads, or the pty), detached or not.
+    } else if !o.interactive || o.detach {
         // SAFETY: dup2 onto a standard descriptor of this process.
         unsafe { libc::dup2(p.devnull.as_raw_fd(), 0) };
     }
-    if o.detach {
+    if o.detach && !o.stdio_as_given && o.console.is_none() {
         // SAFETY: dup2 onto a standard descriptor of this process.
         unsafe { libc::dup2(p.devnull.as_raw_fd(), 1) };
         // SAFETY: dup2 onto a standard descriptor of this process.

@@ -273,10 +273,9 @@ fn oci_setup(
     let console = match (o.terminal, &o.console_socket) {
         (false, _) => None,
         (true, Some(socket)) => {
-            let slave = oci::console(socket)?;
-            prepared.exec.stdio = Some([slave.as_raw_fd(); 3]);
-            prepared.exec.tty = true;
-            Some(slave)
+            let sock = oci::console_connect(socket)?;
+            prepared.exec.console = Some(sock.as_raw_fd());
+            Some(sock)
         }
         (true, None) => {
             return Err(Error::usage(

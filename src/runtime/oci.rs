@@ -58,6 +58,8 @@ pub struct OciRun {
     pub oom_score_adj: Option<i32>,
     /// `linux.sysctl`: written inside the container after the proc stage.
     pub sysctl: Vec<(String, String)>,
+    /// A `/sys/fs/cgroup` mount of type cgroup: the container's own cgroup directories.
+    pub cgroup_mount: bool,
 }
 
 /// Makes the FIFO in the container's directory and opens that directory for the container
@@ -134,30 +136,61 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     crate::state::atomic::write_atomic(path, pid.to_string().as_bytes())
 }
 
-/// `process.terminal`: a new pty; the master is sent to the console socket, the slave is
-/// returned for the container's 0, 1 and 2.
-pub fn console(socket: &Path) -> Result<OwnedFd> {
-    let pty = nix::pty::openpty(None, None).map_err(|e| Error::sys("openpty()", e))?;
+/// `process.terminal`: connects to the engine's console socket, from the host, before the
+/// container exists; the container process keeps the connection (`console_inside`).
+pub fn console_connect(socket: &Path) -> Result<OwnedFd> {
     let stream = crate::kernel::unixsock::connect(socket).map_err(|e| {
         Error::io(
             format!("connect to the console socket {}", socket.display()),
             e,
         )
     })?;
-    let fds = [pty.master.as_raw_fd()];
-    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
-    // runc sends the terminal's name as the message; engines read only the descriptor.
-    let name = b"/dev/ptmx";
-    let iov = [std::io::IoSlice::new(name)];
-    nix::sys::socket::sendmsg::<()>(
-        stream.as_raw_fd(),
-        &iov,
-        &cmsg,
-        nix::sys::socket::MsgFlags::empty(),
-        None,
+    Ok(OwnedFd::from(stream))
+}
+
+/// In the container process (or an exec'd one), its root switched: a pty from the
+/// container's own devpts (`/dev/ptmx`, so `tty` names a /dev/pts device the container can
+/// see), the master sent to the engine over `sock` with SCM_RIGHTS as runc sends it, the
+/// slave made 0, 1 and 2 and the controlling terminal of a new session.
+pub fn console_inside(sock: RawFd) -> std::result::Result<(), String> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(|e| format!("open(/dev/ptmx): {e}"))?;
+    nix::pty::grantpt(&master).map_err(|e| format!("grantpt: {e}"))?;
+    nix::pty::unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
+    let name = nix::pty::ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| Error::sys("sendmsg(console socket, SCM_RIGHTS)", e))?;
-    Ok(pty.slave)
+    .map_err(|e| format!("open({name}): {e}"))?;
+    let fds = [master.as_raw_fd()];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    let iov = [std::io::IoSlice::new(name.as_bytes())];
+    nix::sys::socket::sendmsg::<()>(sock, &iov, &cmsg, nix::sys::socket::MsgFlags::empty(), None)
+        .map_err(|e| format!("sendmsg(console socket, SCM_RIGHTS): {e}"))?;
+    drop(master);
+    // SAFETY: close of the inherited socket, which this process owns and no longer needs.
+    unsafe { libc::close(sock) };
+    let _ = nix::unistd::setsid();
+    for target in 0..3 {
+        // SAFETY: dup2 of a descriptor this process holds onto 0, 1, 2.
+        if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
+            return Err(format!(
+                "dup2(pty, {target}): {}",
+                nix::errno::Errno::last()
+            ));
+        }
+    }
+    // SAFETY: TIOCSCTTY on descriptor 0 with argument 0 (never steal another session's).
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+        return Err(format!(
+            "ioctl(0, TIOCSCTTY): {}",
+            nix::errno::Errno::last()
+        ));
+    }
+    Ok(())
 }
 
 /// `process.oomScoreAdj`, written for the container process from the host and read back.

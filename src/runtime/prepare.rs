@@ -68,6 +68,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                     stdio: None,
                     tty: false,
                     start_fifo: None,
+                    console: None,
                 },
                 Some(exe),
             )
@@ -110,6 +111,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                     stdio: None,
                     tty: false,
                     start_fifo: None,
+                    console: None,
                 },
                 exe,
             )
@@ -147,6 +149,17 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                 .as_ref()
                 .map(|o| o.sysctl.clone())
                 .unwrap_or_default(),
+            cgroup_mount: match &cfg.oci {
+                Some(o) if o.cgroup_mount && plan.is_on(StageId::Cgroup) => {
+                    Some(o.cgroups_path.clone().unwrap_or_else(|| {
+                        (
+                            crate::state::dir::cgroup_parent(&cfg.state_dir),
+                            id.to_string(),
+                        )
+                    }))
+                }
+                _ => None,
+            },
         },
         exec,
         _exe: exe,
@@ -163,7 +176,10 @@ fn confinement(cfg: &RunConfig) -> Result<crate::confine::Confinement> {
     c.caps = cfg.security.caps;
     c.no_new_privs = plan.is_on(StageId::Nnp);
     c.devices.extra = cfg.security.devices.clone();
-    if plan.is_on(StageId::Paths) {
+    // An OCI config's /sys/fs/cgroup is the proc stage's (binds of the container's own
+    // directories, right with or without a cgroup namespace); the paths stage leaves it.
+    let oci_cgroup = cfg.oci.as_ref().is_some_and(|o| o.cgroup_mount);
+    if plan.is_on(StageId::Paths) && !oci_cgroup {
         let host = crate::kernel::mountinfo::read_self().map_err(|e| {
             Error::io(
                 "read /proc/self/mountinfo to find the cgroup filesystems",

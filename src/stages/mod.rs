@@ -270,6 +270,11 @@ pub struct ChildSpec {
     /// after the proc stage mounted it (before the paths stage makes it read-only).
     #[serde(default)]
     pub sysctl: Vec<(String, String)>,
+    /// An OCI config's /sys/fs/cgroup mount: the proc stage binds the container's own cgroup
+    /// directories there, read-only. The cgroup's PARENT and LEAF names (as the cgroup stage
+    /// makes it in every hierarchy).
+    #[serde(default)]
+    pub cgroup_mount: Option<(String, String)>,
 }
 
 /// What the runtime prepares for the net stage's `parent_after` before the fork: what it
@@ -328,6 +333,7 @@ impl ChildSpec {
             etc_files: vec![],
             tmpfs: vec![],
             sysctl: vec![],
+            cgroup_mount: None,
         }
     }
 

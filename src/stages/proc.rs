@@ -279,6 +279,89 @@ fn add_device(
     Ok(())
 }
 
+/// An OCI config's `/sys/fs/cgroup` mount, as runc makes it without a cgroup namespace: the
+/// container's *own* cgroup directories, read-only. On cgroup v2 that is its directory of
+/// the unified tree bound onto /sys/fs/cgroup; on v1 and hybrid hosts a tmpfs with one
+/// directory per hierarchy (`memory`, `cpu,cpuacct` with `cpu` and `cpuacct` links,
+/// `unified`, `systemd`), each the container's directory there. A workload then reads its
+/// own limits where it expects them (`/sys/fs/cgroup/memory/memory.limit_in_bytes` on v1,
+/// `/sys/fs/cgroup/memory.max` on v2).
+fn mount_cgroups(ctx: &mut ChildCtx<'_>, target: &Path) -> Result<(), StageError> {
+    let ro = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV | MsFlags::MS_RDONLY;
+    // In a cgroup namespace /proc/self/cgroup says `/`: the container's place is the one the
+    // cgroup stage made, PARENT/LEAF in each hierarchy this process is in.
+    let Some((parent, leaf)) = ctx.spec.cgroup_mount.clone() else {
+        return Ok(());
+    };
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| StageError::msg(format!("read /proc/self/cgroup: {e}")))?;
+    let placed: String = own
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (id, ctls) = (parts.next()?, parts.next()?);
+            Some(format!("{id}:{ctls}:/{parent}/{leaf}\n"))
+        })
+        .collect();
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| StageError::msg(format!("read /proc/self/mountinfo: {e}")))?;
+    let members: Vec<_> = crate::cgroup::member::resolve(&placed, &info)
+        .into_iter()
+        .filter(|m| m.dir.is_dir())
+        .collect();
+    if members.is_empty() {
+        return Err(StageError::msg(
+            "/sys/fs/cgroup: the container is in no cgroup this process can see (the cgroup stage is off?)",
+        ));
+    }
+    let bind_ro = |ctx: &mut ChildCtx<'_>, from: &Path, to: &Path| -> Result<(), StageError> {
+        let src = from.to_string_lossy().into_owned();
+        mount(ctx, &src, to, None, MsFlags::MS_BIND, None)?;
+        mount(
+            ctx,
+            &src,
+            to,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ro,
+            None,
+        )
+    };
+    if members.iter().all(|m| m.is_v2()) {
+        bind_ro(ctx, &members[0].dir, target)?;
+        ctx.note("/sys/fs/cgroup: the container's own cgroup v2 directory, read-only");
+        return Ok(());
+    }
+    mount(
+        ctx,
+        "tmpfs",
+        target,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
+        Some("mode=755"),
+    )?;
+    for m in &members {
+        let name = if m.is_v2() {
+            "unified".to_string()
+        } else {
+            m.controllers.trim_start_matches("name=").to_string()
+        };
+        if name.is_empty() || name.contains('/') {
+            continue;
+        }
+        let dir = target.join(&name);
+        mkdir(ctx, &dir, 0o755)?;
+        bind_ro(ctx, &m.dir, &dir)?;
+        if name.contains(',') {
+            for part in name.split(',') {
+                let _ = std::os::unix::fs::symlink(&name, target.join(part));
+            }
+        }
+    }
+    mount(ctx, "tmpfs", target, None, MsFlags::MS_REMOUNT | ro, None)?;
+    ctx.note("/sys/fs/cgroup: a tmpfs with the container's own directory of each cgroup v1 hierarchy, read-only");
+    Ok(())
+}
+
 fn verify(root: &Path) -> Result<(), StageError> {
     use std::os::unix::fs::FileTypeExt;
     use std::os::unix::fs::MetadataExt;
@@ -361,6 +444,9 @@ impl Stage for Proc {
                 MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
                 None,
             )?;
+        }
+        if ctx.spec.cgroup_mount.is_some() {
+            mount_cgroups(ctx, &sys_dir.join("fs/cgroup"))?;
         }
         make_dev(ctx, &root.join("dev"))?;
         if ctx.verify {

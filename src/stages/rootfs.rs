@@ -374,6 +374,7 @@ mod tests {
             etc_files: vec![],
             tmpfs: vec![],
             sysctl: vec![],
+            cgroup_mount: None,
         };
         let mut rec = Recorder::new();
         let mut ctx = ChildCtx::new(&mut rec, &spec);

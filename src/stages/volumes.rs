@@ -141,6 +141,11 @@ fn tmpfs_flags(options: &str) -> (MsFlags, String) {
             "nosuid" => flags |= MsFlags::MS_NOSUID,
             "dev" => flags -= MsFlags::MS_NODEV,
             "nodev" => flags |= MsFlags::MS_NODEV,
+            // What an OCI config also writes (mount(8)'s words for atime flags).
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
             other => data.push(other),
         }
     }
