@@ -88,23 +88,14 @@ pub fn start(state: &Path, id: &str) -> Result<()> {
         }
     }
     let o = c.oci.clone().unwrap_or_default();
-    let hooks = o.hooks.clone().unwrap_or_default();
-    let st = oci::state_json(&c.id, "created", c.pid, &o.bundle, &o.annotations);
-    oci::run_hooks(
-        "startContainer",
-        hooks.start_container().as_deref().unwrap_or_default(),
-        &st,
-    )?;
-    oci::release(&c.dir(state), std::time::Duration::from_secs(10))?;
+    let who = oci::Identity {
+        id: &c.id,
+        bundle: &o.bundle,
+        annotations: &o.annotations,
+        hooks: o.hooks.as_ref(),
+    };
+    oci::start(&c.dir(state), &who, c.pid)?;
     container::update(state, &c.id, |rec| rec.status = "running".into())?;
-    let st = oci::state_json(&c.id, "running", c.pid, &o.bundle, &o.annotations);
-    if let Err(e) = oci::run_hooks(
-        "poststart",
-        hooks.poststart().as_deref().unwrap_or_default(),
-        &st,
-    ) {
-        eprintln!("stagebox: {e}");
-    }
     Ok(())
 }
 

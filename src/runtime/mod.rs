@@ -156,23 +156,13 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
         if let Some(p) = &o.pid_file {
             oci::write_pid_file(p, workload.as_raw()).inspect_err(|_| reaper.kill_all())?;
         }
-        if let Some(h) = &o.hooks {
-            let state = oci::state_json(
-                &id,
-                "created",
-                Some(workload.as_raw()),
-                &o.bundle,
-                &o.annotations,
-            );
-            for (kind, list) in [
-                ("prestart", h.prestart()),
-                ("createRuntime", h.create_runtime()),
-                ("createContainer", h.create_container()),
-            ] {
-                oci::run_hooks(kind, list.as_deref().unwrap_or_default(), &state)
-                    .inspect_err(|_| reaper.kill_all())?;
-            }
-        }
+        let who = oci::Identity {
+            id: &id,
+            bundle: &o.bundle,
+            annotations: &o.annotations,
+            hooks: o.hooks.as_ref(),
+        };
+        oci::created_hooks(&who, workload.as_raw()).inspect_err(|_| reaper.kill_all())?;
         if o.create {
             // The process waits for `start`, and belongs to whoever called `create` now:
             // what the run made stays for `delete`.
@@ -188,40 +178,12 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
             }
             return Ok(0);
         }
-        let hooks = o.hooks.clone().unwrap_or_default();
-        let state = oci::state_json(
-            &id,
-            "created",
-            Some(workload.as_raw()),
-            &o.bundle,
-            &o.annotations,
-        );
-        oci::run_hooks(
-            "startContainer",
-            hooks.start_container().as_deref().unwrap_or_default(),
-            &state,
-        )
-        .inspect_err(|_| reaper.kill_all())?;
-        oci::release(
+        oci::start(
             &container.dir(&cfg.state_dir),
-            std::time::Duration::from_secs(10),
+            &who,
+            Some(workload.as_raw()),
         )
         .inspect_err(|_| reaper.kill_all())?;
-        let state = oci::state_json(
-            &id,
-            "running",
-            Some(workload.as_raw()),
-            &o.bundle,
-            &o.annotations,
-        );
-        if let Err(e) = oci::run_hooks(
-            "poststart",
-            hooks.poststart().as_deref().unwrap_or_default(),
-            &state,
-        ) {
-            // runc: a failing poststart hook is reported; the container keeps running.
-            eprintln!("stagebox: {e}");
-        }
     }
     mark_running(cfg, &mut container, workload);
     if let Some(io) = &mut io {

@@ -302,3 +302,54 @@ pub fn run_hooks(
     }
     Ok(())
 }
+
+/// Who an OCI container is, for its state document and its hooks.
+pub struct Identity<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub annotations: &'a std::collections::BTreeMap<String, String>,
+    pub hooks: Option<&'a oci_spec::runtime::Hooks>,
+}
+
+impl Identity<'_> {
+    fn state(&self, status: &str, pid: Option<i32>) -> serde_json::Value {
+        state_json(self.id, status, pid, self.bundle, self.annotations)
+    }
+}
+
+/// After `create` made the container: prestart, createRuntime, createContainer.
+pub fn created_hooks(who: &Identity<'_>, pid: i32) -> Result<()> {
+    let Some(h) = who.hooks else {
+        return Ok(());
+    };
+    let state = who.state("created", Some(pid));
+    for (kind, list) in [
+        ("prestart", h.prestart()),
+        ("createRuntime", h.create_runtime()),
+        ("createContainer", h.create_container()),
+    ] {
+        run_hooks(kind, list.as_deref().unwrap_or_default(), &state)?;
+    }
+    Ok(())
+}
+
+/// `start`: startContainer hooks, the FIFO released (the process execs), poststart hooks (a
+/// failing one is reported; the container keeps running, as with runc).
+pub fn start(container_dir: &Path, who: &Identity<'_>, pid: Option<i32>) -> Result<()> {
+    let none = oci_spec::runtime::Hooks::default();
+    let hooks = who.hooks.unwrap_or(&none);
+    run_hooks(
+        "startContainer",
+        hooks.start_container().as_deref().unwrap_or_default(),
+        &who.state("created", pid),
+    )?;
+    release(container_dir, std::time::Duration::from_secs(10))?;
+    if let Err(e) = run_hooks(
+        "poststart",
+        hooks.poststart().as_deref().unwrap_or_default(),
+        &who.state("running", pid),
+    ) {
+        eprintln!("stagebox: {e}");
+    }
+    Ok(())
+}
