@@ -64,6 +64,18 @@ pub fn create(bundle: &Path, inv: &Invocation) -> Result<i32> {
         }
     }
     let code = r?;
+    if let (true, Some(p)) = (inv.create, &mapped.cfg.security.seccomp_profile) {
+        // The profile lives with the container from now on (`exec` compiles it again), and
+        // goes with its directory.
+        let kept = container::containers_dir(&inv.state_dir)
+            .join(&inv.id)
+            .join("seccomp.json");
+        if std::fs::rename(p, &kept).is_ok() {
+            let _ = container::update(&inv.state_dir, &inv.id, |rec| {
+                rec.exec.seccomp = Some(kept.display().to_string());
+            });
+        }
+    }
     if !inv.create {
         // runc run: the container is deleted once its process exits (this process was its
         // runtime: the record must not send `delete` after it).

@@ -257,10 +257,13 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
             .strip_prefix("RLIMIT_")
             .unwrap_or(&name)
             .to_ascii_lowercase();
-        let Some((n, resource, _)) = crate::runtime::config::ULIMIT_NAMES
+        // Docker's `--ulimit` names, and RLIMIT_AS, which the runtime spec has and Docker not.
+        let found = crate::runtime::config::ULIMIT_NAMES
             .iter()
-            .find(|(n, _, _)| *n == short)
-        else {
+            .map(|(n, r, _)| (*n, *r))
+            .chain(std::iter::once(("as", libc::RLIMIT_AS as i32)))
+            .find(|(n, _)| *n == short);
+        let Some((n, resource)) = found else {
             return Err(refuse(
                 &format!("process.rlimits[{i}]"),
                 format!("{name} is not a resource limit stagebox sets"),
@@ -278,7 +281,7 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
         }
         ulimits.push(Ulimit {
             name: n.to_string(),
-            resource: *resource,
+            resource,
             soft: r.soft(),
             hard: r.hard(),
         });

@@ -84,7 +84,10 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
         &mut host.undo,
         &started,
     )?;
-    host::make_overlay_dirs(cfg, &mut prepared, &container)?;
+    if cfg.oci.is_none() {
+        // An OCI bundle's rootfs is the engine's, writable as it is: bound, no overlay.
+        host::make_overlay_dirs(cfg, &mut prepared, &container)?;
+    }
     host::bind_ports(cfg, &prepared, &mut container, &mut host)?;
     host::attach_network(cfg, &mut prepared, &mut container, &mut host)?;
     save_setup(cfg, &container)?;
@@ -147,22 +150,29 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
         before,
     )?;
 
-    started.set(true);
     if let Some(o) = &cfg.oci {
-        if let Some(v) = o.oom_score_adj {
-            oci::set_oom_score_adj(workload.as_raw(), v).inspect_err(|_| reaper.kill_all())?;
-        }
-        mark_created(cfg, &mut container, workload);
-        if let Some(p) = &o.pid_file {
-            oci::write_pid_file(p, workload.as_raw()).inspect_err(|_| reaper.kill_all())?;
-        }
         let who = oci::Identity {
             id: &id,
             bundle: &o.bundle,
             annotations: &o.annotations,
             hooks: o.hooks.as_ref(),
         };
-        oci::created_hooks(&who, workload.as_raw()).inspect_err(|_| reaper.kill_all())?;
+        // Until `create` returns, a failure undoes everything (record included).
+        let made = (|| -> Result<()> {
+            if let Some(v) = o.oom_score_adj {
+                oci::set_oom_score_adj(workload.as_raw(), v)?;
+            }
+            if let Some(p) = &o.pid_file {
+                oci::write_pid_file(p, workload.as_raw())?;
+            }
+            oci::created_hooks(&who, workload.as_raw())
+        })();
+        if let Err(e) = made {
+            reaper.kill_all();
+            return Err(e);
+        }
+        started.set(true);
+        mark_created(cfg, &mut container, workload);
         if o.create {
             // The process waits for `start`, and belongs to whoever called `create` now:
             // what the run made stays for `delete`.
@@ -185,6 +195,7 @@ pub fn run(cfg: &RunConfig) -> Result<i32> {
         )
         .inspect_err(|_| reaper.kill_all())?;
     }
+    started.set(true);
     mark_running(cfg, &mut container, workload);
     if let Some(io) = &mut io {
         if let Err(e) = io.start_logging(&detached::log_file(cfg, &container)) {

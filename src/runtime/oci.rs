@@ -62,18 +62,36 @@ pub struct OciRun {
     pub cgroup_mount: bool,
 }
 
-/// Makes the FIFO in the container's directory and opens that directory for the container
-/// process (close-on-exec: the workload never sees it).
+/// The directory that holds the FIFO, in the container's directory.
+const FIFO_DIR: &str = "exec";
+
+fn fifo_path(container_dir: &Path) -> PathBuf {
+    container_dir.join(FIFO_DIR).join(EXEC_FIFO)
+}
+
+/// Makes the FIFO and opens its directory for the container process (close-on-exec: the
+/// workload never sees it). The container process opens the FIFO through that descriptor,
+/// so no directory above it is searched: `exec/` is 0711 and the FIFO 0622, which a
+/// container root mapped to another host uid (the user stage) may still open for writing,
+/// while the state directory (0700) keeps every other host user away from both.
 pub fn make_fifo(container_dir: &Path) -> Result<OwnedFd> {
-    let fifo = container_dir.join(EXEC_FIFO);
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = container_dir.join(FIFO_DIR);
+    std::fs::create_dir(&dir).map_err(|e| Error::io(format!("mkdir {}", dir.display()), e))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| Error::io(format!("chmod {}", dir.display()), e))?;
+    let fifo = dir.join(EXEC_FIFO);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
         .map_err(|e| Error::sys(format!("mkfifo({})", fifo.display()), e))?;
+    // mkfifo's mode passes through the umask: set it as meant.
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o622))
+        .map_err(|e| Error::io(format!("chmod {}", fifo.display()), e))?;
     let fd = nix::fcntl::open(
-        container_dir,
+        &dir,
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| Error::sys(format!("open({})", container_dir.display()), e))?;
+    .map_err(|e| Error::sys(format!("open({})", dir.display()), e))?;
     Ok(fd)
 }
 
@@ -100,7 +118,7 @@ pub fn wait_for_start(dir: RawFd) -> std::result::Result<(), String> {
 /// `start`: opens the FIFO for reading (the waiting container process goes on) and reads its
 /// byte; gives up after `timeout` if the process never comes (it died meanwhile).
 pub fn release(container_dir: &Path, timeout: std::time::Duration) -> Result<()> {
-    let fifo = container_dir.join(EXEC_FIFO);
+    let fifo = fifo_path(container_dir);
     let f = nix::fcntl::open(
         &fifo,
         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
@@ -123,12 +141,13 @@ pub fn release(container_dir: &Path, timeout: std::time::Duration) -> Result<()>
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let _ = std::fs::remove_file(&fifo);
+    let _ = std::fs::remove_dir(container_dir.join(FIFO_DIR));
     Ok(())
 }
 
 /// Whether the container still waits for `start`.
 pub fn waits_for_start(container_dir: &Path) -> bool {
-    container_dir.join(EXEC_FIFO).exists()
+    fifo_path(container_dir).exists()
 }
 
 /// `--pid-file`: the pid, written atomically (engines read it as soon as `create` returns).
