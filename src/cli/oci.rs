@@ -73,7 +73,33 @@ pub fn wants_oci(args: &[OsString], state: &std::path::Path) -> bool {
     if rest.iter().any(|a| OCI_FLAGS.contains(&flag_name(a))) {
         return true;
     }
-    let words: Vec<&String> = rest.iter().filter(|a| !a.starts_with('-')).collect();
+    // The words that are not flags, nor the values of the Docker-like flags that take one
+    // (`ps --format '{{.Names}}'`, `kill -s TERM web`).
+    const VALUED: [&str; 12] = [
+        "--format",
+        "-f",
+        "--filter",
+        "-n",
+        "--last",
+        "-s",
+        "--signal",
+        "-e",
+        "--env",
+        "-w",
+        "--workdir",
+        "-u",
+    ];
+    let mut words: Vec<&String> = Vec::new();
+    let mut skip = false;
+    for a in rest {
+        if skip {
+            skip = false;
+        } else if VALUED.contains(&a.as_str()) {
+            skip = true;
+        } else if !a.starts_with('-') {
+            words.push(a);
+        }
+    }
     match cmd.as_str() {
         "ps" => !words.is_empty(),
         "run" => {
