@@ -5,6 +5,7 @@
 //! | config.json | stagebox |
 //! |---|---|
 //! | `linux.namespaces` (types) | the user, pid, net, ipc, uts, cgroupns, mount stages on or off |
+//! | `linux.namespaces[i].path` (uts, ipc, network, cgroup) | that stage joins the file with `setns(2)` instead of `unshare(2)` |
 //! | `root.path`, `root.readonly` | `--rootfs DIR` (bind-mounted as it is: the engine made it), `--read-only` |
 //! | `mounts`: proc, sysfs, /dev, devpts, /dev/shm | the proc stage (it makes these) |
 //! | `mounts`: bind | `-v SRC:DST[:ro]` (the volumes stage) |
@@ -64,6 +65,31 @@ fn stage_of(t: LinuxNamespaceType) -> &'static str {
     }
 }
 
+/// A `linux.namespaces[i].path`: the uts, ipc, net and cgroupns stages join it; the file must
+/// be a namespace of the entry's type (asked of the kernel now, before anything changes).
+fn check_join(field: &str, typ: LinuxNamespaceType, path: &Path) -> Result<crate::stages::NsJoin> {
+    use crate::stages::StageId;
+    let (stage, kind) = match typ {
+        LinuxNamespaceType::Uts => (StageId::Uts, "uts"),
+        LinuxNamespaceType::Ipc => (StageId::Ipc, "ipc"),
+        LinuxNamespaceType::Network => (StageId::Net, "net"),
+        LinuxNamespaceType::Cgroup => (StageId::Cgroupns, "cgroup"),
+        LinuxNamespaceType::Pid => return Err(refuse(field, "joining an existing pid namespace is not supported: setns(2) into a pid namespace only moves the process's future children, so the runtime would need one more fork; leave out the path to make a new one")),
+        LinuxNamespaceType::Mount => return Err(refuse(field, "joining an existing mount namespace is not supported: the mount, rootfs and pivot stages build the container's root in a fresh copy of the mount table; leave out the path to make a new one")),
+        LinuxNamespaceType::User => return Err(refuse(field, "joining an existing user namespace is not supported: it must come before every other namespace and its maps are already written; leave out the path to make a new one")),
+        LinuxNamespaceType::Time => return Err(refuse(field, "the time namespace has no stage in stagebox; remove that entry")),
+    };
+    if !path.is_absolute() {
+        return Err(refuse(field, format!("{:?} must be an absolute path to a namespace file such as /proc/PID/ns/{kind} or /run/netns/NAME", path.display().to_string())));
+    }
+    match crate::kernel::ns::file_type(path) {
+        Err(e) => Err(refuse(field, format!("cannot open {}: {e}; name a namespace file such as /proc/PID/ns/{kind} or /run/netns/NAME", path.display()))),
+        Ok(None) => Err(refuse(field, format!("{} is not a namespace file; name one such as /proc/PID/ns/{kind} or /run/netns/NAME", path.display()))),
+        Ok(Some(t)) if t != kind => Err(refuse(field, format!("{} is a namespace of type {t}, not {kind}; name a {kind} namespace such as /proc/PID/ns/{kind}", path.display()))),
+        Ok(Some(_)) => Ok(crate::stages::NsJoin { stage, path: path.to_path_buf() }),
+    }
+}
+
 /// Mounts the proc stage makes itself, the way runc's default config lists them.
 fn made_by_proc_stage(dest: &str, typ: &str) -> bool {
     matches!(
@@ -97,6 +123,7 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
 
     // Namespaces: a stage for each type listed, off for each type not listed.
     let mut listed: Vec<&'static str> = Vec::new();
+    let mut joins: Vec<(usize, &'static str, crate::stages::NsJoin)> = Vec::new();
     for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
         let stage = stage_of(ns.typ());
         if stage == "time" {
@@ -105,18 +132,28 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
                 "the time namespace has no stage in stagebox; remove that entry",
             ));
         }
-        if let Some(p) = ns.path() {
-            return Err(refuse(
-                &format!("linux.namespaces[{i}].path"),
-                format!(
-                    "joining an existing {} namespace ({}) is not supported yet; leave out the path to make a new one",
-                    ns.typ(),
-                    p.display()
-                ),
-            ));
+        if let Some(p) = ns.path().as_ref().filter(|p| !p.as_os_str().is_empty()) {
+            let field = format!("linux.namespaces[{i}].path");
+            joins.push((i, stage, check_join(&field, ns.typ(), p)?));
         }
         listed.push(stage);
     }
+    if let Some((i, _, j)) = joins.first().filter(|_| listed.contains(&"user")) {
+        return Err(refuse(
+            &format!("linux.namespaces[{i}].path"),
+            format!(
+                "joining {} from a new user namespace is not supported: stagebox makes the user namespace first, and a process in it has no privilege over a namespace its parent owns; leave out the user namespace or the path",
+                j.path.display()
+            ),
+        ));
+    }
+    for (_, stage, j) in &joins {
+        notes.push(format!(
+            "linux.namespaces: the {stage} stage joins {} (setns) instead of making a namespace",
+            j.path.display()
+        ));
+    }
+    let joins: Vec<crate::stages::NsJoin> = joins.into_iter().map(|(_, _, j)| j).collect();
     let mut without: Vec<String> = ["mount", "cgroupns", "uts", "ipc", "user", "pid", "net"]
         .iter()
         .filter(|s| !listed.contains(s))
@@ -492,6 +529,7 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
         oom_score_adj: process.oom_score_adj(),
         sysctl,
         cgroup_mount: cgroup_mount && proc_wanted,
+        joins,
     };
     let cfg = RunConfig {
         command: args,

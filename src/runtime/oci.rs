@@ -60,6 +60,8 @@ pub struct OciRun {
     pub sysctl: Vec<(String, String)>,
     /// A `/sys/fs/cgroup` mount of type cgroup: the container's own cgroup directories.
     pub cgroup_mount: bool,
+    /// `linux.namespaces[i].path`: namespaces the uts, ipc, net and cgroupns stages join.
+    pub joins: Vec<crate::stages::NsJoin>,
 }
 
 /// The directory that holds the FIFO, in the container's directory.

@@ -160,6 +160,11 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                 }
                 _ => None,
             },
+            join: cfg
+                .oci
+                .as_ref()
+                .map(|o| o.joins.clone())
+                .unwrap_or_default(),
         },
         exec,
         _exe: exe,

@@ -13,10 +13,15 @@
 //! pid and net like the other namespaces, and before mount, so that a cgroupfs mounted later
 //! in the container's mount namespace is rooted at the container's cgroup.
 //!
+//! Joining instead: `setns(2)` with `/proc/PID/ns/cgroup` of another process enters its
+//! cgroup namespace, whose root stays where that process unshared it (an OCI config's
+//! `linux.namespaces[i].path`). The stage reads back that /proc/self/ns/cgroup has that
+//! file's inode; /proc/self/cgroup then shows paths relative to that root.
+//!
 //! Without the cgroup stage it still works and /proc/self/cgroup still shows `/`, but that
 //! `/` is then the runtime's own cgroup, shared with whatever else runs there on the host.
 
-use super::{unshare_checked, ChildCtx, Stage, StageError, StageId, StageInfo};
+use super::{setns_checked, unshare_checked, ChildCtx, Stage, StageError, StageId, StageInfo};
 use nix::sched::CloneFlags;
 
 pub struct Cgroupns;
@@ -51,6 +56,17 @@ impl Stage for Cgroupns {
     }
 
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
+        if let Some(path) = ctx.spec.join_path(StageId::Cgroupns) {
+            let path = path.to_path_buf();
+            let ino = setns_checked(ctx, &path, CloneFlags::CLONE_NEWCGROUP, "cgroup", "join")?;
+            let seen: Vec<String> = own_cgroup_lines()?.iter().map(line).collect();
+            ctx.note(format!(
+                "joined the cgroup namespace cgroup:[{ino}] of {}: /proc/self/cgroup inside: {}",
+                path.display(),
+                seen.join(", ")
+            ));
+            return Ok(());
+        }
         let before = if ctx.verify {
             own_cgroup_lines()?
         } else {

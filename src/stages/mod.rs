@@ -275,6 +275,20 @@ pub struct ChildSpec {
     /// makes it in every hierarchy).
     #[serde(default)]
     pub cgroup_mount: Option<(String, String)>,
+    /// Existing namespaces to join instead of making new ones (an OCI config's
+    /// `linux.namespaces[i].path`): the uts, ipc, net and cgroupns stages `setns(2)` into
+    /// these files in their `apply`.
+    #[serde(default)]
+    pub join: Vec<NsJoin>,
+}
+
+/// An existing namespace a stage joins with `setns(2)` instead of making a new one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NsJoin {
+    /// The stage that joins: uts, ipc, net or cgroupns.
+    pub stage: StageId,
+    /// A namespace file: `/proc/PID/ns/TYPE`, or a bind mount of one (`/run/netns/NAME`).
+    pub path: PathBuf,
 }
 
 /// What the runtime prepares for the net stage's `parent_after` before the fork: what it
@@ -334,7 +348,16 @@ impl ChildSpec {
             tmpfs: vec![],
             sysctl: vec![],
             cgroup_mount: None,
+            join: vec![],
         }
+    }
+
+    /// The namespace file this stage joins, if it joins one instead of making one.
+    pub fn join_path(&self, stage: StageId) -> Option<&std::path::Path> {
+        self.join
+            .iter()
+            .find(|j| j.stage == stage)
+            .map(|j| j.path.as_path())
     }
 
     /// A spec for unit tests with this hostname and no rootfs.
@@ -644,4 +667,44 @@ pub fn unshare_checked(
         }
     }
     Ok(())
+}
+
+/// `setns(2)` into the namespace file at `path` instead of making a namespace, then check that
+/// /proc/self/ns/NS now names the file's inode (a namespace file's `st_ino` is the
+/// namespace's inode number). `what` says whose namespace it is, for the trace. Returns the
+/// inode.
+pub fn setns_checked(
+    ctx: &mut ChildCtx<'_>,
+    path: &std::path::Path,
+    flag: nix::sched::CloneFlags,
+    ns: &str,
+    what: &str,
+) -> Result<u64, StageError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| {
+        StageError::msg(format!(
+            "cannot open the {ns} namespace to join, {shown}: {e}"
+        ))
+    })?;
+    let theirs = file
+        .metadata()
+        .map_err(|e| StageError::msg(format!("cannot stat {shown}: {e}")))?
+        .ino();
+    let flags = crate::kernel::sys::clone_flags_str(flag);
+    let call = format!("setns(open({shown:?}), {flags})");
+    ctx.sys
+        .raw(format!("{call}  # {what}"), &mut || {
+            nix::sched::setns(&file, flag).map(|()| 0)
+        })
+        .map_err(|e| StageError::sys(&call, e))?;
+    if ctx.verify {
+        let now = ns_inode(ns)?;
+        if crate::kernel::ns::inode(&now) != Some(theirs) {
+            return Err(StageError::no_effect(format!(
+                "/proc/self/ns/{ns} is {now} after {call}, not {ns}:[{theirs}]"
+            )));
+        }
+    }
+    Ok(theirs)
 }

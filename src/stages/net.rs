@@ -18,6 +18,11 @@
 //!
 //! `--network container:NAME` makes no namespace: `setns(2)` joins the other container's,
 //! so both see the same interfaces and the same 127.0.0.1. `--network host` is this stage off.
+//! An OCI config joins by path the same way (`linux.namespaces[i].path`): podman names
+//! `/run/netns/netns-UUID`, a namespace file its network backend already wired (`ip netns
+//! add` makes such files: a bind mount of /proc/PID/ns/net that keeps the namespace alive
+//! with no process in it), and the containers of a pod name their infra container's. The
+//! stage reads back that /proc/self/ns/net has the inode of the file it joined.
 //!
 //! Why here in the order: after pid (nothing depends on it either way), after user (so the
 //! new namespace belongs to the container's user namespace, and its root may configure it),
@@ -25,12 +30,11 @@
 //! namespace's interfaces (sysfs shows the network namespace of the process that mounts it).
 
 use super::{
-    ns_inode, unshare_checked, ChildCtx, ChildSpec, HostCtx, NetHostData, NetSetup, Stage,
+    setns_checked, unshare_checked, ChildCtx, ChildSpec, HostCtx, NetHostData, NetSetup, Stage,
 };
 use super::{StageError, StageId, StageInfo};
 use crate::kernel::netlink::{Netlink, NetlinkError, Netns};
 use nix::sched::CloneFlags;
-use std::os::unix::fs::MetadataExt as _;
 
 pub struct Net;
 
@@ -65,6 +69,20 @@ impl Stage for Net {
     fn apply(&self, ctx: &mut ChildCtx<'_>) -> Result<(), StageError> {
         if let NetSetup::Join { name, pid } = &ctx.spec.net {
             return join(ctx, name, *pid);
+        }
+        if let Some(path) = ctx.spec.join_path(StageId::Net) {
+            let path = path.to_path_buf();
+            let ino = setns_checked(ctx, &path, CloneFlags::CLONE_NEWNET, "net", "join")?;
+            let names: Vec<String> = crate::kernel::netif::own_interfaces()
+                .into_iter()
+                .map(|(n, up)| if up { n } else { format!("{n} (down)") })
+                .collect();
+            ctx.note(format!(
+                "joined the network namespace net:[{ino}] of {}: interfaces {}",
+                path.display(),
+                names.join(", ")
+            ));
+            return Ok(());
         }
         unshare_checked(ctx, CloneFlags::CLONE_NEWNET, "net")?;
         ctx.sys
@@ -247,29 +265,20 @@ fn publish(
 /// `--network container:NAME`: setns into the other container's network namespace, then
 /// check that ns/net is now its inode.
 fn join(ctx: &mut ChildCtx<'_>, name: &str, pid: i32) -> Result<(), StageError> {
-    let path = format!("/proc/{pid}/ns/net");
-    let theirs = std::fs::metadata(&path)
-        .map_err(|e| {
-            StageError::msg(format!(
-                "container {name} (host pid {pid}) is gone: {path}: {e}"
-            ))
-        })?
-        .ino();
-    let file = std::fs::File::open(&path).map_err(|e| StageError::msg(format!("{path}: {e}")))?;
-    ctx.sys
-        .raw(
-            format!("setns(open({path:?}), CLONE_NEWNET)  # container {name}"),
-            &mut || nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map(|()| 0),
-        )
-        .map_err(|e| StageError::sys(&format!("setns({path}, CLONE_NEWNET)"), e))?;
-    if ctx.verify {
-        let now = ns_inode("net")?;
-        if !now.contains(&theirs.to_string()) {
-            return Err(StageError::no_effect(format!(
-                "ns/net is {now} after setns, not container {name}'s net:[{theirs}]"
-            )));
-        }
+    let path = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+    if let Err(e) = std::fs::metadata(&path) {
+        return Err(StageError::msg(format!(
+            "container {name} (host pid {pid}) is gone: {}: {e}",
+            path.display()
+        )));
     }
+    setns_checked(
+        ctx,
+        &path,
+        CloneFlags::CLONE_NEWNET,
+        "net",
+        &format!("container {name}"),
+    )?;
     ctx.note(format!(
         "joined container {name}'s network namespace: the same interfaces, addresses and 127.0.0.1"
     ));

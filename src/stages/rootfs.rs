@@ -375,6 +375,7 @@ mod tests {
             tmpfs: vec![],
             sysctl: vec![],
             cgroup_mount: None,
+            join: vec![],
         };
         let mut rec = Recorder::new();
         let mut ctx = ChildCtx::new(&mut rec, &spec);
