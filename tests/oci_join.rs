@@ -59,6 +59,10 @@ impl Bundle {
     }
     /// Rewrites config.json: this script as the process, these namespaces.
     fn configure(&self, script: &str, namespaces: serde_json::Value) {
+        self.configure_with(script, namespaces, None)
+    }
+    /// `configure`, with this `hostname` (none: the field removed).
+    fn configure_with(&self, script: &str, namespaces: serde_json::Value, hostname: Option<&str>) {
         let file = self.bundle().join("config.json");
         let mut c: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&file).expect("config.json"))
@@ -66,8 +70,13 @@ impl Bundle {
         c["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
         c["process"]["terminal"] = serde_json::json!(false);
         c["linux"]["namespaces"] = namespaces;
-        if let Some(o) = c.as_object_mut() {
-            o.remove("hostname");
+        match hostname {
+            Some(h) => c["hostname"] = serde_json::json!(h),
+            None => {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("hostname");
+                }
+            }
         }
         std::fs::write(&file, serde_json::to_vec_pretty(&c).expect("json")).expect("write");
     }
@@ -228,7 +237,7 @@ fn net_ipc_uts_and_cgroup_namespaces_are_joined_by_path() {
                 "the test's {n} namespace is the host's"
             );
         }
-        b.configure(
+        b.configure_with(
             "for n in net ipc uts cgroup; do readlink /proc/self/ns/$n; done; hostname; \
              grep -c . /proc/sysvipc/shm; cat /proc/net/dev | tail -n +3 | cut -d: -f1",
             serde_json::json!([
@@ -239,6 +248,8 @@ fn net_ipc_uts_and_cgroup_namespaces_are_joined_by_path() {
                 {"type": "mount"},
                 {"type": "cgroup", "path": holder.ns("cgroup")},
             ]),
+            // The joined namespace keeps its own name: the config's is not set.
+            Some("notthisname"),
         );
         let (code, out, err) = b.run("joiner");
         assert_eq!(code, 0, "stagebox run: {out}\n{err}");
@@ -282,6 +293,8 @@ fn net_ipc_uts_and_cgroup_namespaces_are_joined_by_path() {
             );
             assert!(err.contains(&note), "the trace lacks {note:?}\n{err}");
         }
+        let note = "hostname \"notthisname\": not set: the uts namespace is joined";
+        assert!(err.contains(note), "the trace lacks {note:?}\n{err}");
         assert_eq!(b.containers_left(), Vec::<PathBuf>::new(), "state left");
     }
     assert_host_unchanged(&before_mounts, &before_netns, &name);

@@ -153,6 +153,13 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
             j.path.display()
         ));
     }
+    if let Some(h) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
+        if joins.iter().any(|(_, s, _)| *s == "uts") {
+            notes.push(format!(
+                "hostname {h:?}: not set: the uts namespace is joined, and its hostname is shared by everything in it"
+            ));
+        }
+    }
     let joins: Vec<crate::stages::NsJoin> = joins.into_iter().map(|(_, _, j)| j).collect();
     let mut without: Vec<String> = ["mount", "cgroupns", "uts", "ipc", "user", "pid", "net"]
         .iter()
