@@ -138,7 +138,8 @@ lesson_tests! {
     lesson_12_user_namespaces => "12-user-namespaces",
     lesson_13_how_a_packet_gets_in => "13-how-a-packet-gets-in",
     lesson_14_docker_exec_is_setns => "14-docker-exec-is-setns",
-    lesson_15_comparing_isolation => "15-comparing-isolation",
+    lesson_15_oci_bundle => "15-oci-bundle",
+    lesson_16_comparing_isolation => "16-comparing-isolation",
 }
 
 #[test]
@@ -166,7 +167,12 @@ const MODEL_ANSWERS: &[(&str, &str)] = &[
     ("12", "--uidmap 0:300000:65536"),
     ("13", "-p 8088:80"),
     ("14", "--init"),
-    ("15", "--without ipc"),
+    // The check reads only these two fields of the learner's config.json.
+    (
+        "15",
+        r#"{"hostname": "oci-lab", "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}]}}"#,
+    ),
+    ("16", "--without ipc"),
 ];
 
 fn check(n: &str, answers: &Path) -> (i32, String) {
@@ -198,6 +204,15 @@ fn model_answers_pass_and_wrong_ones_say_what_is_wrong() {
     let (code, out) = check("14", dir.path());
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("exited (137)"), "{out}");
+    // Lesson 15: a config.json that keeps its network namespace.
+    std::fs::write(
+        dir.path().join("15.txt"),
+        r#"{"hostname": "oci-lab", "linux": {"namespaces": [{"type": "network"}, {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}]}}"#,
+    )
+    .expect("write answer");
+    let (code, out) = check("15", dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("still lists network"), "{out}");
     std::fs::write(dir.path().join("03.txt"), "--only uts").expect("write answer");
     let (code, out) = check("3", dir.path());
     assert_eq!(code, 1, "{out}");

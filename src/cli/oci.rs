@@ -55,7 +55,12 @@ pub fn wants_oci(args: &[OsString], state: &std::path::Path) -> bool {
         if GLOBAL_FLAGS.contains(&flag_name(&args[i])) {
             return true;
         }
-        i += 1;
+        // `--trace pretty` (OCI) and `--state DIR` (Docker-like): the value is not the command.
+        i += if matches!(args[i].as_str(), "--trace" | "--state") {
+            2
+        } else {
+            1
+        };
     }
     let Some(cmd) = args.get(i) else {
         return false;
@@ -278,4 +283,23 @@ pub struct OciExecArgs {
     pub id: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oci(args: &[&str]) -> bool {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        wants_oci(&args, std::path::Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn a_global_flags_value_is_not_taken_for_the_command() {
+        assert!(oci(&["--trace", "pretty", "create", "lab"]));
+        assert!(oci(&["--trace=pretty", "create", "lab"]));
+        assert!(oci(&["--trace", "pretty", "state", "lab"]));
+        assert!(!oci(&["--state", "/tmp/s", "run", "--rm", "--", "true"]));
+        assert!(oci(&["--state", "/tmp/s", "delete", "lab"]));
+    }
 }

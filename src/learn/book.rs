@@ -387,7 +387,7 @@ pub const LESSON_PICTURES: &[(&str, &[Picture])] = &[
 pub const OVERLAY_SCRIPT: &str =
     "echo hello > /hello.txt; echo \"# mine\" >> /etc/os-release; rm /etc/passwd; rm -rf /home; mkdir /home";
 
-/// A lesson's name without its number: `15-comparing-isolation` -> `comparing-isolation`.
+/// A lesson's name without its number: `16-comparing-isolation` -> `comparing-isolation`.
 pub fn slug(name: &str) -> &str {
     match name.split_once('-') {
         Some((n, rest)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => rest,
@@ -817,11 +817,11 @@ mod tests {
 
     #[test]
     fn pictures_go_by_slug_not_number() {
-        assert_eq!(slug("15-comparing-isolation"), "comparing-isolation");
+        assert_eq!(slug("16-comparing-isolation"), "comparing-isolation");
         assert_eq!(slug("comparing-isolation"), "comparing-isolation");
         assert_eq!(
             lesson_pictures("12-comparing-isolation"),
-            lesson_pictures("15-comparing-isolation")
+            lesson_pictures("16-comparing-isolation")
         );
         assert!(lesson_pictures("08-layers-and-whiteouts").contains(&Picture::Overlay));
         assert!(lesson_pictures("99-no-such-lesson").is_empty());

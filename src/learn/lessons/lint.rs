@@ -17,14 +17,16 @@ pub struct Known {
     pub facts: BTreeSet<String>,
     /// Per subcommand, the options that take a value (`--name NAME`), without dashes.
     pub valued: BTreeMap<String, BTreeSet<String>>,
+    /// The same two for runc's command line (`stagebox create`, `stagebox --root DIR state`):
+    /// a command line passes when it is right for either (`cli::oci` picks one at run time).
+    pub oci_flags: BTreeMap<String, BTreeSet<String>>,
+    pub oci_valued: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Known {
     /// From this program: the stage registry, clap's command and the observer's fact names.
     pub fn from_program() -> Known {
         use clap::CommandFactory;
-        let cmd = crate::cli::Cli::command();
-        let mut flags = BTreeMap::new();
         let names = |c: &clap::Command| -> BTreeSet<String> {
             let mut s: BTreeSet<String> = c
                 .get_arguments()
@@ -50,19 +52,26 @@ impl Known {
                 })
                 .collect()
         };
-        let mut valued = BTreeMap::new();
-        flags.insert(String::new(), names(&cmd));
-        for sub in cmd.get_subcommands() {
-            valued.insert(sub.get_name().to_string(), valued_names(sub));
-            flags.insert(sub.get_name().to_string(), names(sub));
-            // Nested subcommands (`volume rm`) under "volume rm".
-            for nested in sub.get_subcommands() {
-                flags.insert(
-                    format!("{} {}", sub.get_name(), nested.get_name()),
-                    names(nested),
-                );
+        let tables = |cmd: &clap::Command| {
+            let mut flags = BTreeMap::new();
+            let mut valued = BTreeMap::new();
+            flags.insert(String::new(), names(cmd));
+            valued.insert(String::new(), valued_names(cmd));
+            for sub in cmd.get_subcommands() {
+                valued.insert(sub.get_name().to_string(), valued_names(sub));
+                flags.insert(sub.get_name().to_string(), names(sub));
+                // Nested subcommands (`volume rm`) under "volume rm".
+                for nested in sub.get_subcommands() {
+                    flags.insert(
+                        format!("{} {}", sub.get_name(), nested.get_name()),
+                        names(nested),
+                    );
+                }
             }
-        }
+            (flags, valued)
+        };
+        let (flags, valued) = tables(&crate::cli::Cli::command());
+        let (oci_flags, oci_valued) = tables(&crate::cli::oci::OciCli::command());
         Known {
             stages: crate::stages::registry::all()
                 .iter()
@@ -75,6 +84,8 @@ impl Known {
             flags,
             facts: crate::kernel::observe::fact_names().into_iter().collect(),
             valued,
+            oci_flags,
+            oci_valued,
         }
     }
 }
@@ -125,9 +136,36 @@ pub fn simple_commands(line: &str) -> Vec<Vec<String>> {
     out
 }
 
-/// Problems with one `stagebox ...` invocation (words after an optional `VAR=x` prefix).
+/// Problems with one `stagebox ...` invocation (words after an optional `VAR=x` prefix):
+/// none when it is right for the Docker-like command line or for runc's.
 fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>, at: &str) {
-    let global = known.flags.get("").cloned().unwrap_or_default();
+    let mut docker = Vec::new();
+    check_against(words, known, &known.flags, &known.valued, &mut docker, at);
+    if docker.is_empty() {
+        return;
+    }
+    let mut oci = Vec::new();
+    check_against(words, known, &known.oci_flags, &known.oci_valued, &mut oci, at);
+    // Wrong for both: the problems of the one it is nearer to.
+    if oci.is_empty() {
+        return;
+    }
+    let no_such = |v: &[String]| v.iter().any(|p| p.contains("there is no such subcommand"));
+    let nearer_oci = (no_such(&docker) && !no_such(&oci)) || oci.len() < docker.len();
+    problems.extend(if nearer_oci { oci } else { docker });
+}
+
+/// Problems with one invocation against one command line's flag tables.
+fn check_against(
+    words: &[String],
+    known: &Known,
+    all_flags: &BTreeMap<String, BTreeSet<String>>,
+    all_valued: &BTreeMap<String, BTreeSet<String>>,
+    problems: &mut Vec<String>,
+    at: &str,
+) {
+    let global = all_flags.get("").cloned().unwrap_or_default();
+    let global_valued = all_valued.get("").cloned().unwrap_or_default();
     let mut i = 1;
     // Global options before the subcommand.
     while i < words.len() && words[i].starts_with('-') {
@@ -136,7 +174,8 @@ fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>,
         if !global.contains(f) {
             problems.push(format!("{at}: `stagebox` has no option --{f}"));
         }
-        i += if words[i].contains('=') || f == "help" || f == "version" {
+        let takes_value = global_valued.contains(f) || !global.contains(f);
+        i += if words[i].contains('=') || !takes_value {
             1
         } else {
             2
@@ -146,19 +185,19 @@ fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>,
     let mut sub = first.clone();
     if let Some(next) = words.get(i + 1) {
         let nested = format!("{first} {next}");
-        if known.flags.contains_key(&nested) {
+        if all_flags.contains_key(&nested) {
             sub = nested;
             i += 1;
         }
     }
-    let Some(sub_flags) = known.flags.get(sub.as_str()) else {
+    let Some(sub_flags) = all_flags.get(sub.as_str()) else {
         problems.push(format!(
             "{at}: `stagebox {sub}`: there is no such subcommand"
         ));
         return;
     };
     let mut flags = sub_flags.clone();
-    let valued = known.valued.get(sub.as_str()).cloned().unwrap_or_default();
+    let valued = all_valued.get(sub.as_str()).cloned().unwrap_or_default();
     let mut toggles_next = false;
     let mut value_next = false;
     let mut after_dashdash = false;
@@ -193,7 +232,7 @@ fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>,
                 break;
             }
             // `run --probe -- ARGS`: ARGS go to `stagebox probe`.
-            flags = known.flags.get("probe").cloned().unwrap_or_default();
+            flags = all_flags.get("probe").cloned().unwrap_or_default();
             after_dashdash = true;
             continue;
         }
@@ -341,7 +380,12 @@ fn check_prose_line(
 ) {
     let at = format!("{name}.md ({section})");
     let spans = code_spans(line);
-    let all_flags: BTreeSet<&String> = known.flags.values().flatten().collect();
+    let all_flags: BTreeSet<&String> = known
+        .flags
+        .values()
+        .chain(known.oci_flags.values())
+        .flatten()
+        .collect();
     for span in &spans {
         let s = span.trim();
         if s.starts_with("stagebox ") || s == "stagebox" {

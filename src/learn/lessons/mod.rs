@@ -106,4 +106,33 @@ mod tests {
         }
         assert!(!p.contains("`hostname`"), "{p}");
     }
+
+    #[test]
+    fn validate_knows_runcs_command_line_too() {
+        let step = |line: &str| {
+            let text = format!("# 09 · Oci\n\n```stagebox\n{line}\n```\n");
+            let l = parse("09-oci", &text).expect("parses");
+            validate(&l, &Known::from_program())
+                .into_iter()
+                .filter(|p| !p.contains("sections must be"))
+                .collect::<Vec<_>>()
+        };
+        for good in [
+            "stagebox spec",
+            "stagebox --trace pretty create --bundle . lab",
+            "stagebox --root /tmp/r state lab",
+            "stagebox --debug delete --force lab",
+            "stagebox kill lab KILL",
+        ] {
+            assert_eq!(step(good), Vec::<String>::new(), "{good}");
+        }
+        for (bad, needle) in [
+            ("stagebox --trace pretty create --frobnicate lab", "--frobnicate"),
+            ("stagebox delete --forse lab", "--forse"),
+            ("stagebox checkpoint lab", "no such subcommand"),
+        ] {
+            let p = step(bad).join("\n");
+            assert!(p.contains(needle), "{bad}: {p}");
+        }
+    }
 }
