@@ -918,6 +918,7 @@ impl ImageRunArgs {
             source: image.map(crate::image::run::ImageSource::Ref),
             entrypoint: self.entrypoint,
             user: self.user,
+            groups: Vec::new(),
         };
         (run, command)
     }

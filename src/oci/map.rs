@@ -11,6 +11,7 @@
 //! | `mounts`: bind | `-v SRC:DST[:ro]` (the volumes stage) |
 //! | `mounts`: tmpfs elsewhere | `--tmpfs DST:OPTIONS` |
 //! | `process.args`, `env`, `cwd`, `user` | the command, `-e`, `-w`, `--user UID:GID` |
+//! | `process.user.additionalGids` | the workload's supplementary groups (setgroups before the exec) |
 //! | `process.capabilities.bounding` | the caps stage's kept set |
 //! | `process.rlimits` | `--ulimit` |
 //! | `process.noNewPrivileges` | the nnp stage |
@@ -263,12 +264,7 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
     }
     let user = process.user();
     let user_arg = format!("{}:{}", user.uid(), user.gid());
-    if let Some(g) = user.additional_gids().as_ref().filter(|g| !g.is_empty()) {
-        notes.push(format!(
-            "process.user.additionalGids {g:?}: the supplementary groups come from the rootfs's /etc/group for uid {}",
-            user.uid()
-        ));
-    }
+    let groups = user.additional_gids().clone().unwrap_or_default();
     let caps = match process
         .capabilities()
         .as_ref()
@@ -566,6 +562,7 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
             source: None,
             entrypoint: None,
             user: Some(user_arg),
+            groups,
         },
         network,
         publish: Vec::new(),

@@ -37,7 +37,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         (None, Some(r), true) => vec![r.clone()],
         _ => vec![PathBuf::from("/")],
     };
-    let user = match image
+    let mut user = match image
         .as_ref()
         .and_then(|i| i.user.clone())
         .or_else(|| cfg.image.user.clone())
@@ -45,6 +45,14 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         Some(u) => Some(crate::image::user::resolve(&lookup, &u)?),
         None => None,
     };
+    // Extra supplementary groups (OCI additionalGids), after /etc/group's, as runc adds them.
+    if let Some(u) = user.as_mut() {
+        for g in &cfg.image.groups {
+            if !u.groups.contains(g) {
+                u.groups.push(*g);
+            }
+        }
+    }
     let (env, hostname) = environment(cfg, id, &image, &user)?;
     let workdir = working_dir(cfg, &image, &lookup)?;
     let (exec, exe) = match &cfg.probe {
