@@ -347,6 +347,11 @@ fn compare(name: &str, b: &Bundle, expect_deliberate: bool) -> (Outcome, Outcome
             !x.is_empty() && l == *x
         })
     };
+    assert_eq!(
+        runc.code, sb.code,
+        "{name}: exit status: runc {} stagebox {}\nstagebox stderr: {}",
+        runc.code, sb.code, sb.stderr
+    );
     if expect_deliberate {
         for (a, b, why) in DELIBERATE {
             if !a.is_empty() {
@@ -380,11 +385,6 @@ fn compare(name: &str, b: &Bundle, expect_deliberate: bool) -> (Outcome, Outcome
     assert!(
         runc.facts.len() > 20,
         "{name}: runc's workload printed too little: {runc:?}"
-    );
-    assert_eq!(
-        runc.code, sb.code,
-        "{name}: exit status: runc {} stagebox {}\nstagebox stderr: {}",
-        runc.code, sb.code, sb.stderr
     );
     assert_eq!(
         runc.wrote_rootfs, sb.wrote_rootfs,
@@ -494,6 +494,52 @@ fn process_settings_match_runc() {
     assert!(has(&r, "CapEff: 0000000000000000"), "{r:?}");
     assert!(has(&r, "NoNewPrivs: 0"), "{r:?}");
     assert!(has(&r, "ulimit -n 512 -u 300"), "{r:?}");
+}
+
+#[test]
+fn masked_readonly_paths_and_sysctl_match_runc() {
+    if !runc_or_skip("masked_readonly_paths_and_sysctl_match_runc") {
+        return;
+    }
+    let _l = one_at_a_time();
+    let tail = r#"echo "group bytes $(wc -c < /etc/group)"
+echo "home entries $(ls -A /home | wc -l)"
+echo "write /var $(touch /var/probe 2>&1 | sed 's/.*: //')"
+echo "shmmax $(cat /proc/sys/kernel/shmmax)""#;
+    let b = bundle("paths", tail, |v, _| {
+        v["root"]["readonly"] = json!(false);
+        v["linux"]["maskedPaths"] = json!(["/proc/kcore", "/proc/keys", "/etc/group", "/home", "/absent"]);
+        v["linux"]["readonlyPaths"] = json!(["/proc/sys", "/var"]);
+        v["linux"]["sysctl"] = json!({"kernel.shmmax": "65536"});
+    });
+    let _ = std::fs::create_dir_all(b.dir.join("rootfs/home/someone"));
+    let (r, _) = compare("paths", &b, false);
+    assert!(has(&r, "group bytes 0"), "{r:?}");
+    assert!(has(&r, "home entries 0"), "{r:?}");
+    assert!(has(&r, "write /var Read-only file system"), "{r:?}");
+    assert!(has(&r, "shmmax 65536"), "{r:?}");
+    let _ = std::fs::remove_file(b.dir.join("rootfs/var/probe"));
+}
+
+#[test]
+fn user_namespace_matches_runc() {
+    if !runc_or_skip("user_namespace_matches_runc") {
+        return;
+    }
+    let _l = one_at_a_time();
+    let tail = r#"echo "owner /bin/sh $(stat -L -c %u:%g /bin/sh)""#;
+    let b = bundle("userns", tail, |v, _| {
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces")
+            .extend([json!({"type": "user"}), json!({"type": "cgroup"})]);
+        let map = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+        v["linux"]["uidMappings"] = map.clone();
+        v["linux"]["gidMappings"] = map;
+    });
+    let (r, _) = compare("userns", &b, true);
+    assert!(has(&r, "uid_map 0 200000 65536"), "{r:?}");
+    assert!(has(&r, "ns user new"), "{r:?}");
 }
 
 #[test]

@@ -208,6 +208,8 @@ impl SecurityArgs {
                 devices,
                 preserve_fds: self.preserve_fds,
                 userns,
+                masked_paths: None,
+                readonly_paths: None,
             },
         ))
     }

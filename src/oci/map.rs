@@ -21,6 +21,7 @@
 //! | `linux.cgroupsPath` `/PARENT/LEAF` | the cgroup stage's directory |
 //! | `linux.seccomp` | `--security-opt seccomp=PROFILE` (the same JSON shape as Docker's) |
 //! | `linux.uidMappings`, `gidMappings` | `--uidmap`, `--gidmap` |
+//! | `linux.maskedPaths`, `linux.readonlyPaths` | the paths stage's lists (in place of Docker's) |
 //! | `linux.sysctl` | written in the container after the proc stage, read back |
 //! | `linux.rootfsPropagation` | `--root-propagation` |
 //!
@@ -365,12 +366,14 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
     let readonly = linux.readonly_paths().clone().unwrap_or_default();
     if masked.is_empty() && readonly.is_empty() {
         without.push("paths".into());
-    } else {
-        notes.push(format!(
-            "linux.maskedPaths ({}) and linux.readonlyPaths ({}): the paths stage masks Docker's list and makes Docker's read-only",
-            masked.len(),
-            readonly.len()
-        ));
+    }
+    for (field, list) in [("linux.maskedPaths", &masked), ("linux.readonlyPaths", &readonly)] {
+        if let Some((i, p)) = list.iter().enumerate().find(|(_, p)| !p.starts_with('/')) {
+            return Err(refuse(
+                &format!("{field}[{i}]"),
+                format!("{p:?} must be an absolute path inside the container"),
+            ));
+        }
     }
     if linux
         .resources()
@@ -557,6 +560,8 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
             devices: Vec::new(),
             preserve_fds: inv.preserve_fds,
             userns,
+            masked_paths: Some(masked),
+            readonly_paths: Some(readonly),
         },
         image: crate::image::run::RunImage {
             source: None,

@@ -187,6 +187,12 @@ fn confinement(cfg: &RunConfig) -> Result<crate::confine::Confinement> {
     let plan = &cfg.plan;
     let mut c = crate::confine::Confinement::docker_default();
     c.caps = cfg.security.caps;
+    if let Some(m) = &cfg.security.masked_paths {
+        c.masked_paths = m.clone();
+    }
+    if let Some(r) = &cfg.security.readonly_paths {
+        c.readonly_paths = r.clone();
+    }
     c.no_new_privs = plan.is_on(StageId::Nnp);
     c.devices.extra = cfg.security.devices.clone();
     // An OCI config's /sys/fs/cgroup is the proc stage's (binds of the container's own
