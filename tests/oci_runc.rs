@@ -129,8 +129,8 @@ echo "cgroup leaf $(sed -n 's/^[0-9]*:memory://p' /proc/self/cgroup | sed 's#.*/
 grep -E '^Max (open files|processes)' /proc/self/limits | tr -s ' ' ' ' | sed 's/ $//'
 echo "ulimit -n $(ulimit -n) -u $(ulimit -u)"
 echo "hostname $(hostname)"
-echo "uid_map $(cat /proc/self/uid_map | tr -s ' ' ' ')"
-echo "gid_map $(cat /proc/self/gid_map | tr -s ' ' ' ')"
+echo "uid_map $(tr -s ' ' ' ' < /proc/self/uid_map | sed 's/^ //')"
+echo "gid_map $(tr -s ' ' ' ' < /proc/self/gid_map | sed 's/^ //')"
 for n in cgroup ipc mnt net pid user uts; do
   l=$(readlink /proc/self/ns/$n)
   case " @NS@ " in *" $l "*) echo "ns $n host";; *) echo "ns $n new";; esac
@@ -539,6 +539,8 @@ fn user_namespace_matches_runc() {
     });
     let (r, _) = compare("userns", &b, true);
     assert!(has(&r, "uid_map 0 200000 65536"), "{r:?}");
+    // The bundle's files are the host's (uid 0, unmapped): nobody inside, in both.
+    assert!(has(&r, "owner /bin/sh 65534:65534"), "{r:?}");
     assert!(has(&r, "ns user new"), "{r:?}");
 }
 

@@ -262,8 +262,10 @@ fn userns(
     if euid.is_root() {
         // Root may map anything, and may idmap mounts: the state directory (layers, the
         // writable layer, volumes) and a --rootfs outside it.
+        // An OCI bundle's rootfs is bound as it is, not idmapped: as with runc, the engine
+        // makes its files owned by the ids the config maps.
         let mut idmapped = Vec::new();
-        if let Some(r) = rootfs {
+        if let Some(r) = rootfs.filter(|_| cfg.oci.is_none()) {
             if !(cfg.plan.is_on(StageId::Pivot)
                 && cfg.plan.root_switch == crate::stages::RootSwitch::Pivot)
             {
