@@ -372,8 +372,14 @@ fn compare(name: &str, b: &Bundle, expect_deliberate: bool) -> (Outcome, Outcome
             }
         }
     }
-    let only_runc: Vec<&&String> = r.iter().filter(|l| !s.contains(*l) && !known(l, true)).collect();
-    let only_sb: Vec<&&String> = s.iter().filter(|l| !r.contains(*l) && !known(l, false)).collect();
+    let only_runc: Vec<&&String> = r
+        .iter()
+        .filter(|l| !s.contains(*l) && !known(l, true))
+        .collect();
+    let only_sb: Vec<&&String> = s
+        .iter()
+        .filter(|l| !r.contains(*l) && !known(l, false))
+        .collect();
     assert!(
         only_runc.is_empty() && only_sb.is_empty(),
         "{name}: the workload reports differ\nonly under runc:\n  {}\nonly under stagebox:\n  {}\nrunc stderr: {}\nstagebox stderr: {}",
@@ -387,10 +393,19 @@ fn compare(name: &str, b: &Bundle, expect_deliberate: bool) -> (Outcome, Outcome
         "{name}: runc's workload printed too little: {runc:?}"
     );
     assert_eq!(
-        runc.wrote_rootfs, sb.wrote_rootfs,
+        runc.wrote_rootfs,
+        sb.wrote_rootfs,
         "{name}: a write to / {} the bundle's rootfs under runc, {} under stagebox",
-        if runc.wrote_rootfs { "reached" } else { "did not reach" },
-        if sb.wrote_rootfs { "reached" } else { "did not reach" },
+        if runc.wrote_rootfs {
+            "reached"
+        } else {
+            "did not reach"
+        },
+        if sb.wrote_rootfs {
+            "reached"
+        } else {
+            "did not reach"
+        },
     );
     (runc, sb)
 }
@@ -417,7 +432,10 @@ fn default_spec_matches_runc() {
     assert!(has(&r, "NoNewPrivs: 1"), "{r:?}");
     assert!(has(&r, "hostname runc"), "{r:?}");
     assert!(has(&r, "ns net new") && has(&r, "ns user host"), "{r:?}");
-    assert!(r.facts.iter().any(|l| l.starts_with("mount / ext4 ro")), "{r:?}");
+    assert!(
+        r.facts.iter().any(|l| l.starts_with("mount / ext4 ro")),
+        "{r:?}"
+    );
     assert!(has(&r, "write / Read-only file system"), "{r:?}");
 }
 
@@ -464,10 +482,22 @@ fn mounts_match_runc() {
         v["root"]["readonly"] = json!(false);
     });
     let (r, _) = compare("mounts", &b, true);
-    assert!(r.facts.iter().any(|l| l.starts_with("mount /data-ro ext4 ro")), "{r:?}");
-    assert!(r.facts.iter().any(|l| l.starts_with("mount /data-rw ext4 rw")), "{r:?}");
     assert!(
-        r.facts.iter().any(|l| l.starts_with("mount /scratch tmpfs rw") && l.contains("size=65536k")),
+        r.facts
+            .iter()
+            .any(|l| l.starts_with("mount /data-ro ext4 ro")),
+        "{r:?}"
+    );
+    assert!(
+        r.facts
+            .iter()
+            .any(|l| l.starts_with("mount /data-rw ext4 rw")),
+        "{r:?}"
+    );
+    assert!(
+        r.facts
+            .iter()
+            .any(|l| l.starts_with("mount /scratch tmpfs rw") && l.contains("size=65536k")),
         "{r:?}"
     );
     assert!(r.wrote_rootfs, "runc writes to the bundle's rootfs: {r:?}");
@@ -508,7 +538,13 @@ echo "write /var $(touch /var/probe 2>&1 | sed 's/.*: //')"
 echo "shmmax $(cat /proc/sys/kernel/shmmax)""#;
     let b = bundle("paths", tail, |v, _| {
         v["root"]["readonly"] = json!(false);
-        v["linux"]["maskedPaths"] = json!(["/proc/kcore", "/proc/keys", "/etc/group", "/home", "/absent"]);
+        v["linux"]["maskedPaths"] = json!([
+            "/proc/kcore",
+            "/proc/keys",
+            "/etc/group",
+            "/home",
+            "/absent"
+        ]);
         v["linux"]["readonlyPaths"] = json!(["/proc/sys", "/var"]);
         v["linux"]["sysctl"] = json!({"kernel.shmmax": "65536"});
     });
@@ -556,7 +592,10 @@ fn resources_match_runc() {
         v["linux"]["resources"]["cpu"] = json!({"quota": 50000, "period": 100000});
     });
     let (r, _) = compare("resources", &b, true);
-    assert!(has(&r, "cgroup memory/memory.limit_in_bytes 67108864"), "{r:?}");
+    assert!(
+        has(&r, "cgroup memory/memory.limit_in_bytes 67108864"),
+        "{r:?}"
+    );
     assert!(has(&r, "cgroup pids/pids.max 100"), "{r:?}");
     assert!(has(&r, "cgroup cpu/cpu.cfs_quota_us 50000"), "{r:?}");
     assert!(has(&r, "cgroup leaf runccmp-resources"), "{r:?}");
@@ -578,7 +617,9 @@ fn seccomp_errno_matches_runc() {
     let (r, _) = compare("seccomp", &b, true);
     assert!(has(&r, "Seccomp: 2"), "{r:?}");
     assert!(
-        r.facts.iter().any(|l| l.starts_with("mkdir Operation not permitted")),
+        r.facts
+            .iter()
+            .any(|l| l.starts_with("mkdir Operation not permitted")),
         "{r:?}"
     );
 }
@@ -645,10 +686,13 @@ fn hooks_state_matches_runc() {
                 continue;
             };
             let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
-                panic!("{} {kind}: the hook's stdin is not JSON ({e}): {text}", rt.display())
+                panic!(
+                    "{} {kind}: the hook's stdin is not JSON ({e}): {text}",
+                    rt.display()
+                )
             });
-            let cwd = std::fs::read_to_string(b.dir.join(format!("hook-{kind}.cwd")))
-                .unwrap_or_default();
+            let cwd =
+                std::fs::read_to_string(b.dir.join(format!("hook-{kind}.cwd"))).unwrap_or_default();
             got.push((
                 kind.to_string(),
                 json!({"state": v, "cwd": cwd.trim(), "kind": kind}),
@@ -688,7 +732,11 @@ fn hooks_state_matches_runc() {
             keys.remove("pid");
         }
         let status = match s["status"].as_str() {
-            Some("created") | Some("running") if keys.contains("pid") && v["kind"] == json!("poststart") => json!("started"),
+            Some("created") | Some("running")
+                if keys.contains("pid") && v["kind"] == json!("poststart") =>
+            {
+                json!("started")
+            }
             _ => s["status"].clone(),
         };
         json!({
@@ -704,10 +752,18 @@ fn hooks_state_matches_runc() {
     for ((kind, r), (_, s)) in states[0].iter().zip(&states[1]) {
         eprintln!("{kind}: runc {r}\n  stagebox {s}");
         if shape(r) != shape(s) {
-            diffs.push(format!("{kind}: runc {}\n  stagebox {}", shape(r), shape(s)));
+            diffs.push(format!(
+                "{kind}: runc {}\n  stagebox {}",
+                shape(r),
+                shape(s)
+            ));
         }
     }
-    assert!(diffs.is_empty(), "the hooks' state differs:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "the hooks' state differs:\n{}",
+        diffs.join("\n")
+    );
     assert!(
         states[0].iter().all(|(_, v)| !v.is_null()),
         "runc ran every hook: {:?}",

@@ -367,7 +367,10 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
     if masked.is_empty() && readonly.is_empty() {
         without.push("paths".into());
     }
-    for (field, list) in [("linux.maskedPaths", &masked), ("linux.readonlyPaths", &readonly)] {
+    for (field, list) in [
+        ("linux.maskedPaths", &masked),
+        ("linux.readonlyPaths", &readonly),
+    ] {
         if let Some((i, p)) = list.iter().enumerate().find(|(_, p)| !p.starts_with('/')) {
             return Err(refuse(
                 &format!("{field}[{i}]"),
