@@ -298,6 +298,7 @@ fn run_step(
             }))),
             entrypoint: Some(String::new()),
             user: None,
+            groups: Vec::new(),
         },
         network,
         publish: Vec::new(),

@@ -208,6 +208,8 @@ impl SecurityArgs {
                 devices,
                 preserve_fds: self.preserve_fds,
                 userns,
+                masked_paths: None,
+                readonly_paths: None,
             },
         ))
     }
@@ -918,6 +920,7 @@ impl ImageRunArgs {
             source: image.map(crate::image::run::ImageSource::Ref),
             entrypoint: self.entrypoint,
             user: self.user,
+            groups: Vec::new(),
         };
         (run, command)
     }

@@ -33,6 +33,9 @@ pub struct RunImage {
     pub entrypoint: Option<String>,
     /// `--user`: uid[:gid] or name[:group].
     pub user: Option<String>,
+    /// Supplementary groups added to the user's own (an OCI config's
+    /// `process.user.additionalGids`).
+    pub groups: Vec<u32>,
 }
 
 /// An image resolved for one run.

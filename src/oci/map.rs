@@ -11,6 +11,7 @@
 //! | `mounts`: bind | `-v SRC:DST[:ro]` (the volumes stage) |
 //! | `mounts`: tmpfs elsewhere | `--tmpfs DST:OPTIONS` |
 //! | `process.args`, `env`, `cwd`, `user` | the command, `-e`, `-w`, `--user UID:GID` |
+//! | `process.user.additionalGids` | the workload's supplementary groups (setgroups before the exec) |
 //! | `process.capabilities.bounding` | the caps stage's kept set |
 //! | `process.rlimits` | `--ulimit` |
 //! | `process.noNewPrivileges` | the nnp stage |
@@ -20,6 +21,7 @@
 //! | `linux.cgroupsPath` `/PARENT/LEAF` | the cgroup stage's directory |
 //! | `linux.seccomp` | `--security-opt seccomp=PROFILE` (the same JSON shape as Docker's) |
 //! | `linux.uidMappings`, `gidMappings` | `--uidmap`, `--gidmap` |
+//! | `linux.maskedPaths`, `linux.readonlyPaths` | the paths stage's lists (in place of Docker's) |
 //! | `linux.sysctl` | written in the container after the proc stage, read back |
 //! | `linux.rootfsPropagation` | `--root-propagation` |
 //!
@@ -263,12 +265,7 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
     }
     let user = process.user();
     let user_arg = format!("{}:{}", user.uid(), user.gid());
-    if let Some(g) = user.additional_gids().as_ref().filter(|g| !g.is_empty()) {
-        notes.push(format!(
-            "process.user.additionalGids {g:?}: the supplementary groups come from the rootfs's /etc/group for uid {}",
-            user.uid()
-        ));
-    }
+    let groups = user.additional_gids().clone().unwrap_or_default();
     let caps = match process
         .capabilities()
         .as_ref()
@@ -369,12 +366,17 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
     let readonly = linux.readonly_paths().clone().unwrap_or_default();
     if masked.is_empty() && readonly.is_empty() {
         without.push("paths".into());
-    } else {
-        notes.push(format!(
-            "linux.maskedPaths ({}) and linux.readonlyPaths ({}): the paths stage masks Docker's list and makes Docker's read-only",
-            masked.len(),
-            readonly.len()
-        ));
+    }
+    for (field, list) in [
+        ("linux.maskedPaths", &masked),
+        ("linux.readonlyPaths", &readonly),
+    ] {
+        if let Some((i, p)) = list.iter().enumerate().find(|(_, p)| !p.starts_with('/')) {
+            return Err(refuse(
+                &format!("{field}[{i}]"),
+                format!("{p:?} must be an absolute path inside the container"),
+            ));
+        }
     }
     if linux
         .resources()
@@ -561,11 +563,14 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
             devices: Vec::new(),
             preserve_fds: inv.preserve_fds,
             userns,
+            masked_paths: Some(masked),
+            readonly_paths: Some(readonly),
         },
         image: crate::image::run::RunImage {
             source: None,
             entrypoint: None,
             user: Some(user_arg),
+            groups,
         },
         network,
         publish: Vec::new(),

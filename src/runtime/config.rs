@@ -213,6 +213,10 @@ pub struct Security {
     pub preserve_fds: u32,
     /// `--userns`, `--uidmap`, `--gidmap`.
     pub userns: UsernsRequest,
+    /// The paths the paths stage masks and makes read-only; None: Docker's lists (an OCI
+    /// config's `linux.maskedPaths` and `linux.readonlyPaths` replace them).
+    pub masked_paths: Option<Vec<String>>,
+    pub readonly_paths: Option<Vec<String>>,
 }
 
 /// What the user asked of the user stage.
@@ -307,6 +311,8 @@ impl Default for Security {
             devices: Vec::new(),
             preserve_fds: 0,
             userns: UsernsRequest::Default,
+            masked_paths: None,
+            readonly_paths: None,
         }
     }
 }

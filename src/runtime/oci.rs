@@ -343,7 +343,8 @@ pub fn created_hooks(who: &Identity<'_>, pid: i32) -> Result<()> {
     let Some(h) = who.hooks else {
         return Ok(());
     };
-    let state = who.state("created", Some(pid));
+    // runc gives these three the status "creating": `create` has not returned yet.
+    let state = who.state("creating", Some(pid));
     for (kind, list) in [
         ("prestart", h.prestart()),
         ("createRuntime", h.create_runtime()),

@@ -37,7 +37,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         (None, Some(r), true) => vec![r.clone()],
         _ => vec![PathBuf::from("/")],
     };
-    let user = match image
+    let mut user = match image
         .as_ref()
         .and_then(|i| i.user.clone())
         .or_else(|| cfg.image.user.clone())
@@ -45,6 +45,14 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
         Some(u) => Some(crate::image::user::resolve(&lookup, &u)?),
         None => None,
     };
+    // Extra supplementary groups (OCI additionalGids), after /etc/group's, as runc adds them.
+    if let Some(u) = user.as_mut() {
+        for g in &cfg.image.groups {
+            if !u.groups.contains(g) {
+                u.groups.push(*g);
+            }
+        }
+    }
     let (env, hostname) = environment(cfg, id, &image, &user)?;
     let workdir = working_dir(cfg, &image, &lookup)?;
     let (exec, exe) = match &cfg.probe {
@@ -179,6 +187,12 @@ fn confinement(cfg: &RunConfig) -> Result<crate::confine::Confinement> {
     let plan = &cfg.plan;
     let mut c = crate::confine::Confinement::docker_default();
     c.caps = cfg.security.caps;
+    if let Some(m) = &cfg.security.masked_paths {
+        c.masked_paths = m.clone();
+    }
+    if let Some(r) = &cfg.security.readonly_paths {
+        c.readonly_paths = r.clone();
+    }
     c.no_new_privs = plan.is_on(StageId::Nnp);
     c.devices.extra = cfg.security.devices.clone();
     // An OCI config's /sys/fs/cgroup is the proc stage's (binds of the container's own
@@ -248,8 +262,10 @@ fn userns(
     if euid.is_root() {
         // Root may map anything, and may idmap mounts: the state directory (layers, the
         // writable layer, volumes) and a --rootfs outside it.
+        // An OCI bundle's rootfs is bound as it is, not idmapped: as with runc, the engine
+        // makes its files owned by the ids the config maps.
         let mut idmapped = Vec::new();
-        if let Some(r) = rootfs {
+        if let Some(r) = rootfs.filter(|_| cfg.oci.is_none()) {
             if !(cfg.plan.is_on(StageId::Pivot)
                 && cfg.plan.root_switch == crate::stages::RootSwitch::Pivot)
             {
