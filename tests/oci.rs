@@ -426,6 +426,14 @@ fn delete_force_kills_a_running_container() {
     c.assert_gone();
     // Deleting nothing with --force is fine (engines do it after a failed create).
     c.ok(&["delete", "--force", &c.id]);
+    // A created container (never started) is deleted without --force, as by runc: its
+    // waiting process is killed.
+    let pid = c.create();
+    assert!(!reaped(pid), "the created process is gone before delete");
+    c.ok(&["delete", &c.id]);
+    wait_gone(pid, 10);
+    assert!(!c.m().join("usr1").exists());
+    c.assert_gone();
 }
 
 const HOOKS: [&str; 6] = [

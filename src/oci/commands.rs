@@ -185,12 +185,11 @@ pub fn delete(state: &Path, id: &str, force: bool) -> Result<()> {
         Err(e) => return Err(e),
     };
     let status = c.oci_status();
-    if matches!(status, "running" | "paused" | "created") && !force {
-        if status != "created" {
-            return Err(Error::usage(format!(
-                "cannot delete container {id} that is not stopped: {status}; stop it first or use delete --force"
-            )));
-        }
+    // runc deletes a created container (its waiting process killed) without --force.
+    if matches!(status, "running" | "paused") && !force {
+        return Err(Error::usage(format!(
+            "cannot delete container {id} that is not stopped: {status}; stop it first or use delete --force"
+        )));
     }
     let o = c.oci.clone().unwrap_or_default();
     crate::runtime::cleanup::remove(state, &c.id, true)?;
