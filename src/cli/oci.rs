@@ -302,4 +302,82 @@ mod tests {
         assert!(!oci(&["--state", "/tmp/s", "run", "--rm", "--", "true"]));
         assert!(oci(&["--state", "/tmp/s", "delete", "lab"]));
     }
+
+    fn argv(s: &str) -> Vec<OsString> {
+        s.split_whitespace().map(OsString::from).collect()
+    }
+
+    /// A state directory holding one OCI container (`oci1`, as `create` records it) and one
+    /// Docker-like container (`web`).
+    fn state_with_records() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (id, oci) in [("oci1", true), ("web", false)] {
+            let mut rec = serde_json::json!({
+                "id": id, "name": id, "image": "busybox", "command": ["sh"],
+                "created": 0, "status": "running", "exit_code": null,
+                "runtime_pid": null, "pid": null
+            });
+            if oci {
+                rec["oci"] = serde_json::json!({"bundle": "/b"});
+            }
+            let c: crate::state::container::Container =
+                serde_json::from_value(rec).expect("a record");
+            c.save(dir.path()).expect("save the record");
+        }
+        dir
+    }
+
+    #[test]
+    fn engines_argv_forms_take_the_oci_path() {
+        let state = state_with_records();
+        let s = state.path();
+        for a in [
+            // containerd's shim.
+            "--root /run/containerd/runc/k8s.io --log /x/log.json --log-format json create --bundle /b --pid-file /b/init.pid c1",
+            "--root /r start c1",
+            "--root /r delete c1",
+            // podman's conmon and podman itself.
+            "create --bundle /b --pid-file /p --console-socket /s c1",
+            "--log /x/log create -b /b c1",
+            "start oci1",
+            "kill oci1 15",
+            "kill oci1",
+            "pause oci1",
+            "delete --force c1",
+            "state c1",
+            "exec --pid-file /f --process /p.json --detach c1",
+            "exec --process=/p.json c1",
+            "features",
+            "spec",
+            "resume oci1",
+            "ps c1",
+            "run --bundle /b c1",
+        ] {
+            assert!(wants_oci(&argv(a), s), "{a:?} should be runc's command line");
+        }
+    }
+
+    #[test]
+    fn docker_like_argv_stays_docker_like() {
+        let state = state_with_records();
+        let s = state.path();
+        for a in [
+            "run -d alpine",
+            "run --rm -it busybox sh",
+            "ps",
+            "ps -a",
+            "start web",
+            "kill web",
+            "kill web 15",
+            "pause web",
+            "exec web ls",
+            "exec -it web sh",
+            "start nothing-of-that-name",
+            "images",
+            "",
+            "--help",
+        ] {
+            assert!(!wants_oci(&argv(a), s), "{a:?} should stay Docker-like");
+        }
+    }
 }

@@ -56,7 +56,14 @@ pub fn create(bundle: &Path, inv: &Invocation) -> Result<i32> {
             crate::trace::note("oci", n);
         }
     }
+    let pid_file_was_there = inv.pid_file.as_deref().is_some_and(Path::exists);
     let r = crate::runtime::run(&mapped.cfg);
+    if r.is_err() && !pid_file_was_there {
+        // A failed create leaves no pid file an engine could take for a container.
+        if let Some(p) = &inv.pid_file {
+            let _ = std::fs::remove_file(p);
+        }
+    }
     if r.is_err() || !inv.create {
         // Failed (runtime::run undid what it made), or `run` ended: nothing stays.
         if let Some(p) = &mapped.cfg.security.seccomp_profile {
@@ -178,12 +185,11 @@ pub fn delete(state: &Path, id: &str, force: bool) -> Result<()> {
         Err(e) => return Err(e),
     };
     let status = c.oci_status();
-    if matches!(status, "running" | "paused" | "created") && !force {
-        if status != "created" {
-            return Err(Error::usage(format!(
-                "cannot delete container {id} that is not stopped: {status}; stop it first or use delete --force"
-            )));
-        }
+    // runc deletes a created container (its waiting process killed) without --force.
+    if matches!(status, "running" | "paused") && !force {
+        return Err(Error::usage(format!(
+            "cannot delete container {id} that is not stopped: {status}; stop it first or use delete --force"
+        )));
     }
     let o = c.oci.clone().unwrap_or_default();
     crate::runtime::cleanup::remove(state, &c.id, true)?;

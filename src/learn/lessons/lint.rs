@@ -145,7 +145,14 @@ fn check_invocation(words: &[String], known: &Known, problems: &mut Vec<String>,
         return;
     }
     let mut oci = Vec::new();
-    check_against(words, known, &known.oci_flags, &known.oci_valued, &mut oci, at);
+    check_against(
+        words,
+        known,
+        &known.oci_flags,
+        &known.oci_valued,
+        &mut oci,
+        at,
+    );
     // Wrong for both: the problems of the one it is nearer to.
     if oci.is_empty() {
         return;

@@ -127,7 +127,10 @@ mod tests {
             assert_eq!(step(good), Vec::<String>::new(), "{good}");
         }
         for (bad, needle) in [
-            ("stagebox --trace pretty create --frobnicate lab", "--frobnicate"),
+            (
+                "stagebox --trace pretty create --frobnicate lab",
+                "--frobnicate",
+            ),
             ("stagebox delete --forse lab", "--forse"),
             ("stagebox checkpoint lab", "no such subcommand"),
         ] {
