@@ -62,11 +62,6 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 /// asserted where it applies.
 const DELIBERATE: &[(&str, &str, &str)] = &[
     (
-        "mount /dev/mqueue mqueue rw,nodev,noexec,nosuid",
-        "",
-        "/dev/mqueue is not mounted: the proc stage makes no mqueue filesystem",
-    ),
-    (
         "mount /proc proc rw",
         "mount /proc proc rw,nodev,noexec,nosuid",
         "the proc stage mounts /proc nosuid,nodev,noexec (Docker's flags) whatever the config's options",

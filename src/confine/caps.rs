@@ -60,6 +60,17 @@ pub const ALL: u64 = (1u64 << NAMES.len()) - 1;
 /// NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP (CapEff 00000000a80425fb).
 pub const DOCKER_DEFAULT: u64 = 0xa80425fb;
 
+/// The five sets an OCI config's `process.capabilities` gives (bit N is capability N). The
+/// caps stage applies them all (Docker-like runs give only the kept set, `Confinement::caps`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CapSets {
+    pub bounding: u64,
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+    pub ambient: u64,
+}
+
 /// The capabilities that make a container's root the host's root, for the checks: mount
 /// anything, load modules, set the clock, reboot, read any file by handle, trace any process.
 pub const DANGEROUS: &[&str] = &[

@@ -58,7 +58,8 @@ impl DeviceConfig {
     /// The whole allow list: Docker's defaults, then one rule per `--device`.
     pub fn rules(&self) -> Vec<Rule> {
         let mut v: Vec<Rule> = DEFAULT_RULES.to_vec();
-        for d in &self.extra {
+        // A FIFO ('p', an OCI config's linux.devices) is no device: no rule.
+        for d in self.extra.iter().filter(|d| d.kind != 'p') {
             v.push(Rule {
                 kind: if d.kind == 'b' {
                     Kind::Block

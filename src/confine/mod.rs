@@ -41,6 +41,10 @@ pub struct Confinement {
     /// stage then keeps CAP_SETUID and CAP_SETGID effective for it, even when dropped.
     #[serde(default)]
     pub user_switch: bool,
+    /// An OCI config's five capability sets (None: Docker-like, only `caps` is kept, the
+    /// others follow it, inheritable and ambient empty).
+    #[serde(default)]
+    pub oci_sets: Option<caps::CapSets>,
     /// The compiled seccomp profile (None when the seccomp stage is off).
     #[serde(skip)]
     pub seccomp: Option<std::sync::Arc<seccomp::Program>>,
@@ -57,6 +61,7 @@ impl Confinement {
             devices: devices::DeviceConfig::default(),
             no_new_privs: false,
             user_switch: false,
+            oci_sets: None,
             seccomp: None,
         }
     }

@@ -12,7 +12,9 @@
 //! | `mounts`: tmpfs elsewhere | `--tmpfs DST:OPTIONS` |
 //! | `process.args`, `env`, `cwd`, `user` | the command, `-e`, `-w`, `--user UID:GID` |
 //! | `process.user.additionalGids` | the workload's supplementary groups (setgroups before the exec) |
-//! | `process.capabilities.bounding` | the caps stage's kept set |
+//! | `process.capabilities` (all five sets) | the caps stage: bounding dropped, capset, ambient raised (kept through a switch to another user) |
+//! | `linux.devices` | nodes the proc stage makes in /dev (as `--device`), allowed by the devices stage |
+//! | `mounts`: /dev/mqueue (mqueue) | the proc stage mounts it |
 //! | `process.rlimits` | `--ulimit` |
 //! | `process.noNewPrivileges` | the nnp stage |
 //! | `process.oomScoreAdj` | /proc/PID/oom_score_adj, read back |
@@ -174,6 +176,7 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
     let mut tmpfs = Vec::new();
     let mut proc_wanted = false;
     let mut cgroup_mount = false;
+    let mut mqueue = false;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         let dest = m.destination().to_string_lossy().into_owned();
         let typ = m.typ().clone().unwrap_or_default();
@@ -185,9 +188,7 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
             continue;
         }
         if matches!((dest.as_str(), typ.as_str()), ("/dev/mqueue", "mqueue")) {
-            notes.push(format!(
-                "{field}: /dev/mqueue is not mounted (the proc stage makes no mqueue filesystem)"
-            ));
+            mqueue = true;
             continue;
         }
         if matches!(
@@ -266,31 +267,39 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
     let user = process.user();
     let user_arg = format!("{}:{}", user.uid(), user.gid());
     let groups = user.additional_gids().clone().unwrap_or_default();
-    let caps = match process
-        .capabilities()
-        .as_ref()
-        .and_then(|c| c.bounding().clone())
-    {
-        Some(set) => {
-            let mut mask = 0u64;
-            for c in set {
-                let name = c.to_string();
-                match crate::confine::caps::number(&name) {
-                    Some(n) => mask |= 1u64 << n,
-                    None => {
-                        return Err(refuse(
-                            "process.capabilities.bounding",
-                            format!(
-                                "{name} is not a capability this kernel build of stagebox knows"
-                            ),
-                        ))
+    // process.capabilities: all five sets (a set not given is empty, as in runc).
+    let cap_sets = match process.capabilities().as_ref() {
+        Some(c) => {
+            let mask =
+                |field: &str, set: &Option<oci_spec::runtime::Capabilities>| -> Result<u64> {
+                    let mut mask = 0u64;
+                    for c in set.iter().flatten() {
+                        let name = c.to_string();
+                        match crate::confine::caps::number(&name) {
+                            Some(n) => mask |= 1u64 << n,
+                            None => {
+                                return Err(refuse(
+                                    &format!("process.capabilities.{field}"),
+                                    format!(
+                                    "{name} is not a capability this kernel build of stagebox knows"
+                                ),
+                                ))
+                            }
+                        }
                     }
-                }
-            }
-            mask
+                    Ok(mask)
+                };
+            Some(crate::confine::caps::CapSets {
+                bounding: mask("bounding", c.bounding())?,
+                effective: mask("effective", c.effective())?,
+                permitted: mask("permitted", c.permitted())?,
+                inheritable: mask("inheritable", c.inheritable())?,
+                ambient: mask("ambient", c.ambient())?,
+            })
         }
-        None => 0,
+        None => None,
     };
+    let caps = cap_sets.map(|c| c.bounding).unwrap_or(0);
     let mut ulimits = Vec::new();
     for (i, r) in process.rlimits().iter().flatten().enumerate() {
         let name = r.typ().to_string();
@@ -385,8 +394,43 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
         .is_some_and(|d| !d.is_empty())
     {
         notes.push(
-            "linux.resources.devices: the devices stage allows Docker's default device list".into(),
+            "linux.resources.devices: the devices stage allows Docker's default device list and linux.devices".into(),
         );
+    }
+    // linux.devices: made in the container's /dev by the proc stage (as `--device` nodes),
+    // and allowed by the devices stage.
+    let mut devices = Vec::new();
+    for (i, d) in linux.devices().iter().flatten().enumerate() {
+        let field = format!("linux.devices[{i}]");
+        let path = d.path().to_string_lossy().into_owned();
+        if !path.starts_with("/dev/") || path.split('/').any(|c| c == "..") {
+            return Err(refuse(
+                &format!("{field}.path"),
+                format!("{path:?}: stagebox makes device nodes under /dev only"),
+            ));
+        }
+        let kind = match d.typ() {
+            oci_spec::runtime::LinuxDeviceType::C | oci_spec::runtime::LinuxDeviceType::U => 'c',
+            oci_spec::runtime::LinuxDeviceType::B => 'b',
+            oci_spec::runtime::LinuxDeviceType::P => 'p',
+            oci_spec::runtime::LinuxDeviceType::A => {
+                return Err(refuse(
+                    &format!("{field}.type"),
+                    "\"a\" is no node type; use c, b, u or p",
+                ))
+            }
+        };
+        devices.push(crate::confine::devices::Device {
+            host: PathBuf::from(&path),
+            container: path,
+            kind,
+            major: if kind == 'p' { 0 } else { d.major() as u64 },
+            minor: if kind == 'p' { 0 } else { d.minor() as u64 },
+            access: "rwm".into(),
+            mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        });
     }
     confine.privileged = false;
     let seccomp_profile = match linux.seccomp() {
@@ -539,6 +583,8 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
         sysctl,
         cgroup_mount: cgroup_mount && proc_wanted,
         joins,
+        mqueue: mqueue && proc_wanted,
+        caps: cap_sets,
     };
     let cfg = RunConfig {
         command: args,
@@ -560,7 +606,7 @@ pub fn to_run_config(b: &Bundle, inv: &Invocation) -> Result<Mapped> {
         security: Security {
             caps,
             seccomp_profile,
-            devices: Vec::new(),
+            devices,
             preserve_fds: inv.preserve_fds,
             userns,
             masked_paths: Some(masked),

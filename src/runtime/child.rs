@@ -316,7 +316,14 @@ fn run(
         spec.userns.as_ref().map(|u| &u.writer),
         Some(crate::stages::MapWriter::Unprivileged)
     );
-    do_exec(exec, &path, &argv, old_mask, may_setgroups)
+    do_exec(
+        exec,
+        &path,
+        &argv,
+        old_mask,
+        may_setgroups,
+        spec.confine.oci_sets,
+    )
 }
 
 /// An OCI config's `linux.sysctl`: each key written under the container's fresh /proc/sys
@@ -492,6 +499,7 @@ fn do_exec(
     argv: &[String],
     old_mask: &SigSet,
     may_setgroups: bool,
+    oci_caps: Option<crate::confine::caps::CapSets>,
 ) -> Result<std::convert::Infallible, Failure> {
     if let Some(dir) = exec.workdir.as_ref().filter(|_| exec.make_workdir) {
         if !std::path::Path::new(dir).is_dir() {
@@ -523,8 +531,22 @@ fn do_exec(
         }
         nix::unistd::setgid(nix::unistd::Gid::from_raw(u.gid))
             .map_err(|e| fail("exec", StageError::sys(&format!("setgid({})", u.gid), e)))?;
+        // An OCI config's capabilities stay with a user other than root (as runc does):
+        // PR_SET_KEEPCAPS keeps the permitted set through setuid, which clears the effective
+        // and ambient sets; capset and the ambient raise then put them back. A Docker-like
+        // run gives such a user no capabilities, as Docker does.
+        let keep = oci_caps.filter(|_| u.uid != 0);
+        if keep.is_some() {
+            // SAFETY: prctl with integer arguments only.
+            let r = unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+            nix::errno::Errno::result(r)
+                .map_err(|e| fail("exec", StageError::sys("prctl(PR_SET_KEEPCAPS, 1)", e)))?;
+        }
         nix::unistd::setuid(nix::unistd::Uid::from_raw(u.uid))
             .map_err(|e| fail("exec", StageError::sys(&format!("setuid({})", u.uid), e)))?;
+        if let Some(c) = keep {
+            caps_after_switch(&c).map_err(|e| fail("exec", e))?;
+        }
     }
     // The Rust runtime ignores SIGPIPE; an ignored signal stays ignored across exec, so put
     // it back, and give the workload the signal mask the runtime had before it blocked the
@@ -565,6 +587,46 @@ fn do_exec(
     };
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None);
     Err(fail("exec", err))
+}
+
+/// After the switch to a user other than root: the OCI config's effective, permitted and
+/// inheritable sets again (capset), its ambient set raised, all read back from
+/// /proc/self/status.
+fn caps_after_switch(c: &crate::confine::caps::CapSets) -> Result<(), StageError> {
+    use crate::kernel::status::{capset, Privileges};
+    // What the caps stage could give (the setuid kept permitted and inheritable).
+    let (_, had, had_inh) =
+        crate::kernel::status::capget().map_err(|e| StageError::sys("capget()", e))?;
+    let permitted = c.permitted & had;
+    let effective = c.effective & permitted;
+    let inheritable = c.inheritable & had_inh;
+    capset(effective, permitted, inheritable).map_err(|e| {
+        StageError::sys(
+            &format!(
+                "capset({{effective={effective:016x}, permitted={permitted:016x}, inheritable={inheritable:016x}}})"
+            ),
+            e,
+        )
+    })?;
+    let ambient = c.ambient & permitted & inheritable;
+    let list: Vec<u32> = (0..64).filter(|n| ambient & (1u64 << n) != 0).collect();
+    crate::stages::caps::raise_each(&list)
+        .map_err(|e| StageError::sys("prctl(PR_CAP_AMBIENT_RAISE)", e))?;
+    let p = Privileges::read(None)
+        .map_err(|e| StageError::msg(format!("cannot read /proc/self/status: {e}")))?;
+    for (name, got, want) in [
+        ("CapEff", p.cap_eff, effective),
+        ("CapPrm", p.cap_prm, permitted),
+        ("CapInh", p.cap_inh, inheritable),
+        ("CapAmb", p.cap_amb, ambient),
+    ] {
+        if got != want {
+            return Err(StageError::no_effect(format!(
+                "{name} is {got:016x} in /proc/self/status after the user switch, expected {want:016x}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

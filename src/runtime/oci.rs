@@ -62,6 +62,11 @@ pub struct OciRun {
     pub cgroup_mount: bool,
     /// `linux.namespaces[i].path`: namespaces the uts, ipc, net and cgroupns stages join.
     pub joins: Vec<crate::stages::NsJoin>,
+    /// A `/dev/mqueue` mount of type mqueue: the proc stage makes it.
+    pub mqueue: bool,
+    /// `process.capabilities`: the five sets (the caps stage, and the exec step after a
+    /// switch to a user other than root).
+    pub caps: Option<crate::confine::caps::CapSets>,
 }
 
 /// The directory that holds the FIFO, in the container's directory.

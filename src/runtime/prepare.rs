@@ -146,6 +146,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
             read_only: cfg.read_only,
             confine: crate::confine::Confinement {
                 user_switch: exec.user.is_some(),
+                oci_sets: cfg.oci.as_ref().and_then(|o| o.caps),
                 ..confinement(cfg)?
             },
             userns,
@@ -173,6 +174,7 @@ pub fn prepare(cfg: &RunConfig, id: &str) -> Result<Prepared> {
                 .as_ref()
                 .map(|o| o.joins.clone())
                 .unwrap_or_default(),
+            mqueue: cfg.oci.as_ref().is_some_and(|o| o.mqueue),
         },
         exec,
         _exe: exe,

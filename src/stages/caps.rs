@@ -61,7 +61,26 @@ impl Stage for Caps {
         } else {
             (1u64 << (last + 1)) - 1
         };
-        let keep = ctx.spec.confine.caps & known;
+        let oci = ctx.spec.confine.oci_sets;
+        // An OCI config may name capabilities out of stagebox's own bounding set (a host that
+        // lacks some): no process can get those back; left out, and said.
+        let mut out_of_reach = 0u64;
+        let keep = match oci {
+            Some(s) => {
+                let bnd = if ctx.verify {
+                    Privileges::read(None)
+                        .map_err(|e| {
+                            StageError::msg(format!("cannot read /proc/self/status: {e}"))
+                        })?
+                        .cap_bnd
+                } else {
+                    known
+                };
+                out_of_reach = s.bounding & known & !bnd;
+                s.bounding & known & bnd
+            }
+            None => ctx.spec.confine.caps & known,
+        };
         let drop: Vec<u32> = (0..=last).filter(|c| keep & (1u64 << c) == 0).collect();
         let dropped = drop.iter().fold(0u64, |m, c| m | 1u64 << c);
 
@@ -110,32 +129,77 @@ impl Stage for Caps {
         // user other than root clears the permitted and effective sets anyway.
         let setids = (1u64 << caps::CAP_SETGID) | (1u64 << caps::CAP_SETUID);
         let hold_setids = ctx.spec.confine.user_switch && keep & setids != setids;
-        let mut working = keep;
+        let mut held = 0u64;
         if hold_admin {
-            working |= admin;
+            held |= admin;
         }
         if hold_setids {
-            working |= setids;
+            held |= setids;
+        }
+        // Docker-like: effective = permitted = the kept set. An OCI config gives each set.
+        // A config may name capabilities stagebox itself does not hold (a host whose own
+        // bounding set lacks some): capset would refuse them all (EPERM), so they are left
+        // out, and said.
+        let mut missing = 0u64;
+        let (effective, permitted, inheritable) = match oci {
+            Some(s) => {
+                let (_, have, have_inh) =
+                    crate::kernel::status::capget().map_err(|e| StageError::sys("capget()", e))?;
+                let may_inherit = (have | have_inh) & keep;
+                missing = (s.effective | s.permitted) & known & !have
+                    | s.inheritable & known & !may_inherit;
+                (
+                    (s.effective & known & have) | held,
+                    (s.permitted & known & have) | held,
+                    s.inheritable & known & may_inherit,
+                )
+            }
+            None => (keep | held, keep | held, 0),
+        };
+        let missing = missing | out_of_reach;
+        if missing != 0 {
+            ctx.note(format!(
+                "not given, stagebox does not hold them itself (or, for inheritable, they are out of the bounding set): {}",
+                caps::names(missing).join(" ")
+            ));
         }
         let call = format!(
-            "capset({{v3, 0}}, {{effective={e}, permitted={e}, inheritable=0}})",
-            e = hex(working)
+            "capset({{v3, 0}}, {{effective={}, permitted={}, inheritable={}}})",
+            hex(effective),
+            hex(permitted),
+            if inheritable == 0 {
+                "0".to_string()
+            } else {
+                hex(inheritable)
+            }
         );
         ctx.sys
             .raw(call, &mut || {
-                crate::kernel::status::capset(working, working, 0)
+                crate::kernel::status::capset(effective, permitted, inheritable)
             })
             .map_err(|e| StageError::sys("capset()", e))?;
+        // The ambient set (an OCI config's): each one must be permitted and inheritable.
+        let mut ambient = 0u64;
+        if let Some(s) = oci {
+            let (raised, skipped) = raise_ambient(ctx, s.ambient & known, permitted, inheritable)?;
+            ambient = raised;
+            if skipped != 0 {
+                ctx.note(format!(
+                    "ambient {} not raised: an ambient capability must be permitted and inheritable",
+                    caps::names(skipped).join(" ")
+                ));
+            }
+        }
 
         if ctx.verify {
             let p = Privileges::read(None)
                 .map_err(|e| StageError::msg(format!("cannot read /proc/self/status: {e}")))?;
             let want = [
                 ("CapBnd", p.cap_bnd & known, keep),
-                ("CapEff", p.cap_eff, working),
-                ("CapPrm", p.cap_prm, working),
-                ("CapInh", p.cap_inh, 0),
-                ("CapAmb", p.cap_amb, 0),
+                ("CapEff", p.cap_eff, effective),
+                ("CapPrm", p.cap_prm, permitted),
+                ("CapInh", p.cap_inh, inheritable),
+                ("CapAmb", p.cap_amb, ambient),
             ];
             for (name, got, want) in want {
                 if got != want {
@@ -157,6 +221,15 @@ impl Stage for Caps {
             caps::names(dropped).len(),
             caps::names(dropped).join(" ")
         ));
+        if let Some(s) = oci {
+            ctx.note(format!(
+                "config.json sets: effective {}, permitted {}, inheritable {}, ambient {}",
+                hex(s.effective),
+                hex(s.permitted),
+                hex(s.inheritable),
+                hex(ambient)
+            ));
+        }
         if hold_setids {
             ctx.note("CAP_SETUID and CAP_SETGID stay effective for the switch to the workload's user, which then clears them");
         }
@@ -165,6 +238,47 @@ impl Stage for Caps {
         }
         Ok(())
     }
+}
+
+/// prctl(PR_CAP_AMBIENT_RAISE) for each capability of `want` that is in both `permitted` and
+/// `inheritable` (the kernel refuses the others): (raised, skipped).
+pub fn raise_ambient(
+    ctx: &mut ChildCtx<'_>,
+    want: u64,
+    permitted: u64,
+    inheritable: u64,
+) -> Result<(u64, u64), StageError> {
+    let raise = want & permitted & inheritable;
+    if raise == 0 {
+        return Ok((0, want));
+    }
+    let list: Vec<u32> = (0..64).filter(|c| raise & (1u64 << c) != 0).collect();
+    let call = format!(
+        "prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap) for each of {}",
+        caps::names(raise).join(" ")
+    );
+    ctx.sys
+        .raw(call, &mut || raise_each(&list).map(|()| list.len() as i64))
+        .map_err(|e| StageError::sys("prctl(PR_CAP_AMBIENT_RAISE)", e))?;
+    Ok((raise, want & !raise))
+}
+
+/// The raw raise, for the stage and for the exec step after a user switch.
+pub fn raise_each(list: &[u32]) -> nix::Result<()> {
+    for c in list {
+        // SAFETY: prctl(PR_CAP_AMBIENT) takes integers only.
+        let r = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                *c as libc::c_ulong,
+                0,
+                0,
+            )
+        };
+        nix::errno::Errno::result(r)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

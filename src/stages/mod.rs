@@ -280,6 +280,10 @@ pub struct ChildSpec {
     /// these files in their `apply`.
     #[serde(default)]
     pub join: Vec<NsJoin>,
+    /// An OCI config's /dev/mqueue mount: the proc stage mounts a POSIX message queue
+    /// filesystem there.
+    #[serde(default)]
+    pub mqueue: bool,
 }
 
 /// An existing namespace a stage joins with `setns(2)` instead of making a new one.
@@ -349,6 +353,7 @@ impl ChildSpec {
             sysctl: vec![],
             cgroup_mount: None,
             join: vec![],
+            mqueue: false,
         }
     }
 

@@ -122,6 +122,9 @@ fn make_dev(ctx: &mut ChildCtx<'_>, dev: &Path) -> Result<(), StageError> {
         nosuid_noexec | MsFlags::MS_NODEV,
         Some("mode=1777,size=65536k"),
     )?;
+    if ctx.spec.mqueue {
+        mount_mqueue(ctx, &dev.join("mqueue"))?;
+    }
     for (target, link) in [
         ("pts/ptmx", "ptmx"),
         ("/proc/self/fd", "fd"),
@@ -137,6 +140,39 @@ fn make_dev(ctx: &mut ChildCtx<'_>, dev: &Path) -> Result<(), StageError> {
     for d in &ctx.spec.confine.devices.extra.clone() {
         add_device(ctx, dev, d)?;
     }
+    Ok(())
+}
+
+/// An OCI config's /dev/mqueue: a POSIX message queue filesystem (it shows the queues of the
+/// IPC namespace that mounts it), read back from mountinfo.
+fn mount_mqueue(ctx: &mut ChildCtx<'_>, target: &Path) -> Result<(), StageError> {
+    mkdir(ctx, target, 0o755)?;
+    mount(
+        ctx,
+        "mqueue",
+        target,
+        Some("mqueue"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
+    if ctx.verify {
+        let text = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| StageError::msg(format!("cannot read /proc/self/mountinfo: {e}")))?;
+        let want = target.to_string_lossy();
+        let found = text.lines().any(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let fstype = l.split(" - ").nth(1).and_then(|r| r.split(' ').next());
+            f.get(4) == Some(&want.as_ref()) && fstype == Some("mqueue")
+        });
+        if !found {
+            return Err(StageError::no_effect(format!(
+                "no mqueue filesystem at {want} in /proc/self/mountinfo"
+            )));
+        }
+    }
+    ctx.note(
+        "/dev/mqueue: the config's mqueue filesystem (POSIX message queues of this IPC namespace)",
+    );
     Ok(())
 }
 
@@ -234,10 +270,10 @@ fn add_device(
         ));
         return Ok(());
     }
-    let kind = if d.kind == 'b' {
-        SFlag::S_IFBLK
-    } else {
-        SFlag::S_IFCHR
+    let kind = match d.kind {
+        'b' => SFlag::S_IFBLK,
+        'p' => SFlag::S_IFIFO,
+        _ => SFlag::S_IFCHR,
     };
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let r = ctx.sys.mknod(&path, kind, d.mode, d.major, d.minor);
@@ -258,7 +294,12 @@ fn add_device(
     if ctx.verify {
         let md = std::fs::symlink_metadata(&path)
             .map_err(|e| StageError::no_effect(format!("{}: {e}", path.display())))?;
-        if md.rdev() != nix::sys::stat::makedev(d.major, d.minor) || md.mode() & 0o7777 != d.mode {
+        let rdev = if d.kind == 'p' {
+            0
+        } else {
+            nix::sys::stat::makedev(d.major, d.minor)
+        };
+        if md.rdev() != rdev || md.mode() & 0o7777 != d.mode & 0o7777 || md.uid() != d.uid {
             return Err(StageError::no_effect(format!(
                 "{} is not the device {}:{} with mode {:o}",
                 path.display(),

@@ -376,6 +376,7 @@ mod tests {
             sysctl: vec![],
             cgroup_mount: None,
             join: vec![],
+            mqueue: false,
         };
         let mut rec = Recorder::new();
         let mut ctx = ChildCtx::new(&mut rec, &spec);
