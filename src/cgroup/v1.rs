@@ -104,7 +104,13 @@ impl V1 {
         for _ in 0..5 {
             log.mkdir(&self.root, &h.parent, true)?;
             if h.has("cpuset") {
-                self.copy_cpuset(&h.mount, &h.parent, None, false, log)?;
+                if let Err(e) = self.copy_cpuset(&h.mount, &h.parent, None, false, log) {
+                    // Another run's cleanup removed the shared parent, empty, meanwhile.
+                    if !self.root.exists(&h.parent) {
+                        continue;
+                    }
+                    return Err(e);
+                }
             }
             let r = self.root.mkdir(&h.dir);
             log.call(format!("mkdir({:?})", h.dir), &r);
