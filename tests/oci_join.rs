@@ -107,17 +107,27 @@ impl Bundle {
 
 /// A network namespace made with `ip netns add` (a bind mount of its nsfs file under
 /// /run/netns), deleted when dropped.
-struct NetNs(String);
+/// The second field: whether /run/netns was there before (`ip netns add` makes it a mount
+/// point the first time and leaves it; the test takes away what it made).
+struct NetNs(String, bool);
+
+fn run_netns_mounted() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some("/run/netns"))
+}
 
 impl NetNs {
     fn new() -> NetNs {
+        let had = run_netns_mounted() || Path::new("/run/netns").exists();
         let name = format!("sbtest-{}", std::process::id());
         let st = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
             .expect("ip netns add");
         assert!(st.success(), "ip netns add {name}");
-        NetNs(name)
+        NetNs(name, had)
     }
     fn path(&self) -> PathBuf {
         PathBuf::from(format!("/run/netns/{}", self.0))
@@ -127,6 +137,13 @@ impl NetNs {
 impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        let empty = std::fs::read_dir("/run/netns").is_ok_and(|mut d| d.next().is_none());
+        if !self.1 && empty {
+            if run_netns_mounted() {
+                let _ = Command::new("umount").arg("/run/netns").status();
+            }
+            let _ = std::fs::remove_dir("/run/netns");
+        }
     }
 }
 
